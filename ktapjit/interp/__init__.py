@@ -1,0 +1,4 @@
+"""The reference interpreter: executes the SSA IR directly. It is the oracle.
+
+May import: ktapjit.diag, ktapjit.ir, ktapjit.semantics, ktapjit.events.
+"""

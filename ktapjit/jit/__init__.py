@@ -1,0 +1,4 @@
+"""The native engine: lowers the SSA IR to machine code through llvmlite.
+
+May import: ktapjit.diag, ktapjit.ir, ktapjit.semantics, ktapjit.events.
+"""
