@@ -1,0 +1,5 @@
+"""`python -m ktapjit` is the `ktapjit` command."""
+
+from ktapjit.cli import entry
+
+entry()

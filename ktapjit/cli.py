@@ -1,0 +1,261 @@
+"""The `ktapjit` command line: the one module that ties the packages together.
+
+Every user-facing failure ends here as one clear line and a non-zero status:
+2 for usage and compile errors, 1 for runtime errors. A Python traceback is
+a bug; set KTAPJIT_DEBUG=1 to see one instead of the one-line report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from typing import BinaryIO, Optional, Sequence
+
+from ktapjit import __version__
+from ktapjit.diag import CompileError
+from ktapjit.run_api import Limits, RunConfig
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+ENGINES = ("interp", "jit", "compare")
+
+
+class UsageError(Exception):
+    """Bad command-line usage: reported as `ktapjit: MESSAGE`, status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting, so main() owns the streams."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def exit(self, status: int = 0, message: Optional[str] = None):
+        raise _ParserExit(status, message)
+
+    def print_help(self, file=None):
+        raise _ParserExit(0, self.format_help())
+
+    def print_version(self):
+        raise _ParserExit(0, f"ktapjit {__version__}\n")
+
+
+class _ParserExit(Exception):
+    def __init__(self, status: int, message: Optional[str]):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise _ParserExit(0, f"ktapjit {__version__}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="ktapjit", description="Run ktap tracing scripts, interpreted or JIT-compiled.")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a script", description="Run a ktap script.")
+    run.add_argument("--engine", choices=ENGINES, default="interp",
+                     help="interp: the reference interpreter; jit: native code; compare: both, checked")
+    run.add_argument("--jit", dest="engine", action="store_const", const="jit", help="same as --engine jit")
+    _add_limit_options(run)
+    run.add_argument("-o", "--output", metavar="FILE", help="write the script's output to FILE")
+    run.add_argument("-q", "--quiet", action="store_true", help="no status messages on stderr")
+    run.add_argument("-e", dest="program", metavar="PROGRAM", help="run PROGRAM given on the command line")
+    run.add_argument("script", nargs="?", metavar="SCRIPT", help="the script file")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="script arguments (arg[1], ...)")
+
+    ir = commands.add_parser("ir", help="print a script's SSA IR", description="Print the SSA IR of a script.")
+    ir.add_argument("-O0", dest="optimize", action="store_false", help="skip the optional passes")
+    ir.add_argument("--dump-after", metavar="PASS", help="print the IR after PASS instead of at the end")
+    ir.add_argument("-e", dest="program", metavar="PROGRAM", help="compile PROGRAM given on the command line")
+    ir.add_argument("script", nargs="?", metavar="SCRIPT")
+    _add_limit_options(ir)
+    return parser
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    defaults = Limits()
+    parser.add_argument("--max-loop", type=_positive_int, default=defaults.max_loop, metavar="N",
+                        help=f"loop back-edges per call (default {defaults.max_loop})")
+    parser.add_argument("--max-depth", type=_positive_int, default=defaults.max_depth, metavar="N",
+                        help=f"call depth (default {defaults.max_depth})")
+    parser.add_argument("--max-table", type=_positive_int, default=defaults.max_table, metavar="N",
+                        help=f"entries per table (default {defaults.max_table})")
+    parser.add_argument("--max-string", type=_positive_int, default=defaults.max_string, metavar="N",
+                        help=f"bytes per string made by .. or stringof (default {defaults.max_string})")
+    parser.add_argument("--debug", choices=("verify",), action="append", default=[],
+                        help="verify: check the IR after every pass")
+
+
+def _limits(ns) -> Limits:
+    return Limits(max_loop=ns.max_loop, max_depth=ns.max_depth, max_table=ns.max_table, max_string=ns.max_string)
+
+
+# ------------------------------------------------------------ entry points
+
+
+def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None,
+         stderr: Optional[BinaryIO] = None) -> int:
+    """Run the CLI; returns the exit status and never raises (tests call this in-process)."""
+    out = stdout if stdout is not None else sys.stdout.buffer
+    err = stderr if stderr is not None else sys.stderr.buffer
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv, out, err)
+    except UsageError as exc:
+        _say(err, f"ktapjit: {exc}")
+        return EXIT_USAGE
+    except _ParserExit as exc:
+        if exc.message:
+            (out if exc.status == 0 else err).write(exc.message.encode())
+        return exc.status
+    except CompileError as exc:
+        _say(err, exc.diagnostic.render(getattr(exc, "source", None)))
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("KTAPJIT_DEBUG"):
+            raise
+        _say(err, f"ktapjit: internal error: {type(exc).__name__}: {exc} (set KTAPJIT_DEBUG=1 for details)")
+        return EXIT_INTERNAL
+    finally:
+        _flush(out)
+        _flush(err)
+
+
+def _flush(stream) -> None:
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _say(stream: BinaryIO, text: str) -> None:
+    stream.write(text.encode("utf-8", "replace") + b"\n")
+
+
+def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
+    parser = _build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        raise _ParserExit(EXIT_USAGE, parser.format_usage())
+    if ns.command == "run":
+        return _cmd_run(ns, out, err)
+    if ns.command == "ir":
+        return _cmd_ir(ns, out, err)
+    raise UsageError(f"unknown command '{ns.command}'")
+
+
+def _load_source(ns) -> tuple[str, bytes]:
+    if ns.program is not None:
+        if ns.script is not None:
+            # With -e, everything after the options is a script argument.
+            ns.args = [ns.script, *getattr(ns, "args", [])]
+        return "-e", ns.program.encode("utf-8", "surrogateescape")
+    if ns.script is None:
+        raise UsageError("no script given: pass SCRIPT or -e PROGRAM")
+    try:
+        with open(ns.script, "rb") as handle:
+            return ns.script, handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read script '{ns.script}': {exc.strerror or exc}") from None
+
+
+def _compile(path: str, source: bytes, ns):
+    from ktapjit.frontend.parse import parse_program
+    from ktapjit.frontend.resolve import resolve_program
+    from ktapjit.ir.pipeline import PassContext, compile_module
+
+    try:
+        program = resolve_program(parse_program(source, path))
+    except CompileError as exc:
+        exc.source = source
+        raise
+    ctx = PassContext(limits=_limits(ns), verify="verify" in ns.debug, optimize=getattr(ns, "optimize", True))
+    return compile_module(program, ctx), ctx
+
+
+def _cmd_ir(ns, out: BinaryIO, err: BinaryIO) -> int:
+    from ktapjit.ir.printer import format_module
+
+    path, source = _load_source(ns)
+    if ns.dump_after is not None:
+        from ktapjit.ir.pipeline import PIPELINE
+        names = ["build ssa"] + [p.name for p in PIPELINE]
+        if ns.dump_after not in names:
+            raise UsageError(f"unknown pass '{ns.dump_after}'; passes: {', '.join(names)}")
+        from ktapjit.frontend.parse import parse_program
+        from ktapjit.frontend.resolve import resolve_program
+        from ktapjit.ir.pipeline import PassContext, compile_module
+        try:
+            program = resolve_program(parse_program(source, path))
+        except CompileError as exc:
+            exc.source = source
+            raise
+        dump = io.StringIO()
+        compile_module(program, PassContext(limits=_limits(ns), verify=True, dump_after=ns.dump_after, dump_to=dump))
+        out.write(dump.getvalue().encode())
+        return EXIT_OK
+    module, _ = _compile(path, source, ns)
+    out.write(format_module(module).encode())
+    return EXIT_OK
+
+
+def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
+    path, source = _load_source(ns)
+    if ns.engine != "interp":
+        raise UsageError(f"engine '{ns.engine}' is not available yet; use --engine interp")
+    module, _ = _compile(path, source, ns)
+    config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=time.monotonic_ns())
+    sink = _open_output(ns, out)
+    try:
+        return _execute(module, config, sink, err)
+    finally:
+        if sink is not out:
+            sink.close()
+
+
+def _open_output(ns, out: BinaryIO) -> BinaryIO:
+    if ns.output is None:
+        return out
+    try:
+        return open(ns.output, "wb")
+    except OSError as exc:
+        raise UsageError(f"cannot write output file '{ns.output}': {exc.strerror or exc}") from None
+
+
+def _execute(module, config: RunConfig, sink: BinaryIO, err: BinaryIO) -> int:
+    from ktapjit.interp.engine import InterpEngine
+
+    run = InterpEngine().load(module, config, sink.write)
+    run.start()
+    result = run.finish()
+    for fault in getattr(result, "errors", None) or ([result.error] if result.error else []):
+        _say(err, fault.render())
+    return result.status
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tests for ktapjit.semantics, the semantics every engine shares."""
