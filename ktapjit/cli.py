@@ -228,6 +228,9 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     if ns.engine != "interp":
         raise UsageError(f"engine '{ns.engine}' is not available yet; use --engine interp")
     module, _ = _compile(path, source, ns)
+    if module.probes or module.timers:
+        raise UsageError("this script has probes or timers, and event sources (live tracing, "
+                         "--replay) are not available yet")
     config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=time.monotonic_ns())
     sink = _open_output(ns, out)
     try:

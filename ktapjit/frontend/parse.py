@@ -39,6 +39,14 @@ _ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "\\": b"\\", '"': b'"', "'": b"'
 
 _INT64_MAX = 2**63 - 1
 
+KEYWORDS = frozenset(
+    "var function return if elseif else while for in break repeat until trace trace_end nil true false".split()
+)
+EVENT_VALUE_NAMES = frozenset(
+    ["pid", "tid", "cpu", "uid", "execname", "probename", "argstr", "args"] + [f"arg{i}" for i in range(10)]
+)
+RESERVED_WORDS = KEYWORDS | EVENT_VALUE_NAMES
+
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
@@ -167,6 +175,14 @@ class _AstBuilder:
     def span(self, tok: Token) -> Span:
         return _token_span(self.path, tok)
 
+    def name(self, tok: Token) -> ast.Name:
+        # lark's contextual lexer reads a keyword as NAME where only a name
+        # fits (`var while`), so reserved words are refused here.
+        text = str(tok)
+        if text in RESERVED_WORDS:
+            _fail(self.span(tok), f"'{text}' is a reserved word and cannot name a variable")
+        return ast.Name(text, self.span(tok))
+
     def meta_span(self, tree: Tree) -> Span:
         return _span_at(self.path, tree.meta.line, tree.meta.column)
 
@@ -186,17 +202,17 @@ class _AstBuilder:
 
     def stmt_var_decl(self, tree: Tree) -> ast.Stmt:
         kw, names, values = tree.children
-        name_nodes = [ast.Name(str(t), self.span(t)) for t in names.children]
+        name_nodes = [self.name(t) for t in names.children]
         value_nodes = self.expr_list(values) if values is not None else []
         return ast.VarDecl(name_nodes, value_nodes, self.span(kw))
 
     def stmt_func_decl(self, tree: Tree) -> ast.Stmt:
         kw, name_tok, params, body = tree.children
         func = ast.FuncExpr(self.params(params), self.block(body), self.span(kw), name=str(name_tok))
-        return ast.FuncDecl(ast.Name(str(name_tok), self.span(name_tok)), func, self.span(kw))
+        return ast.FuncDecl(self.name(name_tok), func, self.span(kw))
 
     def params(self, tree: Tree) -> list[ast.Name]:
-        return [ast.Name(str(t), self.span(t)) for t in tree.children if t is not None]
+        return [self.name(t) for t in tree.children if t is not None]
 
     def stmt_assign(self, tree: Tree) -> ast.Stmt:
         targets_tree, eq, values = tree.children
@@ -252,7 +268,7 @@ class _AstBuilder:
     def stmt_for_num(self, tree: Tree) -> ast.Stmt:
         kw, name, _eq, start, limit, step, body = tree.children
         return ast.ForNum(
-            ast.Name(str(name), self.span(name)), self.expr(start), self.expr(limit),
+            self.name(name), self.expr(start), self.expr(limit),
             self.expr(step) if step is not None else None, self.block(body), self.span(kw),
         )
 
@@ -261,7 +277,7 @@ class _AstBuilder:
         body = rest[-1]
         update = rest[0] if len(rest) == 2 else None
         return ast.ForC(
-            ast.Name(str(name), self.span(name)), self.expr(init),
+            self.name(name), self.expr(init),
             self.expr(cond) if cond is not None else None,
             self.stmt(update) if update is not None else None,
             self.block(body), self.span(kw),
@@ -272,8 +288,8 @@ class _AstBuilder:
         if str(pairs) != "pairs":
             _fail(self.span(pairs), "expected 'pairs(...)' after 'in'")
         return ast.ForIn(
-            ast.Name(str(key), self.span(key)),
-            ast.Name(str(value), self.span(value)) if value is not None else None,
+            self.name(key),
+            self.name(value) if value is not None else None,
             self.expr(table), self.block(body), self.span(kw), self.span(lparen),
         )
 
@@ -378,7 +394,7 @@ class _AstBuilder:
 
     def expr_name(self, tree: Tree) -> ast.Expr:
         tok = tree.children[0]
-        return ast.Name(str(tok), self.span(tok))
+        return self.name(tok)
 
     def expr_event_value(self, tree: Tree) -> ast.Expr:
         tok = tree.children[0]

@@ -22,7 +22,7 @@ def fold(func: Func, ctx) -> bool:
     for block in func.blocks:
         for value in block.instrs:
             if value.op is Op.ForInt or value.op is Op.ForStepNonZero:
-                if _passes_check(value):
+                if _passes_check(value, forward):
                     forward[value] = value.args[0]
                 continue
             if value.op is Op.Const or not value.args:
@@ -42,8 +42,10 @@ def fold(func: Func, ctx) -> bool:
     return changed
 
 
-def _passes_check(value: Value) -> bool:
+def _passes_check(value: Value, forward: dict[Value, Value]) -> bool:
     arg = value.args[0]
+    while arg in forward:
+        arg = forward[arg]
     if arg.op is not Op.Const or type(arg.aux) is not int:
         return False
     return value.op is Op.ForInt or arg.aux != 0
