@@ -81,6 +81,7 @@ def _build_parser() -> _Parser:
                      help="interp: the reference interpreter; jit: native code; compare: both, checked")
     run.add_argument("--jit", dest="engine", action="store_const", const="jit", help="same as --engine jit")
     _add_limit_options(run)
+    run.add_argument("--replay", metavar="PERF_DATA", help="run over a recording (perf.data) instead of live")
     run.add_argument("-o", "--output", metavar="FILE", help="write the script's output to FILE")
     run.add_argument("-q", "--quiet", action="store_true", help="no status messages on stderr")
     run.add_argument("-e", dest="program", metavar="PROGRAM", help="run PROGRAM given on the command line")
@@ -228,16 +229,33 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     if ns.engine != "interp":
         raise UsageError(f"engine '{ns.engine}' is not available yet; use --engine interp")
     module, _ = _compile(path, source, ns)
-    if module.probes or module.timers:
-        raise UsageError("this script has probes or timers, and event sources (live tracing, "
-                         "--replay) are not available yet")
-    config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=time.monotonic_ns())
+    replay = _open_replay(ns, module, source)
+    if replay is None and (module.probes or module.timers):
+        raise UsageError("live tracing is not available yet; run the script over a recording "
+                         "with --replay PERF_DATA")
+    start_ns = replay.start_ns if replay is not None else time.monotonic_ns()
+    config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns)
     sink = _open_output(ns, out)
     try:
-        return _execute(module, config, sink, err)
+        return _execute(module, config, replay, sink, err)
     finally:
         if sink is not out:
             sink.close()
+
+
+def _open_replay(ns, module, source: bytes):
+    if ns.replay is None:
+        return None
+    from ktapjit.events.tracefs import EventsError
+    from ktapjit.tracing.replay import open_replay
+
+    try:
+        return open_replay(ns.replay, module)
+    except CompileError as exc:
+        exc.source = source
+        raise
+    except (EventsError, OSError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _open_output(ns, out: BinaryIO) -> BinaryIO:
@@ -249,15 +267,36 @@ def _open_output(ns, out: BinaryIO) -> BinaryIO:
         raise UsageError(f"cannot write output file '{ns.output}': {exc.strerror or exc}") from None
 
 
-def _execute(module, config: RunConfig, sink: BinaryIO, err: BinaryIO) -> int:
+def _execute(module, config: RunConfig, replay, sink: BinaryIO, err: BinaryIO) -> int:
     from ktapjit.interp.engine import InterpEngine
 
     run = InterpEngine().load(module, config, sink.write)
-    run.start()
-    result = run.finish()
+    stream_error = None
+    end_ns = None
+    if run.start() and replay is not None:
+        stream_error, end_ns, lost = _drive(run, module, config, replay)
+        if lost:
+            _say(err, f"{lost} events lost")
+    result = run.finish(end_ns)
     for fault in getattr(result, "errors", None) or ([result.error] if result.error else []):
         _say(err, fault.render())
+    if stream_error is not None:
+        _say(err, f"ktapjit: {stream_error}")
+        return EXIT_RUNTIME
     return result.status
+
+
+def _drive(run, module, config: RunConfig, replay):
+    """Feed the recording to the run; a corrupt stream stops it, and trace_end still runs."""
+    from ktapjit.events.tracefs import EventsError
+    from ktapjit.tracing.dispatch import StreamDriver
+
+    driver = StreamDriver(run, module, replay.plan, config.limits.max_table, config.start_time_ns)
+    try:
+        driver.feed(replay.records())
+    except EventsError as exc:
+        return exc, driver.last_time, driver.lost
+    return None, driver.last_time, driver.lost
 
 
 def entry() -> None:

@@ -1,0 +1,7 @@
+"""Tracing sessions: binding a compiled script's probes to event sources and
+driving an engine with the ordered record stream (live, or from perf.data).
+
+May import: ktapjit.diag, ktapjit.frontend (event definitions, filters),
+ktapjit.ir (the Module's probe list), ktapjit.events, ktapjit.semantics.
+Engines are reached only through the run surface of ktapjit.run_api.
+"""

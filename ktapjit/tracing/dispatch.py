@@ -1,0 +1,81 @@
+"""Driving an engine run with an ordered record stream.
+
+This is the reference meaning of a stream (LANGUAGE.md, Tracing):
+- records arrive in timestamp order; COMM and FORK records keep each
+  thread's name current, so `execname` is the comm at the sample's time;
+- `tick-N` timers fire at start + k*N, before any record with the same
+  timestamp, and never after the last record;
+- a sample runs every probe bound to its sample id, in declaration order,
+  each after its filter;
+- once a probe or timer calls exit() or faults, nothing more runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Iterable
+
+from ktapjit.events.decode import Comm, Fork, Lost, LostSamples, Sample
+from ktapjit.ir.func import Module
+from ktapjit.tracing.plan import StreamPlan
+from ktapjit.tracing.sample_event import SampleEvent
+
+
+class StreamDriver:
+    def __init__(self, run, module: Module, plan: StreamPlan, max_table: int, start_ns: int):
+        self.run = run
+        self.plan = plan
+        self.max_table = max_table
+        # perf names the idle task "swapper" without any COMM record for it.
+        self.comms: dict[int, bytes] = {0: b"swapper"}
+        self.lost = 0
+        self.last_time = start_ns
+        self.active = True
+        # (due time, timer index, period): ties fire in declaration order.
+        self.timers = [(start_ns + t.period_ns, i, t.period_ns) for i, t in enumerate(module.timers) if t.kind == "tick"]
+        heapq.heapify(self.timers)
+
+    def feed(self, records: Iterable) -> bool:
+        """Run the records; False once tracing has stopped (exit() or an error)."""
+        for record in records:
+            if not self.active:
+                return False
+            time = getattr(record, "time", None)
+            if time:  # synthesized records carry time 0: they do not move the clock
+                self.advance(time)
+                if not self.active:
+                    return False
+            if isinstance(record, Sample):
+                self.sample(record)
+            elif isinstance(record, Comm):
+                self.comms[record.tid] = record.comm
+            elif isinstance(record, Fork):
+                if record.ptid in self.comms:
+                    self.comms[record.tid] = self.comms[record.ptid]
+            elif isinstance(record, (Lost, LostSamples)):
+                self.lost += record.lost
+        return self.active
+
+    def advance(self, time: int) -> None:
+        """Move stream time to `time`, firing every timer due at or before it."""
+        timers = self.timers
+        while self.active and timers and timers[0][0] <= time:
+            due, index, period = heapq.heappop(timers)
+            heapq.heappush(timers, (due + period, index, period))
+            self.active = self.run.run_timer(index, due)
+        if time > self.last_time:
+            self.last_time = time
+
+    def sample(self, sample: Sample) -> None:
+        bound_events = self.plan.by_id.get(sample.id)
+        if not bound_events:
+            return
+        comm = self.comms.get(sample.tid)
+        if comm is None:
+            comm = b":%d" % (sample.tid or 0)  # as perf script names an unknown thread
+        for bound in bound_events:
+            if bound.matches is not None and not bound.matches(sample.raw or b"", sample.cpu, comm):
+                continue
+            if not self.run.run_probe(bound.probe, SampleEvent(sample, bound, comm, self.max_table)):
+                self.active = False
+                return

@@ -1,0 +1,129 @@
+"""EVENTDEF text (what follows `trace`) to event specifications.
+
+    syscalls:sys_enter_*, sched:sched_switch     tracepoints, with globs
+    probe:/bin/bash:readline%return [FETCHARGS]  a uprobe (or uretprobe)
+    probe:do_sys_open [FETCHARGS]                a kprobe
+    sdt:/path:provider:name                      a USDT marker
+    ftrace:function                              the function tracer
+
+Errors carry the character offset inside the EVENTDEF text, which the caller
+turns into a source position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+
+class EventDefError(Exception):
+    def __init__(self, message: str, offset: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class TracepointSpec:
+    system: str  # may hold glob characters
+    event: str
+    text: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class UprobeSpec:
+    path: str
+    symbol: str
+    is_return: bool
+    fetchargs: tuple[str, ...]
+    text: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class KprobeSpec:
+    function: str
+    is_return: bool
+    fetchargs: tuple[str, ...]
+    text: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class SdtSpec:
+    path: str
+    provider: str
+    name: str
+    text: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class FtraceSpec:
+    text: str
+    offset: int
+
+
+EventSpec = Union[TracepointSpec, UprobeSpec, KprobeSpec, SdtSpec, FtraceSpec]
+
+_GLOB_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_*?[]!-.")
+
+
+def parse_eventdef(text: str) -> list[EventSpec]:
+    """Split a comma-separated EVENTDEF into specs."""
+    specs = []
+    offset = 0
+    for part in text.split(","):
+        stripped = part.strip()
+        start = offset + (len(part) - len(part.lstrip()))
+        if not stripped:
+            raise EventDefError("empty event definition", start)
+        specs.append(_parse_one(stripped, start))
+        offset += len(part) + 1
+    return specs
+
+
+def _parse_one(text: str, offset: int) -> EventSpec:
+    head, sep, rest = text.partition(":")
+    if not sep:
+        raise EventDefError(f"'{text}' is not an event: expected SYSTEM:EVENT", offset)
+    if head == "probe":
+        return _parse_probe(rest, text, offset)
+    if head == "sdt":
+        return _parse_sdt(rest, text, offset)
+    if head == "ftrace":
+        if rest != "function":
+            raise EventDefError(f"unknown ftrace event '{text}': only ftrace:function exists", offset)
+        return FtraceSpec(text, offset)
+    if " " in text or not rest:
+        raise EventDefError(f"'{text}' is not a tracepoint: expected SYSTEM:EVENT", offset)
+    for i, ch in enumerate(text):
+        if ch != ":" and ch not in _GLOB_OK:
+            raise EventDefError(f"unexpected character '{ch}' in event name", offset + i)
+    if ":" in rest:
+        raise EventDefError(f"'{text}' is not a tracepoint: expected SYSTEM:EVENT", offset)
+    return TracepointSpec(head, rest, text, offset)
+
+
+def _parse_probe(rest: str, text: str, offset: int) -> EventSpec:
+    target, *fetchargs = rest.split()
+    if not target:
+        raise EventDefError("probe: needs a function or /path:symbol", offset)
+    is_return = target.endswith("%return")
+    if is_return:
+        target = target[: -len("%return")]
+    if target.startswith("/"):
+        path, sep, symbol = target.rpartition(":")
+        if not sep or not path or not symbol:
+            raise EventDefError(f"uprobe '{text}' needs /path/to/binary:SYMBOL", offset)
+        return UprobeSpec(path, symbol, is_return, tuple(fetchargs), text, offset)
+    return KprobeSpec(target, is_return, tuple(fetchargs), text, offset)
+
+
+def _parse_sdt(rest: str, text: str, offset: int) -> SdtSpec:
+    path, sep, tail = rest.rpartition(":")
+    path2, sep2, provider = path.rpartition(":")
+    if not (sep and sep2 and path2 and provider and tail):
+        raise EventDefError(f"USDT probe '{text}' needs sdt:/path:PROVIDER:NAME", offset)
+    return SdtSpec(path2, provider, tail, text, offset)

@@ -1,0 +1,77 @@
+"""Running a script over a perf.data file: `ktapjit run --replay FILE`.
+
+The recording describes itself: its tracing data holds the format of every
+recorded tracepoint, so probes bind against the formats the events were
+recorded with, not against this machine's tracefs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ktapjit.events import perf_abi as abi
+from ktapjit.events.merge import order_perf_rounds
+from ktapjit.events.perfdata import PerfData, read_perf_data
+from ktapjit.events.schema import EventFormat
+from ktapjit.ir.func import Module
+from ktapjit.tracing.plan import EventUniverse, StreamPlan, bind_tracepoints, check_timers
+
+
+class RecordingUniverse(EventUniverse):
+    def __init__(self, data: PerfData):
+        self.data = data
+        self.schemas = data.schemas()
+        self.ids: dict[tuple[str, str], list] = {}
+        for ev in data.attrs:
+            fmt = data.format_of(ev)
+            if fmt is not None:
+                self.ids.setdefault((fmt[0], fmt[1]), []).extend(_sample_ids(ev))
+
+    def tracepoints(self) -> list[tuple[str, str]]:
+        return sorted(self.ids)
+
+    def format(self, system: str, event: str) -> EventFormat:
+        return self.schemas[(system, event)]
+
+
+def _sample_ids(ev) -> list:
+    # Without IDENTIFIER or ID in sample_type (a single-event recording),
+    # samples carry no id and decode with id None.
+    if ev.attr.sample_type & (abi.PERF_SAMPLE_IDENTIFIER | abi.PERF_SAMPLE_ID):
+        return list(ev.ids)
+    return [None]
+
+
+@dataclass
+class Replay:
+    data: PerfData
+    plan: StreamPlan
+    start_ns: int
+
+    def records(self):
+        """Every record in the order perf delivers them (FINISHED_ROUND-ordered)."""
+        return order_perf_rounds(self.data.records())
+
+
+def open_replay(path: str, module: Module) -> Replay:
+    """Read the file's headers, bind the probes, and find the stream's start."""
+    check_timers(module)
+    data = read_perf_data(path)
+    universe = RecordingUniverse(data)
+    plan = StreamPlan()
+    for bound in bind_tracepoints(module, universe, where=f" in recording '{path}'"):
+        plan.bound.append(bound)
+        plan.attach(universe.ids[(bound.system, bound.event)], bound)
+    replay = Replay(data, plan, 0)
+    replay.start_ns = _first_time(replay.records())
+    return replay
+
+
+def _first_time(records) -> int:
+    # Synthesized records at the head of a recording carry time 0: the stream
+    # starts at the first real timestamp, in delivery order.
+    for record in records:
+        time = getattr(record, "time", None)
+        if time:
+            return time
+    return 0

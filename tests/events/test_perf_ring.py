@@ -1,0 +1,395 @@
+"""Live perf rings: exact counts, filters, loss, cleanup.
+
+The workload is a tiny C program (compiled here with gcc) that waits for a byte
+on stdin, so tracing is enabled before it starts, and then makes exactly N
+getppid syscalls. Expectations are therefore known independently: N samples of
+syscalls:sys_enter_getppid from that pid, and nothing lost.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ktapjit.events import perf_abi as abi
+from ktapjit.events.decode import Exit, Lost, LostSamples, Sample, iter_headers, iter_records
+from ktapjit.events.merge import merge_streams
+
+pytestmark = pytest.mark.live
+
+WORKLOAD_C = r"""
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 0;
+    char c;
+    if (read(0, &c, 1) != 1) return 2;   /* wait until the tracer is ready */
+    for (long i = 0; i < n; i++) syscall(SYS_getppid);
+    return 0;
+}
+"""
+
+
+def _live_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "live perf tracing needs root (tracepoints need CAP_PERFMON and tracefs)"
+    try:
+        from ktapjit.events.tracefs import EventsError, tracefs_root
+        root = tracefs_root()
+    except EventsError as exc:
+        return f"tracefs unavailable: {exc}"
+    if not (root / "events/syscalls/sys_enter_getppid/id").exists():
+        return "this kernel has no syscalls:sys_enter_getppid tracepoint"
+    return None
+
+
+_REASON = _live_skip_reason()
+if _REASON:
+    pytest.skip(_REASON, allow_module_level=True)
+
+from ktapjit.events.perf_ring import (DEFAULT_PAGES, PerfSession, software_event,  # noqa: E402
+                                      synthesize_comms, tracepoint)
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory) -> Path:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip("no C compiler (gcc) to build the getppid workload")
+    d = tmp_path_factory.mktemp("workload")
+    (d / "getppid.c").write_text(WORKLOAD_C)
+    subprocess.run([gcc, "-O2", "-o", str(d / "getppid"), str(d / "getppid.c")], check=True)
+    return d / "getppid"
+
+
+def _start(workload: Path, n: int) -> subprocess.Popen:
+    return subprocess.Popen([str(workload), str(n)], stdin=subprocess.PIPE)
+
+
+def _go(proc: subprocess.Popen) -> None:
+    proc.stdin.write(b"x")
+    proc.stdin.close()
+
+
+def _run_traced(session: PerfSession, proc: subprocess.Popen,
+                timeout: float = 30.0) -> list[tuple[int, bytes]]:
+    """Enable, release the workload, drain until it exits, drain once more."""
+    chunks: list[tuple[int, bytes]] = []
+    session.enable()
+    _go(proc)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, "workload did not finish"
+        chunks += session.read_chunks(0.05)
+    session.disable()
+    chunks += session.drain()
+    return chunks
+
+
+def _decode(session: PerfSession, chunks) -> list:
+    table = session.attr_table()
+    per_cpu: dict[int, list] = {}
+    for cpu, chunk in chunks:
+        per_cpu.setdefault(cpu, []).extend(iter_records(chunk, table))
+    return merge_streams(per_cpu)
+
+
+def _perf_fds() -> int:
+    fds = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds += "perf_event" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return fds
+
+
+def _perf_maps() -> int:
+    return Path("/proc/self/maps").read_text().count("perf_event")
+
+
+# --- tests -------------------------------------------------------------------------------
+
+def test_exact_count_for_a_traced_pid(workload):
+    n = 1000
+    proc = _start(workload, n)
+    with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=proc.pid) as s:
+        records = _decode(s, _run_traced(s, proc))
+        lost = s.lost()
+    samples = [r for r in records if isinstance(r, Sample)]
+    assert len(samples) == n
+    assert {(r.pid, r.tid) for r in samples} == {(proc.pid, proc.pid)}
+    assert lost == 0
+    assert not any(isinstance(r, (Lost, LostSamples)) for r in records)
+    times = [r.time for r in samples]
+    assert times == sorted(times)
+    # The task tracker saw the workload exit.
+    assert any(isinstance(r, Exit) and r.pid == proc.pid for r in records)
+
+
+def test_raw_data_decodes_with_the_tracefs_format(workload):
+    pytest.importorskip("ktapjit.events.schema")
+    from ktapjit.events.tracefs import read_format
+    fmt = read_format("syscalls", "sys_enter_getppid")
+    proc = _start(workload, 3)
+    with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=proc.pid) as s:
+        records = _decode(s, _run_traced(s, proc))
+    samples = [r for r in records if isinstance(r, Sample)]
+    assert len(samples) == 3
+    for r in samples:
+        fields = fmt.decode(r.raw)
+        assert fields["common_pid"] == proc.pid
+        assert fields["common_type"] == fmt.id
+        # getppid is syscall 110 on x86-64 and 173 on AArch64.
+        assert fields["__syscall_nr"] == {"x86_64": 110, "aarch64": 173}.get(
+            os.uname().machine, fields["__syscall_nr"])
+
+
+def test_kernel_filter_system_wide(workload):
+    n = 700
+    proc = _start(workload, n)
+    tp = tracepoint("syscalls", "sys_enter_getppid", filter=f"common_pid == {proc.pid}")
+    with PerfSession([tp], track_tasks=False) as s:
+        records = _decode(s, _run_traced(s, proc))
+        assert s.lost() == 0
+    samples = [r for r in records if isinstance(r, Sample)]
+    assert len(samples) == n and {r.pid for r in samples} == {proc.pid}
+
+
+def test_two_events_share_each_ring(workload):
+    n = 300
+    proc = _start(workload, n)
+    events = [tracepoint("syscalls", "sys_enter_getppid"),
+              tracepoint("syscalls", "sys_exit_getppid")]
+    with PerfSession(events, pid=proc.pid) as s:
+        records = _decode(s, _run_traced(s, proc))
+        names = {r.id: s.event_of(r.id).name for r in records if isinstance(r, Sample)}
+    samples = [r for r in records if isinstance(r, Sample)]
+    by_name: dict[str, int] = {}
+    for r in samples:
+        by_name[names[r.id]] = by_name.get(names[r.id], 0) + 1
+    assert by_name == {"syscalls:sys_enter_getppid": n, "syscalls:sys_exit_getppid": n}
+    # enter and exit alternate in time order.
+    seq = [names[r.id] for r in samples]
+    assert seq[:4] == ["syscalls:sys_enter_getppid", "syscalls:sys_exit_getppid"] * 2
+
+
+def test_callchain(workload):
+    """sys_enter fires on user registers: a user-only stack. sched_process_exit
+    fires deep in the kernel: a kernel stack."""
+    proc = _start(workload, 5)
+    events = [tracepoint("syscalls", "sys_enter_getppid", callchain=True),
+              tracepoint("sched", "sched_process_exit", callchain=True)]
+    with PerfSession(events, pid=proc.pid) as s:
+        records = _decode(s, _run_traced(s, proc))
+        names = {r.id: s.event_of(r.id).event for r in records if isinstance(r, Sample)}
+    samples = [r for r in records if isinstance(r, Sample)]
+    enters = [r for r in samples if names[r.id] == "sys_enter_getppid"]
+    exits = [r for r in samples if names[r.id] == "sched_process_exit"]
+    assert len(enters) == 5 and len(exits) == 1
+    for r in enters:
+        assert r.callchain[0] == abi.PERF_CONTEXT_USER
+        assert 0 < r.callchain[1] < 1 << 47
+    assert exits[0].callchain[0] == abi.PERF_CONTEXT_KERNEL
+    assert all(ip >= 0xFFFF800000000000 for ip in exits[0].callchain[1:4])
+
+
+def test_cpu_clock_profile():
+    proc = subprocess.Popen(["python3", "-c", "import sys; sys.stdin.read(1)\n"
+                             "import time\nt=time.time()\nwhile time.time()-t<0.2: pass"],
+                            stdin=subprocess.PIPE)
+    ev = software_event(abi.PERF_COUNT_SW_CPU_CLOCK, 1_000_000, "cpu-clock")
+    with PerfSession([ev], pid=proc.pid) as s:
+        records = _decode(s, _run_traced(s, proc))
+    samples = [r for r in records if isinstance(r, Sample)]
+    # 0.2 s of CPU at one sample per ms: about 200; allow a loaded machine.
+    assert 50 <= len(samples) <= 400
+    assert all(r.ip and r.period == 1_000_000 for r in samples)
+
+
+def test_bad_filter_is_a_clear_error():
+    with pytest.raises(abi.PerfError, match="invalid tracepoint filter"):
+        with PerfSession([tracepoint("syscalls", "sys_enter_getppid",
+                                     filter="no_such_field == 1")]):
+            pass
+    assert _perf_fds() == 0
+
+
+def test_unknown_tracepoint():
+    from ktapjit.events.tracefs import EventsError
+    with pytest.raises(EventsError, match="unknown tracepoint"):
+        tracepoint("syscalls", "sys_enter_no_such_call")
+
+
+def test_everything_closed_on_exception():
+    before_fds, before_maps = _perf_fds(), _perf_maps()
+    with pytest.raises(RuntimeError):
+        with PerfSession([tracepoint("sched", "sched_switch")]) as s:
+            s.enable()
+            assert _perf_fds() > before_fds and _perf_maps() > before_maps
+            raise RuntimeError("boom")
+    assert (_perf_fds(), _perf_maps()) == (before_fds, before_maps)
+    s.close()  # closing twice is harmless
+
+
+def test_perf_error_for_a_dead_pid():
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    with pytest.raises(abi.PerfError, match="no such process"):
+        with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=proc.pid):
+            pass
+    assert _perf_fds() == 0
+
+
+def test_live_recording_reads_back_in_perf(workload, tmp_path):
+    """Write what the ring gave into perf.data; perf script renders it."""
+    from ktapjit.events.perfdata import PerfDataWriter, TracingData, read_perf_data
+    n = 50
+    proc = _start(workload, n)
+    with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=proc.pid) as s:
+        # Names for tasks that exist before tracing starts, as perf does.
+        comms = synthesize_comms(s.attrs()[0][0].sample_type, [proc.pid])
+        chunks = _run_traced(s, proc)
+    path = tmp_path / "live.data"
+    tracing = TracingData.from_tracefs([("syscalls", "sys_enter_getppid")])
+    attrs = s.attrs()
+    with PerfDataWriter(path, attrs, tracing) as w:
+        w.write_records(comms)
+        for _cpu, chunk in chunks:
+            w.write_records(chunk)
+    perf = shutil.which("perf") or "/usr/bin/perf"
+    if not os.path.exists(perf):
+        pytest.skip("perf is not installed")
+    out = subprocess.run([perf, "script", "-i", str(path), "-F", "comm,pid,event"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == n
+    assert all(line.split() == [workload.name, str(proc.pid), "syscalls:sys_enter_getppid:"]
+               for line in lines)
+    pd = read_perf_data(path)
+    assert sum(isinstance(r, Sample) for r in pd.records()) == n
+    assert ("syscalls", "sys_enter_getppid") in pd.formats
+
+
+def test_burst_no_loss(workload, capsys):
+    """About 1M events as fast as one CPU can make them: nothing may be lost at
+    the default ring size."""
+    n = 1_000_000
+    proc = _start(workload, n)
+    with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=proc.pid,
+                     track_tasks=False) as s:
+        t0 = time.perf_counter()
+        chunks = _run_traced(s, proc, timeout=60)
+        elapsed = time.perf_counter() - t0
+        lost = s.lost()
+        nbytes = s.stats.bytes_read
+    samples = lost_records = 0
+    for _cpu, chunk in chunks:
+        for _pos, rtype, _misc, _size in iter_headers(chunk):
+            samples += rtype == abi.PERF_RECORD_SAMPLE
+            lost_records += rtype == abi.PERF_RECORD_LOST
+    with capsys.disabled():
+        print(f"\n[burst] {samples} samples, {lost} lost, {nbytes / 1e6:.1f} MB in "
+              f"{elapsed:.2f}s = {samples / elapsed:,.0f} events/s drained "
+              f"({DEFAULT_PAGES} pages/CPU)")
+    assert lost == 0 and lost_records == 0
+    assert samples == n
+
+
+def test_overflow_is_counted_never_hidden(workload):
+    """A one-page ring that nobody drains while 20000 events arrive: every event
+    is either a sample we read or counted as lost, and once there is room again
+    the kernel puts a PERF_RECORD_LOST with the same count into the stream."""
+    n, m = 20_000, 10
+    first, second = _start(workload, n), _start(workload, m)
+    tp = tracepoint("syscalls", "sys_enter_getppid",
+                    filter=f"common_pid == {first.pid} || common_pid == {second.pid}")
+    with PerfSession([tp], pages=1, track_tasks=False) as s:
+        s.enable()
+        _go(first)
+        first.wait(timeout=30)       # no draining meanwhile: the ring overflows
+        chunks = s.drain()           # room again ...
+        _go(second)                  # ... so the next event brings the LOST record
+        second.wait(timeout=30)
+        s.disable()
+        chunks += s.drain()
+        records = _decode(s, chunks)
+        lost = s.lost()
+    samples = sum(isinstance(r, Sample) for r in records)
+    lost_in_stream = sum(r.lost for r in records if isinstance(r, Lost))
+    assert lost > 0
+    assert samples + lost == n + m
+    assert lost_in_stream == lost
+
+
+def test_enable_on_exec(workload):
+    """Armed events start exactly at the exec of the traced child: what the
+    Python child does before exec is not seen."""
+    n = 123
+    go_r, go_w = os.pipe()
+    data_r, data_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: wait for the tracer, then exec the workload
+        try:
+            os.close(go_w)
+            os.close(data_w)
+            os.read(go_r, 1)
+            for _ in range(10):
+                os.getppid()  # before exec: must not be counted
+            os.dup2(data_r, 0)
+            os.execv(str(workload), [str(workload), str(n)])
+        finally:
+            os._exit(127)
+    os.close(go_r)
+    os.close(data_r)
+    try:
+        with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=pid,
+                         enable_on_exec=True) as s:
+            os.write(go_w, b"x")
+            os.write(data_w, b"x")
+            chunks = []
+            deadline = time.monotonic() + 30
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                assert time.monotonic() < deadline
+                chunks += s.read_chunks(0.05)
+            chunks += s.drain()
+            records = _decode(s, chunks)
+    finally:
+        os.close(go_w)
+        os.close(data_w)
+    samples = [r for r in records if isinstance(r, Sample)]
+    assert len(samples) == n and {r.pid for r in samples} == {pid}
+
+
+@pytest.mark.slow
+def test_burst_two_cpus_no_loss(workload, capsys):
+    """Both CPUs flat out (2 x 1M events, system-wide): the default ring keeps up."""
+    n = 1_000_000
+    procs = [_start(workload, n) for _ in range(2)]
+    tp = tracepoint("syscalls", "sys_enter_getppid",
+                    filter=f"common_pid == {procs[0].pid} || common_pid == {procs[1].pid}")
+    with PerfSession([tp], track_tasks=False) as s:
+        s.enable()
+        t0 = time.perf_counter()
+        for p in procs:
+            _go(p)
+        chunks = []
+        while any(p.poll() is None for p in procs):
+            chunks += s.read_chunks(0.05)
+        s.disable()
+        chunks += s.drain()
+        elapsed = time.perf_counter() - t0
+        lost = s.lost()
+    samples = sum(rtype == abi.PERF_RECORD_SAMPLE
+                  for _c, chunk in chunks for _p, rtype, _m, _s in iter_headers(chunk))
+    with capsys.disabled():
+        print(f"\n[burst x2] {samples} samples, {lost} lost in {elapsed:.2f}s = "
+              f"{samples / elapsed:,.0f} events/s")
+    assert lost == 0 and samples == 2 * n

@@ -1,0 +1,150 @@
+"""Replaying perf.data files recorded on this machine by `perf record`.
+
+Expected results come from `perf script` on the same file, never from our
+own decoder, so the two implementations check each other.
+"""
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ktapjit.cli import main
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+needs_perf = pytest.mark.skipif(shutil.which("perf") is None, reason="perf (Debian linux-perf) is not installed")
+
+
+def ktapjit(*args, script: str) -> tuple[int, str, str]:
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(["run", *args, "-e", script], stdout=out, stderr=err)
+    return status, out.getvalue().decode("latin-1"), err.getvalue().decode("latin-1")
+
+
+def perf_script(recording: str, *fields: str) -> list[list[str]]:
+    text = subprocess.run(
+        ["perf", "script", "--ns", "-i", str(DATA / recording), "-F", ",".join(fields)],
+        check=True, capture_output=True, text=True, errors="replace",
+    ).stdout
+    return [line.split() for line in text.splitlines()]
+
+
+@needs_perf
+@pytest.mark.parametrize("recording", ["sched.data", "pipe.data"])
+def test_event_values_match_perf_script(recording):
+    status, out, err = ktapjit("--replay", str(DATA / recording), script=(
+        'trace sched:* { printf("%s %d [%03d] %d.%09d sched:%s:\\n", execname, tid, cpu,'
+        " gettimeofday_s(), gettimeofday_ns() % 1000000000, probename) }"))
+    assert status == 0, err
+    expected = [
+        " ".join(f.replace(":", "", 1) if i == 3 else f for i, f in enumerate(row))
+        for row in perf_script(recording, "comm,tid,cpu,time,event")
+    ]
+    assert out.splitlines() == [line.replace(". ", ".") for line in expected]
+
+
+@needs_perf
+@pytest.mark.parametrize("recording", ["sched.data", "pipe.data", "getppid.data"])
+def test_argstr_is_perf_scripts_trace_text(recording):
+    status, out, err = ktapjit("--replay", str(DATA / recording), script="trace *:* { print(argstr) }")
+    assert status == 0, err
+    text = subprocess.run(["perf", "script", "-i", str(DATA / recording), "-F", "trace"],
+                          check=True, capture_output=True, text=True).stdout
+    assert out.splitlines() == [line.strip() for line in text.splitlines()]
+
+
+@needs_perf
+def test_fields_by_name_and_position():
+    status, out, err = ktapjit("--replay", str(DATA / "sched.data"), script=(
+        "trace sched:sched_switch { print(args.prev_comm, arg1, args.next_pid, arg9, args.nope) }"))
+    assert status == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    # sched_switch: prev_comm prev_pid prev_prio prev_state next_comm next_pid next_prio
+    expected = []
+    for row in perf_script("sched.data", "event,trace"):
+        if row[0] == "sched:sched_switch:":
+            fields = dict(kv.split("=", 1) for kv in row[1:] if "=" in kv)
+            expected.append([fields["prev_comm"], fields["prev_pid"], fields["next_pid"], "nil", "nil"])
+    assert rows == expected
+
+
+@needs_perf
+def test_filter_selects_what_its_meaning_says():
+    status, out, err = ktapjit("--replay", str(DATA / "sched.data"), script=(
+        'trace sched:sched_wakeup /prio < 120 && comm ~ "migr*"/ { print(args.pid, args.prio) }'))
+    assert status == 0, err
+    expected = []
+    for row in perf_script("sched.data", "event,trace"):
+        if row[0] == "sched:sched_wakeup:":
+            fields = dict(kv.split("=", 1) for kv in row[1:] if "=" in kv)
+            if int(fields["prio"]) < 120 and fields["comm"].startswith("migr"):
+                expected.append(f"{fields['pid']}\t{fields['prio']}")
+    assert out.splitlines() == expected and expected
+
+
+@needs_perf
+def record_times(recording: str) -> list[int]:
+    """Every record's timestamp, side-band records (fork, comm, mmap) included."""
+    text = subprocess.run(
+        ["perf", "script", "--ns", "--show-task-events", "--show-mmap-events", "-i", str(DATA / recording),
+         "-F", "time"], check=True, capture_output=True, text=True).stdout
+    return [int(line.split()[0].rstrip(":").replace(".", "")) for line in text.splitlines() if line.strip()]
+
+
+@needs_perf
+def test_tick_timers_run_in_stream_time():
+    times = [t for t in record_times("sched.data") if t]  # synthesized records carry time 0
+    start, end = min(times), max(times)
+    status, out, err = ktapjit("--replay", str(DATA / "sched.data"), script=(
+        "var ticks = 0\ntick-20ms { ticks += 1; if (ticks == 1) { print(gettimeofday_ns()) } }\n"
+        "trace_end { print(ticks, gettimeofday_ns()) }"))
+    assert status == 0, err
+    first, (count, last) = out.splitlines()[0], out.splitlines()[1].split("\t")
+    assert int(first) == start + 20_000_000
+    assert int(count) == (end - start) // 20_000_000
+    assert int(last) == end
+
+
+def test_exit_in_probe_stops_events_then_trace_end_runs():
+    status, out, err = ktapjit("--replay", str(DATA / "sched.data"), script=(
+        "var n = 0\ntrace sched:sched_switch { n += 1; if (n == 3) { exit() } }\ntrace_end { print(n) }"))
+    assert (status, out, err) == (0, "3\n", "")
+
+
+def test_runtime_error_in_probe_reports_location_and_runs_trace_end():
+    status, out, err = ktapjit("--replay", str(DATA / "sched.data"), script=(
+        "trace sched:sched_switch { print(1 / 0) }\ntrace_end { print(\"end\") }"))
+    assert (status, out, err) == (1, "end\n", "error: divide by zero at -e:1:36\n")
+
+
+@pytest.mark.parametrize("script,message", [
+    ("trace sched:sched_swich { }", "-e:1:7: error: unknown event 'sched:sched_swich' in recording"),
+    ("trace sched:sched_switch /no_such_field == 1/ { }", "-e:1:27: error: filter on sched:sched_switch"),
+    ("trace sched:sched_switch /prev_pid === 1/ { }", "-e:1:38: error: filter:"),
+    ("trace probe:/bin/true:main { }", "-e:1:7: error: uprobes"),
+    ("trace ftrace:function { }", "-e:1:7: error: ftrace:function is not available"),
+])
+def test_binding_errors_point_into_the_eventdef_or_filter(script, message):
+    status, out, err = ktapjit("--replay", str(DATA / "sched.data"), script=script)
+    assert status == 2 and err.startswith(message), err
+
+
+def test_suggests_close_event_names():
+    status, _, err = ktapjit("--replay", str(DATA / "sched.data"), script="trace sched:sched_swich { }")
+    assert "did you mean sched:sched_switch" in err
+
+
+@pytest.mark.parametrize("cut", [20, 200, 40000])
+def test_truncated_recording_is_a_clear_error_with_offset(tmp_path, cut):
+    broken = tmp_path / "broken.data"
+    broken.write_bytes((DATA / "sched.data").read_bytes()[:cut])
+    status, out, err = ktapjit("--replay", str(broken), script="trace sched:* { }\ntrace_end { print(1) }")
+    assert status in (1, 2)
+    assert "offset" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_missing_recording():
+    status, _, err = ktapjit("--replay", "/nonexistent.data", script="trace sched:* { }")
+    assert status == 2 and err.startswith("ktapjit: /nonexistent.data: cannot open") and err.count("\n") == 1
