@@ -71,6 +71,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _power_of_two(text: str) -> int:
+    value = _positive_int(text)
+    if value & (value - 1):
+        raise argparse.ArgumentTypeError(f"must be a power of two, got {value}")
+    return value
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(prog="ktapjit", description="Run ktap tracing scripts, interpreted or JIT-compiled.")
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
@@ -82,6 +89,10 @@ def _build_parser() -> _Parser:
     run.add_argument("--jit", dest="engine", action="store_const", const="jit", help="same as --engine jit")
     _add_limit_options(run)
     run.add_argument("--replay", metavar="PERF_DATA", help="run over a recording (perf.data) instead of live")
+    run.add_argument("--record", metavar="PERF_DATA", help="also record the live stream to a perf.data file")
+    run.add_argument("-p", "--pid", type=_positive_int, metavar="PID", help="trace only this process (and its children)")
+    run.add_argument("--buffer-pages", type=_power_of_two, default=1024, metavar="N",
+                     help="ring buffer pages per CPU, a power of two (default 1024: 4 MiB)")
     run.add_argument("-o", "--output", metavar="FILE", help="write the script's output to FILE")
     run.add_argument("-q", "--quiet", action="store_true", help="no status messages on stderr")
     run.add_argument("-e", dest="program", metavar="PROGRAM", help="run PROGRAM given on the command line")
@@ -159,9 +170,13 @@ def _say(stream: BinaryIO, text: str) -> None:
 
 def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
     parser = _build_parser()
+    argv, command = _split_command(argv)
     ns = parser.parse_args(argv)
+    ns.command_argv = command
     if ns.command is None:
         raise _ParserExit(EXIT_USAGE, parser.format_usage())
+    if command and ns.command != "run":
+        raise UsageError(f"'-- CMD' is only for 'ktapjit run', not '{ns.command}'")
     if ns.command == "run":
         return _cmd_run(ns, out, err)
     if ns.command == "ir":
@@ -228,34 +243,97 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     path, source = _load_source(ns)
     if ns.engine != "interp":
         raise UsageError(f"engine '{ns.engine}' is not available yet; use --engine interp")
+    _check_mode_options(ns)
     module, _ = _compile(path, source, ns)
-    replay = _open_replay(ns, module, source)
-    if replay is None and (module.probes or module.timers):
-        raise UsageError("live tracing is not available yet; run the script over a recording "
-                         "with --replay PERF_DATA")
-    start_ns = replay.start_ns if replay is not None else time.monotonic_ns()
+    stream = _open_stream(ns, module, source, err)
+    start_ns = stream.start_ns if stream is not None else _monotonic_ns()
     config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns)
     sink = _open_output(ns, out)
     try:
-        return _execute(module, config, replay, sink, err)
+        return _execute(module, config, stream, sink, err)
     finally:
         if sink is not out:
             sink.close()
 
 
-def _open_replay(ns, module, source: bytes):
-    if ns.replay is None:
-        return None
-    from ktapjit.events.tracefs import EventsError
-    from ktapjit.tracing.replay import open_replay
+def _split_command(args: list[str]) -> tuple[list[str], list[str]]:
+    """`... -- CMD ARGS`: split off the command to trace before argparse, which
+    would swallow a `--` right after SCRIPT."""
+    if "--" in args:
+        cut = args.index("--")
+        return args[:cut], args[cut + 1:]
+    return args, []
 
+
+def _check_mode_options(ns) -> None:
+    if ns.replay is not None:
+        for flag, given in (("--record", ns.record), ("-p", ns.pid), ("-- CMD", ns.command_argv)):
+            if given:
+                raise UsageError(f"{flag} traces live and cannot be combined with --replay")
+    if ns.pid is not None and ns.command_argv:
+        raise UsageError("give either -p PID or -- CMD, not both")
+
+
+def _monotonic_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class _Stream:
+    """Where events come from: a recording, or the live kernel."""
+
+    def __init__(self, start_ns: int, plan, drive):
+        self.start_ns = start_ns
+        self.plan = plan  # sample id -> bound probes (filled in once live events are open)
+        self.drive = drive  # (driver) -> (end_ns, lost, command_status)
+
+
+def _open_stream(ns, module, source: bytes, err: BinaryIO) -> Optional[_Stream]:
+    from ktapjit.events.tracefs import EventsError
+
+    if ns.replay is None and not (module.probes or module.timers):
+        if ns.record or ns.pid or ns.command_argv:
+            raise UsageError("this script has no probes or timers: there is nothing to trace")
+        return None
     try:
-        return open_replay(ns.replay, module)
+        if ns.replay is not None:
+            return _replay_stream(ns, module)
+        return _live_stream(ns, module, err)
     except CompileError as exc:
         exc.source = source
         raise
     except (EventsError, OSError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _replay_stream(ns, module) -> _Stream:
+    from ktapjit.tracing.replay import open_replay
+
+    replay = open_replay(ns.replay, module)
+
+    def drive(driver):
+        driver.feed(replay.records())
+        return driver.last_time, driver.lost, None
+
+    return _Stream(replay.start_ns, replay.plan, drive)
+
+
+def _live_stream(ns, module, err: BinaryIO) -> _Stream:
+    from ktapjit.tracing.live import LiveOptions, bind_live, run_live
+    from ktapjit.tracing.plan import StreamPlan
+
+    bound = bind_live(module)
+    options = LiveOptions(
+        pages=ns.buffer_pages, pid=ns.pid or -1, command=ns.command_argv, record_path=ns.record,
+        status=(lambda text: None) if ns.quiet else (lambda text: _say(err, text)),
+    )
+    start_ns = _monotonic_ns()
+    plan = StreamPlan(bound=list(bound))
+
+    def drive(driver):
+        outcome = run_live(driver, bound, plan, options, start_ns)
+        return outcome.end_ns, outcome.lost, outcome.command_status
+
+    return _Stream(start_ns, plan, drive)
 
 
 def _open_output(ns, out: BinaryIO) -> BinaryIO:
@@ -267,14 +345,20 @@ def _open_output(ns, out: BinaryIO) -> BinaryIO:
         raise UsageError(f"cannot write output file '{ns.output}': {exc.strerror or exc}") from None
 
 
-def _execute(module, config: RunConfig, replay, sink: BinaryIO, err: BinaryIO) -> int:
+def _execute(module, config: RunConfig, stream: Optional[_Stream], sink: BinaryIO, err: BinaryIO) -> int:
+    from ktapjit.events.tracefs import EventsError
     from ktapjit.interp.engine import InterpEngine
+    from ktapjit.tracing.dispatch import StreamDriver
 
     run = InterpEngine().load(module, config, sink.write)
     stream_error = None
     end_ns = None
-    if run.start() and replay is not None:
-        stream_error, end_ns, lost = _drive(run, module, config, replay)
+    if run.start() and stream is not None:
+        driver = StreamDriver(run, module, stream.plan, config.limits.max_table, config.start_time_ns)
+        try:
+            end_ns, lost, _command_status = stream.drive(driver)
+        except EventsError as exc:  # a corrupt stream, a lost permission: trace_end still runs
+            stream_error, end_ns, lost = exc, driver.last_time, driver.lost
         if lost:
             _say(err, f"{lost} events lost")
     result = run.finish(end_ns)
@@ -284,19 +368,6 @@ def _execute(module, config: RunConfig, replay, sink: BinaryIO, err: BinaryIO) -
         _say(err, f"ktapjit: {stream_error}")
         return EXIT_RUNTIME
     return result.status
-
-
-def _drive(run, module, config: RunConfig, replay):
-    """Feed the recording to the run; a corrupt stream stops it, and trace_end still runs."""
-    from ktapjit.events.tracefs import EventsError
-    from ktapjit.tracing.dispatch import StreamDriver
-
-    driver = StreamDriver(run, module, replay.plan, config.limits.max_table, config.start_time_ns)
-    try:
-        driver.feed(replay.records())
-    except EventsError as exc:
-        return exc, driver.last_time, driver.lost
-    return None, driver.last_time, driver.lost
 
 
 def entry() -> None:

@@ -265,12 +265,14 @@ class PerfSession:
     ``pages``: data pages per CPU ring (power of two). ``track_tasks`` adds a
     dummy event per CPU so COMM/FORK/EXIT records appear in the stream.
     ``enable_on_exec`` arms the events to start when ``pid`` next execs.
+    ``clockid`` (e.g. ``time.CLOCK_MONOTONIC``) stamps every record with that
+    clock instead of the kernel's local clock.
     """
 
     def __init__(self, events: Iterable[TraceEvent], *, cpus: Iterable[int] | None = None,
                  pid: int = -1, inherit: bool | None = None, pages: int = DEFAULT_PAGES,
                  track_tasks: bool = True, enable_on_exec: bool = False,
-                 wakeup_fraction: int = WAKEUP_FRACTION):
+                 wakeup_fraction: int = WAKEUP_FRACTION, clockid: int | None = None):
         if pages < 1 or pages & (pages - 1):
             raise ValueError(f"pages must be a power of two, got {pages}")
         self.events = list(events)
@@ -281,6 +283,7 @@ class PerfSession:
         self.inherit = (pid != -1) if inherit is None else inherit
         self.pages = pages
         self.enable_on_exec = enable_on_exec
+        self.clockid = clockid
         self.wakeup_bytes = max(1, pages * PAGE_SIZE // max(1, wakeup_fraction))
         if track_tasks:
             self.events.append(_task_tracker(self.events[0].attr.sample_type & SAMPLE_TYPE))
@@ -334,6 +337,10 @@ class PerfSession:
         attr.enable_on_exec = int(self.enable_on_exec)
         attr.watermark = 1
         attr.wakeup_watermark = self.wakeup_bytes
+        if self.clockid is not None:
+            # Events sharing a ring must share a clock, or SET_OUTPUT fails.
+            attr.use_clockid = 1
+            attr.clockid = self.clockid
         attr.read_format = READ_FORMAT if self._lost_format else abi.PERF_FORMAT_ID
         return attr
 

@@ -44,21 +44,19 @@ __all__ = [
     "ArgstrRenderer",
     "compile_print_fmt",
     "kallsyms_symbolizer",
+    "parse_printk_formats",
+    "symbols_from_pairs",
 ]
 
-# Helpers that appear in kernels' print fmts which neither we nor perf's
-# libtraceevent (without plugins) evaluate: events using them render as
-# "[FAILED TO PARSE] name=value ...". Listed for the docs.
+# Helpers that appear in kernels' print fmts and that we do not evaluate
+# (perf's libtraceevent does not either, short of plugins). Events using them,
+# or GNU statement expressions "({ ... })" (dma:dma_map_sg, kvmmmu:*), render
+# as "[FAILED TO PARSE] name=value ...". Listed for the docs.
 UNSUPPORTED_HELPERS = (
     "jiffies_to_msecs",
-    "trace_seq_printf",
-    "trace_seq_buffer_ptr",
     "mc_event_error_type",
-    "__print_ns_to_secs",
-    "__print_ns_without_secs",
-    "__get_sockaddr_rel",
-    "__get_rel_sockaddr",
-    "__print_dynamic_array",
+    "trace_seq_buffer_ptr",
+    "trace_seq_printf",
 )
 
 # A symbolizer maps a kernel address to (symbol name, symbol start) or None.
@@ -98,7 +96,7 @@ def _lex(text: str) -> list[_Tok]:
         elif ch in "\"'":
             body, i = _read_quoted(text, i)
             kind = "str" if ch == '"' else "chr"
-            if kind == "str" and toks and toks[-1].kind == "str" and toks[-1].text is not None:
+            if kind == "str" and toks and toks[-1].kind == "str":
                 toks[-1] = _Tok("str", toks[-1].text + body)
             else:
                 toks.append(_Tok(kind, body))
@@ -255,7 +253,7 @@ class _Parser:
             or (unary_ok and after.kind == "op" and after.text in ("-", "~", "!"))
         ):
             self.pos += k + 1
-            return " ".join(words).replace(" *", " *")
+            return " ".join(words)
         return None
 
     def postfix(self, node: tuple) -> tuple:
@@ -316,7 +314,8 @@ class _Parser:
             return ("sym", value, self._flag_table())
         if name in ("__get_str", "__get_rel_str"):
             return ("getstr", self._field_arg())
-        if name in ("__get_dynamic_array", "__get_rel_dynamic_array", "__get_sockaddr"):
+        if name in ("__get_dynamic_array", "__get_rel_dynamic_array", "__get_sockaddr",
+                    "__get_rel_sockaddr", "__get_sockaddr_rel"):
             return ("dynarr", self._field_arg())
         if name in ("__get_dynamic_array_len", "__get_rel_dynamic_array_len"):
             return ("dynlen", self._field_arg())
@@ -831,6 +830,15 @@ def _ip_ext(fmt: str, i: int) -> int:
     return ret + 1
 
 
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    """What compiling one print fmt needs besides the expression trees."""
+
+    ev: EventFormat
+    symbolizer: "Symbolizer | None"
+    strings: Mapping[int, bytes]
+
+
 # ----------------------------------------------------------------------------
 # Arguments printed through %s (libtraceevent print_str_arg)
 
@@ -838,7 +846,7 @@ _Out = bytearray
 _StrFn = Callable[[bytes, _Out], None]
 
 
-def _compile_str(node: tuple, ev: EventFormat, put: Callable[[bytes, _Out], None]) -> _StrFn:
+def _compile_str(node: tuple, ctx: _Ctx, put: Callable[[bytes, _Out], None]) -> _StrFn:
     """A function (raw, out) that prints *node* as a string. *put* applies the
     conversion's width and precision to each string piece."""
     kind = node[0]
@@ -846,11 +854,11 @@ def _compile_str(node: tuple, ev: EventFormat, put: Callable[[bytes, _Out], None
         text = node[1].encode("utf-8", "surrogateescape")
         return lambda raw, out: put(text, out)
     if kind == "field":
-        return _str_field(node[1], put)
+        return _str_field(node[1], put, ctx.strings)
     if kind == "flags":
-        return _str_flags(node, ev, put)
+        return _str_flags(node, ctx, put)
     if kind == "sym":
-        return _str_symbolic(node, ev, put)
+        return _str_symbolic(node, ctx, put)
     if kind == "getstr":
         f = node[1]
 
@@ -861,31 +869,38 @@ def _compile_str(node: tuple, ev: EventFormat, put: Callable[[bytes, _Out], None
 
         return get_str
     if kind == "hex":
-        return _str_hex(node, ev)
+        return _str_hex(node, ctx)
     if kind == "intarr":
-        return _str_intarr(node, ev)
+        return _str_intarr(node, ctx)
     if kind == "bitmask":
         return _str_bitmask(node[1], node[2], put)
     if kind == "cond":
-        cond = _compile_num(node[1], ev)
-        yes = _compile_str(node[2], ev, put)
-        no = _compile_str(node[3], ev, put)
+        cond = _compile_num(node[1], ctx)
+        yes = _compile_str(node[2], ctx, put)
+        no = _compile_str(node[3], ctx, put)
         return lambda raw, out: (yes if cond(raw) else no)(raw, out)
     # Casts, arithmetic and dynamic arrays print nothing through %s.
     return lambda raw, out: None
 
 
-def _str_field(f: Field, put: Callable[[bytes, _Out], None]) -> _StrFn:
+def _str_field(f: Field, put: Callable[[bytes, _Out], None], strings: Mapping[int, bytes]) -> _StrFn:
     if not f.is_array and f.size == 8:
-        # libtraceevent assumes a long-sized scalar is a pointer: %llx.
+        # libtraceevent assumes a long-sized scalar is a pointer: a string
+        # the kernel registered (tracepoint_string, trace_printk) or %llx.
         read = _reader(f.offset, 8)
-        return lambda raw, out: out.extend(b"%x" % read(raw))
+
+        def pointer(raw: bytes, out: _Out) -> None:
+            addr = read(raw)
+            text = strings.get(addr)
+            out.extend(b"%x" % addr if text is None else text)
+
+        return pointer
     start, end = f.offset, f.offset + f.size
     return lambda raw, out: put(bytes(raw[start:end]), out)
 
 
-def _str_flags(node: tuple, ev: EventFormat, put) -> _StrFn:
-    value_fn, delim, table = _compile_num(node[1], ev), node[2].encode(), node[3]
+def _str_flags(node: tuple, ctx: _Ctx, put) -> _StrFn:
+    value_fn, delim, table = _compile_num(node[1], ctx), node[2].encode(), node[3]
     entries = [(fval, name.encode("utf-8", "surrogateescape")) for fval, name in table]
 
     def flags(raw: bytes, out: _Out) -> None:
@@ -909,8 +924,8 @@ def _str_flags(node: tuple, ev: EventFormat, put) -> _StrFn:
     return flags
 
 
-def _str_symbolic(node: tuple, ev: EventFormat, put) -> _StrFn:
-    value_fn = _compile_num(node[1], ev)
+def _str_symbolic(node: tuple, ctx: _Ctx, put) -> _StrFn:
+    value_fn = _compile_num(node[1], ctx)
     table = {}
     for fval, name in node[2]:
         table.setdefault(fval & _MASK, name.encode("utf-8", "surrogateescape"))
@@ -926,7 +941,7 @@ def _str_symbolic(node: tuple, ev: EventFormat, put) -> _StrFn:
     return symbolic
 
 
-def _array_bytes(node: tuple, ev: EventFormat) -> Callable[[bytes], tuple[int, int]]:
+def _array_bytes(node: tuple, ctx: _Ctx) -> Callable[[bytes], tuple[int, int]]:
     """(offset, available) of the array a __print_hex/__print_array names."""
     if node[0] == "dynarr":
         f = node[1]
@@ -937,8 +952,8 @@ def _array_bytes(node: tuple, ev: EventFormat) -> Callable[[bytes], tuple[int, i
     raise PrintFmtError("__print_hex/__print_array of something that is not a field")
 
 
-def _str_hex(node: tuple, ev: EventFormat) -> _StrFn:
-    spaced, where, length = node[1], _array_bytes(node[2], ev), _compile_num(node[3], ev)
+def _str_hex(node: tuple, ctx: _Ctx) -> _StrFn:
+    spaced, where, length = node[1], _array_bytes(node[2], ctx), _compile_num(node[3], ctx)
 
     def hex_dump(raw: bytes, out: _Out) -> None:
         off = where(raw)[0]
@@ -949,9 +964,9 @@ def _str_hex(node: tuple, ev: EventFormat) -> _StrFn:
     return hex_dump
 
 
-def _str_intarr(node: tuple, ev: EventFormat) -> _StrFn:
-    where = _array_bytes(node[1], ev)
-    count_fn, size_fn = _compile_num(node[2], ev), _compile_num(node[3], ev)
+def _str_intarr(node: tuple, ctx: _Ctx) -> _StrFn:
+    where = _array_bytes(node[1], ctx)
+    count_fn, size_fn = _compile_num(node[2], ctx), _compile_num(node[3], ctx)
 
     def int_array(raw: bytes, out: _Out) -> None:
         off = where(raw)[0]
@@ -1009,11 +1024,31 @@ def _cpumask_text(data: bytes) -> bytes:
 # %p conversions (libtraceevent print_arg_pointer)
 
 
-def _compile_pointer(spec: _Spec, node: tuple, ev: EventFormat, symbolizer) -> _StrFn:
+def _pointer_hex(ext: str, node: tuple, len_fn) -> _StrFn:
+    """%*ph: the first LEN bytes of a dynamic array as hex (default 1)."""
+    if node[0] != "dynarr":
+        return lambda raw, out: out.extend(b"ARG TYPE NOT FIELD BUT 0")
+    f = node[1]
+    delim = {"C": b":", "D": b"-", "N": b""}.get(ext[1:2], b" ")
+
+    def hex_bytes(raw: bytes, out: _Out) -> None:
+        off, length = _dyn_loc(f, raw)
+        want = len_fn(raw) & 0xFFFFFFFF if len_fn else 1
+        if want >> 31:
+            want -= 1 << 32
+        n = min(want, length)
+        if n >= 1:
+            out.extend(delim.join(b"%02x" % b for b in raw[off:off + n]))
+
+    return hex_bytes
+
+
+def _compile_pointer(spec: _Spec, node: tuple, ctx: _Ctx, len_fn=None) -> _StrFn:
     ext = spec.conv[1:]
     c = ext[:1]
     if c in ("F", "f", "S", "s"):
-        value = _compile_num(node, ev)
+        symbolizer = ctx.symbolizer
+        value = _compile_num(node, ctx)
         with_offset = c in ("F", "S")
 
         def function(raw: bytes, out: _Out) -> None:
@@ -1031,12 +1066,12 @@ def _compile_pointer(spec: _Spec, node: tuple, ev: EventFormat, symbolizer) -> _
     if c in ("M", "m"):
         return _pointer_mac(ext, node)
     if c in ("I", "i"):
-        return _pointer_ip(ext, node, ev)
+        return _pointer_ip(ext, node, ctx)
     if c == "U":
         return _pointer_uuid(ext, node)
     if c == "h":
-        return lambda raw, out: out.extend(b"ARG TYPE NOT FIELD BUT %d" % 0)
-    value = _compile_num(node, ev)
+        return _pointer_hex(ext, node, len_fn)
+    value = _compile_num(node, ctx)
 
     def plain(raw: bytes, out: _Out) -> None:
         val = value(raw)
@@ -1093,7 +1128,7 @@ def _ip6c_text(buf: bytes) -> bytes:
     return socket.inet_ntop(socket.AF_INET6, buf).encode()
 
 
-def _pointer_ip(ext: str, node: tuple, ev: EventFormat) -> _StrFn:
+def _pointer_ip(ext: str, node: tuple, ctx: _Ctx) -> _StrFn:
     leading = ext[:1] == "i"
     version = ext[1:2]
     rest = ext[2:]
@@ -1124,11 +1159,11 @@ def _pointer_ip(ext: str, node: tuple, ev: EventFormat) -> _StrFn:
 
         return ip6
     if version == "S":
-        return _pointer_sockaddr(ext, node, ev)
+        return _pointer_sockaddr(ext, node, ctx)
     return lambda raw, out: None
 
 
-def _pointer_sockaddr(ext: str, node: tuple, ev: EventFormat) -> _StrFn:
+def _pointer_sockaddr(ext: str, node: tuple, ctx: _Ctx) -> _StrFn:
     opts = ext[2:] if ext[:1] == "I" else ""
     with_port = "p" in opts
     compressed = "c" in opts
@@ -1190,31 +1225,46 @@ def _pointer_uuid(ext: str, node: tuple) -> _StrFn:
 # Putting it together
 
 
+def _put_plain(text: bytes, out: _Out) -> None:
+    """%s without width or precision: the C string."""
+    nul = text.find(b"\0")
+    out.extend(text if nul < 0 else text[:nul])
+
+
+def _string_with_star(spec: _Spec, node: tuple, ctx: _Ctx, len_fn) -> _StrFn:
+    """%*s / %.*s: the width or precision comes from an argument."""
+    # The value changes per record: the piece printer reads it from a cell
+    # that render fills before printing.
+    cell: list = [spec, None, None]
+
+    def put(text: bytes, out: _Out) -> None:
+        out.extend(_format_str(cell[0], text, cell[1], cell[2]))
+
+    body = _compile_str(node, ctx, put)
+
+    def render(raw: bytes, out: _Out) -> None:
+        width, prec, sp = _star(spec, len_fn(raw))
+        cell[:] = [sp, width, prec]
+        body(raw, out)
+
+    return render
+
+
 def _compile_conversion(
-    spec: _Spec, node: tuple, len_node: tuple | None, ev: EventFormat, symbolizer
+    spec: _Spec, node: tuple, len_node: tuple | None, ctx: _Ctx
 ) -> _StrFn:
-    len_fn = _compile_num(len_node, ev) if len_node is not None else None
+    len_fn = _compile_num(len_node, ctx) if len_node is not None else None
     if spec.conv.startswith("p"):
-        return _compile_pointer(spec, node, ev, symbolizer)
+        return _compile_pointer(spec, node, ctx, len_fn)
     if spec.conv == "s":
-        def put(text: bytes, out: _Out, _spec=spec) -> None:
-            out.extend(_format_str(_spec, text, _spec.width, _spec.prec))
-
-        if len_fn is None and spec.width is None and spec.prec is None:
-            def put(text: bytes, out: _Out) -> None:  # noqa: F811 (fast path)
-                nul = text.find(b"\0")
-                out.extend(text if nul < 0 else text[:nul])
-
-            return _compile_str(node, ev, put)
-        if len_fn is None:
-            return _compile_str(node, ev, put)
-
-        def with_len(raw: bytes, out: _Out) -> None:
-            width, prec, sp = _star(spec, len_fn(raw))
-            _compile_str(node, ev, lambda t, o: o.extend(_format_str(sp, t, width, prec)))(raw, out)
-
-        return with_len
-    value = _compile_num(node, ev)
+        if len_fn is not None:
+            return _string_with_star(spec, node, ctx, len_fn)
+        if spec.width is None and spec.prec is None:
+            return _compile_str(node, ctx, _put_plain)
+        return _compile_str(
+            node, ctx, lambda text, out: out.extend(_format_str(spec, text, spec.width, spec.prec))
+        )
+    value = _compile_num(node, ctx)
     if len_fn is None:
         return lambda raw, out: out.extend(_format_int(spec, value(raw), spec.width, spec.prec))
 
@@ -1245,7 +1295,8 @@ def _split_print_fmt(text: str) -> tuple[str, str]:
     return "".join(fmt_parts), rest
 
 
-def _build(ev: EventFormat, symbolizer) -> Callable[[bytes], bytes]:
+def _build(ev: EventFormat, symbolizer, strings: Mapping[int, bytes]) -> Callable[[bytes], bytes]:
+    ctx = _Ctx(ev, symbolizer, strings)
     fmt_text, arg_text = _split_print_fmt(ev.print_fmt)
     args = _Parser(_lex(arg_text), ev).arg_list()
     steps: list[_StrFn] = []
@@ -1263,7 +1314,7 @@ def _build(ev: EventFormat, symbolizer) -> Callable[[bytes], bytes]:
             len_node = queue.pop(0)
         if not queue:
             raise PrintFmtError("print fmt has fewer arguments than conversions")
-        steps.append(_compile_conversion(spec, queue.pop(0), len_node, ev, symbolizer))
+        steps.append(_compile_conversion(spec, queue.pop(0), len_node, ctx))
 
     def render(raw: bytes) -> bytes:
         out = bytearray()
@@ -1329,12 +1380,17 @@ class ArgstrRenderer:
 
     __slots__ = ("event", "fallback", "reason", "_render", "_failed")
 
-    def __init__(self, ev: EventFormat, symbolizer: Symbolizer | None):
+    def __init__(
+        self,
+        ev: EventFormat,
+        symbolizer: Symbolizer | None = None,
+        strings: Mapping[int, bytes] | None = None,
+    ):
         self.event = ev
         self._failed = _fallback(ev)
         self.reason: str | None = None
         try:
-            self._render = _build(ev, symbolizer)
+            self._render = _build(ev, symbolizer, strings or {})
         except PrintFmtError as exc:
             self._render, self.reason = self._failed, str(exc)
         except RecursionError:
@@ -1350,15 +1406,22 @@ class ArgstrRenderer:
             return self._failed(raw)
 
 
-def compile_print_fmt(ev: EventFormat, symbolizer: Symbolizer | None = None) -> ArgstrRenderer:
+def compile_print_fmt(
+    ev: EventFormat,
+    symbolizer: Symbolizer | None = None,
+    strings: Mapping[int, bytes] | None = None,
+) -> ArgstrRenderer:
     """Parse *ev*'s print fmt once; return ``render(record) -> bytes``.
 
     *record* is the event's raw data (exact and fast) or a field dict as
     ``EventFormat.decode`` returns it (re-encoded first). Rendering never
     raises for odd data: fields beyond the data read as 0, as in perf.
     *symbolizer* resolves ``%pS``/``%ps`` addresses (see kallsyms_symbolizer).
+    *strings* maps kernel addresses to the strings behind them, from tracefs
+    ``printk_formats`` (see parse_printk_formats): events that pass a
+    ``const char *`` to ``%s`` (rcu:rcu_utilization) print that text.
     """
-    return ArgstrRenderer(ev, symbolizer)
+    return ArgstrRenderer(ev, symbolizer, strings)
 
 
 def kallsyms_symbolizer(path: str = "/proc/kallsyms") -> Symbolizer | None:
@@ -1404,3 +1467,26 @@ def symbols_from_pairs(pairs: Sequence[tuple[int, str]]) -> Symbolizer:
         return None if k < 0 else (ordered[k][1], ordered[k][0])
 
     return lookup
+
+
+def parse_printk_formats(text: str) -> dict[int, bytes]:
+    """tracefs ``printk_formats`` (``0xADDR : "text"`` lines) as a map, read
+    the way libtraceevent reads it: quotes and a trailing ``\\n`` dropped."""
+    strings: dict[int, bytes] = {}
+    for line in text.splitlines():
+        addr_text, sep, rest = line.partition(":")
+        if not sep:
+            continue
+        try:
+            addr = int(addr_text.strip(), 16)
+        except ValueError:
+            continue
+        fmt = rest[1:] if rest.startswith(" ") else rest
+        if fmt.startswith('"'):
+            fmt = fmt[1:]
+        if fmt.endswith('"'):
+            fmt = fmt[:-1]
+        if fmt.endswith("\\n"):
+            fmt = fmt[:-2]
+        strings[addr] = fmt.encode("utf-8", "surrogateescape")
+    return strings

@@ -34,6 +34,7 @@ __all__ = [
     "list_events",
     "resolve_tracepoints",
     "read_format",
+    "read_printk_formats",
 ]
 
 # Where tracefs lives: its own mount point first, then the legacy path
@@ -61,8 +62,8 @@ class UnknownEventError(EventsError):
 
 
 def _is_tracefs(path: Path) -> bool:
-    # "events" is what we use; "available_events" distinguishes a mounted
-    # tracefs from an empty mount point directory.
+    # An empty mount point directory has no "events": that tells a mounted
+    # tracefs from a bare /sys/kernel/tracing.
     return (path / "events").is_dir()
 
 
@@ -234,3 +235,16 @@ def read_format(system: str, event: str, root: Path | None = None) -> EventForma
         return parse_format(text, system=system)
     except FormatError as exc:
         raise EventsError(f"{system}:{event}: {exc}") from None
+
+
+def read_printk_formats(root: Path | None = None) -> dict[int, bytes]:
+    """Kernel address -> string, from tracefs ``printk_formats``: what a
+    ``const char *`` field of tracepoint_string()s points to. Empty when the
+    file is missing or unreadable (such fields then print as hex)."""
+    from ktapjit.events.printfmt import parse_printk_formats
+
+    path = (root if root is not None else tracefs_root()) / "printk_formats"
+    try:
+        return parse_printk_formats(path.read_text(encoding="utf-8", errors="surrogateescape"))
+    except OSError:
+        return {}

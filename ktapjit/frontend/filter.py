@@ -51,10 +51,15 @@ __all__ = [
     "filter_to_kernel_text",
 ]
 
-# Kernel limits (MAX_FILTER_STR_VAL, and the num_buf of parse_pred).
+# Kernel limits: MAX_FILTER_STR_VAL, the num_buf of parse_pred, and
+# PERF_EVENT_IOC_SET_FILTER's strndup_user(arg, PAGE_SIZE).
 MAX_STRING = 256
 MAX_NUMBER_TEXT = 24
+MAX_FILTER_TEXT = 4095
 TASK_COMM_LEN = 16
+# Ours: nesting of parentheses and '!' (keeps every walk far from Python's
+# recursion limit; real filters nest a few levels).
+MAX_DEPTH = 64
 
 _OPS = ("~", "!=", "==", "<=", "<", ">=", ">", "&")  # the kernel's order
 _STRING_OPS = ("==", "!=", "~")
@@ -124,6 +129,7 @@ class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def skip_space(self) -> None:
         while self.pos < len(self.text) and _isspace(self.text[self.pos]):
@@ -136,6 +142,8 @@ class _Parser:
         return FilterSyntaxError(message, self.pos if offset is None else offset)
 
     def parse(self) -> FilterNode:
+        if len(self.text.encode("utf-8", "surrogateescape")) > MAX_FILTER_TEXT:
+            raise self.error(f"filter too long (the kernel takes at most {MAX_FILTER_TEXT} bytes)", 0)
         self.skip_space()
         if self.pos >= len(self.text):
             raise self.error("empty filter")
@@ -175,6 +183,15 @@ class _Parser:
         self.skip_space()
         if self.pos >= len(self.text):
             raise self.error("expected a predicate at the end of the filter")
+        self.depth += 1
+        try:
+            return self._unary()
+        finally:
+            self.depth -= 1
+
+    def _unary(self) -> FilterNode:
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"filter nests too deeply (more than {MAX_DEPTH} levels)")
         ch = self.text[self.pos]
         # "!" negates, but "!=" and "!~" are not negations (the kernel's is_not).
         if ch == "!" and self.text[self.pos + 1:self.pos + 2] not in ("=", "~"):
@@ -378,14 +395,34 @@ def _is_string(target) -> bool:
     return _filter_type(target) in ("static", "dynamic", "reldynamic", "pointer")
 
 
-def _predicates(node: FilterNode):
-    if isinstance(node, FilterPredicate):
-        yield node
-    elif isinstance(node, FilterNot):
-        yield from _predicates(node.inner)
-    else:
-        yield from _predicates(node.left)
-        yield from _predicates(node.right)
+def _predicates(node: FilterNode) -> list[FilterPredicate]:
+    """The predicates in text order (iterative: && chains are long)."""
+    out: list[FilterPredicate] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, FilterPredicate):
+            out.append(item)
+        elif isinstance(item, FilterNot):
+            stack.append(item.inner)
+        else:
+            stack.append(item.right)
+            stack.append(item.left)
+    return out
+
+
+def _chain(node: FilterNode, kind: type) -> list[FilterNode]:
+    """The operands of a chain of one operator: a && b && c -> [a, b, c]."""
+    out: list[FilterNode] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, kind):
+            stack.append(item.right)
+            stack.append(item.left)
+        else:
+            out.append(item)
+    return out
 
 
 def check_filter(node: FilterNode, fmt) -> list[tuple[str, int]]:
@@ -733,6 +770,8 @@ def _compile_predicate(pred: FilterPredicate, fmt) -> _Match:
         # .function read memory or kallsyms, which a recording lacks.
         return lambda raw, cpu, comm: False
     if pred.kind == "cpus":
+        if _is_string(target):
+            return lambda raw, cpu, comm: False
         return _compile_cpus(pred, target)
     if pred.kind == "str":
         if not _is_string(target):
@@ -754,10 +793,12 @@ def compile_filter(node: FilterNode, fmt) -> _Match:
     if isinstance(node, FilterNot):
         inner = compile_filter(node.inner, fmt)
         return lambda raw, cpu=None, comm=None: not inner(raw, cpu, comm)
-    left, right = compile_filter(node.left, fmt), compile_filter(node.right, fmt)
-    if isinstance(node, FilterAnd):
-        return lambda raw, cpu=None, comm=None: left(raw, cpu, comm) and right(raw, cpu, comm)
-    return lambda raw, cpu=None, comm=None: left(raw, cpu, comm) or right(raw, cpu, comm)
+    # Chains become one flat all()/any(): no recursion however long they are.
+    kind = type(node)
+    parts = [compile_filter(n, fmt) for n in _chain(node, kind)]
+    if kind is FilterAnd:
+        return lambda raw, cpu=None, comm=None: all(p(raw, cpu, comm) for p in parts)
+    return lambda raw, cpu=None, comm=None: any(p(raw, cpu, comm) for p in parts)
 
 
 _compiled: dict[tuple[int, int], tuple[object, object, _Match]] = {}
@@ -794,27 +835,37 @@ def eval_filter(
 
 
 def filter_to_kernel_text(node: FilterNode) -> str:
-    """Text the kernel parses back to *node* (for PERF_EVENT_IOC_SET_FILTER)."""
+    """Text the kernel parses back to *node* (for PERF_EVENT_IOC_SET_FILTER).
+
+    Spaced for reading; without spaces when that is what fits the kernel's
+    4095 bytes (the kernel needs none)."""
+    text = _text(node, " ")
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_FILTER_TEXT:
+        text = _text(node, "")
+    return text
+
+
+def _text(node: FilterNode, sp: str) -> str:
     if isinstance(node, FilterPredicate):
-        return _predicate_text(node)
+        return _predicate_text(node, sp)
     if isinstance(node, FilterNot):
         inner = node.inner
-        body = filter_to_kernel_text(inner)
+        body = _text(inner, sp)
         return "!" + (body if isinstance(inner, (FilterPredicate, FilterNot)) else f"({body})")
-    if isinstance(node, FilterAnd):
-        return f"{_operand(node.left, FilterAnd)} && {_operand(node.right, FilterAnd)}"
-    return f"{_operand(node.left, FilterOr)} || {_operand(node.right, FilterOr)}"
+    kind = type(node)
+    sep = f"{sp}&&{sp}" if kind is FilterAnd else f"{sp}||{sp}"
+    return sep.join(_operand(n, kind, sp) for n in _chain(node, kind))
 
 
-def _operand(node: FilterNode, parent: type) -> str:
-    text = filter_to_kernel_text(node)
+def _operand(node: FilterNode, parent: type, sp: str) -> str:
+    text = _text(node, sp)
     # || inside && needs parentheses; && inside || does not (it binds tighter).
     if parent is FilterAnd and isinstance(node, FilterOr):
         return f"({text})"
     return text
 
 
-def _predicate_text(pred: FilterPredicate) -> str:
+def _predicate_text(pred: FilterPredicate, sp: str = " ") -> str:
     name = pred.field + (f".{pred.modifier}" if pred.modifier else "")
     if pred.kind == "str":
         quote = "'" if '"' in pred.value else '"'
@@ -825,7 +876,7 @@ def _predicate_text(pred: FilterPredicate) -> str:
         value = str(pred.value)
     else:
         value = str(pred.value)
-    return f"{name} {pred.op} {value}"
+    return f"{name}{sp}{pred.op}{sp}{value}"
 
 
 def _cpulist_text(cpus: frozenset[int]) -> str:

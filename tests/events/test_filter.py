@@ -123,6 +123,25 @@ def test_parse_errors(text, offset, words):
     assert "\n" not in info.value.message
 
 
+def test_limits_are_errors_not_crashes():
+    with pytest.raises(FilterSyntaxError, match="nests too deeply"):
+        parse_filter("(" * 500 + "a == 1" + ")" * 500)
+    with pytest.raises(FilterSyntaxError, match="nests too deeply"):
+        parse_filter("!" * 500 + "a == 1")
+    with pytest.raises(FilterSyntaxError, match="filter too long") as info:
+        parse_filter("a == 1 && " * 500 + "a == 1")
+    assert info.value.offset == 0
+    # The longest chain the kernel takes evaluates without deep recursion.
+    text = "&&".join(["pid==1"] * 511)
+    tree = parse_filter(text)
+    # (Compared as text: == on a 511-deep tree would itself recurse deeply.)
+    assert filter_to_kernel_text(parse_filter(filter_to_kernel_text(tree))) == text
+    ev = load("sched", "sched_switch")
+    long_chain = parse_filter("||".join(["prev_pid==2"] * 300 + ["prev_pid==1"]))
+    assert check_filter(long_chain, ev) == []
+    assert eval_filter(long_chain, dict(prev_pid=1), ev)
+
+
 @pytest.mark.parametrize("text", [
     "pid == 1",
     "a == 1 || b == 2 && c == 3",

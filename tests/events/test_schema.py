@@ -209,10 +209,20 @@ def test_encode_places_dynamic_data_after_the_fixed_part():
 TRACEFS = Path("/sys/kernel/tracing")
 
 
+def _tracefs_skip_reason() -> str | None:
+    try:
+        if not (TRACEFS / "events").is_dir():
+            return "tracefs is not mounted at /sys/kernel/tracing"
+    except PermissionError:
+        return "tracefs at /sys/kernel/tracing is not readable (needs root)"
+    return None
+
+
 @pytest.mark.live
 def test_every_live_format_parses():
-    if not (TRACEFS / "events").is_dir():
-        pytest.skip("tracefs is not mounted at /sys/kernel/tracing")
+    reason = _tracefs_skip_reason()
+    if reason:
+        pytest.skip(reason)
     from ktapjit.events.tracefs import list_events, read_format
 
     count = 0

@@ -1,0 +1,219 @@
+"""Live tracing: perf rings on every CPU, drained in rounds, merged in time
+order and fed to the engine; optionally recorded to perf.data as it goes.
+
+A live run is a recording plus a replay: the stream starts with COMM records
+for the tasks that exist (stamped with the start time), events carry
+CLOCK_MONOTONIC timestamps, and what is recorded is exactly what the engine
+saw, in rounds separated by FINISHED_ROUND, so `--replay` of the recording
+reorders it the same way and prints the same output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ktapjit.events import perf_abi as abi
+from ktapjit.events.decode import iter_records
+from ktapjit.events.merge import StreamMerger
+from ktapjit.events.perf_ring import PerfSession, synthesize_comms, tracepoint
+from ktapjit.events.perfdata import PerfDataWriter, TracingData
+from ktapjit.events.schema import EventFormat
+from ktapjit.events.tracefs import list_events, read_format
+from ktapjit.ir.func import Module
+from ktapjit.tracing.plan import BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers
+
+POLL_SECONDS = 0.1
+_FINISHED_ROUND = struct.pack("<IHH", abi.PERF_RECORD_FINISHED_ROUND, 0, 8)
+
+
+class LiveUniverse(EventUniverse):
+    def __init__(self):
+        self._events: Optional[list[tuple[str, str]]] = None
+
+    def tracepoints(self) -> list[tuple[str, str]]:
+        if self._events is None:
+            self._events = list_events()
+        return self._events
+
+    def format(self, system: str, event: str) -> EventFormat:
+        return read_format(system, event)
+
+
+@dataclass
+class LiveOptions:
+    pages: int
+    pid: int = -1  # -p PID
+    command: list[str] = field(default_factory=list)  # -- CMD ARGS
+    record_path: Optional[str] = None
+    status: Callable[[str], None] = lambda text: None  # stderr notices (silenced by -q)
+
+
+@dataclass
+class LiveOutcome:
+    end_ns: int
+    lost: int
+    command_status: Optional[int] = None
+
+
+def bind_live(module: Module) -> list[BoundEvent]:
+    """Bind before anything runs, so a bad event stops the script before its top level."""
+    check_timers(module)
+    return bind_tracepoints(module, LiveUniverse())
+
+
+def monotonic_start() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM end the trace (trace_end still runs); restored afterwards."""
+
+    def __init__(self):
+        self.stopped = False
+        self._saved: dict[int, object] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._saved[sig] = signal.signal(sig, self._stop)
+        return self
+
+    def _stop(self, signum, frame):
+        self.stopped = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+
+class _Child:
+    """`-- CMD`: forked now, held before exec until the events are enabled."""
+
+    def __init__(self, argv: list[str]):
+        read_fd, self._go = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child
+            try:
+                os.close(self._go)
+                os.read(read_fd, 1)
+                os.execvp(argv[0], argv)
+            except OSError as exc:
+                os.write(2, f"ktapjit: cannot run '{argv[0]}': {exc.strerror}\n".encode())
+            os._exit(127)
+        os.close(read_fd)
+        self.status: Optional[int] = None
+
+    def release(self) -> None:
+        os.write(self._go, b"x")
+        os.close(self._go)
+
+    def exited(self) -> bool:
+        if self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+        return self.status is not None
+
+    def stop(self) -> None:
+        """On an early exit of ktapjit: don't leave the command behind."""
+        if self.status is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                os.waitpid(self.pid, 0)
+            except OSError:
+                pass
+
+
+def _perf_events(bound: list[BoundEvent]):
+    return [tracepoint(b.system, b.event, filter=b.filter_text) for b in bound]
+
+
+def _comm_records(session: PerfSession, start_ns: int, pids) -> bytes:
+    sample_type = session.events[0].attr.sample_type | abi.PERF_SAMPLE_IDENTIFIER
+    data = bytearray(synthesize_comms(sample_type, pids))
+    # Stamp them with the start: the replayed stream then starts where the live one did.
+    time_at = _trailer_time_offset(sample_type)
+    pos = 0
+    while pos < len(data):
+        size = struct.unpack_from("<H", data, pos + 6)[0]
+        trailer = pos + size - _trailer_size(sample_type)
+        struct.pack_into("<Q", data, trailer + time_at, start_ns)
+        pos += size
+    return bytes(data)
+
+
+_TRAILER_BITS = (abi.PERF_SAMPLE_TID, abi.PERF_SAMPLE_TIME, abi.PERF_SAMPLE_ID,
+                 abi.PERF_SAMPLE_STREAM_ID, abi.PERF_SAMPLE_CPU, abi.PERF_SAMPLE_IDENTIFIER)
+
+
+def _trailer_size(sample_type: int) -> int:
+    return 8 * sum(1 for bit in _TRAILER_BITS if sample_type & bit)
+
+
+def _trailer_time_offset(sample_type: int) -> int:
+    return 8 if sample_type & abi.PERF_SAMPLE_TID else 0
+
+
+def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions, start_ns: int) -> LiveOutcome:
+    """Trace until Ctrl-C/SIGTERM, exit(), an error, or the end of CMD."""
+    events = _perf_events(bound)
+    child = _Child(options.command) if options.command else None
+    pid = child.pid if child else options.pid
+    writer = None
+    try:
+        # CLOCK_MONOTONIC timestamps are comparable with the start time.
+        with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
+                         clockid=time.CLOCK_MONOTONIC) as session:
+            for (_attr, ids, _name), b in zip(session.attrs(), bound):
+                plan.attach(ids, b)  # the task tracker, last, binds to no probe
+            attrs = session.attr_table()
+            head = _comm_records(session, start_ns, [pid] if pid != -1 else None)
+            if options.record_path:
+                writer = _open_recording(options.record_path, session, bound)
+                writer.write_records(head)
+            driver.feed(iter_records(head, attrs))
+            options.status(f"Tracing {len(bound)} events... Hit Ctrl-C to end.")
+            session.enable()
+            if child:
+                child.release()
+            _loop(session, driver, attrs, writer, child)
+            lost = session.lost()
+        return LiveOutcome(driver.last_time, lost, child.status if child else None)
+    finally:
+        if writer is not None:
+            writer.close()
+        if child is not None:
+            child.stop()
+
+
+def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:
+    tracing = TracingData.from_tracefs(sorted({(b.system, b.event) for b in bound}))
+    return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path])
+
+
+def _loop(session: PerfSession, driver, attrs, writer, child) -> None:
+    merger = StreamMerger()
+    with _StopFlag() as stop:
+        while True:
+            done = stop.stopped or (child is not None and child.exited())
+            if done:
+                session.disable()
+            chunks = session.read_chunks(0 if done else POLL_SECONDS)
+            # One drain pass is one round, released by perf's rule, and the
+            # recording marks it with FINISHED_ROUND so a replay orders alike.
+            if chunks:
+                for cpu, data in chunks:
+                    merger.push(cpu, iter_records(data, attrs))
+                    if writer is not None:
+                        writer.write_records(data)
+                if writer is not None:
+                    writer.write_records(_FINISHED_ROUND)
+                if not driver.feed(merger.end_round()):
+                    return
+            if done:
+                break
+    driver.feed(merger.finish())
