@@ -99,6 +99,20 @@ def _build_parser() -> _Parser:
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="the script file")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="script arguments (arg[1], ...)")
 
+    rec = commands.add_parser("record", help="record events to perf.data",
+                              description="Record events to a perf.data file that perf script and --replay read.")
+    rec.add_argument("-e", "--event", dest="events", action="append", required=True, metavar="EVENTDEF",
+                     help="events to record, e.g. 'sched:*' or 'syscalls:sys_enter_read /fd == 0/'; repeatable")
+    rec.add_argument("-o", "--output", required=True, metavar="FILE", help="the perf.data file to write")
+    rec.add_argument("-p", "--pid", type=_positive_int, metavar="PID", help="record only this process")
+    rec.add_argument("-q", "--quiet", action="store_true", help="no status messages on stderr")
+    rec.add_argument("--buffer-pages", type=_power_of_two, default=1024, metavar="N",
+                     help="ring buffer pages per CPU, a power of two (default 1024)")
+
+    lister = commands.add_parser("list", help="list tracepoints", description="List the kernel's tracepoints.")
+    lister.add_argument("pattern", nargs="?", metavar="GLOB", help="e.g. 'sched:*' or '*open*'")
+    lister.add_argument("-v", "--verbose", action="store_true", help="also show each event's fields")
+
     ir = commands.add_parser("ir", help="print a script's SSA IR", description="Print the SSA IR of a script.")
     ir.add_argument("-O0", dest="optimize", action="store_false", help="skip the optional passes")
     ir.add_argument("--dump-after", metavar="PASS", help="print the IR after PASS instead of at the end")
@@ -175,12 +189,16 @@ def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
     ns.command_argv = command
     if ns.command is None:
         raise _ParserExit(EXIT_USAGE, parser.format_usage())
-    if command and ns.command != "run":
+    if command and ns.command not in ("run", "record"):
         raise UsageError(f"'-- CMD' is only for 'ktapjit run', not '{ns.command}'")
     if ns.command == "run":
         return _cmd_run(ns, out, err)
     if ns.command == "ir":
         return _cmd_ir(ns, out, err)
+    if ns.command == "list":
+        return _cmd_list(ns, out)
+    if ns.command == "record":
+        return _cmd_record(ns, err)
     raise UsageError(f"unknown command '{ns.command}'")
 
 
@@ -199,7 +217,8 @@ def _load_source(ns) -> tuple[str, bytes]:
         raise UsageError(f"cannot read script '{ns.script}': {exc.strerror or exc}") from None
 
 
-def _compile(path: str, source: bytes, ns):
+def _compile(path: str, source: bytes, limits: Limits, verify: bool = False, optimize: bool = True,
+             dump_after: Optional[str] = None, dump_to=None):
     from ktapjit.frontend.parse import parse_program
     from ktapjit.frontend.resolve import resolve_program
     from ktapjit.ir.pipeline import PassContext, compile_module
@@ -209,33 +228,70 @@ def _compile(path: str, source: bytes, ns):
     except CompileError as exc:
         exc.source = source
         raise
-    ctx = PassContext(limits=_limits(ns), verify="verify" in ns.debug, optimize=getattr(ns, "optimize", True))
-    return compile_module(program, ctx), ctx
+    ctx = PassContext(limits=limits, verify=verify, optimize=optimize, dump_after=dump_after, dump_to=dump_to)
+    return compile_module(program, ctx)
 
 
 def _cmd_ir(ns, out: BinaryIO, err: BinaryIO) -> int:
+    from ktapjit.ir.pipeline import PIPELINE
     from ktapjit.ir.printer import format_module
 
     path, source = _load_source(ns)
-    if ns.dump_after is not None:
-        from ktapjit.ir.pipeline import PIPELINE
-        names = ["build ssa"] + [p.name for p in PIPELINE]
-        if ns.dump_after not in names:
-            raise UsageError(f"unknown pass '{ns.dump_after}'; passes: {', '.join(names)}")
-        from ktapjit.frontend.parse import parse_program
-        from ktapjit.frontend.resolve import resolve_program
-        from ktapjit.ir.pipeline import PassContext, compile_module
-        try:
-            program = resolve_program(parse_program(source, path))
-        except CompileError as exc:
-            exc.source = source
-            raise
-        dump = io.StringIO()
-        compile_module(program, PassContext(limits=_limits(ns), verify=True, dump_after=ns.dump_after, dump_to=dump))
-        out.write(dump.getvalue().encode())
+    if ns.dump_after is None:
+        module = _compile(path, source, _limits(ns), verify="verify" in ns.debug, optimize=ns.optimize)
+        out.write(format_module(module).encode())
         return EXIT_OK
-    module, _ = _compile(path, source, ns)
-    out.write(format_module(module).encode())
+    names = ["build ssa"] + [p.name for p in PIPELINE]
+    if ns.dump_after not in names:
+        raise UsageError(f"unknown pass '{ns.dump_after}'; passes: {', '.join(names)}")
+    dump = io.StringIO()
+    _compile(path, source, _limits(ns), verify=True, optimize=ns.optimize, dump_after=ns.dump_after, dump_to=dump)
+    out.write(dump.getvalue().encode())
+    return EXIT_OK
+
+
+def _cmd_record(ns, err: BinaryIO) -> int:
+    from ktapjit.events.tracefs import EventsError
+    from ktapjit.tracing.live import LiveOptions, bind_live, run_live
+    from ktapjit.tracing.plan import StreamPlan
+    from ktapjit.tracing.record import RecordingDriver, recording_script
+
+    if ns.pid is not None and ns.command_argv:
+        raise UsageError("give either -p PID or -- CMD, not both")
+    source = recording_script(ns.events)
+    module = _compile("-e", source, Limits())
+    start_ns = _monotonic_ns()
+    driver = RecordingDriver(start_ns)
+    options = LiveOptions(
+        pages=ns.buffer_pages, pid=ns.pid or -1, command=ns.command_argv, record_path=ns.output,
+        status=(lambda text: None) if ns.quiet else (lambda text: _say(err, text)),
+    )
+    try:
+        bound = bind_live(module)
+        outcome = run_live(driver, bound, StreamPlan(bound=list(bound)), options, start_ns)
+    except CompileError as exc:
+        exc.source = source
+        raise
+    except (EventsError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    if outcome.lost:
+        _say(err, f"{outcome.lost} events lost")
+    if not ns.quiet:
+        _say(err, f"Recorded {driver.samples} samples to {ns.output}")
+    return EXIT_OK
+
+
+def _cmd_list(ns, out: BinaryIO) -> int:
+    from ktapjit.events.tracefs import EventsError
+    from ktapjit.tracing.listing import listing
+
+    try:
+        lines = list(listing(ns.pattern, ns.verbose))
+    except EventsError as exc:
+        raise UsageError(str(exc)) from None
+    if not lines:
+        raise UsageError(f"no tracepoint matches '{ns.pattern}'")
+    out.write("".join(line + "\n" for line in lines).encode())
     return EXIT_OK
 
 
@@ -244,7 +300,7 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     if ns.engine != "interp":
         raise UsageError(f"engine '{ns.engine}' is not available yet; use --engine interp")
     _check_mode_options(ns)
-    module, _ = _compile(path, source, ns)
+    module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
     stream = _open_stream(ns, module, source, err)
     start_ns = stream.start_ns if stream is not None else _monotonic_ns()
     config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns)
