@@ -25,6 +25,10 @@ class Span:
     def location(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
+    def shifted(self, offset: int) -> "Span":
+        """The position `offset` bytes into a single-line construct starting here."""
+        return Span(self.file, self.line, self.col + offset, self.line, self.col + offset)
+
 
 @dataclass(slots=True)
 class Diagnostic:

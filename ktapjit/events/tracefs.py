@@ -189,15 +189,24 @@ def resolve_tracepoints(pattern: str, root: Path | None = None) -> list[tuple[st
     """
     system_glob, event_glob = _split_pattern(pattern)
     events = list_events(root)
-    found = [
-        (s, e) for (s, e) in events if _match(system_glob, s) and _match(event_glob, e)
-    ]
+    found = select_tracepoints(system_glob, event_glob, events)
     if found:
         return found
     raise UnknownEventError(_unknown_message(pattern.strip(), events))
 
 
+def select_tracepoints(system_glob: str, event_glob: str,
+                       events: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (system, event) pairs of ``events`` matching both globs."""
+    return [(s, e) for (s, e) in events if _match(system_glob, s) and _match(event_glob, e)]
+
+
 def _unknown_message(pattern: str, events: list[tuple[str, str]]) -> str:
+    return f"unknown tracepoint '{pattern}'{close_matches_hint(pattern, events)}"
+
+
+def close_matches_hint(pattern: str, events: list[tuple[str, str]]) -> str:
+    """``; did you mean a, b?`` for the names of ``events`` close to ``pattern``, or ''."""
     names = [f"{s}:{e}" for s, e in events]
     # Glob characters would only confuse difflib; compare the literal parts.
     probe = _GLOB_CHARS.sub("", pattern)
@@ -209,8 +218,7 @@ def _unknown_message(pattern: str, events: list[tuple[str, str]]) -> str:
             event_part, [e for _, e in events], n=3, cutoff=0.75
         )
         close = [n for n in names if n.split(":", 1)[1] in by_event][:3]
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"unknown tracepoint '{pattern}'{hint}"
+    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def read_format(system: str, event: str, root: Path | None = None) -> EventFormat:

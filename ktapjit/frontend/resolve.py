@@ -16,6 +16,8 @@ from typing import Optional
 
 from ktapjit.diag import CompileError, Diagnostics, Span
 from ktapjit.frontend import ast
+from ktapjit.frontend.eventdef import EventDefError, parse_eventdef
+from ktapjit.frontend.filter import FilterSyntaxError, parse_filter
 
 # Builtins callable by name. `table.new` is reached through the `table` name.
 BUILTINS = frozenset({
@@ -98,6 +100,7 @@ class _Resolver:
         for stmt in stmts:
             if isinstance(stmt, ast.Trace):
                 self.program.probes.append(stmt)
+                self.check_probe_syntax(stmt)
             elif isinstance(stmt, ast.Timer):
                 self.program.timers.append(stmt)
             elif isinstance(stmt, ast.TraceEnd):
@@ -105,6 +108,18 @@ class _Resolver:
                     self.diags.error(stmt.span, "a script may have only one trace_end")
                 else:
                     self.program.trace_end = stmt
+
+    def check_probe_syntax(self, probe: ast.Trace) -> None:
+        """EVENTDEF and FILTER syntax; whether the events exist is known only when binding."""
+        try:
+            parse_eventdef(probe.eventdef)
+        except EventDefError as exc:
+            self.diags.error(probe.eventdef_span.shifted(exc.offset), exc.message)
+        if probe.filter is not None:
+            try:
+                parse_filter(probe.filter)
+            except FilterSyntaxError as exc:
+                self.diags.error(probe.filter_span.shifted(exc.offset), f"filter: {exc.message}")
 
     def top_level_stmt(self, stmt: ast.Stmt) -> None:
         if isinstance(stmt, ast.Trace):

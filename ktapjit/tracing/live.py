@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -195,25 +196,88 @@ def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) ->
     return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path])
 
 
+class _Reader(threading.Thread):
+    """Drains the rings in the background, into memory, while the main thread
+    decodes, merges and runs the script.
+
+    Fix for lost events: `_loop` used to drain only between rounds, so while
+    the interpreter worked through one round (around 60k events/s) nothing
+    freed ring space. A burst of 200k getppid syscalls at the default 1024
+    pages then lost ~69k events. This thread wakes at each ring's watermark
+    (it needs the GIL only for the copy; CPython hands it over within the
+    5 ms switch interval), so the rings never fill while the script lags:
+    the backlog waits in memory instead.
+
+    Each `read_chunks` call is one complete drain pass over every CPU; `take()`
+    hands the main thread whole passes, so a round is still one or more drain
+    passes and perf's round rule still holds for the merger and the recording.
+    """
+
+    def __init__(self, session: PerfSession):
+        super().__init__(name="ktapjit-ring-reader", daemon=True)
+        self.session = session
+        self._lock = threading.Lock()
+        self._chunks: list[tuple[int, bytes]] = []
+        self._error: Optional[BaseException] = None
+        self._stopping = threading.Event()
+        self.ready = threading.Event()  # set when chunks (or an error) are waiting
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                chunks = self.session.read_chunks(POLL_SECONDS)
+                if chunks:
+                    with self._lock:
+                        self._chunks.extend(chunks)
+                    self.ready.set()
+        except BaseException as exc:  # re-raised in the main thread by take()
+            self._error = exc
+            self.ready.set()
+
+    def take(self) -> list[tuple[int, bytes]]:
+        with self._lock:
+            chunks, self._chunks = self._chunks, []
+            self.ready.clear()
+        if self._error is not None:
+            raise self._error
+        return chunks
+
+    def stop(self) -> None:
+        """Wait for the thread to end (at most one poll interval); idempotent."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join()
+
+
 def _loop(session: PerfSession, driver, attrs, writer, child) -> None:
     merger = StreamMerger()
-    with _StopFlag() as stop:
-        while True:
-            done = stop.stopped or (child is not None and child.exited())
-            if done:
-                session.disable()
-            chunks = session.read_chunks(0 if done else POLL_SECONDS)
-            # One drain pass is one round, released by perf's rule, and the
-            # recording marks it with FINISHED_ROUND so a replay orders alike.
-            if chunks:
-                for cpu, data in chunks:
-                    merger.push(cpu, iter_records(data, attrs))
+    reader = _Reader(session)
+    try:
+        with _StopFlag() as stop:
+            reader.start()
+            while True:
+                done = stop.stopped or (child is not None and child.exited())
+                if done:
+                    session.disable()
+                    reader.stop()  # no more polling: the last drain is ours
+                    chunks = reader.take() + session.drain()
+                else:
+                    reader.ready.wait(POLL_SECONDS)
+                    chunks = reader.take()
+                # What was drained since the last round is one round, released
+                # by perf's rule, and the recording marks it with FINISHED_ROUND
+                # so a replay orders alike.
+                if chunks:
+                    for cpu, data in chunks:
+                        merger.push(cpu, iter_records(data, attrs))
+                        if writer is not None:
+                            writer.write_records(data)
                     if writer is not None:
-                        writer.write_records(data)
-                if writer is not None:
-                    writer.write_records(_FINISHED_ROUND)
-                if not driver.feed(merger.end_round()):
-                    return
-            if done:
-                break
+                        writer.write_records(_FINISHED_ROUND)
+                    if not driver.feed(merger.end_round()):
+                        return
+                if done:
+                    break
+    finally:
+        reader.stop()  # before PerfSession.close() unmaps the rings it reads
     driver.feed(merger.finish())

@@ -13,18 +13,18 @@ at the EVENTDEF or the filter, with status 2.
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 from ktapjit.diag import CompileError, Diagnostic, Span
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import EventFormat
-from ktapjit.frontend.filter import FilterSyntaxError, check_filter, compile_filter, parse_filter
-from ktapjit.ir.func import Module, ProbeInfo
-from ktapjit.tracing.eventdef import (
-    EventDefError, FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
+from ktapjit.events.tracefs import close_matches_hint, select_tracepoints
+from ktapjit.frontend.eventdef import (
+    FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )
+from ktapjit.frontend.filter import check_filter, compile_filter, filter_to_kernel_text, parse_filter
+from ktapjit.ir.func import Module, ProbeInfo
 
 
 @dataclass(eq=False)
@@ -66,44 +66,24 @@ class EventUniverse:
         raise NotImplementedError
 
 
-def _span_at(base: Span, offset: int) -> Span:
-    return Span(base.file, base.line, base.col + offset, base.line, base.col + offset)
-
-
 def _fail(span: Span, message: str) -> None:
     raise CompileError(Diagnostic(span, message))
 
 
 def probe_specs(probe: ProbeInfo) -> list:
-    try:
-        return parse_eventdef(probe.eventdef)
-    except EventDefError as exc:
-        _fail(_span_at(probe.eventdef_span, exc.offset), exc.message)
+    return parse_eventdef(probe.eventdef)  # its syntax was checked by resolve
 
 
 def parse_probe_filter(probe: ProbeInfo):
-    if probe.filter is None:
-        return None
-    try:
-        return parse_filter(probe.filter)
-    except FilterSyntaxError as exc:
-        _fail(_span_at(probe.filter_span, exc.offset), f"filter: {exc.message}")
+    return None if probe.filter is None else parse_filter(probe.filter)
 
 
 def resolve_tracepoints(spec: TracepointSpec, universe: EventUniverse, span: Span, what: str) -> list[tuple[str, str]]:
     known = universe.tracepoints()
-    found = [(s, e) for s, e in known if fnmatch.fnmatchcase(s, spec.system) and fnmatch.fnmatchcase(e, spec.event)]
+    found = select_tracepoints(spec.system, spec.event, known)
     if not found:
-        _fail(span, f"unknown event '{spec.text}'{what}{_suggest(spec.text, known)}")
+        _fail(span, f"unknown event '{spec.text}'{what}{close_matches_hint(spec.text, known)}")
     return found
-
-
-def _suggest(text: str, known: list[tuple[str, str]]) -> str:
-    import difflib
-
-    names = [f"{s}:{e}" for s, e in known]
-    close = difflib.get_close_matches(text, names, n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def unsupported(spec, span: Span) -> None:
@@ -127,9 +107,7 @@ def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFo
         problems = check_filter(filter_node, fmt)
         if problems:
             message, offset = problems[0]
-            _fail(_span_at(probe.filter_span, offset), f"filter on {system}:{event}: {message}")
-        from ktapjit.frontend.filter import filter_to_kernel_text
-
+            _fail(probe.filter_span.shifted(offset), f"filter on {system}:{event}: {message}")
         matches = compile_filter(filter_node, fmt)
         filter_text = filter_to_kernel_text(filter_node)
     return BoundEvent(index, system, event, fmt, filter_text, matches, compile_print_fmt(fmt))
@@ -141,7 +119,7 @@ def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -
     for index, probe in enumerate(module.probes):
         filter_node = parse_probe_filter(probe)
         for spec in probe_specs(probe):
-            span = _span_at(probe.eventdef_span, spec.offset)
+            span = probe.eventdef_span.shifted(spec.offset)
             if not isinstance(spec, TracepointSpec):
                 unsupported(spec, span)
             for system, event in resolve_tracepoints(spec, universe, span, where):
