@@ -129,3 +129,21 @@ def run_module(mod: Module, lim: Limits | None = None, **kw):
     s.run.start()
     result = s.run.finish()
     return s.output, result
+
+
+class FakeEvent:
+    """An EventContext for tests: event values by name, `args.NAME` fields,
+    and stacks under `kernelstack` / `userstack`."""
+
+    def __init__(self, time_ns, **values):
+        self.time_ns = time_ns
+        self.values = values
+
+    def value(self, name):
+        return self.values.get(name)
+
+    def field(self, name):
+        return self.values.get("args." + name)
+
+    def stack(self, which):
+        return self.values.get(which + "stack")

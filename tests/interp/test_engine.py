@@ -8,7 +8,7 @@ from ktapjit.interp.runtime import InternalError
 from ktapjit.ir.ops import Op
 from ktapjit.run_api import Limits
 
-from tests.interp.irkit import FuncBuilder, Session, at, module, run_module
+from tests.interp.irkit import FakeEvent, FuncBuilder, Session, at, module, run_module
 
 MAX = (1 << 63) - 1
 
@@ -29,19 +29,6 @@ def body(kind, *steps, name=None):
     return fb.func
 
 
-class Event:
-    def __init__(self, time_ns, **values):
-        self.time_ns = time_ns
-        self.values = values
-
-    def value(self, name):
-        return self.values.get(name)
-
-    def field(self, name):
-        return self.values.get("args." + name)
-
-    def stack(self, which):
-        return self.values.get(which + "stack")
 
 
 def test_engine_name_and_protocol():
@@ -83,7 +70,7 @@ def test_how_a_run_ends(main, probe, end, output, status, exit_called, errors):
     mod = module(body("main", *main), probes=[body("probe", *probe)], trace_end=body("trace_end", *end))
     s = Session(mod)
     tracing = s.run.start()
-    ran = [s.run.run_probe(0, Event(i)) for i in range(2)]
+    ran = [s.run.run_probe(0, FakeEvent(i)) for i in range(2)]
     result = s.run.finish()
     assert s.output == output
     assert (result.status, result.exit_called) == (status, exit_called)
@@ -119,7 +106,7 @@ def test_output_is_flushed_before_each_step_returns():
     s = Session(mod)
     s.run.start()
     assert s.output == b"a\nb\n"
-    s.run.run_probe(0, Event(1))
+    s.run.run_probe(0, FakeEvent(1))
     assert s.output == b"a\nb\np\n"
     s.run.finish()
     assert s.output == b"a\nb\np\ne\n"
@@ -184,7 +171,7 @@ def test_time_is_event_time():
                  trace_end=time_body("trace_end"))
     s = Session(mod, start_time_ns=1_999_999_999)
     s.run.start()
-    s.run.run_probe(0, Event(3_000_001_234))
+    s.run.run_probe(0, FakeEvent(3_000_001_234))
     s.run.run_timer(0, 4_000_000_000)
     s.run.finish(time_ns=5_123_456_789)
     assert s.output == (
@@ -199,7 +186,7 @@ def test_trace_end_time_defaults_to_the_last_time_seen():
     mod = module(body("main"), probes=[body("probe")], trace_end=time_body("trace_end"))
     s = Session(mod, start_time_ns=5)
     s.run.start()
-    s.run.run_probe(0, Event(70))
+    s.run.run_probe(0, FakeEvent(70))
     s.run.finish()
     assert s.output == b"70\t0\t0\t0\n"
 
@@ -211,8 +198,8 @@ def test_event_values_come_from_the_event():
     fb.ret()
     s = Session(module(body("main"), probes=[fb.func]))
     s.run.start()
-    s.run.run_probe(0, Event(1, pid=42, execname=b"cat", **{"args.fd": 3, "kernelstack": b"k1\nk2"}))
-    s.run.run_probe(0, Event(2, pid=43, execname=b"sh"))
+    s.run.run_probe(0, FakeEvent(1, pid=42, execname=b"cat", **{"args.fd": 3, "kernelstack": b"k1\nk2"}))
+    s.run.run_probe(0, FakeEvent(2, pid=43, execname=b"sh"))
     assert s.run.finish().status == 0
     assert s.output == b"42\tcat\t3\tnil\tk1\nk2\n43\tsh\tnil\tnil\tnil\n"
 

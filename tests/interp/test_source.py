@@ -7,13 +7,11 @@ written as the CLI prints it, ``MESSAGE at LINE:COL`` (the path is t.kp).
 
 import pytest
 
+from ktapjit.frontend import parse, resolve
+from ktapjit.interp.engine import InterpEngine
+from ktapjit.ir import ssa_build
 from ktapjit.run_api import Limits, RunConfig
-
-parse = pytest.importorskip("ktapjit.frontend.parse")
-resolve = pytest.importorskip("ktapjit.frontend.resolve")
-ssa_build = pytest.importorskip("ktapjit.ir.ssa_build")
-
-from ktapjit.interp.engine import InterpEngine  # noqa: E402
+from tests.interp.irkit import FakeEvent
 
 PATH = "t.kp"
 
@@ -23,19 +21,6 @@ def compile_source(src: str):
     return ssa_build.build_module(program)
 
 
-class Event:
-    def __init__(self, time_ns, **values):
-        self.time_ns = time_ns
-        self.values = values
-
-    def value(self, name):
-        return self.values.get(name)
-
-    def field(self, name):
-        return self.values.get("args." + name)
-
-    def stack(self, which):
-        return self.values.get(which)
 
 
 def run_source(src, lim=None, args=(), events=(), start_time_ns=0, end_time_ns=None):
@@ -188,9 +173,9 @@ tick-1s { print("tick", gettimeofday_s()) }
 trace_end { print(n, gettimeofday_us()) }
 print("top", gettimeofday_ns())'''
     events = [
-        ("probe", 0, Event(2000, pid=7, **{"args.prev_pid": 9, "kernel": b"k"})),
+        ("probe", 0, FakeEvent(2000, pid=7, **{"args.prev_pid": 9, "kernelstack": b"k"})),
         ("timer", 0, 3_000_000_000),
-        ("probe", 0, Event(4000, pid=8)),
+        ("probe", 0, FakeEvent(4000, pid=8)),
     ]
     out, error, _ = run_source(src, events=events, start_time_ns=100, end_time_ns=5_000_000_000)
     assert error is None
@@ -199,14 +184,14 @@ print("top", gettimeofday_ns())'''
 
 def test_exit_in_a_probe_stops_the_events():
     src = 'trace a:b { if (pid == 8) { exit() } print(pid) } tick-1s { print("tick") } trace_end { print("end") }'
-    events = [("probe", 0, Event(1, pid=7)), ("probe", 0, Event(2, pid=8)),
-              ("timer", 0, 3), ("probe", 0, Event(4, pid=9))]
+    events = [("probe", 0, FakeEvent(1, pid=7)), ("probe", 0, FakeEvent(2, pid=8)),
+              ("timer", 0, 3), ("probe", 0, FakeEvent(4, pid=9))]
     out, error, result = run_source(src, events=events)
     assert (out, error, result.exit_called) == (b"7\nend\n", None, True)
 
 
 def test_error_in_a_probe_stops_the_events():
     src = 'trace a:b { print(pid); print(1 / (pid - 8)) } trace_end { print("end") }'
-    events = [("probe", 0, Event(1, pid=7)), ("probe", 0, Event(2, pid=8)), ("probe", 0, Event(3, pid=9))]
+    events = [("probe", 0, FakeEvent(1, pid=7)), ("probe", 0, FakeEvent(2, pid=8)), ("probe", 0, FakeEvent(3, pid=9))]
     out, error, _ = run_source(src, events=events)
     assert (out, error) == (b"7\n-1\n8\nend\n", "divide by zero at 1:33")
