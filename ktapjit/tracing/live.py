@@ -24,7 +24,7 @@ from ktapjit.events.merge import StreamMerger
 from ktapjit.events.perf_ring import PerfSession, synthesize_comms, tracepoint
 from ktapjit.events.perfdata import PerfDataWriter, TracingData
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.tracefs import list_events, read_format
+from ktapjit.events.tracefs import EventsError, list_events, read_format
 from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers
 
@@ -110,7 +110,12 @@ class _Child:
 
     def release(self) -> None:
         os.write(self._go, b"x")
-        os.close(self._go)
+        self._close_go()
+
+    def _close_go(self) -> None:
+        if self._go is not None:
+            os.close(self._go)
+            self._go = None
 
     def exited(self) -> bool:
         if self.status is None:
@@ -121,6 +126,9 @@ class _Child:
 
     def stop(self) -> None:
         """On an early exit of ktapjit: don't leave the command behind."""
+        # Fix: when ktapjit failed before release() (e.g. an unwritable
+        # --record path), the pipe's write end used to stay open in ktapjit.
+        self._close_go()
         if self.status is None:
             try:
                 os.kill(self.pid, signal.SIGTERM)
@@ -167,8 +175,10 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
     writer = None
     try:
         # CLOCK_MONOTONIC timestamps are comparable with the start time.
+        # The stop handlers go in before the status line: that line invites
+        # Ctrl-C, which must end the trace (and run trace_end) from then on.
         with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
-                         clockid=time.CLOCK_MONOTONIC) as session:
+                         clockid=time.CLOCK_MONOTONIC) as session, _StopFlag() as stop:
             for (_attr, ids, _name), b in zip(session.attrs(), bound):
                 plan.attach(ids, b)  # the task tracker, last, binds to no probe
             attrs = session.attr_table()
@@ -177,11 +187,13 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                 writer = _open_recording(options.record_path, session, bound)
                 writer.write_records(head)
             driver.feed(iter_records(head, attrs))
-            options.status(f"Tracing {len(bound)} events... Hit Ctrl-C to end.")
+            # Fix: the status line used to come before enable(), so a workload
+            # started on seeing it (as with -p) could lose its first events.
             session.enable()
+            options.status(f"Tracing {len(bound)} events... Hit Ctrl-C to end.")
             if child:
                 child.release()
-            _loop(session, driver, attrs, writer, child)
+            _loop(session, driver, attrs, writer, child, stop)
             lost = session.lost()
         return LiveOutcome(driver.last_time, lost, child.status if child else None)
     finally:
@@ -193,7 +205,12 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
 
 def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:
     tracing = TracingData.from_tracefs(sorted({(b.system, b.event) for b in bound}))
-    return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path])
+    try:
+        return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path])
+    except OSError as exc:
+        # Fix: a bare OSError here reached the CLI as "internal error" (status
+        # 70); an EventsError is reported as one line, after trace_end runs.
+        raise EventsError(f"cannot write recording '{path}': {exc.strerror or exc}") from None
 
 
 class _Reader(threading.Thread):
@@ -249,35 +266,34 @@ class _Reader(threading.Thread):
             self.join()
 
 
-def _loop(session: PerfSession, driver, attrs, writer, child) -> None:
+def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag) -> None:
     merger = StreamMerger()
     reader = _Reader(session)
     try:
-        with _StopFlag() as stop:
-            reader.start()
-            while True:
-                done = stop.stopped or (child is not None and child.exited())
-                if done:
-                    session.disable()
-                    reader.stop()  # no more polling: the last drain is ours
-                    chunks = reader.take() + session.drain()
-                else:
-                    reader.ready.wait(POLL_SECONDS)
-                    chunks = reader.take()
-                # What was drained since the last round is one round, released
-                # by perf's rule, and the recording marks it with FINISHED_ROUND
-                # so a replay orders alike.
-                if chunks:
-                    for cpu, data in chunks:
-                        merger.push(cpu, iter_records(data, attrs))
-                        if writer is not None:
-                            writer.write_records(data)
+        reader.start()
+        while True:
+            done = stop.stopped or (child is not None and child.exited())
+            if done:
+                session.disable()
+                reader.stop()  # no more polling: the last drain is ours
+                chunks = reader.take() + session.drain()
+            else:
+                reader.ready.wait(POLL_SECONDS)
+                chunks = reader.take()
+            # What was drained since the last round is one round, released
+            # by perf's rule, and the recording marks it with FINISHED_ROUND
+            # so a replay orders alike.
+            if chunks:
+                for cpu, data in chunks:
+                    merger.push(cpu, iter_records(data, attrs))
                     if writer is not None:
-                        writer.write_records(_FINISHED_ROUND)
-                    if not driver.feed(merger.end_round()):
-                        return
-                if done:
-                    break
+                        writer.write_records(data)
+                if writer is not None:
+                    writer.write_records(_FINISHED_ROUND)
+                if not driver.feed(merger.end_round()):
+                    return
+            if done:
+                break
     finally:
         reader.stop()  # before PerfSession.close() unmaps the rings it reads
     driver.feed(merger.finish())

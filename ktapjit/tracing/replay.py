@@ -7,7 +7,7 @@ recorded with, not against this machine's tracefs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
 
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.merge import order_perf_rounds
@@ -42,15 +42,31 @@ def _sample_ids(ev) -> list:
     return [None]
 
 
-@dataclass
 class Replay:
-    data: PerfData
-    plan: StreamPlan
-    start_ns: int
+    """A recording ready to run: its plan, its start time, and its records in
+    the order perf delivers them (FINISHED_ROUND-ordered), readable once."""
+
+    def __init__(self, data: PerfData, plan: StreamPlan):
+        self.data = data
+        self.plan = plan
+        ordered = order_perf_rounds(data.records())
+        head = _through_first_time(ordered)
+        # Synthesized records at the head of a recording carry time 0: the
+        # stream starts at the first real timestamp, in delivery order.
+        self.start_ns = head[-1].time if head and getattr(head[-1], "time", None) else 0
+        self._records = itertools.chain(head, ordered)
 
     def records(self):
-        """Every record in the order perf delivers them (FINISHED_ROUND-ordered)."""
-        return order_perf_rounds(self.data.records())
+        return self._records
+
+
+def _through_first_time(records) -> list:
+    head = []
+    for record in records:
+        head.append(record)
+        if getattr(record, "time", None):
+            break
+    return head
 
 
 def open_replay(path: str, module: Module) -> Replay:
@@ -62,16 +78,4 @@ def open_replay(path: str, module: Module) -> Replay:
     for bound in bind_tracepoints(module, universe, where=f" in recording '{path}'"):
         plan.bound.append(bound)
         plan.attach(universe.ids[(bound.system, bound.event)], bound)
-    replay = Replay(data, plan, 0)
-    replay.start_ns = _first_time(replay.records())
-    return replay
-
-
-def _first_time(records) -> int:
-    # Synthesized records at the head of a recording carry time 0: the stream
-    # starts at the first real timestamp, in delivery order.
-    for record in records:
-        time = getattr(record, "time", None)
-        if time:
-            return time
-    return 0
+    return Replay(data, plan)
