@@ -327,20 +327,14 @@ def _for_cont(v, a, rt):
 
     def step(r):
         counter = r[i]
-        if type(counter) is not int:
-            return False
         return counter <= r[limit] if r[stride] > 0 else counter >= r[limit]
     return step
 
 
-@handles(Op.ForStep)
-def _for_step(v, a, rt):
+@handles(Op.ForCanStep)
+def _for_can_step(v, a, rt):
     i, stride = a
-
-    def step(r):
-        value = r[i] + r[stride]
-        return value if INT64_MIN <= value <= INT64_MAX else None
-    return step
+    return lambda r: INT64_MIN <= r[i] + r[stride] <= INT64_MAX
 
 
 # -- builtins --------------------------------------------------------------------

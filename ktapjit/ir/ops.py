@@ -96,9 +96,8 @@ OPS: list[OpInfo] = [
     OpInfo("ForInt", 1, "int", TRAP,
            doc="a0 checked to be an integer: \"'for' <aux> must be an integer\""),
     OpInfo("ForStepNonZero", 1, "int", TRAP, doc="a0 checked non-zero: \"'for' step is zero\""),
-    OpInfo("ForCont", 3, "bool", PURE,
-           doc="a0 is an integer and a0 <= a1 (a2 > 0) or a0 >= a1 (a2 < 0); false for nil a0"),
-    OpInfo("ForStep", 2, "any", PURE, doc="a0 + a1, or nil when that would leave int64"),
+    OpInfo("ForCont", 3, "bool", PURE, doc="a0 <= a1 when a2 > 0, a0 >= a1 when a2 < 0 (integers)"),
+    OpInfo("ForCanStep", 2, "bool", PURE, doc="a0 + a1 stays within int64 (integers)"),
     # -- builtins
     OpInfo("Print", VARIADIC, "none", EFFECT, doc="print(a0, ...)"),
     OpInfo("Printf", VARIADIC, "none", TRAP | EFFECT, doc="printf(a0, a1, ...); no args: a nil format"),

@@ -18,6 +18,7 @@ from ktapjit.ir.func import Module
 from ktapjit.ir.passes.copyelim import copyelim
 from ktapjit.ir.passes.deadcode import deadcode
 from ktapjit.ir.passes.fold import fold
+from ktapjit.ir.passes.typeinfer import typeinfer_module
 from ktapjit.ir.printer import format_module
 from ktapjit.ir.ssa_build import build_module
 from ktapjit.ir.verify import verify_module
@@ -30,6 +31,7 @@ class Pass:
     fn: Callable
     required: bool = False
     doc: str = ""
+    whole_module: bool = False  # fn(module, ctx) instead of fn(func, ctx) per function
 
 
 PIPELINE = [
@@ -37,11 +39,14 @@ PIPELINE = [
     Pass("fold", fold, doc="constants and branches on constants"),
     Pass("deadcode", deadcode, required=True, doc="unreachable blocks, unused values, RPO layout"),
     Pass("late copyelim", copyelim, doc="phis made trivial by removed edges"),
+    Pass("typeinfer", typeinfer_module, required=True, whole_module=True,
+         doc="the dynamic types each value may have (an analysis)"),
 ]
 
 ORDER = [
     ("fold", "deadcode", "fold turns branches into jumps and leaves unreachable blocks behind"),
     ("deadcode", "late copyelim", "removing dead predecessors makes phis trivial"),
+    ("late copyelim", "typeinfer", "types are inferred on the final IR; later rewrites would invalidate them"),
 ]
 
 
@@ -75,8 +80,11 @@ def compile_module(program: ast.Program, ctx: PassContext) -> Module:
         if not (ctx.optimize or step.required):
             continue
         start = time.perf_counter()
-        for func in module.funcs:
-            step.fn(func, ctx)
+        if step.whole_module:
+            step.fn(module, ctx)
+        else:
+            for func in module.funcs:
+                step.fn(func, ctx)
         ctx.timings.append((step.name, time.perf_counter() - start))
         _after_step(module, step.name, ctx)
     return module

@@ -350,9 +350,13 @@ class _FuncBuilder:
         self.loop(exit_block, lambda: self.stmts(stmt.body.stmts))
         latch = None
         if not self.block.terminated():
+            # The counter never wraps: the loop stops where i + step would leave int64.
             self.emit(Op.LoopTick, [], span=stmt.span)
-            next_value = self.emit(Op.ForStep, [counter, step])
-            latch = self.block
+            latch = self.func.new_block()
+            self.branch(self.emit(Op.ForCanStep, [counter, step]), latch, exit_block)
+            self.seal(latch)
+            self.start_block(latch)
+            next_value = self.emit(Op.Add, [counter, step])
             self.jump(header)
         counter.args = [start] + ([next_value] if latch is not None else [])
         assert header.preds == [entry] + ([latch] if latch is not None else [])

@@ -10,7 +10,9 @@ reorders it the same way and prints the same output.
 
 from __future__ import annotations
 
+import gc
 import os
+import queue
 import signal
 import struct
 import threading
@@ -138,7 +140,36 @@ class _Child:
 
 
 def _perf_events(bound: list[BoundEvent]):
-    return [tracepoint(b.system, b.event, filter=b.filter_text) for b in bound]
+    """One perf event per distinct tracepoint, with the bound events it runs.
+
+    Fix: this used to open one perf event per (probe, tracepoint) pair. When
+    two probes named one tracepoint, each hit became two samples that the
+    kernel wrote in its own order (the later probe first, against declaration
+    order), and a replay, which binds by tracepoint name, ran each probe on
+    both samples: twice the output of the live run. Now a hit is one sample
+    running its probes in declaration order, live and replayed alike.
+
+    The kernel gets the OR of the probes' filters (none if one probe has
+    none); each probe's own filter is still applied by the dispatcher.
+    """
+    from ktapjit.frontend.filter import MAX_FILTER_TEXT
+
+    groups: dict[tuple[str, str], list[BoundEvent]] = {}
+    for b in bound:
+        groups.setdefault((b.system, b.event), []).append(b)
+    events = []
+    for (system, event), members in groups.items():
+        texts = list(dict.fromkeys(b.filter_text for b in members))
+        if None in texts:
+            kernel_filter = None
+        elif len(texts) == 1:
+            kernel_filter = texts[0]
+        else:
+            kernel_filter = " || ".join(f"({t})" for t in texts)
+            if len(kernel_filter.encode("utf-8", "surrogateescape")) > MAX_FILTER_TEXT:
+                kernel_filter = None  # too long for the kernel: ktapjit alone filters
+        events.append(tracepoint(system, event, filter=kernel_filter))
+    return events, list(groups.values())
 
 
 def _comm_records(session: PerfSession, start_ns: int, pids) -> bytes:
@@ -169,7 +200,7 @@ def _trailer_time_offset(sample_type: int) -> int:
 
 def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions, start_ns: int) -> LiveOutcome:
     """Trace until Ctrl-C/SIGTERM, exit(), an error, or the end of CMD."""
-    events = _perf_events(bound)
+    events, groups = _perf_events(bound)
     child = _Child(options.command) if options.command else None
     pid = child.pid if child else options.pid
     writer = None
@@ -179,8 +210,9 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
         # Ctrl-C, which must end the trace (and run trace_end) from then on.
         with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
                          clockid=time.CLOCK_MONOTONIC) as session, _StopFlag() as stop:
-            for (_attr, ids, _name), b in zip(session.attrs(), bound):
-                plan.attach(ids, b)  # the task tracker, last, binds to no probe
+            for (_attr, ids, _name), members in zip(session.attrs(), groups):
+                for b in members:  # the task tracker, last, binds to no probe
+                    plan.attach(ids, b)
             attrs = session.attr_table()
             head = _comm_records(session, start_ns, [pid] if pid != -1 else None)
             if options.record_path:
@@ -190,7 +222,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
             # Fix: the status line used to come before enable(), so a workload
             # started on seeing it (as with -p) could lose its first events.
             session.enable()
-            options.status(f"Tracing {len(bound)} events... Hit Ctrl-C to end.")
+            options.status(f"Tracing {len(events)} events... Hit Ctrl-C to end.")
             if child:
                 child.release()
             _loop(session, driver, attrs, writer, child, stop)
@@ -218,46 +250,44 @@ class _Reader(threading.Thread):
     decodes, merges and runs the script.
 
     Fix for lost events: `_loop` used to drain only between rounds, so while
-    the interpreter worked through one round (around 60k events/s) nothing
+    the interpreter worked through one round (around 70k events/s) nothing
     freed ring space. A burst of 200k getppid syscalls at the default 1024
     pages then lost ~69k events. This thread wakes at each ring's watermark
     (it needs the GIL only for the copy; CPython hands it over within the
     5 ms switch interval), so the rings never fill while the script lags:
-    the backlog waits in memory instead.
+    the backlog waits in memory, as raw bytes.
 
-    Each `read_chunks` call is one complete drain pass over every CPU; `take()`
-    hands the main thread whole passes, so a round is still one or more drain
-    passes and perf's round rule still holds for the merger and the recording.
+    Each `read_chunks` call is one complete drain pass over every CPU, queued
+    as one item; the main thread makes each pass one round, as before, so
+    perf's round rule holds for the merger and the recording alike. Taking
+    one pass at a time also keeps few decoded records alive at once, which
+    keeps the garbage collector's full passes (they hold the GIL) short.
     """
 
     def __init__(self, session: PerfSession):
         super().__init__(name="ktapjit-ring-reader", daemon=True)
         self.session = session
-        self._lock = threading.Lock()
-        self._chunks: list[tuple[int, bytes]] = []
-        self._error: Optional[BaseException] = None
+        self.passes: queue.SimpleQueue = queue.SimpleQueue()  # lists of (cpu, bytes), or an exception
         self._stopping = threading.Event()
-        self.ready = threading.Event()  # set when chunks (or an error) are waiting
 
     def run(self) -> None:
         try:
             while not self._stopping.is_set():
                 chunks = self.session.read_chunks(POLL_SECONDS)
                 if chunks:
-                    with self._lock:
-                        self._chunks.extend(chunks)
-                    self.ready.set()
-        except BaseException as exc:  # re-raised in the main thread by take()
-            self._error = exc
-            self.ready.set()
+                    self.passes.put(chunks)
+        except BaseException as exc:  # re-raised in the main thread by next_pass()
+            self.passes.put(exc)
 
-    def take(self) -> list[tuple[int, bytes]]:
-        with self._lock:
-            chunks, self._chunks = self._chunks, []
-            self.ready.clear()
-        if self._error is not None:
-            raise self._error
-        return chunks
+    def next_pass(self, timeout: float) -> list[tuple[int, bytes]]:
+        """The oldest queued drain pass ([] if none came within `timeout`)."""
+        try:
+            item = self.passes.get(timeout=timeout) if timeout else self.passes.get_nowait()
+        except queue.Empty:
+            return []
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     def stop(self) -> None:
         """Wait for the thread to end (at most one poll interval); idempotent."""
@@ -269,6 +299,12 @@ class _Reader(threading.Thread):
 def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag) -> None:
     merger = StreamMerger()
     reader = _Reader(session)
+    # Full garbage collections hold the GIL, and so keep the reader from the
+    # rings, for as long as they scan: leave what existed before tracing (the
+    # compiled script, the modules, an in-process caller's heap) out of them.
+    frozen = gc.get_freeze_count() == 0
+    if frozen:
+        gc.freeze()
     try:
         reader.start()
         while True:
@@ -276,13 +312,11 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag) -
             if done:
                 session.disable()
                 reader.stop()  # no more polling: the last drain is ours
-                chunks = reader.take() + session.drain()
+                chunks = reader.next_pass(0) or session.drain()
             else:
-                reader.ready.wait(POLL_SECONDS)
-                chunks = reader.take()
-            # What was drained since the last round is one round, released
-            # by perf's rule, and the recording marks it with FINISHED_ROUND
-            # so a replay orders alike.
+                chunks = reader.next_pass(POLL_SECONDS)
+            # One drain pass is one round, released by perf's rule, and the
+            # recording marks it with FINISHED_ROUND so a replay orders alike.
             if chunks:
                 for cpu, data in chunks:
                     merger.push(cpu, iter_records(data, attrs))
@@ -292,8 +326,10 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag) -
                     writer.write_records(_FINISHED_ROUND)
                 if not driver.feed(merger.end_round()):
                     return
-            if done:
-                break
+            elif done:
+                break  # the reader's backlog and the last drain are all in
     finally:
         reader.stop()  # before PerfSession.close() unmaps the rings it reads
+        if frozen:
+            gc.unfreeze()
     driver.feed(merger.finish())

@@ -139,7 +139,7 @@ def test_ops_after_a_fault_do_not_run():
 
 
 def test_numeric_for_shape_stops_at_int64_bound():
-    """for (i = MAX-2, MAX) print(i): the ForStep nil ends the loop instead of wrapping."""
+    """for (i = MAX-2, MAX) print(i): ForCanStep ends the loop instead of wrapping."""
     MAX = (1 << 63) - 1
     fb = FuncBuilder()
     entry = fb.block
@@ -153,10 +153,13 @@ def test_numeric_for_shape_stops_at_int64_bound():
     fb.at(body)
     fb.print(i)
     fb.op(Op.LoopTick)
-    nxt = fb.op(Op.ForStep, i, step)
+    latch = fb.new_block()
+    fb.branch(fb.op(Op.ForCanStep, i, step), latch, done)
+    fb.at(latch)
+    nxt = fb.op(Op.Add, i, step)
     fb.jump(head)
     i.args.append(nxt)
-    assert head.preds == [entry, body]
+    assert head.preds == [entry, latch]
     fb.at(done).ret()
     _, out = evaluate(fb.func)
     assert out == b"".join(b"%d\n" % v for v in (MAX - 2, MAX - 1, MAX))

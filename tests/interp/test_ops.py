@@ -136,12 +136,11 @@ LOOPS = [
     (Op.ForCont, (3, 2, 1), False, None),
     (Op.ForCont, (3, 2, -1), True, None),
     (Op.ForCont, (1, 2, -1), False, None),
-    (Op.ForCont, (None, 2, 1), False, None),
-    (Op.ForStep, (1, 1), 2, None),
-    (Op.ForStep, (MAX - 1, 1), MAX, None),
-    (Op.ForStep, (MAX, 1), None, None),
-    (Op.ForStep, (MIN, -1), None, None),
-    (Op.ForStep, (MIN, MAX), -1, None),
+    (Op.ForCanStep, (1, 1), True, None),
+    (Op.ForCanStep, (MAX - 1, 1), True, None),
+    (Op.ForCanStep, (MAX, 1), False, None),
+    (Op.ForCanStep, (MIN, -1), False, None),
+    (Op.ForCanStep, (MIN, MAX), True, None),
 ]
 
 MISC = [
