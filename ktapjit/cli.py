@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import time
 from typing import BinaryIO, Optional, Sequence
@@ -256,8 +257,7 @@ def _cmd_record(ns, err: BinaryIO) -> int:
     from ktapjit.tracing.plan import StreamPlan
     from ktapjit.tracing.record import RecordingDriver, recording_script
 
-    if ns.pid is not None and ns.command_argv:
-        raise UsageError("give either -p PID or -- CMD, not both")
+    _check_target(ns)
     source = recording_script(ns.events)
     module = _compile("-e", source, Limits())
     start_ns = _monotonic_ns()
@@ -326,8 +326,22 @@ def _check_mode_options(ns) -> None:
         for flag, given in (("--record", ns.record), ("-p", ns.pid), ("-- CMD", ns.command_argv)):
             if given:
                 raise UsageError(f"{flag} traces live and cannot be combined with --replay")
+    _check_target(ns)
+
+
+def _check_target(ns) -> None:
+    """-p PID and -- CMD are checked before anything runs."""
     if ns.pid is not None and ns.command_argv:
         raise UsageError("give either -p PID or -- CMD, not both")
+    if ns.pid is not None:
+        try:
+            os.kill(ns.pid, 0)
+        except ProcessLookupError:
+            raise UsageError(f"no process with pid {ns.pid}") from None
+        except PermissionError:
+            pass  # it exists; perf_event_open will say whether we may trace it
+    if ns.command_argv and shutil.which(ns.command_argv[0]) is None:
+        raise UsageError(f"cannot run '{ns.command_argv[0]}': command not found")
 
 
 def _monotonic_ns() -> int:

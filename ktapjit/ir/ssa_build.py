@@ -430,7 +430,8 @@ class _FuncBuilder:
             args = [self.expr(a) for a in value.args]
             self.block.set_kind("TailCall", controls=[callee, *args], span=value.span)
         elif value is not None:
-            self.block.set_kind("Return", controls=[self.expr(value)])
+            result = self.expr(value)  # may end in another block (`a || b` does)
+            self.block.set_kind("Return", controls=[result])
         else:
             self.block.set_kind("Return")
         self.dead_block()
