@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/ktapjit run examples/hello.kp
+	$(VENV)/bin/ktapjit run --replay examples/data/demo.data examples/syscount.kp
 
 test: $(STAMP)
 	$(VPY) -m pytest -q
