@@ -222,6 +222,19 @@ class _Ring:
 
 # --- the session ----------------------------------------------------------------------
 
+def stream_layout(attr: abi.perf_event_attr, read_format: int = READ_FORMAT) -> abi.perf_event_attr:
+    """Set what fixes the record layout of a session's streams (synthetic
+    streams use it too, so they decode exactly like live ones)."""
+    attr.disabled = 1
+    # Every event in a ring must put its id in the same place, so that
+    # records can be told apart: IDENTIFIER is first in samples and last
+    # in every other record's sample_id.
+    attr.sample_type |= abi.PERF_SAMPLE_IDENTIFIER
+    attr.sample_id_all = 1
+    attr.read_format = read_format
+    return attr
+
+
 def online_cpus() -> list[int]:
     """CPUs listed in /sys/devices/system/cpu/online (e.g. "0-1,4")."""
     try:
@@ -325,14 +338,9 @@ class PerfSession:
                                    "PERF_EVENT_IOC_SET_OUTPUT")
 
     def _attr_for(self, ev: TraceEvent) -> abi.perf_event_attr:
-        attr = abi.perf_event_attr.from_bytes(bytes(ev.attr))
+        attr = stream_layout(abi.perf_event_attr.from_bytes(bytes(ev.attr)),
+                             READ_FORMAT if self._lost_format else abi.PERF_FORMAT_ID)
         attr.size = ctypes.sizeof(attr)
-        attr.disabled = 1
-        # Every event in a ring must put its id in the same place, so that
-        # records can be told apart: IDENTIFIER is first in samples and last
-        # in every other record's sample_id.
-        attr.sample_type |= abi.PERF_SAMPLE_IDENTIFIER
-        attr.sample_id_all = 1
         attr.inherit = int(self.inherit)
         attr.enable_on_exec = int(self.enable_on_exec)
         attr.watermark = 1
@@ -341,7 +349,6 @@ class PerfSession:
             # Events sharing a ring must share a clock, or SET_OUTPUT fails.
             attr.use_clockid = 1
             attr.clockid = self.clockid
-        attr.read_format = READ_FORMAT if self._lost_format else abi.PERF_FORMAT_ID
         return attr
 
     def _open_one(self, ev: TraceEvent, cpu: int) -> _Opened:
