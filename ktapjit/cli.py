@@ -252,43 +252,53 @@ def _cmd_ir(ns, out: BinaryIO, err: BinaryIO) -> int:
 
 
 def _cmd_record(ns, err: BinaryIO) -> int:
-    from ktapjit.events.tracefs import EventsError
-    from ktapjit.tracing.live import LiveOptions, bind_live, run_live
-    from ktapjit.tracing.plan import StreamPlan
     from ktapjit.tracing.record import RecordingDriver, recording_script
+    from ktapjit.tracing.session import live_session
 
     _check_target(ns)
     source = recording_script(ns.events)
     module = _compile("-e", source, Limits())
-    start_ns = _monotonic_ns()
-    driver = RecordingDriver(start_ns)
-    options = LiveOptions(
-        pages=ns.buffer_pages, pid=ns.pid or -1, command=ns.command_argv, record_path=ns.output,
-        status=(lambda text: None) if ns.quiet else (lambda text: _say(err, text)),
-    )
-    try:
-        bound = bind_live(module)
-        outcome = run_live(driver, bound, StreamPlan(bound=list(bound)), options, start_ns)
-    except CompileError as exc:
-        exc.source = source
-        raise
-    except (EventsError, OSError) as exc:
-        raise UsageError(str(exc)) from None
-    if outcome.lost:
-        _say(err, f"{outcome.lost} events lost")
+    session = _bound_session(lambda: live_session(module, _live_options(ns, ns.output, err)), source)
+    driver = RecordingDriver(session.start_ns)
+    _guard_events(lambda: session.drive(driver))
+    if driver.lost:
+        _say(err, f"{driver.lost} events lost")
     if not ns.quiet:
         _say(err, f"Recorded {driver.samples} samples to {ns.output}")
     return EXIT_OK
 
 
-def _cmd_list(ns, out: BinaryIO) -> int:
+def _live_options(ns, record_path: Optional[str], err: BinaryIO):
+    from ktapjit.tracing.live import LiveOptions
+
+    return LiveOptions(
+        pages=ns.buffer_pages, pid=ns.pid or -1, command=ns.command_argv, record_path=record_path,
+        status=(lambda text: None) if ns.quiet else (lambda text: _say(err, text)),
+    )
+
+
+def _guard_events(action):
+    """Event-layer failures before any script code ran are usage errors (status 2)."""
     from ktapjit.events.tracefs import EventsError
-    from ktapjit.tracing.listing import listing
 
     try:
-        lines = list(listing(ns.pattern, ns.verbose))
-    except EventsError as exc:
+        return action()
+    except (EventsError, OSError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _bound_session(open_session, source: bytes):
+    try:
+        return _guard_events(open_session)
+    except CompileError as exc:  # binding errors point into the script
+        exc.source = source
+        raise
+
+
+def _cmd_list(ns, out: BinaryIO) -> int:
+    from ktapjit.tracing.listing import listing
+
+    lines = _guard_events(lambda: list(listing(ns.pattern, ns.verbose)))
     if not lines:
         raise UsageError(f"no tracepoint matches '{ns.pattern}'")
     out.write("".join(line + "\n" for line in lines).encode())
@@ -296,17 +306,19 @@ def _cmd_list(ns, out: BinaryIO) -> int:
 
 
 def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
+    from ktapjit.tracing.session import monotonic_ns
+
     path, source = _load_source(ns)
     if ns.engine != "interp":
         raise UsageError(f"engine '{ns.engine}' is not available yet; use --engine interp")
     _check_mode_options(ns)
     module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
-    stream = _open_stream(ns, module, source, err)
-    start_ns = stream.start_ns if stream is not None else _monotonic_ns()
+    session = _open_session(ns, module, source, err)
+    start_ns = session.start_ns if session is not None else monotonic_ns()
     config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns)
     sink = _open_output(ns, out)
     try:
-        return _execute(module, config, stream, sink, err)
+        return _execute(module, config, session, sink, err)
     finally:
         if sink is not out:
             sink.close()
@@ -344,66 +356,16 @@ def _check_target(ns) -> None:
         raise UsageError(f"cannot run '{ns.command_argv[0]}': command not found")
 
 
-def _monotonic_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+def _open_session(ns, module, source: bytes, err: BinaryIO):
+    from ktapjit.tracing.session import live_session, replay_session
 
-
-class _Stream:
-    """Where events come from: a recording, or the live kernel."""
-
-    def __init__(self, start_ns: int, plan, drive):
-        self.start_ns = start_ns
-        self.plan = plan  # sample id -> bound probes (filled in once live events are open)
-        self.drive = drive  # (driver) -> (end_ns, lost, command_status)
-
-
-def _open_stream(ns, module, source: bytes, err: BinaryIO) -> Optional[_Stream]:
-    from ktapjit.events.tracefs import EventsError
-
-    if ns.replay is None and not (module.probes or module.timers):
-        if ns.record or ns.pid or ns.command_argv:
-            raise UsageError("this script has no probes or timers: there is nothing to trace")
-        return None
-    try:
-        if ns.replay is not None:
-            return _replay_stream(ns, module)
-        return _live_stream(ns, module, err)
-    except CompileError as exc:
-        exc.source = source
-        raise
-    except (EventsError, OSError) as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _replay_stream(ns, module) -> _Stream:
-    from ktapjit.tracing.replay import open_replay
-
-    replay = open_replay(ns.replay, module)
-
-    def drive(driver):
-        driver.feed(replay.records())
-        return driver.last_time, driver.lost, None
-
-    return _Stream(replay.start_ns, replay.plan, drive)
-
-
-def _live_stream(ns, module, err: BinaryIO) -> _Stream:
-    from ktapjit.tracing.live import LiveOptions, bind_live, run_live
-    from ktapjit.tracing.plan import StreamPlan
-
-    bound = bind_live(module)
-    options = LiveOptions(
-        pages=ns.buffer_pages, pid=ns.pid or -1, command=ns.command_argv, record_path=ns.record,
-        status=(lambda text: None) if ns.quiet else (lambda text: _say(err, text)),
-    )
-    start_ns = _monotonic_ns()
-    plan = StreamPlan(bound=list(bound))
-
-    def drive(driver):
-        outcome = run_live(driver, bound, plan, options, start_ns)
-        return outcome.end_ns, outcome.lost, outcome.command_status
-
-    return _Stream(start_ns, plan, drive)
+    if ns.replay is not None:
+        return _bound_session(lambda: replay_session(ns.replay, module), source)
+    if module.probes or module.timers:
+        return _bound_session(lambda: live_session(module, _live_options(ns, ns.record, err)), source)
+    if ns.record or ns.pid or ns.command_argv:
+        raise UsageError("this script has no probes or timers: there is nothing to trace")
+    return None
 
 
 def _open_output(ns, out: BinaryIO) -> BinaryIO:
@@ -415,27 +377,21 @@ def _open_output(ns, out: BinaryIO) -> BinaryIO:
         raise UsageError(f"cannot write output file '{ns.output}': {exc.strerror or exc}") from None
 
 
-def _execute(module, config: RunConfig, stream: Optional[_Stream], sink: BinaryIO, err: BinaryIO) -> int:
-    from ktapjit.events.tracefs import EventsError
+def _execute(module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO) -> int:
     from ktapjit.interp.engine import InterpEngine
-    from ktapjit.tracing.dispatch import StreamDriver
+    from ktapjit.tracing.session import drive_run
 
     run = InterpEngine().load(module, config, sink.write)
-    stream_error = None
-    end_ns = None
-    if run.start() and stream is not None:
-        driver = StreamDriver(run, module, stream.plan, config.limits.max_table, config.start_time_ns)
-        try:
-            end_ns, lost, _command_status = stream.drive(driver)
-        except EventsError as exc:  # a corrupt stream, a lost permission: trace_end still runs
-            stream_error, end_ns, lost = exc, driver.last_time, driver.lost
-        if lost:
-            _say(err, f"{lost} events lost")
-    result = run.finish(end_ns)
+    outcome = None
+    if run.start() and session is not None:
+        outcome = drive_run(session, run, module, config.limits.max_table)
+        if outcome.lost:
+            _say(err, f"{outcome.lost} events lost")
+    result = run.finish(outcome.end_ns if outcome else None)
     for fault in getattr(result, "errors", None) or ([result.error] if result.error else []):
         _say(err, fault.render())
-    if stream_error is not None:
-        _say(err, f"ktapjit: {stream_error}")
+    if outcome is not None and outcome.stream_error is not None:
+        _say(err, f"ktapjit: {outcome.stream_error}")
         return EXIT_RUNTIME
     return result.status
 
