@@ -23,6 +23,7 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
 
 ENGINES = ("interp", "jit", "compare")
 
@@ -162,6 +163,9 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
     except CompileError as exc:
         _say(err, exc.diagnostic.render(getattr(exc, "source", None)))
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before the script ran (compiling, binding)
+        _say(err, "ktapjit: interrupted")
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("KTAPJIT_DEBUG"):
             raise
@@ -338,6 +342,10 @@ def _check_mode_options(ns) -> None:
         for flag, given in (("--record", ns.record), ("-p", ns.pid), ("-- CMD", ns.command_argv)):
             if given:
                 raise UsageError(f"{flag} traces live and cannot be combined with --replay")
+    if ns.record is not None:
+        folder = os.path.dirname(os.path.abspath(ns.record))
+        if not os.access(folder, os.W_OK):
+            raise UsageError(f"cannot write recording '{ns.record}': {folder} is not a writable directory")
     _check_target(ns)
 
 
@@ -383,10 +391,13 @@ def _execute(module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO) 
 
     run = InterpEngine().load(module, config, sink.write)
     outcome = None
-    if run.start() and session is not None:
-        outcome = drive_run(session, run, module, config.limits.max_table)
-        if outcome.lost:
-            _say(err, f"{outcome.lost} events lost")
+    try:
+        if run.start() and session is not None:
+            outcome = drive_run(session, run, module, config.limits.max_table)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C during the top level: like at any other time, trace_end runs
+    if outcome is not None and outcome.lost:
+        _say(err, f"{outcome.lost} events lost")
     result = run.finish(outcome.end_ns if outcome else None)
     for fault in getattr(result, "errors", None) or ([result.error] if result.error else []):
         _say(err, fault.render())

@@ -73,9 +73,18 @@ class StreamDriver:
         comm = self.comms.get(sample.tid)
         if comm is None:
             comm = b":%d" % (sample.tid or 0)  # as perf script names an unknown thread
+        filter_comm = _kernel_comm(sample, comm)
         for bound in bound_events:
-            if bound.matches is not None and not bound.matches(sample.raw or b"", sample.cpu, comm):
+            if bound.matches is not None and not bound.matches(sample.raw or b"", sample.cpu, filter_comm):
                 continue
             if not self.run.run_probe(bound.probe, SampleEvent(sample, bound, comm, self.max_table)):
                 self.active = False
                 return
+
+
+def _kernel_comm(sample: Sample, comm: bytes) -> bytes:
+    """The task name a kernel filter's `comm` sees: perf calls the idle task
+    `swapper`, but the kernel names each CPU's idle task `swapper/N`."""
+    if sample.tid == 0:
+        return b"swapper/%d" % (sample.cpu or 0)
+    return comm

@@ -219,8 +219,8 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                 writer = _open_recording(options.record_path, session, bound)
                 writer.write_records(head)
             driver.feed(iter_records(head, attrs))
-            # Fix: the status line used to come before enable(), so a workload
-            # started on seeing it (as with -p) could lose its first events.
+            # Enabled before the status line: a user (or a test) starts the
+            # workload on seeing it, and its first events must be traced.
             session.enable()
             options.status(f"Tracing {len(events)} events... Hit Ctrl-C to end.")
             if child:
@@ -240,8 +240,7 @@ def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) ->
     try:
         return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path])
     except OSError as exc:
-        # Fix: a bare OSError here reached the CLI as "internal error" (status
-        # 70); an EventsError is reported as one line, after trace_end runs.
+        # One line for the user, and trace_end still runs (EventsError, not OSError).
         raise EventsError(f"cannot write recording '{path}': {exc.strerror or exc}") from None
 
 
@@ -249,13 +248,12 @@ class _Reader(threading.Thread):
     """Drains the rings in the background, into memory, while the main thread
     decodes, merges and runs the script.
 
-    Fix for lost events: `_loop` used to drain only between rounds, so while
-    the interpreter worked through one round (around 70k events/s) nothing
-    freed ring space. A burst of 200k getppid syscalls at the default 1024
-    pages then lost ~69k events. This thread wakes at each ring's watermark
-    (it needs the GIL only for the copy; CPython hands it over within the
-    5 ms switch interval), so the rings never fill while the script lags:
-    the backlog waits in memory, as raw bytes.
+    The interpreter handles around 70k events/s, far below what the kernel
+    can produce (draining only between rounds lost a third of a 200k burst at
+    the default 1024 pages). This thread wakes at each ring's watermark (it
+    needs the GIL only for the copy; CPython hands it over within the 5 ms
+    switch interval), so the rings never fill while the script lags: the
+    backlog waits in memory, as raw bytes.
 
     Each `read_chunks` call is one complete drain pass over every CPU, queued
     as one item; the main thread makes each pass one round, as before, so

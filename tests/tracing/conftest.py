@@ -1,0 +1,240 @@
+"""Fixtures for live tracing tests: a C workload, tracked subprocesses, and a
+check that every test leaves the machine's tracing state as it found it.
+
+The workload is C, not Python, so the only syscalls it makes after its start
+are the ones counted: ``work N`` makes N getppid and N getpid syscalls;
+``work N wait`` first blocks until a byte arrives on stdin, so a tracer can
+attach with ``-p PID`` before anything happens; ``work --nr`` prints the
+syscall numbers of getppid and getpid (for filters on raw_syscalls' ``id``).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TRACEFS = Path("/sys/kernel/tracing")
+STATUS_LINE = "Tracing {} events... Hit Ctrl-C to end."
+
+WORKLOAD_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--nr") == 0) {
+        printf("%d %d\n", (int)SYS_getppid, (int)SYS_getpid);
+        return 0;
+    }
+    long n = argc > 1 ? atol(argv[1]) : 0;
+    if (argc > 2 && strcmp(argv[2], "wait") == 0) {
+        char c;
+        if (read(0, &c, 1) != 1) return 2;  /* released by the test */
+    }
+    for (long i = 0; i < n; i++) {
+        syscall(SYS_getppid);
+        syscall(SYS_getpid);
+    }
+    return 0;
+}
+"""
+
+
+# --- may we trace live at all? -------------------------------------------------------------
+
+def live_skip_reason() -> Optional[str]:
+    """None when live tests can run, else the exact reason they cannot."""
+    if os.geteuid() != 0:
+        return "live tracing needs root (perf_event_open on tracepoints and tracefs)"
+    try:
+        from ktapjit.events.tracefs import EventsError, tracefs_root
+        root = tracefs_root()
+    except EventsError as exc:
+        return f"tracefs unavailable: {exc}"
+    if not (root / "events/syscalls/sys_enter_getppid/id").exists():
+        return "this kernel has no syscalls:sys_enter_getppid tracepoint"
+    try:
+        from ktapjit.events.perf_abi import PerfError
+        from ktapjit.events.perf_ring import PerfSession, tracepoint
+        with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=os.getpid(),
+                         pages=1, track_tasks=False):
+            pass
+    except (PerfError, OSError) as exc:
+        return f"perf_event_open unavailable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def workload(tmp_path_factory) -> Path:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip("no C compiler (gcc) to build the workload")
+    d = tmp_path_factory.mktemp("workload")
+    (d / "work.c").write_text(WORKLOAD_C)
+    subprocess.run([gcc, "-O2", "-o", str(d / "work"), str(d / "work.c")], check=True)
+    return d / "work"
+
+
+@pytest.fixture(scope="session")
+def syscall_nrs(workload) -> tuple[int, int]:
+    """(SYS_getppid, SYS_getpid) on this architecture."""
+    out = subprocess.run([str(workload), "--nr"], check=True, capture_output=True, text=True).stdout
+    getppid, getpid = out.split()
+    return int(getppid), int(getpid)
+
+
+# --- the state every test must leave clean -------------------------------------------------
+
+def perf_fds() -> list[int]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[perf_event]":
+                found.append(int(name))
+        except OSError:
+            pass  # the fd listdir itself used, gone now
+    return found
+
+
+def children() -> list[int]:
+    """Processes (zombies included) whose parent is this test process."""
+    me = os.getpid()
+    kids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        if int(stat.rpartition(")")[2].split()[1]) == me:
+            kids.append(int(name))
+    return kids
+
+
+def set_event() -> str:
+    return (TRACEFS / "set_event").read_text()
+
+
+@pytest.fixture
+def clean_tracing_state():
+    """After the test, even a failed one: no enabled ftrace events, no perf fd
+    or perf mapping left in this process, no child process, default signal
+    handlers. Whatever is found is cleaned up first, then reported as an error."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    problems = []
+    events = set_event()
+    if events.strip():
+        (TRACEFS / "set_event").write_text("")  # restore before reporting
+        problems.append(f"set_event not empty: {events.split()}")
+    fds = perf_fds()
+    if fds:
+        for fd in fds:
+            os.close(fd)
+        problems.append(f"{len(fds)} perf_event fds left open in the test process")
+    if "perf_event" in Path("/proc/self/maps").read_text():
+        problems.append("a perf ring is still mapped in the test process")
+    kids = children()
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+    if kids:
+        problems.append(f"stray child processes: {kids}")
+    for sig, handler in handlers.items():
+        if signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
+            problems.append(f"signal handler for {signal.Signals(sig).name} not restored")
+    if problems:
+        pytest.fail("tracing state not clean after the test: " + "; ".join(problems))
+
+
+class Procs:
+    """Subprocesses a test starts; whatever is still running at teardown is killed."""
+
+    def __init__(self):
+        self.started: list[subprocess.Popen] = []
+
+    def workload(self, workload: Path, n: int, wait: bool = True) -> subprocess.Popen:
+        argv = [str(workload), str(n)] + (["wait"] if wait else [])
+        return self.popen(argv, stdin=subprocess.PIPE)
+
+    def ktapjit(self, *args: str) -> "LiveKtapjit":
+        proc = self.popen([sys.executable, "-m", "ktapjit", "run", *args], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return LiveKtapjit(proc)
+
+    def popen(self, argv, **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, **kw)
+        self.started.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.communicate(timeout=10)
+            except (subprocess.TimeoutExpired, ValueError, OSError):
+                pass
+
+
+@pytest.fixture
+def procs(clean_tracing_state):
+    """Requests clean_tracing_state, so processes are killed before it checks."""
+    tracked = Procs()
+    yield tracked
+    tracked.cleanup()
+
+
+def release(proc: subprocess.Popen) -> None:
+    """Let a `work N wait` start its syscalls."""
+    proc.stdin.write(b"x")
+    proc.stdin.close()
+
+
+class LiveKtapjit:
+    """`python -m ktapjit run ...` as a subprocess, as a user runs it."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.stderr_head = b""
+
+    def wait_tracing(self, timeout: float = 20.0) -> str:
+        """Block until the status line is on stderr (events are enabled then)."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stderr.fileno()
+        while b"\n" not in self.stderr_head:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError(f"no status line within {timeout}s: {self.stderr_head!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"ktapjit ended before tracing: {self.stderr_head!r}, "
+                                     f"status {self.proc.wait()}")
+            self.stderr_head += chunk
+        return self.stderr_head.decode().splitlines()[0]
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        return self.finish(timeout)
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out.decode("latin-1"), (self.stderr_head + err).decode("latin-1")
