@@ -1,0 +1,822 @@
+"""Dynamic events: uprobes, uretprobes and USDT sites created through tracefs
+``uprobe_events``, and the ``kprobe_events`` text for kernels that have kprobes.
+
+A dynamic event, once created, is an ordinary tracepoint: it appears under
+``events/GROUP/EVENT/`` with an ``id`` and a ``format`` that the rest of ktapjit
+reads like any other (``read_format``, ``perf_ring.tracepoint``). Its fields are
+the probe address (``__probe_ip``; a return probe has ``__probe_func`` and
+``__probe_ret_ip``), then the fetch args in order.
+
+Every event ktapjit creates lives in the group ``ktapjit_<pid>``. Cleanup:
+
+- :class:`DynamicProbes` is a context manager that removes what it created on
+  every exit path (exceptions and KeyboardInterrupt included), with an
+  ``atexit`` hook as a second line for paths that skip ``__exit__``;
+- :func:`sweep_stale` removes ``ktapjit_<pid>`` groups whose process is gone
+  (a run killed with SIGKILL); call it at start;
+- :func:`remove_all` removes one group.
+
+Events are removed with ``-:GROUP/EVENT`` lines appended to the control file:
+the file is never opened with O_TRUNC, which would delete every uprobe of the
+system, other tools' included.
+
+A perf event open on a dynamic event keeps it busy (EBUSY on removal): close
+the PerfSession before the DynamicProbes context ends.
+
+Fetch args are written as ktap wrote them, which is the kernel's syntax, with
+a few translations (see :func:`translate_fetchargs`): ``$argN`` becomes the ABI
+argument register on uprobes (the kernel allows ``$argN`` only on kprobes at a
+function entry), x86 register names may be spelled ``%rdi``/``%edi`` as well as
+``%di``, unnamed args are named ``arg1``, ``arg2``... (the kernel's own default),
+and names and ``$retval`` are checked before the kernel sees them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import functools
+import os
+import re
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from ktapjit.events.elf import (
+    EM_AARCH64, EM_X86_64, ElfError, ElfFile, SdtArg, SdtNote, is_hex_offset, open_elf,
+)
+from ktapjit.events.tracefs import EventsError, TracefsPermissionError, tracefs_root
+
+__all__ = [
+    "DynamicProbeError",
+    "KprobesUnavailable",
+    "ProbeEvent",
+    "Availability",
+    "DynamicProbes",
+    "GROUP_PREFIX",
+    "group_name",
+    "event_name",
+    "translate_fetchargs",
+    "uprobe_definition",
+    "kprobe_definition",
+    "kprobe_definition_for",
+    "sdt_fetchargs",
+    "kprobes_available",
+    "list_dynamic_events",
+    "remove_all",
+    "sweep_stale",
+    "uprobe_pmu_type",
+    "uprobe_pmu_event",
+    "uprobe_pmu_format",
+    "uprobe_pmu_format_text",
+]
+
+GROUP_PREFIX = "ktapjit_"
+# The kernel's MAX_EVENT_NAME_LEN is 64 with the NUL: names hold at most 63.
+MAX_NAME = 63
+UPROBE_EVENTS = "uprobe_events"
+KPROBE_EVENTS = "kprobe_events"
+RETURN_SUFFIX = "__return"  # perf probe's convention for return probes
+
+# Fields the kernel puts before the fetch args, and the common ones: a fetch
+# arg may not take these names.
+_RESERVED = frozenset({"__probe_ip", "__probe_func", "__probe_ret_ip", "common_type",
+                       "common_flags", "common_preempt_count", "common_pid"})
+
+
+class DynamicProbeError(EventsError):
+    """A dynamic event could not be created or removed; ``str()`` is one line."""
+
+
+class KprobesUnavailable(DynamicProbeError):
+    """This kernel has no kprobe_events."""
+
+
+@dataclass(frozen=True)
+class ProbeEvent:
+    """One dynamic event ktapjit created: trace it as tracepoint (system, event)."""
+
+    system: str  # the group, ktapjit_<pid>
+    event: str
+    kind: str  # uprobe, uretprobe, usdt, kprobe, kretprobe
+    definition: str  # the line written to the control file
+    control: str  # uprobe_events or kprobe_events
+    target: str  # path:symbol, path:0xoffset, path:provider:name, function
+    offset: Optional[int] = None  # file offset of a uprobe
+    ref_ctr_offset: Optional[int] = None  # file offset of a USDT semaphore
+    arg_names: tuple[str, ...] = ()
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.system, self.event)
+
+    @property
+    def is_return(self) -> bool:
+        return self.kind in ("uretprobe", "kretprobe")
+
+
+class Availability:
+    """Truthy when available; ``reason`` says why not (one line) otherwise."""
+
+    __slots__ = ("ok", "reason")
+
+    def __init__(self, ok: bool, reason: str = ""):
+        self.ok = ok
+        self.reason = reason
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"Availability({self.ok}, {self.reason!r})"
+
+
+# --- names -----------------------------------------------------------------------------------
+
+def group_name(pid: Optional[int] = None) -> str:
+    """``ktapjit_<pid>``: the group of this run's dynamic events."""
+    return f"{GROUP_PREFIX}{os.getpid() if pid is None else pid}"
+
+
+_GROUP_RE = re.compile(rf"^{GROUP_PREFIX}(\d+)$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def event_name(base: str, is_return: bool = False) -> str:
+    """A valid event name from a symbol, a path or an offset: characters other
+    than letters, digits and ``_`` become ``_``; return probes end in ``__return``."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", base) or "probe"
+    if name[0].isdigit():
+        name = "_" + name
+    suffix = RETURN_SUFFIX if is_return else ""
+    return name[:MAX_NAME - len(suffix) - 4] + suffix  # room for a _NNN uniquifier
+
+
+# --- fetch args ------------------------------------------------------------------------------
+
+_X86_REGS = {
+    "ax": ("ax", 8), "bx": ("bx", 8), "cx": ("cx", 8), "dx": ("dx", 8),
+    "si": ("si", 8), "di": ("di", 8), "bp": ("bp", 8), "sp": ("sp", 8),
+    "ip": ("ip", 8), "flags": ("flags", 8), "orig_ax": ("orig_ax", 8),
+    "cs": ("cs", 8), "ss": ("ss", 8), "ds": ("ds", 8), "es": ("es", 8),
+    "fs": ("fs", 8), "gs": ("gs", 8),
+}
+for _r in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp"):
+    _X86_REGS["r" + _r] = (_r, 8)
+    _X86_REGS["e" + _r] = (_r, 4)
+for _r, _l in (("ax", "al"), ("bx", "bl"), ("cx", "cl"), ("dx", "dl"),
+               ("si", "sil"), ("di", "dil"), ("bp", "bpl"), ("sp", "spl")):
+    _X86_REGS[_l] = (_r, 1)
+_X86_REGS["rip"] = ("ip", 8)
+for _n in range(8, 16):
+    _X86_REGS[f"r{_n}"] = (f"r{_n}", 8)
+    _X86_REGS[f"r{_n}d"] = (f"r{_n}", 4)
+    _X86_REGS[f"r{_n}w"] = (f"r{_n}", 2)
+    _X86_REGS[f"r{_n}b"] = (f"r{_n}", 1)
+# 16-bit ax..sp share the kernel names already in the table (ax means the
+# whole register to the kernel, as ktap scripts expect).
+
+_ARM64_REGS = {f"x{n}": (f"x{n}", 8) for n in range(31)}
+_ARM64_REGS.update({f"w{n}": (f"x{n}", 4) for n in range(31)})
+_ARM64_REGS.update({"sp": ("sp", 8), "wsp": ("sp", 4), "pc": ("pc", 8), "pstate": ("pstate", 8),
+                    "lr": ("x30", 8), "fp": ("x29", 8), "xzr": None, "wzr": None})
+
+_ARG_REGS = {"x86_64": ("di", "si", "dx", "cx", "r8", "r9"),
+             "aarch64": tuple(f"x{n}" for n in range(8))}
+
+_MACHINE_BY_EM = {EM_X86_64: "x86_64", EM_AARCH64: "aarch64"}
+
+
+def _host_machine() -> str:
+    m = os.uname().machine
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(m, m)
+
+
+def _regs(machine: str) -> dict:
+    if machine == "x86_64":
+        return _X86_REGS
+    if machine == "aarch64":
+        return _ARM64_REGS
+    raise DynamicProbeError(f"fetch args on {machine} are not supported (only x86_64 and aarch64)")
+
+
+_TYPE_RE = re.compile(r"^(?:[sux](?:8|16|32|64)|char|string|ustring|symbol|symstr|%p[dD]|"
+                      r"b\d+@\d+/\d+)(?:\[\d+\])?$")
+_REG_IN_VALUE = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _split_type(value: str) -> tuple[str, Optional[str]]:
+    head, sep, tail = value.rpartition(":")
+    if sep and head and _TYPE_RE.match(tail):
+        return head, tail
+    return value, None
+
+
+def translate_fetchargs(fetchargs: Sequence[str], *, kind: str = "uprobe", is_return: bool = False,
+                        machine: Optional[str] = None) -> list[str]:
+    """ktap's fetch args (``a=%di:s32``, ``$retval``, ``+0(%si):string``,
+    ``$arg1``, ``%rdi``) to the kernel's ``NAME=FETCHARG[:TYPE]`` list.
+
+    ``kind`` is ``uprobe`` or ``kprobe``; ``machine`` is ``x86_64`` or
+    ``aarch64`` (default: this machine's). Raises DynamicProbeError for what
+    the kernel would reject with a less helpful message.
+    """
+    machine = machine or _host_machine()
+    regs = _regs(machine)
+    out: list[str] = []
+    names: set[str] = set()
+    for i, text in enumerate(fetchargs):
+        m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", text)
+        name, value = (m.group(1), m.group(2)) if m else (None, text)
+        if m is None and re.match(r"^[^\\(]*=", text):
+            raise DynamicProbeError(f"bad fetch arg '{text}': the name before '=' must be an identifier")
+        if not value:
+            raise DynamicProbeError(f"fetch arg '{text}' has nothing to fetch")
+        value, ftype = _split_type(value)
+        implied_type = None
+
+        if value == "$retval":
+            if not is_return:
+                raise DynamicProbeError(f"fetch arg '{text}': $retval exists only in %return probes")
+        elif re.fullmatch(r"\$arg\d+", value):
+            n = int(value[4:])
+            if n < 1:
+                raise DynamicProbeError(f"fetch arg '{text}': arguments count from $arg1")
+            if kind == "uprobe":
+                if is_return:
+                    raise DynamicProbeError(
+                        f"fetch arg '{text}': $argN is not available in a uprobe %return probe "
+                        "(the argument registers are overwritten by then); use $retval")
+                abi = _ARG_REGS.get(machine, ())
+                if n > len(abi):
+                    raise DynamicProbeError(
+                        f"fetch arg '{text}': only $arg1..$arg{len(abi)} are in registers on {machine}")
+                value = "%" + abi[n - 1]
+        else:
+            def fix_reg(mm: re.Match) -> str:
+                nonlocal implied_type
+                reg = mm.group(1)
+                entry = regs.get(reg.lower())
+                if entry is None:
+                    raise DynamicProbeError(f"fetch arg '{text}': unknown register %{reg} on {machine}")
+                kname, size = entry
+                if size < 8 and mm.start() == 0 and mm.end() == len(value):
+                    implied_type = f"s{size * 8}"
+                return "%" + kname
+            if "%" in value:
+                value = _REG_IN_VALUE.sub(fix_reg, value)
+        ftype = ftype or implied_type
+        if name is None:
+            name = f"arg{i + 1}"  # the kernel's own default name
+        if name in _RESERVED or name.startswith("common_"):
+            raise DynamicProbeError(f"fetch arg '{text}': the name '{name}' is reserved")
+        if name in names:
+            raise DynamicProbeError(f"fetch arg '{text}': the name '{name}' is used twice")
+        names.add(name)
+        out.append(f"{name}={value}" + (f":{ftype}" if ftype else ""))
+    return out
+
+
+def arg_names(kernel_args: Iterable[str]) -> tuple[str, ...]:
+    return tuple(a.split("=", 1)[0] for a in kernel_args)
+
+
+# --- USDT arguments ---------------------------------------------------------------------------
+
+def sdt_fetchargs(note: SdtNote, machine: str, elf: Optional[ElfFile] = None) -> list[str]:
+    """The USDT site's arguments as kernel fetch args ``arg1=...:s32 ...``.
+
+    Register, immediate and base+displacement memory operands are supported on
+    x86-64 and AArch64, and on x86-64 also ``symbol(%rip)`` (through the
+    uprobe ``@+OFFSET`` fetch, relative to the probed file, when ``elf`` is
+    given). Other operands raise DynamicProbeError."""
+    out = []
+    for i, arg in enumerate(note.args):
+        fetch = _sdt_operand(arg, machine, note, elf)
+        size = arg.size if arg.size in (1, 2, 4, 8) else 8
+        ftype = f"{'s' if arg.signed else 'u'}{size * 8}"
+        out.append(f"arg{i + 1}={fetch}:{ftype}")
+    return out
+
+
+def _imm(text: str, size: int) -> str:
+    value = int(text, 0)
+    if value < 0:
+        value &= (1 << (8 * max(size, 1))) - 1
+    return f"\\{value}"
+
+
+def _sdt_operand(arg: SdtArg, machine: str, note: SdtNote, elf: Optional[ElfFile]) -> str:
+    op = arg.operand.strip()
+    where = f"USDT {note.provider}:{note.name} argument '{arg.text}'"
+    regs = _regs(machine)
+
+    def reg(name: str) -> str:
+        entry = regs.get(name.lower().lstrip("%"))
+        if entry is None:
+            raise DynamicProbeError(f"{where}: unknown register {name}")
+        return "%" + entry[0]
+
+    if machine == "x86_64":
+        if op.startswith("$"):
+            try:
+                return _imm(op[1:], arg.size)
+            except ValueError:
+                raise DynamicProbeError(f"{where}: unsupported immediate operand") from None
+        if re.fullmatch(r"%\w+", op):
+            return reg(op)
+        m = re.fullmatch(r"([^()]*)\((%\w+)\)", op)
+        if m:
+            disp, base = m.group(1).strip(), m.group(2)
+            if base.lower() == "%rip":
+                return _rip_relative(disp, where, note, elf)
+            try:
+                d = int(disp, 0) if disp else 0
+            except ValueError:
+                raise DynamicProbeError(f"{where}: unsupported displacement '{disp}'") from None
+            return f"{'+' if d >= 0 else '-'}{abs(d)}({reg(base)})"
+        raise DynamicProbeError(f"{where}: unsupported operand (indexed addressing)")
+    if machine == "aarch64":
+        imm = op[1:] if op.startswith("#") else op
+        if re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", imm):
+            return _imm(imm, arg.size)
+        if re.fullmatch(r"\w+", op):
+            return reg(op)
+        m = re.fullmatch(r"\[\s*(\w+)\s*(?:,\s*#?(-?(?:0x[0-9a-fA-F]+|\d+))\s*)?\]", op)
+        if m:
+            d = int(m.group(2), 0) if m.group(2) else 0
+            return f"{'+' if d >= 0 else '-'}{abs(d)}({reg(m.group(1))})"
+        raise DynamicProbeError(f"{where}: unsupported operand")
+    raise DynamicProbeError(f"{where}: USDT arguments on {machine} are not supported")
+
+
+def _rip_relative(disp: str, where: str, note: SdtNote, elf: Optional[ElfFile]) -> str:
+    m = re.fullmatch(r"([A-Za-z_.$][\w.$@]*)\s*(?:([+-])\s*(0x[0-9a-fA-F]+|\d+))?", disp)
+    if elf is None or m is None:
+        raise DynamicProbeError(f"{where}: unsupported %rip-relative operand")
+    name = m.group(1).split("@", 1)[0]
+    sym = next((s for table in (".symtab", ".dynsym") for s in elf.symbols(table)
+                if s.name == name and s.value), None)
+    if sym is None:
+        raise DynamicProbeError(f"{where}: symbol '{name}' is not in the file's symbol tables")
+    vaddr = sym.value + (int(m.group(3), 0) * (-1 if m.group(2) == "-" else 1) if m.group(3) else 0)
+    # uprobe '@+OFFSET' reads at (probe address - probe file offset + OFFSET):
+    # an offset in the coordinates of the probe's own mapping.
+    return f"@+{vaddr - (note.pc - note.pc_offset)}"
+
+
+# --- definitions (pure) ----------------------------------------------------------------------
+
+def uprobe_definition(group: str, event: str, path: str, offset: int, *, is_return: bool = False,
+                      fetchargs: Sequence[str] = (), ref_ctr_offset: Optional[int] = None) -> str:
+    """The uprobe_events line: ``p:GROUP/EVENT PATH:0xOFF[(0xREF)] ARGS`` (``r:``
+    for a return probe). ``fetchargs`` are kernel syntax already."""
+    if any(ch.isspace() for ch in path):
+        raise DynamicProbeError(f"cannot probe '{path}': uprobe_events does not accept "
+                                "paths with white space")
+    place = f"{path}:{offset:#x}"
+    if ref_ctr_offset:
+        place += f"({ref_ctr_offset:#x})"
+    head = f"{'r' if is_return else 'p'}:{group}/{event}"
+    return " ".join([head, place, *fetchargs])
+
+
+_KSYM = re.compile(r"^(?:[A-Za-z_][\w.]*:)?[A-Za-z_.][\w.$]*(?:\+(?:0x[0-9a-fA-F]+|\d+))?$")
+
+
+def kprobe_definition(function: str, *, is_return: bool = False, fetchargs: Sequence[str] = (),
+                      group: Optional[str] = None, event: Optional[str] = None,
+                      machine: Optional[str] = None) -> str:
+    """The kprobe_events line for a ktap ``probe:FUNCTION[%return] ARGS``:
+    ``p:ktapjit_<pid>/NAME FUNCTION ARGS`` or ``r:...``. Pure: touches nothing."""
+    if not _KSYM.match(function) and not is_hex_offset(function):
+        raise DynamicProbeError(f"bad kprobe target '{function}': expected a kernel function "
+                                "name, FUNC+OFFSET or MODULE:FUNC")
+    if is_return and "+" in function:
+        raise DynamicProbeError(f"kprobe '{function}%return': a return probe must be on a "
+                                "function entry, not at an offset")
+    group = group or group_name()
+    event = event or event_name(function.split(":")[-1], is_return)
+    args = translate_fetchargs(fetchargs, kind="kprobe", is_return=is_return, machine=machine)
+    return " ".join([f"{'r' if is_return else 'p'}:{group}/{event}", function, *args])
+
+
+def kprobe_definition_for(spec, group: Optional[str] = None, machine: Optional[str] = None) -> str:
+    """kprobe_definition from a frontend ``KprobeSpec``."""
+    return kprobe_definition(spec.function, is_return=spec.is_return, fetchargs=spec.fetchargs,
+                             group=group, machine=machine)
+
+
+def kprobes_available(root: Optional[Path] = None) -> Availability:
+    """Whether this kernel has kprobe_events; when not, ``reason`` is the one
+    line to show the user."""
+    try:
+        root = root if root is not None else tracefs_root()
+    except EventsError as exc:
+        return Availability(False, f"kprobes are not available: {exc}")
+    if (root / KPROBE_EVENTS).exists():
+        return Availability(True)
+    return Availability(False, "kprobes are not available: this kernel was built without "
+                               f"CONFIG_KPROBE_EVENTS (no {root / KPROBE_EVENTS})")
+
+
+# --- talking to tracefs ---------------------------------------------------------------------
+
+_LINE_RE = re.compile(r"^([pre])\d*:([^/\s]+)/(\S+)\s")
+
+
+def list_dynamic_events(root: Optional[Path] = None,
+                        controls: Sequence[str] = (UPROBE_EVENTS, KPROBE_EVENTS)) -> list[tuple[str, str, str]]:
+    """(control file, group, event) for every line of uprobe_events and kprobe_events."""
+    root = root if root is not None else tracefs_root()
+    out = []
+    for control in controls:
+        path = root / control
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise TracefsPermissionError(f"permission denied reading {path} (run as root)") from None
+        for line in text.splitlines():
+            m = _LINE_RE.match(line + " ")
+            if m:
+                out.append((control, m.group(2), m.group(3)))
+    return out
+
+
+def _error_log(root: Path) -> str:
+    try:
+        return (root / "error_log").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _kernel_reason(before: str, after: str) -> str:
+    new = after[len(before):] if after.startswith(before) else after
+    lines = [ln for ln in new.splitlines() if "error:" in ln]
+    if not lines:
+        return ""
+    return lines[-1].split("error:", 1)[1].strip()
+
+
+def _write_control(root: Path, control: str, line: str, what: str) -> None:
+    path = root / control
+    before = _error_log(root)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if control == KPROBE_EVENTS:
+            raise KprobesUnavailable(kprobes_available(root).reason) from None
+        raise DynamicProbeError(f"uprobes are not available: this kernel was built without "
+                                f"CONFIG_UPROBE_EVENTS (no {path})") from None
+    except PermissionError:
+        raise TracefsPermissionError(f"permission denied writing {path} (run as root)") from None
+    try:
+        os.write(fd, (line + "\n").encode("utf-8", "surrogateescape"))
+    except OSError as exc:
+        reason = _kernel_reason(before, _error_log(root))
+        if exc.errno == errno.EEXIST:
+            reason = reason or "an event of that name exists"
+        elif exc.errno == errno.EBUSY:
+            reason = reason or "the event is in use"
+        elif exc.errno == errno.ENOENT and not reason:
+            reason = "no such event" if line.startswith("-:") else "no such file or event"
+        raise DynamicProbeError(f"{what}: {reason or exc.strerror} (kernel refused '{line}')",
+                                ) from None
+    finally:
+        os.close(fd)
+
+
+def _disable_ftrace(root: Path, group: str, event: str) -> None:
+    enable = root / "events" / group / event / "enable"
+    try:
+        if enable.read_text().strip() != "0":
+            enable.write_text("0")
+    except OSError:
+        pass
+
+
+def _remove_one(root: Path, control: str, group: str, event: str, retries: int = 20) -> Optional[str]:
+    """Remove one event; None when done (or already gone), else why not."""
+    _disable_ftrace(root, group, event)
+    last = ""
+    for _attempt in range(max(1, retries)):
+        try:
+            _write_control(root, control, f"-:{group}/{event}", f"cannot remove {group}/{event}")
+            return None
+        except DynamicProbeError as exc:
+            if not (root / "events" / group / event).exists():
+                return None  # already gone
+            if "in use" not in str(exc) and "busy" not in str(exc).lower():
+                return str(exc)
+            # A perf event being torn down may hold it for a moment.
+            time.sleep(0.05)
+            last = str(exc)
+    return f"{last}: still in use after {max(1, retries) * 50} ms (close the perf events on it first)"
+
+
+def remove_all(group: str, root: Optional[Path] = None) -> list[str]:
+    """Remove every dynamic event of ``group`` (uprobe_events and
+    kprobe_events); returns the problems, empty when all went."""
+    root = root if root is not None else tracefs_root()
+    problems = []
+    for control, g, event in list_dynamic_events(root):
+        if g == group:
+            problem = _remove_one(root, control, g, event)
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def sweep_stale(root: Optional[Path] = None) -> list[str]:
+    """Remove the ``ktapjit_<pid>`` groups whose process is gone (left by a
+    killed run). Returns the groups removed. Problems (events still in use)
+    are not raised: the next run tries again."""
+    root = root if root is not None else tracefs_root()
+    groups = sorted({g for _c, g, _e in list_dynamic_events(root) if _GROUP_RE.match(g)})
+    swept = []
+    for g in groups:
+        pid = int(_GROUP_RE.match(g).group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        if not remove_all(g, root):
+            swept.append(g)
+    return swept
+
+
+# --- the manager ---------------------------------------------------------------------------
+
+def _atexit_close(ref: "weakref.ReferenceType[DynamicProbes]") -> None:
+    probes = ref()
+    if probes is not None:
+        probes.close()
+
+
+class DynamicProbes:
+    """Creates dynamic events in one group and removes them all on exit::
+
+        with DynamicProbes() as dp:
+            events = dp.add_uprobe("/bin/bash", "readline", fetchargs=("s=+0(%di):string",))
+            with PerfSession([tracepoint(e.system, e.event) for e in events]) as s:
+                ...
+        # events removed here, also after an exception or Ctrl-C
+
+    ``sweep`` (default True) first removes stale groups of dead ktapjit runs.
+    """
+
+    def __init__(self, group: Optional[str] = None, root: Optional[Path] = None, sweep: bool = True):
+        self.root = root if root is not None else tracefs_root()
+        self.group = group or group_name()
+        self.created: list[ProbeEvent] = []
+        self._names: set[str] = set()
+        self._closed = False
+        self.swept = sweep_stale(self.root) if sweep else []
+        self._atexit = None
+
+    def __enter__(self) -> "DynamicProbes":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        problems = self.close()
+        if problems and exc_type is None:
+            raise DynamicProbeError("; ".join(problems))
+
+    # -- creation ------------------------------------------------------------------------
+
+    def _unique(self, base: str) -> str:
+        existing = self._names | self._existing_events()
+        if base not in existing:
+            return base
+        n = 1
+        while f"{base}_{n}" in existing:
+            n += 1
+        return f"{base}_{n}"
+
+    def _existing_events(self) -> set[str]:
+        try:
+            return set(os.listdir(self.root / "events" / self.group))
+        except OSError:
+            return set()
+
+    def _create(self, control: str, line: str, ev: ProbeEvent, what: str) -> ProbeEvent:
+        if self._closed:
+            raise DynamicProbeError("DynamicProbes is closed")
+        if self._atexit is None:
+            # One hook per instance (a partial compares by identity, so
+            # unregistering it leaves other instances' hooks alone).
+            self._atexit = functools.partial(_atexit_close, weakref.ref(self))
+            atexit.register(self._atexit)
+        _write_control(self.root, control, line, what)
+        self.created.append(ev)
+        self._names.add(ev.event)
+        return ev
+
+    def add_uprobe_at(self, path: str, offset: int, *, is_return: bool = False,
+                      fetchargs: Sequence[str] = (), event: Optional[str] = None,
+                      ref_ctr_offset: Optional[int] = None, kind: Optional[str] = None,
+                      machine: Optional[str] = None, translate: bool = True,
+                      target: Optional[str] = None) -> ProbeEvent:
+        """A uprobe at a file offset of ``path``; ``fetchargs`` in ktap spelling
+        (``translate=False``: kernel syntax already)."""
+        path = os.path.abspath(path)
+        if machine is None:
+            machine = self._machine_of(path)
+        args = (translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
+                if translate else list(fetchargs))
+        name = self._unique(event or event_name(f"{Path(path).name}_{offset:#x}", is_return))
+        line = uprobe_definition(self.group, name, path, offset, is_return=is_return,
+                                 fetchargs=args, ref_ctr_offset=ref_ctr_offset)
+        kind = kind or ("uretprobe" if is_return else "uprobe")
+        ev = ProbeEvent(self.group, name, kind, line, UPROBE_EVENTS,
+                        target or f"{path}:{offset:#x}", offset, ref_ctr_offset, arg_names(args))
+        return self._create(UPROBE_EVENTS, line, ev, f"cannot create {kind} on {ev.target}")
+
+    def add_uprobe(self, path: str, symbol: str, *, is_return: bool = False,
+                   fetchargs: Sequence[str] = (), event: Optional[str] = None) -> list[ProbeEvent]:
+        """uprobes (or uretprobes) on a function, a glob of functions, or a hex
+        file offset of ``path``; one event per address."""
+        elf = self._elf(path)
+        machine = _MACHINE_BY_EM.get(elf.machine, _host_machine())
+        targets = elf.resolve(symbol)
+        # Check the fetch args once, before anything is created.
+        translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
+        out = []
+        for t in targets:
+            base = event if (event and len(targets) == 1) else None
+            if base is None:
+                base = event_name(t.symbol.name if t.symbol else f"{Path(path).name}_{t.offset:#x}",
+                                  is_return)
+            out.append(self.add_uprobe_at(path, t.offset, is_return=is_return, fetchargs=fetchargs,
+                                          event=base, machine=machine,
+                                          target=f"{path}:{t.name}"))
+        return out
+
+    def add_usdt(self, path: str, provider: str, name: str, *,
+                 event: Optional[str] = None) -> list[ProbeEvent]:
+        """One uprobe per USDT site of ``provider:name`` (globs allowed), with
+        the site's arguments as ``arg1..argN`` and its semaphore, if any,
+        counted up by the kernel (``ref_ctr_offset``) while the event is in use."""
+        elf = self._elf(path)
+        machine = _MACHINE_BY_EM.get(elf.machine, _host_machine())
+        notes = elf.find_sdt(provider, name)
+        prepared = [(n, sdt_fetchargs(n, machine, elf)) for n in notes]
+        out = []
+        for note, args in prepared:
+            base = event or event_name(note.name)
+            out.append(self.add_uprobe_at(path, note.pc_offset, fetchargs=args, event=base,
+                                          ref_ctr_offset=note.semaphore_offset, kind="usdt",
+                                          machine=machine, translate=False,
+                                          target=f"{path}:{note.provider}:{note.name}"))
+        return out
+
+    def add_kprobe(self, function: str, *, is_return: bool = False, fetchargs: Sequence[str] = (),
+                   event: Optional[str] = None) -> ProbeEvent:
+        avail = kprobes_available(self.root)
+        if not avail:
+            raise KprobesUnavailable(avail.reason)
+        name = self._unique(event or event_name(function.split(":")[-1], is_return))
+        line = kprobe_definition(function, is_return=is_return, fetchargs=fetchargs,
+                                 group=self.group, event=name)
+        kind = "kretprobe" if is_return else "kprobe"
+        ev = ProbeEvent(self.group, name, kind, line, KPROBE_EVENTS, function,
+                        arg_names=arg_names(line.split()[2:]))
+        return self._create(KPROBE_EVENTS, line, ev, f"cannot create {kind} on {function}")
+
+    def add_spec(self, spec) -> list[ProbeEvent]:
+        """Events for a frontend UprobeSpec, SdtSpec or KprobeSpec."""
+        from ktapjit.frontend.eventdef import KprobeSpec, SdtSpec, UprobeSpec
+        if isinstance(spec, UprobeSpec):
+            return self.add_uprobe(spec.path, spec.symbol, is_return=spec.is_return,
+                                   fetchargs=spec.fetchargs)
+        if isinstance(spec, SdtSpec):
+            return self.add_usdt(spec.path, spec.provider, spec.name)
+        if isinstance(spec, KprobeSpec):
+            return [self.add_kprobe(spec.function, is_return=spec.is_return,
+                                    fetchargs=spec.fetchargs)]
+        raise TypeError(f"not a dynamic probe spec: {spec!r}")
+
+    def _elf(self, path: str) -> ElfFile:
+        return open_elf(path)
+
+    def _machine_of(self, path: str) -> str:
+        try:
+            return _MACHINE_BY_EM.get(open_elf(path).machine, _host_machine())
+        except ElfError:
+            return _host_machine()
+
+    # -- removal -----------------------------------------------------------------------------
+
+    def close(self) -> list[str]:
+        """Remove every event this instance created (return probes and all);
+        idempotent. Returns the problems, if any (events still in use)."""
+        if self._closed:
+            return []
+        self._closed = True
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
+        problems = []
+        for ev in reversed(self.created):
+            problem = _remove_one(self.root, ev.control, ev.system, ev.event)
+            if problem:
+                problems.append(problem)
+        self.created.clear()
+        return problems
+
+
+# --- the uprobe PMU -----------------------------------------------------------------------------
+#
+# perf_event_open can create a uprobe itself (type from the uprobe PMU, path in
+# config1, file offset in config2): nothing is written to tracefs, and the
+# kernel removes the probe when the last fd closes, so nothing can go stale.
+# It fetches no args, and its events have no tracefs format (so a perf.data
+# recording cannot describe them to `perf script`); the format is synthesized
+# here with the layout the kernel writes.
+
+_PMU_DIR = Path("/sys/bus/event_source/devices/uprobe")
+_PMU_PATHS: dict[str, object] = {}  # path -> ctypes buffer, alive while the process is
+
+
+def uprobe_pmu_type(pmu_dir: Path = _PMU_DIR) -> Optional[int]:
+    """The uprobe PMU's perf type, or None when the kernel has no uprobe PMU."""
+    try:
+        return int((pmu_dir / "type").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pmu_bit(pmu_dir: Path, name: str, default: int) -> int:
+    try:
+        spec = (pmu_dir / "format" / name).read_text().strip()  # e.g. config:0, config:32-63
+        return int(spec.split(":")[1].split("-")[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def uprobe_pmu_event(path: str, offset: int, *, is_return: bool = False,
+                     ref_ctr_offset: Optional[int] = None, callchain: bool = False,
+                     name: Optional[str] = None, pmu_dir: Path = _PMU_DIR):
+    """A ``perf_ring.TraceEvent`` for a uprobe made by the uprobe PMU (no
+    fetch args). Decode its RAW data with :func:`uprobe_pmu_format`."""
+    import ctypes
+
+    from ktapjit.events import perf_abi as abi
+    from ktapjit.events.perf_ring import SAMPLE_TYPE, TraceEvent
+
+    ptype = uprobe_pmu_type(pmu_dir)
+    if ptype is None:
+        raise DynamicProbeError(f"the uprobe PMU is not available (no {pmu_dir / 'type'})")
+    path = os.path.abspath(path)
+    buf = _PMU_PATHS.get(path)
+    if buf is None:
+        buf = _PMU_PATHS[path] = ctypes.create_string_buffer(os.fsencode(path))
+    config = 0
+    if is_return:
+        config |= 1 << _pmu_bit(pmu_dir, "retprobe", 0)
+    if ref_ctr_offset:
+        config |= ref_ctr_offset << _pmu_bit(pmu_dir, "ref_ctr_offset", 32)
+    st = SAMPLE_TYPE | abi.PERF_SAMPLE_RAW | (abi.PERF_SAMPLE_CALLCHAIN if callchain else 0)
+    attr = abi.perf_event_attr(type=ptype, config=config, sample_period=1, sample_type=st)
+    attr.uprobe_path = ctypes.addressof(buf)
+    attr.probe_offset = offset
+    label = name or f"uprobe:{path}:{offset:#x}{'%return' if is_return else ''}"
+    return TraceEvent(label, attr)
+
+
+def uprobe_pmu_format_text(name: str, is_return: bool = False, ident: int = 0) -> str:
+    """The tracefs-style format text of an argless uprobe (what the PMU's
+    events carry in RAW), for ``schema.parse_format``."""
+    common = ("\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+              "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
+              "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n"
+              "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n")
+    if is_return:
+        fields = ("\tfield:unsigned long __probe_func;\toffset:8;\tsize:8;\tsigned:0;\n"
+                  "\tfield:unsigned long __probe_ret_ip;\toffset:16;\tsize:8;\tsigned:0;\n")
+        fmt = 'print fmt: "(%lx <- %lx)", REC->__probe_func, REC->__probe_ret_ip\n'
+    else:
+        fields = "\tfield:unsigned long __probe_ip;\toffset:8;\tsize:8;\tsigned:0;\n"
+        fmt = 'print fmt: "(%lx)", REC->__probe_ip\n'
+    return f"name: {name}\nID: {ident}\nformat:\n{common}{fields}\n{fmt}"
+
+
+def uprobe_pmu_format(name: str, is_return: bool = False, ident: int = 0):
+    from ktapjit.events.schema import parse_format
+    return parse_format(uprobe_pmu_format_text(name, is_return, ident), system="uprobes")
