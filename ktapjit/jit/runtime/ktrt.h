@@ -1,0 +1,235 @@
+/*
+ * ktrt.h -- the native runtime of ktapjit's LLVM JIT.
+ *
+ * Generated code and ktapjit/jit/rtlib.py (ctypes) call these functions. The
+ * semantics are ktapjit/semantics/ (values.py, intmath.py, printf.py,
+ * hist.py): every function here reproduces them byte for byte, including
+ * the error texts, and tests/jit/test_runtime.py checks that.
+ *
+ * ABI version KRT_ABI_VERSION. Bump it on any change to a struct layout, an
+ * enum value or a signature below; JIT object caches are keyed by it.
+ *
+ * Conventions
+ * - Plain C11, no Python headers, no global constructors. Not thread safe:
+ *   one run uses the runtime from one thread at a time (the intern table is
+ *   process-wide).
+ * - Errors are status codes, never longjmp/abort/exit. A function that takes
+ *   a kstate returns 0 (K_OK) on success; on failure it stores the code and
+ *   its details in state->err and returns the (nonzero) code. Nothing is
+ *   written to the output on failure (printf and print_hist validate
+ *   everything first) and no table/function is numbered.
+ *   Functions without a kstate (k_table_set) return a code only; pass it to
+ *   k_fail() to record it.
+ * - All memory of a run (tables, the output buffer, the identity map) belongs
+ *   to its kstate and is released by k_state_free. Interned strings are
+ *   process-wide and never freed.
+ */
+#ifndef KTAPJIT_KTRT_H
+#define KTAPJIT_KTRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KRT_ABI_VERSION 1
+
+/* ---- values ------------------------------------------------------------ */
+
+/* A value: 16 bytes, passed and returned by value ({i64, i64} in LLVM). */
+typedef struct kval {
+    int64_t tag;     /* one of KT_* */
+    int64_t payload; /* see below */
+} kval;
+
+enum {
+    KT_NIL = 0,    /* payload 0 */
+    KT_BOOL = 1,   /* payload 0 (false) or 1 (true) */
+    KT_INT = 2,    /* payload: the int64 */
+    KT_STR = 3,    /* payload: (kstr *), interned */
+    KT_TABLE = 4,  /* payload: (ktable *) */
+    KT_FUNC = 5,   /* payload: (kfunc *), opaque; only its identity is used */
+};
+
+/* An interned string. Equal contents <=> same pointer. data[len] == 0 (an
+ * extra byte, not counted; data may also contain NULs). Layout is fixed:
+ * hash at 0, len at 8, data at 12. */
+typedef struct kstr {
+    uint64_t hash;
+    uint32_t len;
+    char data[];
+} kstr;
+
+typedef struct kfunc kfunc; /* defined by the JIT, opaque here */
+
+/* Two values are equal (==) iff tag and payload are both equal: strings are
+ * interned, tables and functions compare by identity. */
+static inline int k_equal(kval a, kval b) { return a.tag == b.tag && a.payload == b.payload; }
+
+/* The interned string for p[0..len). NULL only when out of memory. */
+kstr *k_intern(const char *p, uint32_t len);
+/* Number of distinct strings interned so far (for tests and stats). */
+uint64_t k_intern_count(void);
+
+/* ---- errors -------------------------------------------------------------- */
+
+enum {
+    K_OK = 0,
+    K_E_NOMEM = 1,           /* "out of memory" */
+    /* type errors; err.a (and err.b) hold the KT_* tags */
+    K_E_COMPARE = 2,         /* "attempt to compare T1 with T2" (a, b) */
+    K_E_ARITH = 3,           /* "attempt to perform arithmetic on a T value" */
+    K_E_CONCAT = 4,          /* "attempt to concatenate a T value" */
+    K_E_INDEX = 5,           /* "attempt to index a T value" */
+    K_E_CALL = 6,            /* "attempt to call a T value" */
+    K_E_LEN = 7,             /* "attempt to get length of a T value" */
+    K_E_DIV_ZERO = 8,        /* "divide by zero" */
+    K_E_NIL_INDEX = 9,       /* "table index is nil" */
+    K_E_TABLE_OVERFLOW = 10, /* "table overflow (N entries)", N = err.a */
+    K_E_STRING_TOO_LONG = 11,/* "string too long" */
+    K_E_LOOP_LIMIT = 12,     /* "loop limit exceeded (N iterations)", N = err.a */
+    K_E_STACK_OVERFLOW = 13, /* "stack overflow (depth N)", N = err.a */
+    K_E_TOO_MANY_ARGS = 14,  /* "too many arguments (function takes N, got M)" a, b */
+    K_E_FOR_INITIAL = 15,    /* "'for' initial value must be an integer" */
+    K_E_FOR_LIMIT = 16,      /* "'for' limit must be an integer" */
+    K_E_FOR_STEP = 17,       /* "'for' step must be an integer" */
+    K_E_FOR_STEP_ZERO = 18,  /* "'for' step is zero" */
+    /* printf */
+    K_E_PRINTF_FORMAT = 19,  /* "printf: format must be a string, got T" */
+    K_E_PRINTF_ARGS = 20,    /* "printf: not enough arguments" */
+    K_E_PRINTF_BADARG = 21,  /* "printf: bad argument for '%C': expected integer, got T"
+                                a = conversion byte, b = tag */
+    K_E_PRINTF_CONV = 22,    /* "printf: invalid conversion '%C'", a = byte
+                                (printed as \xNN unless 0x20..0x7e) */
+    K_E_PRINTF_INCOMPLETE = 23, /* "printf: incomplete conversion at end of format" */
+    K_E_PRINTF_WIDTH = 24,   /* "printf: width or precision too large" */
+    /* print_hist */
+    K_E_HIST_TABLE = 25,     /* "print_hist: expected a table, got T" */
+    K_E_HIST_ROWS = 26,      /* "print_hist: row count must be an integer, got T" */
+    K_E_HIST_VALUES = 27,    /* "print_hist: values must be non-negative integers" */
+    K_E__COUNT
+};
+
+typedef struct kerr {
+    int64_t code; /* K_* */
+    int64_t a;    /* detail, see the enum */
+    int64_t b;    /* detail, see the enum */
+} kerr;
+
+/* ---- state --------------------------------------------------------------- */
+
+typedef struct kidmap kidmap;   /* private: table/function print numbering */
+typedef struct ktable ktable;
+
+/* One run's state. Fields up to `err` are a stable layout that generated
+ * code may read and write directly (offsets 0, 8, ..., err at 72). */
+typedef struct kstate {
+    int64_t max_table;   /* entries per table (--max-table) */
+    int64_t max_string;  /* bytes per made string (--max-string) */
+    int64_t max_loop;    /* for generated code: --max-loop */
+    int64_t max_depth;   /* for generated code: --max-depth */
+    char *out;           /* output buffer: out[0..out_len) pending */
+    uint64_t out_len;
+    uint64_t out_cap;
+    int64_t n_tables;    /* tables numbered so far ("table: N") */
+    int64_t n_funcs;     /* functions numbered so far ("function: N") */
+    kerr err;            /* the last failure; err.code == K_OK when none */
+    /* private from here on */
+    kidmap *ids;
+    ktable *all_tables;  /* every table of this run, freed with the state */
+} kstate;
+
+kstate *k_state_new(int64_t max_table, int64_t max_string, int64_t max_loop, int64_t max_depth);
+void k_state_free(kstate *s);
+
+/* Record a failure: sets s->err = {code, a, b} and returns code. */
+int k_fail(kstate *s, int code, int64_t a, int64_t b);
+/* Like k_fail for codes from k_table_set (fills N for table overflow). */
+int k_fail_table(kstate *s, ktable *t, int code);
+/* The message of s->err, without location, NUL-terminated like snprintf:
+ * returns the full length (which may be >= cap). */
+int k_err_message(kstate *s, char *buf, size_t cap);
+/* The language's name of a tag: "nil", "boolean", ... */
+const char *k_type_name(int64_t tag);
+
+/* Output: hand the pending bytes to the caller and empty the buffer. The
+ * pointer stays valid until the next write to the state. */
+void k_out_take(kstate *s, const char **ptr, uint64_t *len);
+/* Append raw bytes to the output (0 or K_E_NOMEM). */
+int k_out_write(kstate *s, const char *p, uint64_t len);
+
+/* ---- tables ---------------------------------------------------------------- */
+
+/* Insertion-ordered open addressing. entries[0..used) is dense in insertion
+ * order; a deleted entry becomes a hole (key.tag == KT_NIL) and stays until
+ * the next rebuild; a key stored again after deletion is appended at the end.
+ * index[] (size mask+1, a power of two >= 2*cap) holds -1 for an empty slot
+ * or an entry number; a slot whose entry is a hole is a tombstone. Linear
+ * probing from hash & mask. Rebuilt (holes dropped, grown if needed) when
+ * `used` reaches `cap`, so index load including tombstones stays <= 1/2. */
+typedef struct kentry {
+    kval key;
+    kval value;
+} kentry;
+
+struct ktable {
+    kentry *entries;
+    int32_t *index;
+    uint32_t used;       /* entries[0..used) used, holes included */
+    uint32_t count;      /* live entries */
+    uint32_t cap;        /* capacity of entries[] */
+    uint32_t mask;       /* index size - 1 */
+    int64_t max_entries; /* table overflow past this */
+    ktable *next_in_state; /* private */
+};
+
+/* The hash of a non-nil key; the probe starts at k_key_hash(k) & mask. */
+uint64_t k_key_hash(kval key);
+
+/* A new empty table owned by s (limit s->max_table). NULL when out of memory. */
+ktable *k_table_new(kstate *s);
+/* 1 and *out = value when key is present, else 0 and *out = nil (also for a
+ * nil key). */
+int k_table_get(ktable *t, kval key, kval *out);
+/* Store; a nil value deletes. Returns K_OK, K_E_NIL_INDEX (nil key, checked
+ * first), K_E_TABLE_OVERFLOW (a new key when count >= max_entries) or
+ * K_E_NOMEM. The table is unchanged on failure. */
+int k_table_set(ktable *t, kval key, kval value);
+int64_t k_table_len(ktable *t);
+void k_table_clear(ktable *t);
+
+/* The keys present now, in insertion order, for `pairs`. Caller frees. */
+typedef struct ksnapshot {
+    int64_t len;
+    kval keys[];
+} ksnapshot;
+ksnapshot *k_table_keys(ktable *t); /* NULL when out of memory */
+int64_t k_snapshot_len(ksnapshot *snap);
+kval k_snapshot_get(ksnapshot *snap, int64_t i); /* nil when out of range */
+void k_snapshot_free(ksnapshot *snap);
+
+/* ---- builtins and operators -------------------------------------------------- */
+
+/* The text print writes for v as an interned string (numbers a table or
+ * function on first use; no length limit). */
+int k_value_text(kstate *s, kval v, kval *out);
+/* stringof(v): k_value_text, then K_E_STRING_TOO_LONG above max_string. */
+int k_stringof(kstate *s, kval v, kval *out);
+/* a .. b: strings and integers (decimal); K_E_CONCAT for the first bad
+ * operand; K_E_STRING_TOO_LONG when the result would exceed max_string. */
+int k_concat(kstate *s, kval a, kval b, kval *out);
+/* -1, 0, 1 for two integers or two strings (unsigned bytes, prefix first);
+ * otherwise K_E_COMPARE. */
+int k_compare(kstate *s, kval a, kval b, int64_t *out);
+/* len(v) of a string or a table; otherwise K_E_LEN. */
+int k_len(kstate *s, kval v, int64_t *out);
+/* Integer / and % with the language's rules (zero divisor: K_E_DIV_ZERO). */
+int k_div(kstate *s, int64_t a, int64_t b, int64_t *out);
+int k_mod(kstate *s, int64_t a, int64_t b, int64_t *out);
+
+/* print(args[0..n)): tab separated, then a newline. */
+int k_print(kstate *s, const kval *args, int64_t n);
+/* printf(fmt, args[0..n)); extra arguments are ignored. */
+int k_printf(kstate *s, kval fmt, const kval *args, int64_t n);
+/* print_hist(t [, n]); pass nil for n when omitted. */
+int k_print_hist(kstate *s, kval table, kval n);
+
+#endif

@@ -1,0 +1,32 @@
+/* Declarations shared between the runtime's own C files; not part of the ABI. */
+#ifndef KTAPJIT_KTRT_PRIVATE_H
+#define KTAPJIT_KTRT_PRIVATE_H
+
+#include "ktrt.h"
+
+/* splitmix64's finaliser: a cheap full-avalanche 64-bit mix. */
+static inline uint64_t krt_mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* The print number of a table or function (numbered on first request), or
+ * -1 when out of memory. */
+int64_t krt_identity(kstate *s, kval v);
+
+/* Make room for `extra` more output bytes (0 or K_E_NOMEM, recorded). */
+int krt_out_reserve(kstate *s, uint64_t extra);
+
+/* Scratch space large enough for any non-string value text. */
+#define KRT_TEXT_SCRATCH 48
+
+/* The print text of v: *p points at the bytes (a string's own data or
+ * scratch). Returns 0 or K_E_NOMEM (recorded). */
+int krt_text(kstate *s, kval v, char scratch[KRT_TEXT_SCRATCH], const char **p, uint64_t *len);
+
+#endif

@@ -1,0 +1,205 @@
+/* Run state: limits, output buffer, print numbering of tables and
+ * functions, and error reporting. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ktrt_private.h"
+
+/* Identity numbering: (tag, payload) -> number, open addressing. */
+struct kidmap {
+    uint64_t mask;
+    uint64_t count;
+    struct idslot {
+        int64_t tag; /* KT_NIL marks an empty slot */
+        int64_t payload;
+        int64_t number;
+    } *slots;
+};
+
+kstate *k_state_new(int64_t max_table, int64_t max_string, int64_t max_loop, int64_t max_depth)
+{
+    kstate *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->max_table = max_table;
+    s->max_string = max_string;
+    s->max_loop = max_loop;
+    s->max_depth = max_depth;
+    return s;
+}
+
+void k_state_free(kstate *s)
+{
+    if (!s)
+        return;
+    for (ktable *t = s->all_tables, *next; t; t = next) {
+        next = t->next_in_state;
+        free(t->entries);
+        free(t->index);
+        free(t);
+    }
+    if (s->ids) {
+        free(s->ids->slots);
+        free(s->ids);
+    }
+    free(s->out);
+    free(s);
+}
+
+/* ---- errors ---- */
+
+int k_fail(kstate *s, int code, int64_t a, int64_t b)
+{
+    s->err.code = code;
+    s->err.a = a;
+    s->err.b = b;
+    return code;
+}
+
+int k_fail_table(kstate *s, ktable *t, int code)
+{
+    return k_fail(s, code, code == K_E_TABLE_OVERFLOW ? t->max_entries : 0, 0);
+}
+
+const char *k_type_name(int64_t tag)
+{
+    static const char *const names[] = {"nil",    "boolean", "integer",
+                                        "string", "table",   "function"};
+    return tag >= 0 && tag <= KT_FUNC ? names[tag] : "?";
+}
+
+int k_err_message(kstate *s, char *buf, size_t cap)
+{
+    int64_t a = s->err.a, b = s->err.b;
+    switch (s->err.code) {
+    case K_OK: return snprintf(buf, cap, "%s", "");
+    case K_E_NOMEM: return snprintf(buf, cap, "out of memory");
+    case K_E_COMPARE:
+        return snprintf(buf, cap, "attempt to compare %s with %s", k_type_name(a), k_type_name(b));
+    case K_E_ARITH:
+        return snprintf(buf, cap, "attempt to perform arithmetic on a %s value", k_type_name(a));
+    case K_E_CONCAT:
+        return snprintf(buf, cap, "attempt to concatenate a %s value", k_type_name(a));
+    case K_E_INDEX: return snprintf(buf, cap, "attempt to index a %s value", k_type_name(a));
+    case K_E_CALL: return snprintf(buf, cap, "attempt to call a %s value", k_type_name(a));
+    case K_E_LEN: return snprintf(buf, cap, "attempt to get length of a %s value", k_type_name(a));
+    case K_E_DIV_ZERO: return snprintf(buf, cap, "divide by zero");
+    case K_E_NIL_INDEX: return snprintf(buf, cap, "table index is nil");
+    case K_E_TABLE_OVERFLOW:
+        return snprintf(buf, cap, "table overflow (%lld entries)", (long long)a);
+    case K_E_STRING_TOO_LONG: return snprintf(buf, cap, "string too long");
+    case K_E_LOOP_LIMIT:
+        return snprintf(buf, cap, "loop limit exceeded (%lld iterations)", (long long)a);
+    case K_E_STACK_OVERFLOW:
+        return snprintf(buf, cap, "stack overflow (depth %lld)", (long long)a);
+    case K_E_TOO_MANY_ARGS:
+        return snprintf(buf, cap, "too many arguments (function takes %lld, got %lld)",
+                        (long long)a, (long long)b);
+    case K_E_FOR_INITIAL: return snprintf(buf, cap, "'for' initial value must be an integer");
+    case K_E_FOR_LIMIT: return snprintf(buf, cap, "'for' limit must be an integer");
+    case K_E_FOR_STEP: return snprintf(buf, cap, "'for' step must be an integer");
+    case K_E_FOR_STEP_ZERO: return snprintf(buf, cap, "'for' step is zero");
+    case K_E_PRINTF_FORMAT:
+        return snprintf(buf, cap, "printf: format must be a string, got %s", k_type_name(a));
+    case K_E_PRINTF_ARGS: return snprintf(buf, cap, "printf: not enough arguments");
+    case K_E_PRINTF_BADARG:
+        return snprintf(buf, cap, "printf: bad argument for '%%%c': expected integer, got %s",
+                        (char)a, k_type_name(b));
+    case K_E_PRINTF_CONV:
+        if (a >= 0x20 && a < 0x7f)
+            return snprintf(buf, cap, "printf: invalid conversion '%%%c'", (char)a);
+        return snprintf(buf, cap, "printf: invalid conversion '%%\\x%02x'", (unsigned)(a & 255));
+    case K_E_PRINTF_INCOMPLETE:
+        return snprintf(buf, cap, "printf: incomplete conversion at end of format");
+    case K_E_PRINTF_WIDTH: return snprintf(buf, cap, "printf: width or precision too large");
+    case K_E_HIST_TABLE:
+        return snprintf(buf, cap, "print_hist: expected a table, got %s", k_type_name(a));
+    case K_E_HIST_ROWS:
+        return snprintf(buf, cap, "print_hist: row count must be an integer, got %s",
+                        k_type_name(a));
+    case K_E_HIST_VALUES:
+        return snprintf(buf, cap, "print_hist: values must be non-negative integers");
+    default: return snprintf(buf, cap, "unknown runtime error %lld", (long long)s->err.code);
+    }
+}
+
+/* ---- output ---- */
+
+int krt_out_reserve(kstate *s, uint64_t extra)
+{
+    if (s->out && s->out_cap - s->out_len >= extra)
+        return K_OK; /* (the first call allocates, so s->out is never NULL after it) */
+    uint64_t cap = s->out_cap ? s->out_cap : 4096;
+    while (cap - s->out_len < extra)
+        cap *= 2;
+    char *p = realloc(s->out, cap);
+    if (!p)
+        return k_fail(s, K_E_NOMEM, 0, 0);
+    s->out = p;
+    s->out_cap = cap;
+    return K_OK;
+}
+
+int k_out_write(kstate *s, const char *p, uint64_t len)
+{
+    int rc = krt_out_reserve(s, len);
+    if (rc)
+        return rc;
+    if (len)
+        memcpy(s->out + s->out_len, p, len);
+    s->out_len += len;
+    return K_OK;
+}
+
+void k_out_take(kstate *s, const char **ptr, uint64_t *len)
+{
+    *ptr = s->out;
+    *len = s->out_len;
+    s->out_len = 0;
+}
+
+/* ---- identities ---- */
+
+static int idmap_grow(kidmap *m)
+{
+    uint64_t size = m->slots ? (m->mask + 1) * 2 : 64;
+    struct idslot *fresh = calloc(size, sizeof *fresh);
+    if (!fresh)
+        return -1;
+    if (m->slots) {
+        for (uint64_t i = 0; i <= m->mask; i++) {
+            struct idslot *o = &m->slots[i];
+            if (o->tag == KT_NIL)
+                continue;
+            uint64_t j = k_key_hash((kval){o->tag, o->payload}) & (size - 1);
+            while (fresh[j].tag != KT_NIL)
+                j = (j + 1) & (size - 1);
+            fresh[j] = *o;
+        }
+        free(m->slots);
+    }
+    m->slots = fresh;
+    m->mask = size - 1;
+    return 0;
+}
+
+int64_t krt_identity(kstate *s, kval v)
+{
+    if (!s->ids && !(s->ids = calloc(1, sizeof *s->ids)))
+        return -1;
+    kidmap *m = s->ids;
+    if ((!m->slots || (m->count + 1) * 2 > m->mask + 1) && idmap_grow(m) != 0)
+        return -1;
+    uint64_t i = k_key_hash(v) & m->mask;
+    for (; m->slots[i].tag != KT_NIL; i = (i + 1) & m->mask) {
+        if (m->slots[i].tag == v.tag && m->slots[i].payload == v.payload)
+            return m->slots[i].number;
+    }
+    int64_t n = v.tag == KT_TABLE ? ++s->n_tables : ++s->n_funcs;
+    m->slots[i].tag = v.tag;
+    m->slots[i].payload = v.payload;
+    m->slots[i].number = n;
+    m->count++;
+    return n;
+}
