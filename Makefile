@@ -17,8 +17,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/ktapjit run --replay examples/data/demo.data examples/syscount.kp
 
+# The default suite, then the slow fuzzing and soak tests within a bounded budget.
 test: $(STAMP)
 	$(VPY) -m pytest -q
+	timeout 900 $(VPY) -m pytest -q -m slow
 
 test-slow: $(STAMP)
 	$(VPY) -m pytest -q -m slow

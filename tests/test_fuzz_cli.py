@@ -4,6 +4,7 @@ a traceback or an internal error."""
 
 import io
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,3 +58,13 @@ def test_random_token_sequences(tokens):
 @given(st.lists(st.sampled_from(PROBE_TOKENS), max_size=40))
 def test_random_token_sequences_with_probes_compile_cleanly(tokens):
     assert_clean(*run_source((PRELUDE + " ".join(tokens)).encode(), command="ir"))
+
+
+SOAK_SETTINGS = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.slow
+@SOAK_SETTINGS
+@given(st.lists(st.sampled_from(TOKENS), max_size=60))
+def test_soak_random_token_sequences(tokens):
+    assert_clean(*run_source((PRELUDE + " ".join(tokens)).encode()))
