@@ -1,15 +1,19 @@
 """The surface every engine offers, and the values that cross it.
 
 An engine loads a compiled Module and returns a Run. The caller drives the
-run: `start()` executes the top-level statements, events are fed in
-(`feed`, `advance`), and `finish()` runs trace_end and returns the Result.
-Output is bytes, handed to `out` as soon as the engine produces it, so the
+run: `start()` executes the top-level statements; the stream driver
+(tracing/dispatch.py) then calls `run_probe` per matching sample and
+`run_timer` per due timer; `finish()` runs trace_end and returns the Result.
+Output is bytes, handed to `out` as the engine produces it, so the
 interpreter and the JIT can be compared byte for byte.
+
+The JIT will also take whole chunks of records natively; this per-event
+surface stays the reference the chunked path is tested against.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from ktapjit.diag import RuntimeFault
@@ -37,19 +41,29 @@ class RunConfig:
 
 @dataclass
 class Result:
-    """How a run ended. status: 0 normal or exit(), 1 runtime error."""
+    """How a run ended. status: 0 normal or exit(), 1 runtime error.
+    `errors` holds every runtime error in order; `error` is the first."""
 
     status: int
     error: Optional[RuntimeFault] = None
     exit_called: bool = False
+    errors: list[RuntimeFault] = field(default_factory=list)
 
 
 class Run(Protocol):
+    errors: list[RuntimeFault]  # the runtime errors so far, in order
+
     def start(self) -> bool:
         """Run the top level. False when no events should follow (exit() or an error)."""
 
-    def finish(self) -> Result:
-        """Run trace_end (unless an error happened inside it) and report."""
+    def run_probe(self, index: int, event) -> bool:
+        """Run probe `index` of the Module for `event` (an EventContext); False once stopped."""
+
+    def run_timer(self, index: int, time_ns: int) -> bool:
+        """Run timer `index` at stream time `time_ns`; False once stopped."""
+
+    def finish(self, time_ns: Optional[int] = None) -> Result:
+        """Run trace_end at stream time `time_ns` (unless an error happened inside it) and report."""
 
 
 class Engine(Protocol):

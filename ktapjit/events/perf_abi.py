@@ -428,7 +428,7 @@ def event_id(fd: int) -> int:
 def set_filter(fd: int, text: str) -> None:
     """PERF_EVENT_IOC_SET_FILTER with a tracepoint filter expression."""
     try:
-        perf_ioctl(fd, PERF_EVENT_IOC_SET_FILTER, text.encode() + b"\0",
+        perf_ioctl(fd, PERF_EVENT_IOC_SET_FILTER, text.encode("latin-1") + b"\0",
                    "PERF_EVENT_IOC_SET_FILTER")
     except PerfError as exc:
         if exc.errno == errno.EINVAL:

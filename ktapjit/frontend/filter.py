@@ -22,6 +22,9 @@ recording, ``eval_filter`` applies it with the same meaning, quirks included:
   parse; the last two cannot be evaluated on a recording (they read memory or
   kallsyms) and never match there.
 
+Filter text is the script's bytes decoded as latin-1 (as the parser reads
+scripts), so `.encode("latin-1")` gives back exactly the bytes written.
+
 This module imports only the standard library: the frontend must not import
 the events package, so the event format is duck-typed. A format needs
 ``.name``, ``.fields`` and ``.common_fields`` (each field with ``.name``,
@@ -142,7 +145,7 @@ class _Parser:
         return FilterSyntaxError(message, self.pos if offset is None else offset)
 
     def parse(self) -> FilterNode:
-        if len(self.text.encode("utf-8", "surrogateescape")) > MAX_FILTER_TEXT:
+        if len(self.text.encode("latin-1")) > MAX_FILTER_TEXT:
             raise self.error(f"filter too long (the kernel takes at most {MAX_FILTER_TEXT} bytes)", 0)
         self.skip_space()
         if self.pos >= len(self.text):
@@ -269,7 +272,7 @@ class _Parser:
         if end < 0:
             raise self.error("missing matching quote", quote_at)
         body = self.text[quote_at + 1:end]
-        if len(body.encode("utf-8", "surrogateescape")) >= MAX_STRING:
+        if len(body.encode("latin-1")) >= MAX_STRING:
             raise self.error(f"string too long (the kernel allows {MAX_STRING - 1} bytes)", quote_at)
         self.pos = end + 1
         return "str", body, self.text[quote_at:end + 1]
@@ -652,7 +655,7 @@ def _string_source(target, fmt) -> Callable[[bytes, "bytes | None"], "tuple[byte
 
 
 def _compile_string(pred: FilterPredicate, target, fmt) -> _Match:
-    match, negate = _regex(pred.value.encode("utf-8", "surrogateescape"), pred.op)
+    match, negate = _regex(pred.value.encode("latin-1"), pred.op)
     source = _string_source(target, fmt)
 
     def string_pred(raw: bytes, cpu, comm) -> bool:
@@ -840,7 +843,7 @@ def filter_to_kernel_text(node: FilterNode) -> str:
     Spaced for reading; without spaces when that is what fits the kernel's
     4095 bytes (the kernel needs none)."""
     text = _text(node, " ")
-    if len(text.encode("utf-8", "surrogateescape")) > MAX_FILTER_TEXT:
+    if len(text.encode("latin-1")) > MAX_FILTER_TEXT:
         text = _text(node, "")
     return text
 

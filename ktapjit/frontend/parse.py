@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from lark import Lark, Token, Tree
@@ -20,6 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ktapjit.diag import CompileError, Diagnostic, Span
 from ktapjit.frontend import ast
+from ktapjit.semantics.intmath import INT64_MAX, parse_int_literal
 
 MAX_NESTING = 200
 
@@ -37,7 +37,6 @@ _TIMER_UNIT_NS = {"s": 10**9, "sec": 10**9, "ms": 10**6, "msec": 10**6, "us": 10
 
 _ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "\\": b"\\", '"': b'"', "'": b"'", "0": b"\0"}
 
-_INT64_MAX = 2**63 - 1
 
 KEYWORDS = frozenset(
     "var function return if elseif else while for in break repeat until trace trace_end nil true false".split()
@@ -57,7 +56,8 @@ def _parser() -> Lark:
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache: str | bool = str(cache_dir / "grammar.lark.cache")
     except OSError:
-        cache = str(Path(tempfile.gettempdir()) / "ktapjit-grammar.lark.cache")
+        # Never a shared directory: lark unpickles the cache file it finds.
+        cache = False
     return Lark(
         _GRAMMAR.read_text(),
         parser="lalr",
@@ -327,8 +327,8 @@ class _AstBuilder:
         digits = period.rstrip("secmu")
         unit = period[len(digits):]
         period_ns = int(digits) * _TIMER_UNIT_NS[unit]
-        if period_ns <= 0:
-            _fail(self.span(tok), f"timer period must be positive: '{text}'")
+        if not 0 < period_ns <= INT64_MAX:
+            _fail(self.span(tok), f"timer period out of range: '{text}'")
         return ast.Timer(kind, period_ns, text, self.probe_body(body, self.span(tok), text), self.span(tok))
 
     # ----- expressions
@@ -346,15 +346,9 @@ class _AstBuilder:
         return ast.IntLit(self.int_value(tok), self.span(tok))
 
     def int_value(self, tok: Token) -> int:
-        text = str(tok)
-        if text[:2] in ("0x", "0X"):
-            value = int(text, 16)
-            if value > 0xFFFFFFFFFFFFFFFF:
-                _fail(self.span(tok), f"integer literal '{text}' out of range")
-            return value - 2**64 if value > _INT64_MAX else value
-        value = int(text, 10)
-        if value > _INT64_MAX:
-            _fail(self.span(tok), f"integer literal '{text}' out of range")
+        value = parse_int_literal(str(tok))
+        if value is None:
+            _fail(self.span(tok), f"integer literal '{tok}' out of range")
         return value
 
     def expr_str_lit(self, tree: Tree) -> ast.Expr:

@@ -214,9 +214,6 @@ class _Resolver:
     def stmt_Timer(self, stmt: ast.Timer) -> None:
         self.misplaced(stmt, stmt.text)
 
-    def stmt_Block(self, stmt: ast.Block) -> None:
-        self.block(stmt)
-
     def stmt_VarDecl(self, stmt: ast.VarDecl) -> None:
         for value in stmt.values:
             self.expr(value)

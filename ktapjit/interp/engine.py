@@ -1,4 +1,4 @@
-"""The interpreter as an engine (run_api.py): InterpEngine, InterpRun, InterpResult.
+"""The interpreter as an engine (run_api.py): InterpEngine, InterpRun, Result.
 
 A run goes: ``start()`` runs the top level; then, while tracing continues,
 the events layer calls ``run_probe`` and ``run_timer``; ``finish()`` runs
@@ -11,7 +11,7 @@ How a run ends (LANGUAGE.md Builtins and Errors):
   trace_end runs. In trace_end it just ends trace_end. Status 0.
 - A runtime error outside trace_end stops tracing the same way, and
   trace_end still runs. An error in trace_end ends trace_end.
-- Every runtime error is kept, in order, in ``InterpResult.errors``; at most
+- Every runtime error is kept, in order, in ``Result.errors``; at most
   two can happen (one before trace_end, one in it). ``Result.error`` is the
   first, the one that ended tracing. Status 1 when there was any.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ktapjit.diag import RuntimeFault
@@ -34,12 +33,6 @@ from ktapjit.semantics.values import Table
 ARG_GLOBAL = "arg"
 _INTEGER_ARG = re.compile(r"-?[0-9]+")
 
-
-@dataclass
-class InterpResult(Result):
-    """Result, plus every runtime error of the run in order (error is errors[0])."""
-
-    errors: list[RuntimeFault] = field(default_factory=list)
 
 
 class InterpEngine:
@@ -79,7 +72,7 @@ class InterpRun:
         self.exit_called = False
         self.tracing = False  # True between a normal start() and exit()/an error
         self._started = False
-        self._result: Optional[InterpResult] = None
+        self._result: Optional[Result] = None
 
     # -- the run steps
 
@@ -118,7 +111,7 @@ class InterpRun:
         self.tracing = self._run(self.module.timers[index].func)
         return self.tracing
 
-    def finish(self, time_ns: Optional[int] = None) -> InterpResult:
+    def finish(self, time_ns: Optional[int] = None) -> Result:
         """Run trace_end (at stream time ``time_ns`` when given) and report.
         Calling it again returns the same result."""
         if self._result is not None:
@@ -131,7 +124,7 @@ class InterpRun:
         if self.module.trace_end is not None:
             self._run(self.module.trace_end)
         errors = list(self.errors)
-        self._result = InterpResult(
+        self._result = Result(
             status=1 if errors else 0,
             error=errors[0] if errors else None,
             exit_called=self.exit_called,

@@ -125,14 +125,6 @@ def info(op: "Op") -> OpInfo:
     return INFO[op]
 
 
-def is_pure(op: "Op") -> bool:
-    return bool(INFO[op].flags & PURE)
-
-
-def has_flag(op: "Op", flag: int) -> bool:
-    return bool(INFO[op].flags & flag)
-
-
 # Binary operator spellings in the source, mapped to their ops.
 BINARY_OPS = {
     "+": Op.Add, "-": Op.Sub, "*": Op.Mul, "/": Op.Div, "%": Op.Mod,

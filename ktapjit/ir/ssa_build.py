@@ -219,9 +219,6 @@ class _FuncBuilder:
 
     stmt_TraceEnd = stmt_Timer = stmt_Trace
 
-    def stmt_Block(self, stmt: ast.Block) -> None:
-        self.stmts(stmt.stmts)
-
     def stmt_VarDecl(self, stmt: ast.VarDecl) -> None:
         values = [self.expr(v) for v in stmt.values]
         for i, name in enumerate(stmt.names):

@@ -43,7 +43,8 @@ CASES = [
     ("var a\na", 2, 1, "not a statement"),
     ("var a\n(a) = 1", 2, 1, "cannot assign"),
     ("var f\nf() = 1", 2, 1, "cannot assign"),
-    ("tick-0s { }", 1, 1, "period must be positive"),
+    ("tick-0s { }", 1, 1, "timer period out of range"),
+    ("tick-99999999999999999999s { }", 1, 1, "timer period out of range"),
     ("var x = " + "(" * 201 + "1" + ")" * 201, 1, 9 + 200, "nesting deeper than 200"),
     ("var x = -" + "-" * 200 + "1", 1, 9 + 200, "nesting deeper than 200"),
 ]

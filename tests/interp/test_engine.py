@@ -3,10 +3,10 @@
 import pytest
 
 from ktapjit.diag import RuntimeFault
-from ktapjit.interp.engine import InterpEngine, InterpResult, script_arg_value
+from ktapjit.interp.engine import InterpEngine, script_arg_value
 from ktapjit.interp.runtime import InternalError
 from ktapjit.ir.ops import Op
-from ktapjit.run_api import Limits
+from ktapjit.run_api import Limits, Result
 
 from tests.interp.irkit import FakeEvent, FuncBuilder, Session, at, module, run_module
 
@@ -37,7 +37,7 @@ def test_engine_name_and_protocol():
     assert s.run.start() is True
     assert s.chunks == [b"hi\n"]  # flushed when the step ended
     result = s.run.finish()
-    assert isinstance(result, InterpResult)
+    assert isinstance(result, Result)
     assert (result.status, result.error, result.exit_called, result.errors) == (0, None, False, [])
     assert s.run.finish() is result
 
