@@ -13,6 +13,8 @@ surface stays the reference the chunked path is tested against.
 
 from __future__ import annotations
 
+import os
+import platform
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
@@ -33,10 +35,25 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Host:
+    """What num_cpus(), arch() and kernel_v() report: the traced machine, which
+    on a replay is the one the recording was made on."""
+
+    num_cpus: int
+    arch: bytes
+    kernel_release: bytes
+
+    @classmethod
+    def local(cls) -> "Host":
+        return cls(os.cpu_count() or 1, platform.machine().encode(), platform.release().encode())
+
+
+@dataclass(frozen=True)
 class RunConfig:
     limits: Limits
     script_args: tuple[str, ...]  # arg[0] is the script path as given
     start_time_ns: int  # stream time before the first event (LANGUAGE.md: event time)
+    host: Host = field(default_factory=Host.local)
 
 
 @dataclass

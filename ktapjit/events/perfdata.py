@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import socket
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,9 +392,13 @@ def read_perf_data(path: str | os.PathLike) -> PerfData:
     path = str(path)
     try:
         with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            buf: bytes | mmap.mmap = (mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                                      if size else b"")
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                buf: bytes | mmap.mmap = fh.read()  # a pipe or FIFO (perf record -o -)
+            elif info.st_size:
+                buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            else:
+                buf = b""
     except OSError as exc:
         raise PerfDataError(f"cannot open: {exc.strerror}", path=path) from None
     pd = PerfData(path, buf)

@@ -23,6 +23,7 @@ import re
 from typing import Callable, Optional
 
 from ktapjit.diag import RuntimeFault
+from ktapjit.frontend.resolve import ARG_GLOBAL
 from ktapjit.interp.frames import EXITED, Machine
 from ktapjit.interp.runtime import InternalError, Runtime
 from ktapjit.ir.func import Func, Module
@@ -30,7 +31,6 @@ from ktapjit.run_api import Result, RunConfig
 from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN
 from ktapjit.semantics.values import Table
 
-ARG_GLOBAL = "arg"
 _INTEGER_ARG = re.compile(r"-?[0-9]+")
 
 
@@ -66,7 +66,7 @@ class InterpRun:
         self.module = module
         self.config = config
         self.strict = strict
-        self.rt = Runtime(config.limits, len(module.global_names), config.start_time_ns, out)
+        self.rt = Runtime(config.limits, len(module.global_names), config.start_time_ns, out, config.host)
         self.machine = Machine(self.rt)
         self.errors: list[RuntimeFault] = []
         self.exit_called = False

@@ -22,8 +22,6 @@ All value semantics come from ktapjit.semantics; nothing is reimplemented.
 
 from __future__ import annotations
 
-import os
-import platform
 from typing import Callable
 
 from ktapjit.diag import RuntimeFault
@@ -377,19 +375,19 @@ def _print_hist(v, a, rt):
 
 @handles(Op.NumCpus)
 def _num_cpus(v, a, rt):
-    n = os.cpu_count() or 1
+    n = rt.host.num_cpus
     return lambda r: n
 
 
 @handles(Op.Arch)
 def _arch(v, a, rt):
-    text = platform.machine().encode()
+    text = rt.host.arch
     return lambda r: text
 
 
 @handles(Op.KernelV)
 def _kernel_v(v, a, rt):
-    text = platform.release().encode()
+    text = rt.host.kernel_release
     return lambda r: text
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Protocol
 
 from ktapjit.diag import RuntimeFault, Span
+from ktapjit.run_api import Host
 from ktapjit.semantics.values import Identities
 
 # Output is handed on at the end of each run step at the latest, and earlier
@@ -49,10 +50,11 @@ class InternalError(RuntimeFault):
 class Runtime:
     """Per-run state: globals, identities, output, time and the current event."""
 
-    __slots__ = ("limits", "globals", "identities", "buf", "_out", "now_ns", "event")
+    __slots__ = ("limits", "host", "globals", "identities", "buf", "_out", "now_ns", "event")
 
-    def __init__(self, limits, nglobals: int, start_time_ns: int, out: Callable[[bytes], None]):
+    def __init__(self, limits, nglobals: int, start_time_ns: int, out: Callable[[bytes], None], host=None):
         self.limits = limits
+        self.host = host or Host.local()  # num_cpus(), arch(), kernel_v()
         self.globals: list = [None] * nglobals
         self.identities = Identities()
         self.buf: list[bytes] = []

@@ -465,7 +465,7 @@ def test_symbol_at(programs):
     assert elf.symbol_at(add.value) == (add, 0)
     assert elf.symbol_at(add.value + add.size - 1) == (add, add.size - 1)
     hit = elf.symbol_at(add.value + add.size)
-    assert hit is None or hit[0].name != "add"
+    assert (hit[0].name if hit else None) != "add"  # padding (None) or the next function
 
 
 def test_programs_run(programs):
