@@ -12,18 +12,20 @@ import io
 import os
 import shutil
 import sys
-import time
 from typing import BinaryIO, Optional, Sequence
 
 from ktapjit import __version__
 from ktapjit.diag import CompileError
 from ktapjit.run_api import Limits, RunConfig
 
+INT64_MAX = 2**63 - 1  # limits are 64-bit counters in native code
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
 
 ENGINES = ("interp", "jit", "compare")
 
@@ -70,6 +72,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid number '{text}'") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {INT64_MAX}, got {value}")
     return value
 
 
@@ -166,6 +170,12 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
     except KeyboardInterrupt:  # before the script ran (compiling, binding)
         _say(err, "ktapjit: interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `ktapjit run ... | head`: the reader left; so do we, quietly
+        _silence(out)
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        _say(err, f"ktapjit: cannot write output: {exc.strerror or exc}")
+        return EXIT_RUNTIME
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("KTAPJIT_DEBUG"):
             raise
@@ -174,6 +184,14 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
     finally:
         _flush(out)
         _flush(err)
+
+
+def _silence(stream) -> None:
+    """After EPIPE, further writes (the final flush) would fail again."""
+    try:
+        stream.write = lambda data: len(data)
+    except (AttributeError, TypeError):
+        pass
 
 
 def _flush(stream) -> None:
@@ -264,7 +282,10 @@ def _cmd_record(ns, err: BinaryIO) -> int:
     module = _compile("-e", source, Limits())
     session = _bound_session(lambda: live_session(module, _live_options(ns, ns.output, err)), source)
     driver = RecordingDriver(session.start_ns)
-    _guard_events(lambda: session.drive(driver))
+    try:
+        _guard_events(lambda: session.drive(driver))
+    finally:
+        _close_session(session, err)
     if driver.lost:
         _say(err, f"{driver.lost} events lost")
     if not ns.quiet:
@@ -318,14 +339,23 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     _check_mode_options(ns)
     module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
     session = _open_session(ns, module, source, err)
-    start_ns = session.start_ns if session is not None else monotonic_ns()
-    config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns)
-    sink = _open_output(ns, out)
     try:
-        return _execute(module, config, session, sink, err)
+        start_ns = session.start_ns if session is not None else monotonic_ns()
+        config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns)
+        sink = _open_output(ns, out)
+        try:
+            return _execute(module, config, session, sink, err)
+        finally:
+            if sink is not out:
+                sink.close()
     finally:
-        if sink is not out:
-            sink.close()
+        _close_session(session, err)
+
+
+def _close_session(session, err: BinaryIO) -> None:
+    """Remove the session's dynamic events (uprobes...), whatever the exit path."""
+    for problem in (session.close() if session is not None else []):
+        _say(err, f"ktapjit: {problem}")
 
 
 def _split_command(args: list[str]) -> tuple[list[str], list[str]]:
@@ -342,11 +372,20 @@ def _check_mode_options(ns) -> None:
         for flag, given in (("--record", ns.record), ("-p", ns.pid), ("-- CMD", ns.command_argv)):
             if given:
                 raise UsageError(f"{flag} traces live and cannot be combined with --replay")
+    if ns.replay is not None and ns.output is not None and _same_file(ns.replay, ns.output):
+        raise UsageError(f"-o {ns.output} would overwrite the recording being replayed")
     if ns.record is not None:
         folder = os.path.dirname(os.path.abspath(ns.record))
         if not os.access(folder, os.W_OK):
             raise UsageError(f"cannot write recording '{ns.record}': {folder} is not a writable directory")
     _check_target(ns)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _check_target(ns) -> None:
@@ -398,8 +437,12 @@ def _execute(module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO) 
         pass  # Ctrl-C during the top level: like at any other time, trace_end runs
     if outcome is not None and outcome.lost:
         _say(err, f"{outcome.lost} events lost")
+    # An error is reported when it happens: before trace_end runs (LANGUAGE.md).
+    reported = len(run.errors)
+    for fault in run.errors:
+        _say(err, fault.render())
     result = run.finish(outcome.end_ns if outcome else None)
-    for fault in getattr(result, "errors", None) or ([result.error] if result.error else []):
+    for fault in result.errors[reported:]:
         _say(err, fault.render())
     if outcome is not None and outcome.stream_error is not None:
         _say(err, f"ktapjit: {outcome.stream_error}")

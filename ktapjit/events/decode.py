@@ -32,6 +32,13 @@ from ktapjit.events import perf_abi as abi
 from ktapjit.events.tracefs import EventsError
 
 
+def has_time(time: int | None) -> bool:
+    """Whether a record's time is a real timestamp. perf stamps the records it
+    synthesizes at start with 0, and ~0 means "no time"; anything past int64
+    cannot be a stream time either."""
+    return time is not None and 0 < time <= 0x7FFFFFFFFFFFFFFF
+
+
 class DecodeError(EventsError):
     """Corrupt or truncated record stream. ``offset`` is the byte offset (in the
     buffer given to the decoder, plus its base) of the record at fault."""

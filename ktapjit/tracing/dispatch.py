@@ -15,10 +15,14 @@ from __future__ import annotations
 import heapq
 from typing import Iterable
 
-from ktapjit.events.decode import Comm, Fork, Lost, LostSamples, Sample
+from ktapjit.events.decode import Comm, DecodeError, Fork, Lost, LostSamples, Sample, has_time
 from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import StreamPlan
 from ktapjit.tracing.sample_event import SampleEvent
+
+
+# A timer fires at most this many times to catch up with one record's time.
+MAX_TIMER_CATCH_UP = 10_000_000
 
 
 class StreamDriver:
@@ -41,8 +45,8 @@ class StreamDriver:
             if not self.active:
                 return False
             time = getattr(record, "time", None)
-            if time:  # synthesized records carry time 0: they do not move the clock
-                self.advance(time)
+            if has_time(time):  # synthesized records carry time 0: they do not move the clock
+                self.advance(time, record)
                 if not self.active:
                     return False
             if isinstance(record, Sample):
@@ -56,9 +60,13 @@ class StreamDriver:
                 self.lost += record.lost
         return self.active
 
-    def advance(self, time: int) -> None:
+    def advance(self, time: int, record=None) -> None:
         """Move stream time to `time`, firing every timer due at or before it."""
         timers = self.timers
+        if timers and time - timers[0][0] > MAX_TIMER_CATCH_UP * timers[0][2]:
+            # Only a corrupt timestamp jumps this far; firing every tick would hang.
+            raise DecodeError(f"timestamp {time} jumps {time - self.last_time} ns ahead of the stream",
+                              getattr(record, "offset", 0))
         while self.active and timers and timers[0][0] <= time:
             due, index, period = heapq.heappop(timers)
             heapq.heappush(timers, (due + period, index, period))

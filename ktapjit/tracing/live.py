@@ -22,11 +22,13 @@ from typing import Callable, Optional
 
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.decode import iter_records
+from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
 from ktapjit.events.merge import StreamMerger
 from ktapjit.events.perf_ring import PerfSession, synthesize_comms, tracepoint
 from ktapjit.events.perfdata import PerfDataWriter, TracingData
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.tracefs import EventsError, list_events, read_format
+from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers
 
@@ -35,16 +37,31 @@ _FINISHED_ROUND = struct.pack("<IHH", abi.PERF_RECORD_FINISHED_ROUND, 0, 8)
 
 
 class LiveUniverse(EventUniverse):
-    def __init__(self):
+    """This kernel's tracepoints; uprobes, USDT markers and kprobes are created
+    through `probes` (a DynamicProbes the session owns and later closes)."""
+
+    def __init__(self, probes=None):
         self._events: Optional[list[tuple[str, str]]] = None
+        self.probes = probes
 
     def tracepoints(self) -> list[tuple[str, str]]:
         if self._events is None:
-            self._events = list_events()
+            # Groups of dynamic events (ours, or another ktapjit run's) are
+            # not tracepoints: `*:*` must not pick them up.
+            self._events = [(s, e) for s, e in list_events() if not s.startswith(GROUP_PREFIX)]
         return self._events
 
     def format(self, system: str, event: str) -> EventFormat:
         return read_format(system, event)
+
+    def dynamic(self, spec) -> list[tuple[str, str]]:
+        if isinstance(spec, KprobeSpec):
+            available = kprobes_available()
+            if not available:
+                raise DynamicProbeError(available.reason)
+        if self.probes is None:
+            raise DynamicProbeError(f"'{spec.text}': no DynamicProbes to create it with")
+        return [event.pair for event in self.probes.add_spec(spec)]
 
 
 @dataclass
@@ -63,14 +80,60 @@ class LiveOutcome:
     command_status: Optional[int] = None
 
 
-def bind_live(module: Module) -> list[BoundEvent]:
-    """Bind before anything runs, so a bad event stops the script before its top level."""
+def bind_live(module: Module, probes=None) -> list[BoundEvent]:
+    """Bind before anything runs, so a bad event stops the script before its top level.
+    Dynamic events are created through `probes` (a DynamicProbes)."""
     check_timers(module)
-    return bind_tracepoints(module, LiveUniverse())
+    return bind_tracepoints(module, LiveUniverse(probes))
 
 
 def monotonic_start() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class SignalGuard:
+    """SIGINT/SIGTERM handling for a session that owns dynamic events, from
+    before the first one is created until the last one is removed, so that no
+    signal can end ktapjit between the two (SIGTERM's default action would).
+
+    Inside `deferred()` (creating or removing events) a signal is only noted;
+    elsewhere it raises KeyboardInterrupt, as Ctrl-C does by default, so the
+    top-level statements stay interruptible and every cleanup path runs.
+    While the trace runs, _StopFlag's handlers take over (and put these back).
+    """
+
+    def __init__(self):
+        self.pending: Optional[int] = None
+        self._depth = 0
+        self._saved: dict[int, object] = {}
+
+    def install(self) -> "SignalGuard":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self._depth:
+            self.pending = signum
+        else:
+            raise KeyboardInterrupt
+
+    def deferred(self):
+        guard = self
+
+        class _Deferred:
+            def __enter__(self):
+                guard._depth += 1
+
+            def __exit__(self, *exc):
+                guard._depth -= 1
+
+        return _Deferred()
+
+    def restore(self) -> None:
+        saved, self._saved = self._saved, {}
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 class _StopFlag:
@@ -201,38 +264,41 @@ def _trailer_time_offset(sample_type: int) -> int:
 def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions, start_ns: int) -> LiveOutcome:
     """Trace until Ctrl-C/SIGTERM, exit(), an error, or the end of CMD."""
     events, groups = _perf_events(bound)
-    child = _Child(options.command) if options.command else None
-    pid = child.pid if child else options.pid
-    writer = None
-    try:
-        # CLOCK_MONOTONIC timestamps are comparable with the start time.
-        # The stop handlers go in before the status line: that line invites
-        # Ctrl-C, which must end the trace (and run trace_end) from then on.
-        with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
-                         clockid=time.CLOCK_MONOTONIC) as session, _StopFlag() as stop:
-            for (_attr, ids, _name), members in zip(session.attrs(), groups):
-                for b in members:  # the task tracker, last, binds to no probe
-                    plan.attach(ids, b)
-            attrs = session.attr_table()
-            head = _comm_records(session, start_ns, [pid] if pid != -1 else None)
-            if options.record_path:
-                writer = _open_recording(options.record_path, session, bound)
-                writer.write_records(head)
-            driver.feed(iter_records(head, attrs))
-            # Enabled before the status line: a user (or a test) starts the
-            # workload on seeing it, and its first events must be traced.
-            session.enable()
-            options.status(f"Tracing {len(events)} events... Hit Ctrl-C to end.")
-            if child:
-                child.release()
-            _loop(session, driver, attrs, writer, child, stop)
-            lost = session.lost()
-        return LiveOutcome(driver.last_time, lost, child.status if child else None)
-    finally:
-        if writer is not None:
-            writer.close()
-        if child is not None:
-            child.stop()
+    # The stop handlers go in first and come out last: from here on a signal
+    # ends the trace (and trace_end runs) but never cuts short the closing of
+    # the perf events, the recording or the command, which the removal of
+    # dynamic events after this function depends on (EBUSY while perf is open).
+    with _StopFlag() as stop:
+        child = _Child(options.command) if options.command else None
+        pid = child.pid if child else options.pid
+        writer = None
+        try:
+            # CLOCK_MONOTONIC timestamps are comparable with the start time.
+            with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
+                             clockid=time.CLOCK_MONOTONIC) as session:
+                for (_attr, ids, _name), members in zip(session.attrs(), groups):
+                    for b in members:  # the task tracker, last, binds to no probe
+                        plan.attach(ids, b)
+                attrs = session.attr_table()
+                head = _comm_records(session, start_ns, [pid] if pid != -1 else None)
+                if options.record_path:
+                    writer = _open_recording(options.record_path, session, bound)
+                    writer.write_records(head)
+                driver.feed(iter_records(head, attrs))
+                # Enabled before the status line: a user (or a test) starts the
+                # workload on seeing it, and its first events must be traced.
+                session.enable()
+                options.status(f"Tracing {len(events)} events... Hit Ctrl-C to end.")
+                if child:
+                    child.release()
+                _loop(session, driver, attrs, writer, child, stop)
+                lost = session.lost()
+            return LiveOutcome(driver.last_time, lost, child.status if child else None)
+        finally:
+            if writer is not None:
+                writer.close()
+            if child is not None:
+                child.stop()
 
 
 def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:

@@ -9,6 +9,11 @@ so both dispatch identically.
 Binding problems (an unknown event, a filter naming a field the event lacks,
 a probe kind this machine cannot attach) are reported like compile errors,
 at the EVENTDEF or the filter, with status 2.
+
+Uprobes, USDT markers and kprobes are *dynamic* events: the universe makes
+them (live, through DynamicProbes) or finds the ones a live run made (in a
+recording, by the event names that run gave them); once they exist they
+bind like tracepoints.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Callable, Iterable, Optional
 from ktapjit.diag import CompileError, Diagnostic, Span
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.tracefs import close_matches_hint, select_tracepoints
+from ktapjit.events.tracefs import EventsError, close_matches_hint, select_tracepoints
 from ktapjit.frontend.eventdef import (
     FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )
@@ -38,6 +43,7 @@ class BoundEvent:
     filter_text: Optional[str]  # canonical kernel text, for PERF_EVENT_IOC_SET_FILTER
     matches: Optional[Callable]  # (raw, cpu, comm) -> bool, None when unfiltered
     render: Callable[[dict], bytes]  # argstr
+    arg_names: tuple[str, ...] = ()  # the fields arg0, arg1, ... read, in order
 
     @property
     def probename(self) -> bytes:
@@ -56,6 +62,9 @@ class StreamPlan:
             self.by_id.setdefault(sid, []).append(event)
 
 
+DynamicSpec = (UprobeSpec, SdtSpec, KprobeSpec)
+
+
 class EventUniverse:
     """The tracepoints a plan may bind to: a recording's, or the live kernel's."""
 
@@ -64,6 +73,12 @@ class EventUniverse:
 
     def format(self, system: str, event: str) -> EventFormat:
         raise NotImplementedError
+
+    def dynamic(self, spec) -> list[tuple[str, str]]:
+        """The (system, event) pairs of a UprobeSpec, SdtSpec or KprobeSpec:
+        created live, found in a recording. Raises EventsError (one line,
+        reported at the EVENTDEF) when it cannot."""
+        raise EventsError(f"'{spec.text}': dynamic probes are not available here")
 
 
 def _fail(span: Span, message: str) -> None:
@@ -88,15 +103,37 @@ def resolve_tracepoints(spec: TracepointSpec, universe: EventUniverse, span: Spa
 
 def unsupported(spec, span: Span) -> None:
     """Probe kinds that arrive with a later issue, or that this kernel lacks."""
-    if isinstance(spec, UprobeSpec):
-        _fail(span, f"uprobes ('{spec.text}') are not supported yet")
-    if isinstance(spec, KprobeSpec):
-        _fail(span, f"kprobes ('{spec.text}') are not supported yet")
-    if isinstance(spec, SdtSpec):
-        _fail(span, f"USDT probes ('{spec.text}') are not supported yet")
     if isinstance(spec, FtraceSpec):
         _fail(span, "ftrace:function is not available: the function tracer is refused on this kernel "
                     "(lockdown) and not supported yet")
+    _fail(span, f"'{spec.text}' is not supported")
+
+
+def dynamic_key(spec) -> tuple:
+    """What makes two dynamic specs the same events: probes naming the same
+    target with the same fetch args share them (one kernel event, one perf
+    event, as probes sharing a tracepoint do), live and on replay alike."""
+    if isinstance(spec, UprobeSpec):
+        return ("uprobe", spec.path, spec.symbol, spec.is_return, spec.fetchargs)
+    if isinstance(spec, SdtSpec):
+        return ("sdt", spec.path, spec.provider, spec.name)
+    return ("kprobe", spec.function, spec.is_return, spec.fetchargs)
+
+
+def has_dynamic_probes(module: Module) -> bool:
+    return any(isinstance(spec, DynamicSpec) for probe in module.probes for spec in probe_specs(probe))
+
+
+def arg_field_names(fmt: EventFormat) -> tuple[str, ...]:
+    """The fields arg0, arg1, ... read: the non-common ones in format order,
+    except a return probe's return address. A uretprobe (or kretprobe) has
+    `__probe_func, __probe_ret_ip, FETCHARGS`: arg0 is the function, as arg0
+    is the probe address of an entry probe, and the fetch args follow from
+    arg1 in both (`args.__probe_ret_ip` still reads the return address)."""
+    names = tuple(f.name for f in fmt.args())
+    if names[:2] == ("__probe_func", "__probe_ret_ip"):
+        return names[:1] + names[2:]
+    return names
 
 
 def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFormat, filter_node) -> BoundEvent:
@@ -110,19 +147,31 @@ def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFo
             _fail(probe.filter_span.shifted(offset), f"filter on {system}:{event}: {message}")
         matches = compile_filter(filter_node, fmt)
         filter_text = filter_to_kernel_text(filter_node)
-    return BoundEvent(index, system, event, fmt, filter_text, matches, compile_print_fmt(fmt))
+    return BoundEvent(index, system, event, fmt, filter_text, matches, compile_print_fmt(fmt),
+                      arg_field_names(fmt))
 
 
 def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -> list[BoundEvent]:
     """Every (probe, tracepoint) pair of the module, in probe then event order."""
     bound = []
+    dynamic: dict[tuple, list[tuple[str, str]]] = {}
     for index, probe in enumerate(module.probes):
         filter_node = parse_probe_filter(probe)
         for spec in probe_specs(probe):
             span = probe.eventdef_span.shifted(spec.offset)
-            if not isinstance(spec, TracepointSpec):
+            if isinstance(spec, TracepointSpec):
+                pairs = resolve_tracepoints(spec, universe, span, where)
+            elif isinstance(spec, DynamicSpec):
+                key = dynamic_key(spec)
+                if key not in dynamic:
+                    try:
+                        dynamic[key] = universe.dynamic(spec)
+                    except EventsError as exc:
+                        _fail(span, str(exc))
+                pairs = dynamic[key]
+            else:
                 unsupported(spec, span)
-            for system, event in resolve_tracepoints(spec, universe, span, where):
+            for system, event in pairs:
                 bound.append(bind_event(module, index, system, event, universe.format(system, event), filter_node))
     return bound
 

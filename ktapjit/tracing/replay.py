@@ -7,19 +7,28 @@ recorded with, not against this machine's tracefs.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
+import os
+from typing import Optional
 
 from ktapjit.events import perf_abi as abi
+from ktapjit.events.dynamic_probes import GROUP_PREFIX, RETURN_SUFFIX, event_name
+from ktapjit.events.elf import is_hex_offset, open_elf
 from ktapjit.events.merge import order_perf_rounds
 from ktapjit.events.perfdata import PerfData, read_perf_data
 from ktapjit.events.schema import EventFormat
+from ktapjit.events.tracefs import EventsError, close_matches_hint
+from ktapjit.frontend.eventdef import KprobeSpec, SdtSpec, UprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import EventUniverse, StreamPlan, bind_tracepoints, check_timers
 
 
 class RecordingUniverse(EventUniverse):
-    def __init__(self, data: PerfData):
+    def __init__(self, data: PerfData, path: str = ""):
         self.data = data
+        self.path = path
+        self._dynamic: Optional[RecordedDynamicEvents] = None
         self.schemas = data.schemas()
         self.ids: dict[tuple[str, str], list] = {}
         for ev in data.attrs:
@@ -32,6 +41,123 @@ class RecordingUniverse(EventUniverse):
 
     def format(self, system: str, event: str) -> EventFormat:
         return self.schemas[(system, event)]
+
+    def dynamic(self, spec) -> list[tuple[str, str]]:
+        """The events a live run made for `spec`, found by the names it gave them."""
+        if self._dynamic is None:
+            self._dynamic = RecordedDynamicEvents(self.tracepoints(), self.path)
+        return self._dynamic.find(spec)
+
+
+class RecordedDynamicEvents:
+    """Binding uprobes, USDT markers and kprobes to a recording.
+
+    A live run creates them in its group `ktapjit_<pid>` (dynamic_probes),
+    and a recording stores their formats under that group. Replay finds them
+    by the event name the live run gave: the symbol (`add`, `add__return`),
+    `FILE_0xOFFSET` for a hex offset, the marker name for USDT, the function
+    for a kprobe, made unique with `_1`, `_2`... in binding order, exactly as
+    DynamicProbes does (probes with the same target and fetch args share
+    events, see plan.dynamic_key). The names of a glob, or of a target with
+    several addresses (USDT sites, same-named static functions), come from
+    the binary when it can be read here; otherwise a glob matches the
+    recorded names and a plain name gives its first event.
+    """
+
+    def __init__(self, pairs: list[tuple[str, str]], path: str):
+        self.path = path
+        self.systems: dict[str, list[str]] = {}  # event name -> ktapjit_* systems holding it
+        for system, event in pairs:
+            if system.startswith(GROUP_PREFIX):
+                self.systems.setdefault(event, []).append(system)
+        self.taken: set[str] = set()
+
+    def find(self, spec) -> list[tuple[str, str]]:
+        names = self._exact_names(spec)
+        if names is None:
+            names = self._matching_names(spec)
+        self.taken.update(names)
+        return [(system, name) for name in names for system in self.systems[name]]
+
+    def _unique(self, base: str, reserved: set) -> str:
+        name, n = base, 0
+        while name in self.taken or name in reserved:
+            n += 1
+            name = f"{base}_{n}"
+        return name
+
+    def _exact_names(self, spec) -> Optional[list[str]]:
+        """The names a live run gave, when the binary can be read here and
+        they are all in the recording; else None."""
+        bases = _live_bases(spec)
+        if not bases:
+            return None
+        names: list[str] = []
+        for base in bases:
+            names.append(self._unique(base, set(names)))
+        return names if all(n in self.systems for n in names) else None
+
+    def _matching_names(self, spec) -> list[str]:
+        free = sorted(n for n in self.systems if n not in self.taken)
+        if isinstance(spec, (UprobeSpec, SdtSpec)) and _is_glob(_pattern(spec)):
+            pattern, is_return = _pattern(spec), isinstance(spec, UprobeSpec) and spec.is_return
+            found = [n for n in free if n.endswith(RETURN_SUFFIX) == is_return
+                     and fnmatch.fnmatchcase(n[:-len(RETURN_SUFFIX)] if is_return else n, pattern)]
+            if found:
+                return found
+            base = pattern
+        else:
+            base = _base_name(spec)
+            name = self._unique(base, set())
+            if name in self.systems:
+                return [name]
+        raise EventsError(self._missing(spec, base))
+
+    def _missing(self, spec, base: str) -> str:
+        kind = {UprobeSpec: "uprobe", SdtSpec: "USDT", KprobeSpec: "kprobe"}[type(spec)]
+        head = f"no {kind} event '{base}' for '{spec.text}' in recording '{self.path}'"
+        if not self.systems:
+            return f"{head}: it holds no dynamic events (record them with ktapjit run --record or ktapjit record)"
+        known = [(self.systems[n][0], n) for n in sorted(self.systems)]
+        hint = close_matches_hint(f"{known[0][0]}:{base}", known)
+        if not hint:
+            shown = ", ".join(f"{s}:{n}" for s, n in known[:5]) + (", ..." if len(known) > 5 else "")
+            hint = f"; it has {shown}"
+        return head + hint
+
+
+def _pattern(spec) -> str:
+    return spec.symbol if isinstance(spec, UprobeSpec) else spec.name
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _base_name(spec) -> str:
+    """The name DynamicProbes gives a plain (non-glob) target."""
+    if isinstance(spec, UprobeSpec):
+        if is_hex_offset(spec.symbol):
+            return event_name(f"{os.path.basename(spec.path)}_{int(spec.symbol, 16):#x}", spec.is_return)
+        return event_name(spec.symbol.split("@", 1)[0], spec.is_return)
+    if isinstance(spec, SdtSpec):
+        return event_name(spec.name)
+    return event_name(spec.function.split(":")[-1], spec.is_return)
+
+
+def _live_bases(spec) -> Optional[list[str]]:
+    """One base name per event DynamicProbes.add_spec makes for `spec`, read
+    from the binary as it does; None when that cannot be done here."""
+    if isinstance(spec, KprobeSpec):
+        return [_base_name(spec)]
+    try:
+        elf = open_elf(spec.path)
+        if isinstance(spec, UprobeSpec):
+            return [event_name(t.symbol.name if t.symbol else f"{os.path.basename(spec.path)}_{t.offset:#x}",
+                               spec.is_return) for t in elf.resolve(spec.symbol)]
+        return [event_name(note.name) for note in elf.find_sdt(spec.provider, spec.name)]
+    except EventsError:
+        return None
 
 
 def _sample_ids(ev) -> list:
@@ -73,7 +199,7 @@ def open_replay(path: str, module: Module) -> Replay:
     """Read the file's headers, bind the probes, and find the stream's start."""
     check_timers(module)
     data = read_perf_data(path)
-    universe = RecordingUniverse(data)
+    universe = RecordingUniverse(data, path)
     plan = StreamPlan()
     for bound in bind_tracepoints(module, universe, where=f" in recording '{path}'"):
         plan.bound.append(bound)

@@ -47,10 +47,10 @@ class SampleEvent:
         if name == "argstr":
             return self.bound.render(self.sample.raw or b"")
         index = _ARG_NAMES[name]
-        args = self.bound.fmt.args()
+        args = self.bound.arg_names  # a return probe's __probe_ret_ip is skipped (plan.arg_field_names)
         if index >= len(args):
             return None
-        return self._script_value(self.fields().get(args[index].name))
+        return self._script_value(self.fields().get(args[index]))
 
     def field(self, name: str) -> object:
         return self._script_value(self.fields().get(name))

@@ -5,6 +5,14 @@ bad event stops the script before its top level runs) and fix the stream's
 start time; `Session.drive` then feeds the events to a driver, and
 `drive_run` does that for an engine run, turning a stream that breaks
 midway into an outcome rather than an exception, so trace_end still runs.
+
+A live session whose script has uprobes, USDT markers or kprobes owns the
+dynamic events it created: one DynamicProbes (made after stale groups of
+dead runs are swept) lives from binding through the whole perf session, and
+`Session.close()` removes them on whatever path the run ends by (the caller
+calls it in a `finally`; `drive` already closes them once perf is done, so
+the events do not outlive the trace while trace_end runs). SIGINT/SIGTERM
+are handled from before the first event is created (live.SignalGuard).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from typing import Callable, Optional
 from ktapjit.events.tracefs import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.tracing.dispatch import StreamDriver
-from ktapjit.tracing.plan import StreamPlan
+from ktapjit.tracing.plan import StreamPlan, has_dynamic_probes
 
 
 @dataclass
@@ -25,6 +33,13 @@ class Session:
     plan: StreamPlan  # sample id -> bound probes (filled in once live events are open)
     drive: Callable  # (driver) -> end time in ns; live also records the command's status
     command_status: Optional[int] = None
+    cleanup: Optional[Callable[[], list]] = None  # removes dynamic events; returns problems
+
+    def close(self) -> list[str]:
+        """Remove what the session created (dynamic events) and put the signal
+        handlers back; idempotent. Returns problems (one line each), if any."""
+        cleanup, self.cleanup = self.cleanup, None
+        return cleanup() if cleanup is not None else []
 
 
 @dataclass
@@ -53,17 +68,70 @@ def replay_session(path: str, module: Module) -> Session:
 def live_session(module: Module, options) -> Session:
     from ktapjit.tracing.live import bind_live, run_live
 
-    bound = bind_live(module)
+    owner = _DynamicOwner.open() if has_dynamic_probes(module) else None
+    try:
+        if owner is None:
+            bound = bind_live(module)
+        else:
+            with owner.guard.deferred():
+                bound = bind_live(module, owner.probes)
+            if owner.guard.pending is not None:
+                raise KeyboardInterrupt  # a signal came while binding: stop as Ctrl-C does
+    except BaseException:
+        if owner is not None:
+            owner.close()  # a binding error, a signal: nothing may stay behind
+        raise
     session = Session(monotonic_ns(), StreamPlan(bound=list(bound)), None)
 
     def drive(driver) -> int:
-        outcome = run_live(driver, bound, session.plan, options, session.start_ns)
+        try:
+            outcome = run_live(driver, bound, session.plan, options, session.start_ns)
+        finally:
+            if owner is not None:
+                owner.remove_events()  # perf is closed by now: nothing holds them
         session.command_status = outcome.command_status
         driver.lost = max(driver.lost, outcome.lost)
         return outcome.end_ns
 
     session.drive = drive
+    if owner is not None:
+        session.cleanup = owner.close
     return session
+
+
+class _DynamicOwner:
+    """The dynamic events of one live session and the signal guard around them."""
+
+    def __init__(self, guard, probes):
+        self.guard = guard
+        self.probes = probes
+        self.problems: list[str] = []
+
+    @classmethod
+    def open(cls) -> "_DynamicOwner":
+        from ktapjit.events.dynamic_probes import DynamicProbes
+        from ktapjit.tracing.live import SignalGuard
+
+        guard = SignalGuard().install()  # before anything exists that must be removed
+        try:
+            with guard.deferred():
+                probes = DynamicProbes()  # sweeps the groups of dead runs first
+        except BaseException:
+            guard.restore()
+            raise
+        return cls(guard, probes)
+
+    def remove_events(self) -> None:
+        with self.guard.deferred():
+            self.problems += self.probes.close()  # idempotent
+
+    def close(self) -> list[str]:
+        try:
+            self.remove_events()
+        finally:
+            self.guard.restore()
+        problems, self.problems = self.problems, []
+        return problems
 
 
 def drive_run(session: Session, run, module: Module, max_table: int) -> Outcome:

@@ -123,7 +123,12 @@ def test_runtime_error_in_probe_reports_location_and_runs_trace_end():
     ("trace sched:sched_swich { }", "-e:1:7: error: unknown event 'sched:sched_swich' in recording"),
     ("trace sched:sched_switch /no_such_field == 1/ { }", "-e:1:27: error: filter on sched:sched_switch"),
     ("trace sched:sched_switch /prev_pid === 1/ { }", "-e:1:38: error: filter:"),
-    ("trace probe:/bin/true:main { }", "-e:1:7: error: uprobes"),
+    ("trace probe:/bin/true:main { }",
+     "-e:1:7: error: no uprobe event 'main' for 'probe:/bin/true:main' in recording"),
+    ("trace sched:sched_switch, sdt:/bin/true:p:mark { }",
+     "-e:1:27: error: no USDT event 'mark' for 'sdt:/bin/true:p:mark' in recording"),
+    ("trace probe:do_sys_open%return { }",
+     "-e:1:7: error: no kprobe event 'do_sys_open__return' for 'probe:do_sys_open%return' in recording"),
     ("trace ftrace:function { }", "-e:1:7: error: ftrace:function is not available"),
 ])
 def test_binding_errors_point_into_the_eventdef_or_filter(script, message):
