@@ -16,7 +16,7 @@ from typing import BinaryIO, Optional, Sequence
 
 from ktapjit import __version__
 from ktapjit.diag import CompileError
-from ktapjit.run_api import Limits, RunConfig
+from ktapjit.run_api import Host, Limits, RunConfig
 
 INT64_MAX = 2**63 - 1  # limits are 64-bit counters in native code
 
@@ -278,7 +278,10 @@ def _cmd_record(ns, err: BinaryIO) -> int:
     from ktapjit.tracing.session import live_session
 
     _check_target(ns)
-    source = recording_script(ns.events)
+    try:
+        source = recording_script(ns.events)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     module = _compile("-e", source, Limits())
     session = _bound_session(lambda: live_session(module, _live_options(ns, ns.output, err)), source)
     driver = RecordingDriver(session.start_ns)
@@ -341,7 +344,8 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     session = _open_session(ns, module, source, err)
     try:
         start_ns = session.start_ns if session is not None else monotonic_ns()
-        config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns)
+        host = session.host if session is not None else Host.local()
+        config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns, host=host)
         sink = _open_output(ns, out)
         try:
             return _execute(module, config, session, sink, err)
@@ -424,6 +428,14 @@ def _open_output(ns, out: BinaryIO) -> BinaryIO:
         raise UsageError(f"cannot write output file '{ns.output}': {exc.strerror or exc}") from None
 
 
+def _report(faults, sink: BinaryIO, err: BinaryIO) -> None:
+    """Runtime errors, in order with the output before them (so 2>&1 reads right)."""
+    if faults:
+        sink.flush()
+    for fault in faults:
+        _say(err, fault.render())
+
+
 def _execute(module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO) -> int:
     from ktapjit.interp.engine import InterpEngine
     from ktapjit.tracing.session import drive_run
@@ -439,11 +451,9 @@ def _execute(module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO) 
         _say(err, f"{outcome.lost} events lost")
     # An error is reported when it happens: before trace_end runs (LANGUAGE.md).
     reported = len(run.errors)
-    for fault in run.errors:
-        _say(err, fault.render())
+    _report(run.errors, sink, err)
     result = run.finish(outcome.end_ns if outcome else None)
-    for fault in result.errors[reported:]:
-        _say(err, fault.render())
+    _report(result.errors[reported:], sink, err)
     if outcome is not None and outcome.stream_error is not None:
         _say(err, f"ktapjit: {outcome.stream_error}")
         return EXIT_RUNTIME

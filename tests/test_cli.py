@@ -104,3 +104,25 @@ def test_record_unknown_event_writes_nothing(tmp_path):
     data = tmp_path / "rec.data"
     status, _, err = cli("record", "-e", "sched:nope", "-o", str(data), "--", "/bin/true")
     assert status == 2 and "unknown event 'sched:nope'" in err and not data.exists()
+
+
+def run_shell(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+
+
+KTAPJIT = f"{sys.executable} -m ktapjit"
+
+
+def test_closed_pipe_ends_quietly():
+    proc = run_shell(f"{KTAPJIT} run -e 'for (i = 1, 100000) {{ print(i) }}' | head -1; echo \"${{PIPESTATUS[0]}}\"")
+    assert proc.stdout.split() == ["1", "141"] and proc.stderr == ""
+
+
+def test_full_disk_is_one_line():
+    status, _, err = cli("run", "-o", "/dev/full", "-e", "print(1)")
+    assert status == 1 and err == "ktapjit: cannot write output: No space left on device\n"
+
+
+def test_runtime_error_is_reported_before_trace_end_runs():
+    proc = run_shell(f"{KTAPJIT} run -e 'print(\"top\")\nvar x = nil + 1\ntrace_end {{ print(\"end\") }}' 2>&1")
+    assert proc.stdout.splitlines() == ["top", "error: attempt to perform arithmetic on a nil value at -e:2:13", "end"]

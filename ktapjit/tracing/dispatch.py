@@ -82,10 +82,12 @@ class StreamDriver:
         if comm is None:
             comm = b":%d" % (sample.tid or 0)  # as perf script names an unknown thread
         filter_comm = _kernel_comm(sample, comm)
+        time = sample.time if has_time(sample.time) else self.last_time
         for bound in bound_events:
             if bound.matches is not None and not bound.matches(sample.raw or b"", sample.cpu, filter_comm):
                 continue
-            if not self.run.run_probe(bound.probe, SampleEvent(sample, bound, comm, self.max_table)):
+            event = SampleEvent(sample, bound, comm, self.max_table, time)
+            if not self.run.run_probe(bound.probe, event):
                 self.active = False
                 return
 

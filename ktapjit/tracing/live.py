@@ -24,7 +24,7 @@ from ktapjit.events import perf_abi as abi
 from ktapjit.events.decode import iter_records
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
 from ktapjit.events.merge import StreamMerger
-from ktapjit.events.perf_ring import PerfSession, synthesize_comms, tracepoint
+from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, tracepoint
 from ktapjit.events.perfdata import PerfDataWriter, TracingData
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.tracefs import EventsError, list_events, read_format
@@ -33,6 +33,7 @@ from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers
 
 POLL_SECONDS = 0.1
+HEARTBEAT_NS = 10_000_000
 _FINISHED_ROUND = struct.pack("<IHH", abi.PERF_RECORD_FINISHED_ROUND, 0, 8)
 
 
@@ -70,6 +71,7 @@ class LiveOptions:
     pid: int = -1  # -p PID
     command: list[str] = field(default_factory=list)  # -- CMD ARGS
     record_path: Optional[str] = None
+    heartbeat: bool = False  # add the clock event (scripts with tick-N timers)
     status: Callable[[str], None] = lambda text: None  # stderr notices (silenced by -q)
 
 
@@ -85,10 +87,6 @@ def bind_live(module: Module, probes=None) -> list[BoundEvent]:
     Dynamic events are created through `probes` (a DynamicProbes)."""
     check_timers(module)
     return bind_tracepoints(module, LiveUniverse(probes))
-
-
-def monotonic_start() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 class SignalGuard:
@@ -165,8 +163,10 @@ class _Child:
         if self.pid == 0:  # the child
             try:
                 os.close(self._go)
-                os.read(read_fd, 1)
-                os.execvp(argv[0], argv)
+                # Only a released child runs: EOF means ktapjit gave up (or died).
+                if os.read(read_fd, 1) == b"x":
+                    os.execvp(argv[0], argv)
+                os._exit(127)
             except OSError as exc:
                 os.write(2, f"ktapjit: cannot run '{argv[0]}': {exc.strerror}\n".encode())
             os._exit(127)
@@ -191,12 +191,14 @@ class _Child:
 
     def stop(self) -> None:
         """On an early exit of ktapjit: don't leave the command behind."""
-        # Fix: when ktapjit failed before release() (e.g. an unwritable
-        # --record path), the pipe's write end used to stay open in ktapjit.
-        self._close_go()
         if self.status is None:
             try:
                 os.kill(self.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        self._close_go()  # after the kill: a child still waiting must not run untraced
+        if self.status is None:
+            try:
                 os.waitpid(self.pid, 0)
             except OSError:
                 pass
@@ -205,12 +207,10 @@ class _Child:
 def _perf_events(bound: list[BoundEvent]):
     """One perf event per distinct tracepoint, with the bound events it runs.
 
-    Fix: this used to open one perf event per (probe, tracepoint) pair. When
-    two probes named one tracepoint, each hit became two samples that the
-    kernel wrote in its own order (the later probe first, against declaration
-    order), and a replay, which binds by tracepoint name, ran each probe on
-    both samples: twice the output of the live run. Now a hit is one sample
-    running its probes in declaration order, live and replayed alike.
+    Two perf events on one tracepoint would write each hit twice, in the
+    kernel's order rather than the script's, and a replay (which binds by
+    tracepoint name) would run each probe on both samples. So a hit is one
+    sample running its probes in declaration order, live and replayed alike.
 
     The kernel gets the OR of the probes' filters (none if one probe has
     none); each probe's own filter is still applied by the dispatcher.
@@ -229,10 +229,17 @@ def _perf_events(bound: list[BoundEvent]):
             kernel_filter = texts[0]
         else:
             kernel_filter = " || ".join(f"({t})" for t in texts)
-            if len(kernel_filter.encode("utf-8", "surrogateescape")) > MAX_FILTER_TEXT:
+            if len(kernel_filter.encode("latin-1")) > MAX_FILTER_TEXT:
                 kernel_filter = None  # too long for the kernel: ktapjit alone filters
         events.append(tracepoint(system, event, filter=kernel_filter))
     return events, list(groups.values())
+
+
+def _clock_event():
+    """A cpu-clock sample every HEARTBEAT_NS that no probe binds: stream time
+    moves with records, and this keeps tick-N firing on a quiet system. Its
+    samples are recorded too, so a replay fires the timers at the same times."""
+    return software_event(abi.PERF_COUNT_SW_CPU_CLOCK, HEARTBEAT_NS, "ktapjit:clock")
 
 
 def _comm_records(session: PerfSession, start_ns: int, pids) -> bytes:
@@ -264,6 +271,9 @@ def _trailer_time_offset(sample_type: int) -> int:
 def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions, start_ns: int) -> LiveOutcome:
     """Trace until Ctrl-C/SIGTERM, exit(), an error, or the end of CMD."""
     events, groups = _perf_events(bound)
+    if options.heartbeat:
+        events.append(_clock_event())
+        groups.append([])
     # The stop handlers go in first and come out last: from here on a signal
     # ends the trace (and trace_end runs) but never cuts short the closing of
     # the perf events, the recording or the command, which the removal of

@@ -5,11 +5,16 @@ event resolution, filters and the perf.data it writes are exactly those of
 
 from __future__ import annotations
 
-from ktapjit.events.decode import Sample
+from ktapjit.events.decode import Sample, has_time
 
 
 def recording_script(eventdefs: list[str]) -> bytes:
-    """The script `ktapjit record` runs: one empty probe per -e."""
+    """The script `ktapjit record` runs: one empty probe per -e. Braces and
+    newlines would let an -e argument write script code: refused."""
+    for text in eventdefs:
+        bad = next((ch for ch in "{}\n" if ch in text), None)
+        if bad is not None:
+            raise ValueError(f"-e {text!r}: an event definition cannot contain {bad!r}")
     return "".join(f"trace {e} {{ }}\n" for e in eventdefs).encode()
 
 
@@ -26,6 +31,6 @@ class RecordingDriver:
             if isinstance(record, Sample):
                 self.samples += 1
             time = getattr(record, "time", None)
-            if time and time > self.last_time:
+            if has_time(time) and time > self.last_time:
                 self.last_time = time
         return True

@@ -15,6 +15,7 @@ from typing import Optional
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, RETURN_SUFFIX, event_name
 from ktapjit.events.elf import is_hex_offset, open_elf
+from ktapjit.events.decode import has_time
 from ktapjit.events.merge import order_perf_rounds
 from ktapjit.events.perfdata import PerfData, read_perf_data
 from ktapjit.events.schema import EventFormat
@@ -190,7 +191,7 @@ def _through_first_time(records) -> list:
     head = []
     for record in records:
         head.append(record)
-        if getattr(record, "time", None):
+        if has_time(getattr(record, "time", None)):
             break
     return head
 

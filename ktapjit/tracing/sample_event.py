@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ktapjit.diag import RuntimeFault
+from ktapjit.events.tracefs import EventsError
+from ktapjit.semantics.intmath import wrap
 from ktapjit.semantics.values import Table
 from ktapjit.tracing.plan import BoundEvent
 
@@ -12,22 +15,23 @@ _ARG_NAMES = {f"arg{i}": i for i in range(10)}
 
 
 class SampleEvent:
-    __slots__ = ("sample", "bound", "comm", "max_table", "_fields")
+    __slots__ = ("sample", "bound", "comm", "max_table", "time_ns", "_fields")
 
-    def __init__(self, sample, bound: BoundEvent, comm: bytes, max_table: int):
+    def __init__(self, sample, bound: BoundEvent, comm: bytes, max_table: int, time_ns: int):
         self.sample = sample
         self.bound = bound
         self.comm = comm
         self.max_table = max_table
+        self.time_ns = time_ns  # the stream time the driver advanced to for this sample
         self._fields: Optional[dict] = None
-
-    @property
-    def time_ns(self) -> int:
-        return self.sample.time or 0
 
     def fields(self) -> dict:
         if self._fields is None:
-            self._fields = self.bound.fmt.decode(self.sample.raw or b"")
+            try:
+                self._fields = self.bound.fmt.decode(self.sample.raw or b"")
+            except EventsError as exc:  # a corrupt record: the probe reading it fails, with its location
+                raise RuntimeFault(f"corrupt {self.bound.system}:{self.bound.event} record at byte offset "
+                                   f"{self.sample.offset}: {exc}") from None
         return self._fields
 
     def value(self, name: str) -> object:
@@ -59,10 +63,14 @@ class SampleEvent:
         return None  # call stacks arrive with the probes issue
 
     def _script_value(self, value: object) -> object:
+        # Integers are int64 in the language: an unsigned 64-bit field (a
+        # pointer, an unsigned long) reads as two's complement, as C casts it.
+        if type(value) is int:
+            return wrap(value)
         # Array fields are tables keyed from 0, as in C.
         if isinstance(value, (list, tuple)):
             table = Table(max(self.max_table, len(value)))
             for i, item in enumerate(value):
-                table.set(i, item)
+                table.set(i, wrap(item) if type(item) is int else item)
             return table
         return value

@@ -18,11 +18,12 @@ are handled from before the first event is created (live.SignalGuard).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ktapjit.events.tracefs import EventsError
 from ktapjit.ir.func import Module
+from ktapjit.run_api import Host
 from ktapjit.tracing.dispatch import StreamDriver
 from ktapjit.tracing.plan import StreamPlan, has_dynamic_probes
 
@@ -33,6 +34,7 @@ class Session:
     plan: StreamPlan  # sample id -> bound probes (filled in once live events are open)
     drive: Callable  # (driver) -> end time in ns; live also records the command's status
     command_status: Optional[int] = None
+    host: Host = field(default_factory=Host.local)  # what num_cpus(), arch(), kernel_v() report
     cleanup: Optional[Callable[[], list]] = None  # removes dynamic events; returns problems
 
     def close(self) -> list[str]:
@@ -62,7 +64,17 @@ def replay_session(path: str, module: Module) -> Session:
         driver.feed(replay.records())
         return driver.last_time
 
-    return Session(replay.start_ns, replay.plan, drive)
+    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(replay.data))
+
+
+def _recorded_host(data) -> Host:
+    """The machine a recording was made on, where its headers say; else this one."""
+    local = Host.local()
+    return Host(
+        num_cpus=data.nr_cpus_online or local.num_cpus,
+        arch=data.arch.encode() if data.arch else local.arch,
+        kernel_release=data.osrelease.encode() if data.osrelease else local.kernel_release,
+    )
 
 
 def live_session(module: Module, options) -> Session:
@@ -81,6 +93,7 @@ def live_session(module: Module, options) -> Session:
         if owner is not None:
             owner.close()  # a binding error, a signal: nothing may stay behind
         raise
+    options.heartbeat = bool(module.timers)
     session = Session(monotonic_ns(), StreamPlan(bound=list(bound)), None)
 
     def drive(driver) -> int:

@@ -146,10 +146,51 @@ def test_truncated_recording_is_a_clear_error_with_offset(tmp_path, cut):
     broken = tmp_path / "broken.data"
     broken.write_bytes((DATA / "sched.data").read_bytes()[:cut])
     status, out, err = ktapjit("--replay", str(broken), script="trace sched:* { }\ntrace_end { print(1) }")
-    assert status in (1, 2)
+    assert status == 2
     assert "offset" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
 
 
 def test_missing_recording():
     status, _, err = ktapjit("--replay", "/nonexistent.data", script="trace sched:* { }")
     assert status == 2 and err.startswith("ktapjit: /nonexistent.data: cannot open") and err.count("\n") == 1
+
+
+def synthetic_recording(tmp_path, spec, n=3):
+    from ktapjit.events.synth import SyntheticStream, write_perf_data
+
+    path = tmp_path / "synth.data"
+    write_perf_data(str(path), SyntheticStream([spec], n_events=n, cpus=1, tasks=1, seed=7))
+    return path
+
+
+def test_unsigned_64_bit_fields_read_as_int64(tmp_path):
+    from ktapjit.events.synth import const
+
+    data = synthetic_recording(tmp_path, ("raw_syscalls", "sys_enter", None,
+                                          {"id": 39, "args": const([2**64 - 1, 2**63, 5, 0, 0, 0])}))
+    status, out, err = ktapjit("--replay", str(data), script=(
+        "trace raw_syscalls:sys_enter { var a = args.args\n print(a[0], a[0] == -1, a[1], a[2]) }"))
+    assert (status, err) == (0, "")
+    assert out.splitlines() == ["-1\ttrue\t-9223372036854775808\t5"] * 3
+
+
+def test_corrupt_dynamic_field_is_a_runtime_error_at_the_read(tmp_path):
+    from ktapjit.events.synth import const
+
+    data = synthetic_recording(tmp_path, ("sched", "sched_process_exec", None, {"filename": const("/bin/true")}), n=1)
+    raw = bytearray(data.read_bytes())
+    where = raw.find(b"/bin/true")
+    # The __data_loc word (offset | length << 16) sits in the fixed part; point it far past the record.
+    loc = raw.rfind(b"\x0a\x00", 0, where)  # length 10 ("/bin/true\0") in the loc's high half
+    raw[loc - 2:loc] = b"\xff\x00"
+    data.write_bytes(bytes(raw))
+    status, out, err = ktapjit("--replay", str(data), script=(
+        'trace sched:sched_process_exec { print(args.filename) }\ntrace_end { print("end") }'))
+    assert status == 1 and out == "end\n"
+    assert err.startswith("error: corrupt sched:sched_process_exec record at byte offset ") and "at -e:1:40" in err
+
+
+def test_output_to_the_replayed_file_is_refused():
+    status, _, err = ktapjit("--replay", str(DATA / "sched.data"), "-o", str(DATA / "sched.data"),
+                             script="trace sched:* { }")
+    assert status == 2 and "would overwrite the recording" in err
