@@ -26,6 +26,7 @@ from ktapjit.events.dynamic_probes import (
 )
 from ktapjit.events.elf import NoSuchSymbolError, SdtNote, parse_sdt_args
 from ktapjit.frontend.eventdef import parse_eventdef
+from tests.livecheck import live_skip_reason
 from tests.events.test_elf import Programs, build_programs
 
 # --- pure: translation and definitions --------------------------------------------------------
@@ -176,16 +177,8 @@ TRACEFS = Path("/sys/kernel/tracing")
 
 
 def _live_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "live uprobes need root (writing tracefs uprobe_events and perf_event_open)"
-    try:
-        from ktapjit.events.tracefs import EventsError, tracefs_root
-        root = tracefs_root()
-    except EventsError as exc:
-        return f"tracefs unavailable: {exc}"
-    if not (root / "uprobe_events").exists():
-        return f"this kernel has no uprobe_events ({root / 'uprobe_events'} is missing)"
-    return None
+    return live_skip_reason("live uprobes (writing tracefs uprobe_events and perf_event_open)",
+                            "uprobe_events", "this kernel has no uprobe_events")
 
 
 _LIVE_SKIP = _live_skip_reason()

@@ -20,6 +20,7 @@ import pytest
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.decode import Exit, Lost, LostSamples, Sample, iter_headers, iter_records
 from ktapjit.events.merge import merge_streams
+from tests.livecheck import live_skip_reason
 
 pytestmark = pytest.mark.live
 
@@ -38,16 +39,9 @@ int main(int argc, char **argv) {
 
 
 def _live_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "live perf tracing needs root (tracepoints need CAP_PERFMON and tracefs)"
-    try:
-        from ktapjit.events.tracefs import EventsError, tracefs_root
-        root = tracefs_root()
-    except EventsError as exc:
-        return f"tracefs unavailable: {exc}"
-    if not (root / "events/syscalls/sys_enter_getppid/id").exists():
-        return "this kernel has no syscalls:sys_enter_getppid tracepoint"
-    return None
+    return live_skip_reason("live perf tracing (tracepoints need CAP_PERFMON and tracefs)",
+                            "events/syscalls/sys_enter_getppid/id",
+                            "this kernel has no syscalls:sys_enter_getppid tracepoint")
 
 
 _REASON = _live_skip_reason()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from tests.livecheck import live_skip_reason as tracefs_skip_reason
 
 REPO = Path(__file__).resolve().parents[2]
 TRACEFS = Path("/sys/kernel/tracing")
@@ -56,15 +57,11 @@ int main(int argc, char **argv) {
 
 def live_skip_reason() -> Optional[str]:
     """None when live tests can run, else the exact reason they cannot."""
-    if os.geteuid() != 0:
-        return "live tracing needs root (perf_event_open on tracepoints and tracefs)"
-    try:
-        from ktapjit.events.tracefs import EventsError, tracefs_root
-        root = tracefs_root()
-    except EventsError as exc:
-        return f"tracefs unavailable: {exc}"
-    if not (root / "events/syscalls/sys_enter_getppid/id").exists():
-        return "this kernel has no syscalls:sys_enter_getppid tracepoint"
+    reason = tracefs_skip_reason("live tracing (perf_event_open on tracepoints and tracefs)",
+                              "events/syscalls/sys_enter_getppid/id",
+                              "this kernel has no syscalls:sys_enter_getppid tracepoint")
+    if reason is not None:
+        return reason
     try:
         from ktapjit.events.perf_abi import PerfError
         from ktapjit.events.perf_ring import PerfSession, tracepoint
