@@ -108,16 +108,19 @@ def _task_tracker(sample_type: int) -> TraceEvent:
 
 
 def synthesize_comms(sample_type: int, pids: Iterable[int] | None = None,
-                     proc: Path = Path("/proc")) -> bytes:
+                     proc: Path = Path("/proc"), time: int = 0) -> bytes:
     """PERF_RECORD_COMM records for threads that already exist (every process,
     or ``pids``), as ``perf record`` synthesizes them from /proc at start: the
     sample_id trailer (sized by ``sample_type``) is zero, so time is 0 and perf
     (and ``merge.order_perf_rounds``) deliver them first. Put them at the start
-    of a recording so pids have names from the first event on."""
-    trailer = 8 * sum(1 for bit in (abi.PERF_SAMPLE_TID, abi.PERF_SAMPLE_TIME,
-                                    abi.PERF_SAMPLE_ID, abi.PERF_SAMPLE_STREAM_ID,
-                                    abi.PERF_SAMPLE_CPU, abi.PERF_SAMPLE_IDENTIFIER)
-                      if sample_type & bit)
+    of a recording so pids have names from the first event on. ``time`` stamps
+    them (into the trailer's TIME slot) instead of 0, e.g. with a stream's start."""
+    words = [bit for bit in (abi.PERF_SAMPLE_TID, abi.PERF_SAMPLE_TIME, abi.PERF_SAMPLE_ID,
+                             abi.PERF_SAMPLE_STREAM_ID, abi.PERF_SAMPLE_CPU, abi.PERF_SAMPLE_IDENTIFIER)
+             if sample_type & bit]
+    trailer_bytes = b"".join(struct.pack("<Q", time if bit == abi.PERF_SAMPLE_TIME else 0)
+                             for bit in words)
+    trailer = len(trailer_bytes)
     if pids is None:
         pids = sorted(int(name) for name in os.listdir(proc) if name.isdigit())
     out = bytearray()
@@ -135,7 +138,7 @@ def synthesize_comms(sample_type: int, pids: Iterable[int] | None = None,
             name += bytes(-len(name) % 8)
             size = 8 + 8 + len(name) + trailer
             out += struct.pack("<IHHII", abi.PERF_RECORD_COMM, 0, size, pid, tid)
-            out += name + bytes(trailer)
+            out += name + trailer_bytes
     return bytes(out)
 
 

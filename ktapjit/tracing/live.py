@@ -244,28 +244,8 @@ def _clock_event():
 
 def _comm_records(session: PerfSession, start_ns: int, pids) -> bytes:
     sample_type = session.events[0].attr.sample_type | abi.PERF_SAMPLE_IDENTIFIER
-    data = bytearray(synthesize_comms(sample_type, pids))
-    # Stamp them with the start: the replayed stream then starts where the live one did.
-    time_at = _trailer_time_offset(sample_type)
-    pos = 0
-    while pos < len(data):
-        size = struct.unpack_from("<H", data, pos + 6)[0]
-        trailer = pos + size - _trailer_size(sample_type)
-        struct.pack_into("<Q", data, trailer + time_at, start_ns)
-        pos += size
-    return bytes(data)
-
-
-_TRAILER_BITS = (abi.PERF_SAMPLE_TID, abi.PERF_SAMPLE_TIME, abi.PERF_SAMPLE_ID,
-                 abi.PERF_SAMPLE_STREAM_ID, abi.PERF_SAMPLE_CPU, abi.PERF_SAMPLE_IDENTIFIER)
-
-
-def _trailer_size(sample_type: int) -> int:
-    return 8 * sum(1 for bit in _TRAILER_BITS if sample_type & bit)
-
-
-def _trailer_time_offset(sample_type: int) -> int:
-    return 8 if sample_type & abi.PERF_SAMPLE_TID else 0
+    # Stamped with the start: the replayed stream then starts where the live one did.
+    return synthesize_comms(sample_type, pids, time=start_ns)
 
 
 def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions, start_ns: int) -> LiveOutcome:
