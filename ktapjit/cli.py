@@ -16,7 +16,7 @@ from typing import BinaryIO, Optional, Sequence
 
 from ktapjit import __version__
 from ktapjit.diag import CompileError
-from ktapjit.run_api import Host, Limits, RunConfig
+from ktapjit.run_api import Host, Limits, RunConfig, monotonic_ns
 
 INT64_MAX = 2**63 - 1  # limits are 64-bit counters in native code
 
@@ -334,8 +334,6 @@ def _cmd_list(ns, out: BinaryIO) -> int:
 
 
 def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
-    from ktapjit.tracing.session import monotonic_ns
-
     path, source = _load_source(ns)
     if ns.engine != "interp":
         raise UsageError(f"engine '{ns.engine}' is not available yet; use --engine interp")
@@ -408,15 +406,15 @@ def _check_target(ns) -> None:
 
 
 def _open_session(ns, module, source: bytes, err: BinaryIO):
+    if ns.replay is None and not (module.probes or module.timers):
+        if ns.record or ns.pid or ns.command_argv:
+            raise UsageError("this script has no probes or timers: there is nothing to trace")
+        return None  # and the tracing machinery is never imported: start-up stays short
     from ktapjit.tracing.session import live_session, replay_session
 
     if ns.replay is not None:
         return _bound_session(lambda: replay_session(ns.replay, module), source)
-    if module.probes or module.timers:
-        return _bound_session(lambda: live_session(module, _live_options(ns, ns.record, err)), source)
-    if ns.record or ns.pid or ns.command_argv:
-        raise UsageError("this script has no probes or timers: there is nothing to trace")
-    return None
+    return _bound_session(lambda: live_session(module, _live_options(ns, ns.record, err)), source)
 
 
 def _open_output(ns, out: BinaryIO) -> BinaryIO:
@@ -438,12 +436,13 @@ def _report(faults, sink: BinaryIO, err: BinaryIO) -> None:
 
 def _execute(module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO) -> int:
     from ktapjit.interp.engine import InterpEngine
-    from ktapjit.tracing.session import drive_run
 
     run = InterpEngine().load(module, config, sink.write)
     outcome = None
     try:
         if run.start() and session is not None:
+            from ktapjit.tracing.session import drive_run
+
             outcome = drive_run(session, run, module, config.limits.max_table)
     except KeyboardInterrupt:
         pass  # Ctrl-C during the top level: like at any other time, trace_end runs

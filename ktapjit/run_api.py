@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
@@ -32,6 +33,11 @@ class Limits:
     max_depth: int = DEFAULT_MAX_DEPTH
     max_table: int = DEFAULT_MAX_TABLE
     max_string: int = DEFAULT_MAX_STRING
+
+
+def monotonic_ns() -> int:
+    """Now, in the clock live events are stamped with (CLOCK_MONOTONIC)."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 @dataclass(frozen=True)

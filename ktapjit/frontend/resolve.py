@@ -16,8 +16,6 @@ from typing import Optional
 
 from ktapjit.diag import CompileError, Diagnostics, Span
 from ktapjit.frontend import ast
-from ktapjit.frontend.eventdef import EventDefError, parse_eventdef
-from ktapjit.frontend.filter import FilterSyntaxError, parse_filter
 
 # Builtins callable by name. `table.new` is reached through the `table` name.
 BUILTINS = frozenset({
@@ -111,6 +109,10 @@ class _Resolver:
 
     def check_probe_syntax(self, probe: ast.Trace) -> None:
         """EVENTDEF and FILTER syntax; whether the events exist is known only when binding."""
+        # Imported here: scripts without probes should not pay for them at start-up.
+        from ktapjit.frontend.eventdef import EventDefError, parse_eventdef
+        from ktapjit.frontend.filter import FilterSyntaxError, parse_filter
+
         try:
             parse_eventdef(probe.eventdef)
         except EventDefError as exc:

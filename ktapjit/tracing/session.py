@@ -17,13 +17,12 @@ are handled from before the first event is created (live.SignalGuard).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ktapjit.events.tracefs import EventsError
 from ktapjit.ir.func import Module
-from ktapjit.run_api import Host
+from ktapjit.run_api import Host, monotonic_ns
 from ktapjit.tracing.dispatch import StreamDriver
 from ktapjit.tracing.plan import StreamPlan, has_dynamic_probes
 
@@ -49,10 +48,6 @@ class Outcome:
     end_ns: int
     lost: int
     stream_error: Optional[EventsError] = None
-
-
-def monotonic_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 def replay_session(path: str, module: Module) -> Session:
