@@ -2,8 +2,9 @@
 
 An engine loads a compiled Module and returns a Run. The caller drives the
 run: `start()` executes the top-level statements; the stream driver
-(tracing/dispatch.py) then calls `run_probe` per matching sample and
-`run_timer` per due timer; `finish()` runs trace_end and returns the Result.
+(tracing/dispatch.py) then calls `run_probe` per matching sample,
+`run_profile` per sample of a `profile-N` timer's cpu-clock event and
+`run_timer` per due `tick-N` timer; `finish()` runs trace_end and returns the Result.
 Output is bytes, handed to `out` as the engine produces it, so the
 interpreter and the JIT can be compared byte for byte.
 
@@ -82,8 +83,12 @@ class Run(Protocol):
     def run_probe(self, index: int, event) -> bool:
         """Run probe `index` of the Module for `event` (an EventContext); False once stopped."""
 
+    def run_profile(self, index: int, event) -> bool:
+        """Run the body of timer `index` (a `profile-N`) for `event`, one of its
+        cpu-clock samples (an EventContext with stacks); False once stopped."""
+
     def run_timer(self, index: int, time_ns: int) -> bool:
-        """Run timer `index` at stream time `time_ns`; False once stopped."""
+        """Run timer `index` (a `tick-N`) at stream time `time_ns`; False once stopped."""
 
     def finish(self, time_ns: Optional[int] = None) -> Result:
         """Run trace_end at stream time `time_ns` (unless an error happened inside it) and report."""

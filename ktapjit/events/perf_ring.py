@@ -97,14 +97,65 @@ def software_event(config: int, period: int, name: str,
     return TraceEvent(name, attr)
 
 
-def _task_tracker(sample_type: int) -> TraceEvent:
-    """A dummy event that only makes the kernel emit COMM/FORK/EXIT records.
-    It shares the tracepoints' sample_type so every record has the same
-    sample_id trailer layout."""
+def _task_tracker(sample_type: int, mmaps: bool = False) -> TraceEvent:
+    """A dummy event that only makes the kernel emit COMM/FORK/EXIT records
+    (and, with ``mmaps``, MMAP2 records of executable mappings, for user
+    stacks). It shares the tracepoints' sample_type so every record has the
+    same sample_id trailer layout."""
     attr = abi.perf_event_attr(type=abi.PERF_TYPE_SOFTWARE,
                                config=abi.PERF_COUNT_SW_DUMMY, sample_period=1,
-                               sample_type=sample_type, comm=1, comm_exec=1, task=1)
+                               sample_type=sample_type, comm=1, comm_exec=1, task=1,
+                               mmap=int(mmaps), mmap2=int(mmaps))
     return TraceEvent("dummy:tasks", attr)
+
+
+def _trailer_bytes(sample_type: int, time: int) -> bytes:
+    """A sample_id trailer of zeros (TIME set to ``time``) for ``sample_type``."""
+    words = [bit for bit in (abi.PERF_SAMPLE_TID, abi.PERF_SAMPLE_TIME, abi.PERF_SAMPLE_ID,
+                             abi.PERF_SAMPLE_STREAM_ID, abi.PERF_SAMPLE_CPU, abi.PERF_SAMPLE_IDENTIFIER)
+             if sample_type & bit]
+    return b"".join(struct.pack("<Q", time if bit == abi.PERF_SAMPLE_TIME else 0) for bit in words)
+
+
+_MMAP2_BODY = struct.Struct("<IIQQQIIQQII")
+_PROT_EXEC = 4
+_MAP_PRIVATE = 2
+
+
+def synthesize_mmaps(sample_type: int, pids: Iterable[int] | None = None,
+                     proc: Path = Path("/proc"), time: int = 0) -> bytes:
+    """PERF_RECORD_MMAP2 records for the executable, file-backed mappings of
+    processes that already exist (every process, or ``pids``), from
+    /proc/PID/maps, as ``perf record`` synthesizes them at start; the
+    trailer is as in ``synthesize_comms``. With the kernel's own MMAP2
+    records (``track_mmaps``) they let user stacks be symbolized, live and
+    on replay alike."""
+    trailer = _trailer_bytes(sample_type, time)
+    if pids is None:
+        pids = sorted(int(name) for name in os.listdir(proc) if name.isdigit())
+    out = bytearray()
+    for pid in pids:
+        try:
+            text = (proc / str(pid) / "maps").read_bytes()
+        except OSError:
+            continue  # gone, or a kernel thread's empty maps
+        for line in text.splitlines():
+            parts = line.split(None, 5)
+            if len(parts) < 6 or b"x" not in parts[1] or not parts[5].startswith(b"/"):
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split(b"-"))
+            major, minor = (int(x, 16) for x in parts[3].split(b":"))
+            path = parts[5]
+            if path.endswith(b" (deleted)"):
+                path = path[:-len(b" (deleted)")]
+            name = path + b"\0"
+            name += bytes(-len(name) % 8)
+            size = 8 + _MMAP2_BODY.size + len(name) + len(trailer)
+            out += struct.pack("<IHH", abi.PERF_RECORD_MMAP2, abi.PERF_RECORD_MISC_USER, size)
+            out += _MMAP2_BODY.pack(pid, pid, lo, hi - lo, int(parts[2], 16), major, minor,
+                                    int(parts[4]), 0, _PROT_EXEC | 1, _MAP_PRIVATE)
+            out += name + trailer
+    return bytes(out)
 
 
 def synthesize_comms(sample_type: int, pids: Iterable[int] | None = None,
@@ -115,11 +166,7 @@ def synthesize_comms(sample_type: int, pids: Iterable[int] | None = None,
     (and ``merge.order_perf_rounds``) deliver them first. Put them at the start
     of a recording so pids have names from the first event on. ``time`` stamps
     them (into the trailer's TIME slot) instead of 0, e.g. with a stream's start."""
-    words = [bit for bit in (abi.PERF_SAMPLE_TID, abi.PERF_SAMPLE_TIME, abi.PERF_SAMPLE_ID,
-                             abi.PERF_SAMPLE_STREAM_ID, abi.PERF_SAMPLE_CPU, abi.PERF_SAMPLE_IDENTIFIER)
-             if sample_type & bit]
-    trailer_bytes = b"".join(struct.pack("<Q", time if bit == abi.PERF_SAMPLE_TIME else 0)
-                             for bit in words)
+    trailer_bytes = _trailer_bytes(sample_type, time)
     trailer = len(trailer_bytes)
     if pids is None:
         pids = sorted(int(name) for name in os.listdir(proc) if name.isdigit())
@@ -279,7 +326,8 @@ class PerfSession:
         # every fd is closed and every ring unmapped here
 
     ``pages``: data pages per CPU ring (power of two). ``track_tasks`` adds a
-    dummy event per CPU so COMM/FORK/EXIT records appear in the stream.
+    dummy event per CPU so COMM/FORK/EXIT records appear in the stream;
+    ``track_mmaps`` makes it report executable mmaps too (MMAP2 records).
     ``enable_on_exec`` arms the events to start when ``pid`` next execs.
     ``clockid`` (e.g. ``time.CLOCK_MONOTONIC``) stamps every record with that
     clock instead of the kernel's local clock.
@@ -287,7 +335,7 @@ class PerfSession:
 
     def __init__(self, events: Iterable[TraceEvent], *, cpus: Iterable[int] | None = None,
                  pid: int = -1, inherit: bool | None = None, pages: int = DEFAULT_PAGES,
-                 track_tasks: bool = True, enable_on_exec: bool = False,
+                 track_tasks: bool = True, track_mmaps: bool = False, enable_on_exec: bool = False,
                  wakeup_fraction: int = WAKEUP_FRACTION, clockid: int | None = None):
         if pages < 1 or pages & (pages - 1):
             raise ValueError(f"pages must be a power of two, got {pages}")
@@ -302,7 +350,7 @@ class PerfSession:
         self.clockid = clockid
         self.wakeup_bytes = max(1, pages * PAGE_SIZE // max(1, wakeup_fraction))
         if track_tasks:
-            self.events.append(_task_tracker(self.events[0].attr.sample_type & SAMPLE_TYPE))
+            self.events.append(_task_tracker(self.events[0].attr.sample_type & SAMPLE_TYPE, track_mmaps))
         self.opened: list[_Opened] = []
         self.rings: dict[int, _Ring] = {}
         self._epoll: select.epoll | None = None

@@ -1,7 +1,7 @@
 """The interpreter as an engine (run_api.py): InterpEngine, InterpRun, Result.
 
 A run goes: ``start()`` runs the top level; then, while tracing continues,
-the events layer calls ``run_probe`` and ``run_timer``; ``finish()`` runs
+the events layer calls ``run_probe``, ``run_profile`` and ``run_timer``; ``finish()`` runs
 trace_end and reports. Each step hands its output to ``out`` before it
 returns, so output and error messages interleave exactly.
 
@@ -99,6 +99,20 @@ class InterpRun:
         rt.event = event
         try:
             self.tracing = self._run(self.module.probes[index].func)
+        finally:
+            rt.event = None
+        return self.tracing
+
+    def run_profile(self, index: int, event) -> bool:
+        """Run ``profile-N`` timer body ``index`` for one of its samples
+        (``event``, an EventContext), as run_probe runs a probe body."""
+        if not self.tracing:
+            return False
+        rt = self.rt
+        rt.now_ns = event.time_ns
+        rt.event = event
+        try:
+            self.tracing = self._run(self.module.timers[index].func)
         finally:
             rt.event = None
         return self.tracing

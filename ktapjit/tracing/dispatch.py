@@ -7,6 +7,9 @@ This is the reference meaning of a stream (LANGUAGE.md, Tracing):
   timestamp, and never after the last record;
 - a sample runs every probe bound to its sample id, in declaration order,
   each after its filter;
+- a `profile-N` sample (its cpu-clock event) runs that timer's body with
+  the sample as its event; MMAP/MMAP2, FORK, exec COMM and EXIT records keep
+  the mappings its ustack() is symbolized with (tracing/stacks.py);
 - once a probe or timer calls exit() or faults, nothing more runs.
 """
 
@@ -15,10 +18,11 @@ from __future__ import annotations
 import heapq
 from typing import Iterable
 
-from ktapjit.events.decode import Comm, DecodeError, Fork, Lost, LostSamples, Sample, has_time
+from ktapjit.events.decode import Comm, DecodeError, Exit, Fork, Lost, LostSamples, Mmap, Mmap2, Sample, has_time
 from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import StreamPlan
-from ktapjit.tracing.sample_event import SampleEvent
+from ktapjit.tracing.sample_event import ProfileEvent, SampleEvent
+from ktapjit.tracing.stacks import Stacks
 
 
 # A timer fires at most this many times to catch up with one record's time.
@@ -38,6 +42,8 @@ class StreamDriver:
         # (due time, timer index, period): ties fire in declaration order.
         self.timers = [(start_ns + t.period_ns, i, t.period_ns) for i, t in enumerate(module.timers) if t.kind == "tick"]
         heapq.heapify(self.timers)
+        # Symbolizers for profile-N stacks, only when the script samples.
+        self.stacks = Stacks() if any(t.kind == "profile" for t in module.timers) else None
 
     def feed(self, records: Iterable) -> bool:
         """Run the records; False once tracing has stopped (exit() or an error)."""
@@ -53,11 +59,20 @@ class StreamDriver:
                 self.sample(record)
             elif isinstance(record, Comm):
                 self.comms[record.tid] = record.comm
+                if self.stacks is not None:
+                    self.stacks.exec(record)
             elif isinstance(record, Fork):
                 if record.ptid in self.comms:
                     self.comms[record.tid] = self.comms[record.ptid]
+                if self.stacks is not None:
+                    self.stacks.fork(record)
             elif isinstance(record, (Lost, LostSamples)):
                 self.lost += record.lost
+            elif self.stacks is not None:
+                if isinstance(record, (Mmap, Mmap2)):
+                    self.stacks.mmap(record)
+                elif isinstance(record, Exit):
+                    self.stacks.exit(record)
         return self.active
 
     def advance(self, time: int, record=None) -> None:
@@ -84,6 +99,12 @@ class StreamDriver:
         filter_comm = _kernel_comm(sample, comm)
         time = sample.time if has_time(sample.time) else self.last_time
         for bound in bound_events:
+            if bound.is_profile:
+                event = ProfileEvent(sample, bound, comm, time, self.stacks)
+                if not self.run.run_profile(bound.timer, event):
+                    self.active = False
+                    return
+                continue
             if bound.matches is not None and not bound.matches(sample.raw or b"", sample.cpu, filter_comm):
                 continue
             event = SampleEvent(sample, bound, comm, self.max_table, time)

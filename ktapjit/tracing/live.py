@@ -24,7 +24,7 @@ from ktapjit.events import perf_abi as abi
 from ktapjit.events.decode import iter_records
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
 from ktapjit.events.merge import StreamMerger
-from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, tracepoint
+from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
 from ktapjit.events.perfdata import PerfDataWriter, TracingData
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.tracefs import EventsError, list_events, read_format
@@ -242,15 +242,26 @@ def _clock_event():
     return software_event(abi.PERF_COUNT_SW_CPU_CLOCK, HEARTBEAT_NS, "ktapjit:clock")
 
 
-def _comm_records(session: PerfSession, start_ns: int, pids) -> bytes:
+def _profile_event(profile):
+    """A `profile-N` timer's event: cpu-clock every N, with callchains."""
+    return software_event(abi.PERF_COUNT_SW_CPU_CLOCK, profile.period_ns, profile.name, callchain=True)
+
+
+def _comm_records(session: PerfSession, start_ns: int, pids, mmaps: bool = False) -> bytes:
     sample_type = session.events[0].attr.sample_type | abi.PERF_SAMPLE_IDENTIFIER
     # Stamped with the start: the replayed stream then starts where the live one did.
-    return synthesize_comms(sample_type, pids, time=start_ns)
+    head = synthesize_comms(sample_type, pids, time=start_ns)
+    if mmaps:  # the existing processes' executable mappings, for ustack()
+        head += synthesize_mmaps(sample_type, pids, time=start_ns)
+    return head
 
 
 def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions, start_ns: int) -> LiveOutcome:
     """Trace until Ctrl-C/SIGTERM, exit(), an error, or the end of CMD."""
     events, groups = _perf_events(bound)
+    for profile in plan.profiles:
+        events.append(_profile_event(profile))
+        groups.append([profile])
     if options.heartbeat:
         events.append(_clock_event())
         groups.append([])
@@ -265,12 +276,12 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
         try:
             # CLOCK_MONOTONIC timestamps are comparable with the start time.
             with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
-                             clockid=time.CLOCK_MONOTONIC) as session:
+                             clockid=time.CLOCK_MONOTONIC, track_mmaps=bool(plan.profiles)) as session:
                 for (_attr, ids, _name), members in zip(session.attrs(), groups):
                     for b in members:  # the task tracker, last, binds to no probe
                         plan.attach(ids, b)
                 attrs = session.attr_table()
-                head = _comm_records(session, start_ns, [pid] if pid != -1 else None)
+                head = _comm_records(session, start_ns, [pid] if pid != -1 else None, bool(plan.profiles))
                 if options.record_path:
                     writer = _open_recording(options.record_path, session, bound)
                     writer.write_records(head)

@@ -45,9 +45,28 @@ class BoundEvent:
     render: Callable[[dict], bytes]  # argstr
     arg_names: tuple[str, ...] = ()  # the fields arg0, arg1, ... read, in order
 
+    is_profile = False
+
     @property
     def probename(self) -> bytes:
         return self.event.encode()
+
+
+@dataclass(eq=False)
+class BoundProfile:
+    """A `profile-N` timer bound to its cpu-clock event: each sample runs the
+    timer's body (Run.run_profile) with the sample as its event."""
+
+    timer: int  # index into Module.timers
+    name: str  # the perf event's name, e.g. "ktapjit:profile-10ms" (profile_event_names)
+    text: str  # the timer as written, e.g. "profile-10ms": its probename
+    period_ns: int
+    matches = None  # no filter
+    is_profile = True
+
+    @property
+    def probename(self) -> bytes:
+        return self.text.encode()
 
 
 @dataclass
@@ -55,7 +74,8 @@ class StreamPlan:
     """Sample id -> the bound events it runs, in probe declaration order."""
 
     bound: list[BoundEvent] = field(default_factory=list)
-    by_id: dict[int, list[BoundEvent]] = field(default_factory=dict)
+    profiles: list["BoundProfile"] = field(default_factory=list)  # profile-N timers' cpu-clock events
+    by_id: dict[int, list] = field(default_factory=dict)  # BoundEvents, or one BoundProfile
 
     def attach(self, sample_ids: Iterable[int], event: BoundEvent) -> None:
         for sid in sample_ids:
@@ -177,6 +197,20 @@ def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -
 
 
 def check_timers(module: Module) -> None:
-    for timer in module.timers:
-        if timer.kind == "profile":
-            _fail(timer.func.span, f"'{timer.text}' sampling is not supported yet")
+    """Every timer kind is supported now (profile-N since the probes issue)."""
+
+
+def bind_profiles(module: Module) -> list[BoundProfile]:
+    """One cpu-clock event per `profile-N` timer, in declaration order, named
+    `ktapjit:TEXT` (`ktapjit:TEXT_1`, `_2`... for repeats of one TEXT): the
+    names a recording keeps, by which a replay finds each timer's samples."""
+    bound = []
+    seen: dict[str, int] = {}
+    for index, timer in enumerate(module.timers):
+        if timer.kind != "profile":
+            continue
+        n = seen.get(timer.text, 0)
+        seen[timer.text] = n + 1
+        name = f"ktapjit:{timer.text}" + (f"_{n}" if n else "")
+        bound.append(BoundProfile(index, name, timer.text, timer.period_ns))
+    return bound

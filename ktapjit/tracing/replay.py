@@ -22,7 +22,8 @@ from ktapjit.events.schema import EventFormat
 from ktapjit.events.tracefs import EventsError, close_matches_hint
 from ktapjit.frontend.eventdef import KprobeSpec, SdtSpec, UprobeSpec
 from ktapjit.ir.func import Module
-from ktapjit.tracing.plan import EventUniverse, StreamPlan, bind_tracepoints, check_timers
+from ktapjit.diag import CompileError, Diagnostic
+from ktapjit.tracing.plan import EventUniverse, StreamPlan, bind_profiles, bind_tracepoints, check_timers
 
 
 class RecordingUniverse(EventUniverse):
@@ -205,4 +206,22 @@ def open_replay(path: str, module: Module) -> Replay:
     for bound in bind_tracepoints(module, universe, where=f" in recording '{path}'"):
         plan.bound.append(bound)
         plan.attach(universe.ids[(bound.system, bound.event)], bound)
+    _bind_recorded_profiles(module, data, plan, path)
     return Replay(data, plan)
+
+
+def _bind_recorded_profiles(module: Module, data: PerfData, plan: StreamPlan, path: str) -> None:
+    """A `profile-N` timer replays the samples of the cpu-clock event a live
+    run opened for it, found by its name (plan.bind_profiles)."""
+    by_name: dict[str, list] = {}
+    for ev in data.attrs:
+        if ev.name and ev.attr.type == abi.PERF_TYPE_SOFTWARE and ev.attr.config == abi.PERF_COUNT_SW_CPU_CLOCK:
+            by_name.setdefault(ev.name, []).extend(_sample_ids(ev))
+    for profile in bind_profiles(module):
+        ids = by_name.get(profile.name)
+        if ids is None:
+            timer = module.timers[profile.timer]
+            raise CompileError(Diagnostic(timer.func.span, f"no '{profile.name}' samples for '{profile.text}' in "
+                                                           f"recording '{path}' (record it with ktapjit run --record)"))
+        plan.profiles.append(profile)
+        plan.attach(ids, profile)

@@ -74,3 +74,39 @@ class SampleEvent:
                 table.set(i, wrap(item) if type(item) is int else item)
             return table
         return value
+
+
+class ProfileEvent:
+    """A `profile-N` sample (cpu-clock) as its body sees it: pid, tid, cpu,
+    execname, probename (the timer as written, e.g. `profile-10ms`), and the
+    stacks. It has no trace format: argstr, arg0..arg9 and args.NAME are nil
+    (uid too, as for every perf record)."""
+
+    __slots__ = ("sample", "bound", "comm", "time_ns", "stacks")
+
+    def __init__(self, sample, bound, comm: bytes, time_ns: int, stacks):
+        self.sample = sample
+        self.bound = bound
+        self.comm = comm
+        self.time_ns = time_ns
+        self.stacks = stacks  # tracing.stacks.Stacks
+
+    def value(self, name: str) -> object:
+        sample = self.sample
+        if name == "pid":
+            return sample.pid
+        if name == "tid":
+            return sample.tid
+        if name == "cpu":
+            return sample.cpu
+        if name == "execname":
+            return self.comm
+        if name == "probename":
+            return self.bound.probename
+        return None
+
+    def field(self, name: str) -> object:
+        return None
+
+    def stack(self, which: str) -> object:
+        return self.stacks.render(self.sample, which)

@@ -24,7 +24,7 @@ from ktapjit.events.tracefs import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Host, monotonic_ns
 from ktapjit.tracing.dispatch import StreamDriver
-from ktapjit.tracing.plan import StreamPlan, has_dynamic_probes
+from ktapjit.tracing.plan import StreamPlan, bind_profiles, has_dynamic_probes
 
 
 @dataclass
@@ -88,8 +88,9 @@ def live_session(module: Module, options) -> Session:
         if owner is not None:
             owner.close()  # a binding error, a signal: nothing may stay behind
         raise
-    options.heartbeat = bool(module.timers)
-    session = Session(monotonic_ns(), StreamPlan(bound=list(bound)), None)
+    # The clock event keeps tick-N timers firing; profile-N samples are their own events.
+    options.heartbeat = any(t.kind == "tick" for t in module.timers)
+    session = Session(monotonic_ns(), StreamPlan(bound=list(bound), profiles=bind_profiles(module)), None)
 
     def drive(driver) -> int:
         try:

@@ -1,0 +1,116 @@
+"""Call stacks as scripts see them: `stack()` and `ustack()`.
+
+A sample's callchain (PERF_SAMPLE_CALLCHAIN) is a list of addresses with
+context markers: PERF_CONTEXT_KERNEL before the kernel frames,
+PERF_CONTEXT_USER before the user frames, innermost first in each part.
+`stack()` is the kernel part, `ustack()` the user part, each symbolized and
+joined with "\\n", one frame per line, innermost first:
+
+    do_syscall_64+0x5d
+    entry_SYSCALL_64_after_hwframe+0x76
+
+A frame is `symbol+0xoffset`, or `[unknown]` (perf's spelling) when no
+symbol covers the address. A part the callchain lacks (a sample taken in
+user mode has no kernel frames) is the empty string.
+
+Kernel frames are symbolized with this machine's /proc/kallsyms (read once,
+on the first stack()); user frames with the mappings the stream reports:
+MMAP/MMAP2 records (synthesized from /proc/PID/maps for processes that
+existed at the start, then the kernel's own), FORK (a child inherits its
+parent's mappings), COMM with the exec flag and EXIT (the mappings go).
+Since those records are in a recording, a replay symbolizes user stacks the
+same way; kernel stacks replay the same on the machine (and boot) that
+recorded them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ktapjit.events import perf_abi as abi
+from ktapjit.events.symbolize import KernelSymbolizer, UserSymbolizer
+
+_MAX = abi.PERF_CONTEXT_MAX
+_KERNEL = abi.PERF_CONTEXT_KERNEL
+_USER = abi.PERF_CONTEXT_USER
+
+
+def split_callchain(callchain) -> tuple[list[int], list[int]]:
+    """(kernel addresses, user addresses) of a callchain, innermost first.
+    Guest and hypervisor frames are left out."""
+    kernel: list[int] = []
+    user: list[int] = []
+    part = None
+    for addr in callchain:
+        if addr >= _MAX:
+            part = kernel if addr == _KERNEL else user if addr == _USER else None
+        elif part is not None:
+            part.append(addr)
+    return kernel, user
+
+
+class Stacks:
+    """The symbolizers of one stream, fed its side-band records by the driver."""
+
+    def __init__(self, kernel: Optional[KernelSymbolizer] = None):
+        self._kernel = kernel
+        self.user = UserSymbolizer()
+        self._kcache: dict[int, str] = {}
+        self._ucache: dict[int, dict[int, str]] = {}  # pid -> addr -> frame
+
+    @property
+    def kernel(self) -> KernelSymbolizer:
+        if self._kernel is None:
+            self._kernel = KernelSymbolizer()
+        return self._kernel
+
+    # -- side-band records
+
+    def mmap(self, record) -> None:
+        self.user.add_record(record)
+        self._forget(record.pid)
+
+    def fork(self, record) -> None:
+        if record.pid != record.ppid:  # a new process, not a thread
+            self.user.fork(record.ppid, record.pid)
+            self._forget(record.pid)
+
+    def exec(self, record) -> None:
+        if record.exec and record.pid == record.tid:
+            self.user.exit(record.pid)  # exec replaces the whole address space
+            self._forget(record.pid)
+
+    def exit(self, record) -> None:
+        if record.pid == record.tid:
+            self.user.exit(record.pid)
+            self._forget(record.pid)
+
+    def _forget(self, pid: int) -> None:
+        self._ucache.pop(pid, None)
+
+    # -- stack strings
+
+    def render(self, sample, which: str) -> Optional[bytes]:
+        """stack() (which == "kernel") or ustack() ("user") of `sample`;
+        None when the sample has no callchain."""
+        if sample.callchain is None:
+            return None
+        kernel, user = split_callchain(sample.callchain)
+        if which == "kernel":
+            cache, sym = self._kcache, self.kernel.symbolize
+            frames = []
+            for addr in kernel:
+                text = cache.get(addr)
+                if text is None:
+                    text = cache[addr] = sym(addr)
+                frames.append(text)
+        else:
+            pid = sample.pid or 0
+            cache, sym = self._ucache.setdefault(pid, {}), self.user.symbolize
+            frames = []
+            for addr in user:
+                text = cache.get(addr)
+                if text is None:
+                    text = cache[addr] = sym(pid, addr)
+                frames.append(text)
+        return "\n".join(frames).encode("utf-8", "surrogateescape")
