@@ -113,7 +113,7 @@ def _parse_probe(rest: str, text: str, offset: int) -> EventSpec:
     is_return = target.endswith("%return")
     if is_return:
         target = target[: -len("%return")]
-    if target.startswith("/"):
+    if "/" in target:  # a file (kernel function names have no slash): /usr/bin/x, ./prog
         path, sep, symbol = target.rpartition(":")
         if not sep or not path or not symbol:
             raise EventDefError(f"uprobe '{text}' needs /path/to/binary:SYMBOL", offset)

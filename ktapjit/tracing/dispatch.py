@@ -9,7 +9,8 @@ This is the reference meaning of a stream (LANGUAGE.md, Tracing):
   each after its filter;
 - a `profile-N` sample (its cpu-clock event) runs that timer's body with
   the sample as its event; MMAP/MMAP2, FORK, exec COMM and EXIT records keep
-  the mappings its ustack() is symbolized with (tracing/stacks.py);
+  the mappings its ustack() is symbolized with (tracing/stacks.py), as for
+  the callchains of probes whose bodies call stack()/ustack();
 - once a probe or timer calls exit() or faults, nothing more runs.
 """
 
@@ -42,8 +43,10 @@ class StreamDriver:
         # (due time, timer index, period): ties fire in declaration order.
         self.timers = [(start_ns + t.period_ns, i, t.period_ns) for i, t in enumerate(module.timers) if t.kind == "tick"]
         heapq.heapify(self.timers)
-        # Symbolizers for profile-N stacks, only when the script samples.
-        self.stacks = Stacks() if any(t.kind == "profile" for t in module.timers) else None
+        # Symbolizers for stack()/ustack(), only when the script samples or a
+        # probe body asks for stacks.
+        wants = any(t.kind == "profile" for t in module.timers) or any(b.callchain for b in plan.bound)
+        self.stacks = Stacks() if wants else None
 
     def feed(self, records: Iterable) -> bool:
         """Run the records; False once tracing has stopped (exit() or an error)."""
@@ -107,7 +110,7 @@ class StreamDriver:
                 continue
             if bound.matches is not None and not bound.matches(sample.raw or b"", sample.cpu, filter_comm):
                 continue
-            event = SampleEvent(sample, bound, comm, self.max_table, time)
+            event = SampleEvent(sample, bound, comm, self.max_table, time, self.stacks)
             if not self.run.run_probe(bound.probe, event):
                 self.active = False
                 return

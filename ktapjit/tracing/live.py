@@ -213,7 +213,8 @@ def _perf_events(bound: list[BoundEvent]):
     sample running its probes in declaration order, live and replayed alike.
 
     The kernel gets the OR of the probes' filters (none if one probe has
-    none); each probe's own filter is still applied by the dispatcher.
+    none); each probe's own filter is still applied by the dispatcher. The
+    event records callchains when any of its probes calls stack()/ustack().
     """
     from ktapjit.frontend.filter import MAX_FILTER_TEXT
 
@@ -231,7 +232,8 @@ def _perf_events(bound: list[BoundEvent]):
             kernel_filter = " || ".join(f"({t})" for t in texts)
             if len(kernel_filter.encode("latin-1")) > MAX_FILTER_TEXT:
                 kernel_filter = None  # too long for the kernel: ktapjit alone filters
-        events.append(tracepoint(system, event, filter=kernel_filter))
+        callchain = any(b.callchain for b in members)
+        events.append(tracepoint(system, event, filter=kernel_filter, callchain=callchain))
     return events, list(groups.values())
 
 
@@ -269,6 +271,8 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
     # ends the trace (and trace_end runs) but never cuts short the closing of
     # the perf events, the recording or the command, which the removal of
     # dynamic events after this function depends on (EBUSY while perf is open).
+    # User stacks need the mappings: of profile-N samples, or of probes with stacks.
+    stacks = bool(plan.profiles) or any(b.callchain for b in bound)
     with _StopFlag() as stop:
         child = _Child(options.command) if options.command else None
         pid = child.pid if child else options.pid
@@ -276,12 +280,12 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
         try:
             # CLOCK_MONOTONIC timestamps are comparable with the start time.
             with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
-                             clockid=time.CLOCK_MONOTONIC, track_mmaps=bool(plan.profiles)) as session:
+                             clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session:
                 for (_attr, ids, _name), members in zip(session.attrs(), groups):
                     for b in members:  # the task tracker, last, binds to no probe
                         plan.attach(ids, b)
                 attrs = session.attr_table()
-                head = _comm_records(session, start_ns, [pid] if pid != -1 else None, bool(plan.profiles))
+                head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
                 if options.record_path:
                     writer = _open_recording(options.record_path, session, bound)
                     writer.write_records(head)

@@ -29,7 +29,8 @@ from ktapjit.frontend.eventdef import (
     FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )
 from ktapjit.frontend.filter import check_filter, compile_filter, filter_to_kernel_text, parse_filter
-from ktapjit.ir.func import Module, ProbeInfo
+from ktapjit.ir.func import Func, Module, ProbeInfo
+from ktapjit.ir.ops import Op
 
 
 @dataclass(eq=False)
@@ -44,6 +45,7 @@ class BoundEvent:
     matches: Optional[Callable]  # (raw, cpu, comm) -> bool, None when unfiltered
     render: Callable[[dict], bytes]  # argstr
     arg_names: tuple[str, ...] = ()  # the fields arg0, arg1, ... read, in order
+    callchain: bool = False  # the probe body calls stack()/ustack(): open the event with callchains
 
     is_profile = False
 
@@ -156,6 +158,12 @@ def arg_field_names(fmt: EventFormat) -> tuple[str, ...]:
     return names
 
 
+def uses_stacks(func: Func) -> bool:
+    """Whether a probe body calls stack() or ustack() (an Op.Stack value):
+    only then is its event opened with callchains (PERF_SAMPLE_CALLCHAIN)."""
+    return any(value.op is Op.Stack for value in func.values())
+
+
 def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFormat, filter_node) -> BoundEvent:
     probe = module.probes[index]
     matches = None
@@ -168,7 +176,7 @@ def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFo
         matches = compile_filter(filter_node, fmt)
         filter_text = filter_to_kernel_text(filter_node)
     return BoundEvent(index, system, event, fmt, filter_text, matches, compile_print_fmt(fmt),
-                      arg_field_names(fmt))
+                      arg_field_names(fmt), uses_stacks(probe.func))
 
 
 def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -> list[BoundEvent]:

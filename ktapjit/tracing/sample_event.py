@@ -15,14 +15,15 @@ _ARG_NAMES = {f"arg{i}": i for i in range(10)}
 
 
 class SampleEvent:
-    __slots__ = ("sample", "bound", "comm", "max_table", "time_ns", "_fields")
+    __slots__ = ("sample", "bound", "comm", "max_table", "time_ns", "stacks", "_fields")
 
-    def __init__(self, sample, bound: BoundEvent, comm: bytes, max_table: int, time_ns: int):
+    def __init__(self, sample, bound: BoundEvent, comm: bytes, max_table: int, time_ns: int, stacks=None):
         self.sample = sample
         self.bound = bound
         self.comm = comm
         self.max_table = max_table
         self.time_ns = time_ns  # the stream time the driver advanced to for this sample
+        self.stacks = stacks  # tracing.stacks.Stacks, when some probe calls stack()/ustack()
         self._fields: Optional[dict] = None
 
     def fields(self) -> dict:
@@ -60,7 +61,11 @@ class SampleEvent:
         return self._script_value(self.fields().get(name))
 
     def stack(self, which: str) -> object:
-        return None  # call stacks arrive with the probes issue
+        """As for profile samples (tracing/stacks.py); nil when the event was
+        recorded without callchains (its probes did not call stack())."""
+        if self.stacks is None:
+            return None
+        return self.stacks.render(self.sample, which)
 
     def _script_value(self, value: object) -> object:
         # Integers are int64 in the language: an unsigned 64-bit field (a

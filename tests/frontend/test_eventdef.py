@@ -14,6 +14,7 @@ CASES = [
     ("probe:/bin/bash:readline%return", [UprobeSpec("/bin/bash", "readline", True, (), "probe:/bin/bash:readline%return", 0)]),
     ("probe:/lib/libc.so.6:0x1234 size=%di", [UprobeSpec("/lib/libc.so.6", "0x1234", False, ("size=%di",),
                                                           "probe:/lib/libc.so.6:0x1234 size=%di", 0)]),
+    ("probe:./prog:add", [UprobeSpec("./prog", "add", False, (), "probe:./prog:add", 0)]),
     ("probe:do_sys_open dfd=%ax", [KprobeSpec("do_sys_open", False, ("dfd=%ax",), "probe:do_sys_open dfd=%ax", 0)]),
     ("sdt:/usr/bin/py:python:function__entry", [SdtSpec("/usr/bin/py", "python", "function__entry",
                                                           "sdt:/usr/bin/py:python:function__entry", 0)]),
