@@ -1092,7 +1092,7 @@ class SyntheticStream:
                 fp.gen.reset()
         pool = _Pool(self.tasks)
         ncpu, nslots, nev = self.ncpus, len(self.tasks), len(self.plans)
-        cpu_range, slot_range, ev_range = range(ncpu), range(nslots), range(nev)
+        slot_range, ev_range = range(nslots), range(nev)
         side_ids = self.side_ids
         next_pid = self._next_pid
         per_event = [0] * nev

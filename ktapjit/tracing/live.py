@@ -79,7 +79,6 @@ class LiveOptions:
 class LiveOutcome:
     end_ns: int
     lost: int
-    command_status: Optional[int] = None
 
 
 def bind_live(module: Module, probes=None) -> list[BoundEvent]:
@@ -298,7 +297,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                     child.release()
                 _loop(session, driver, attrs, writer, child, stop)
                 lost = session.lost()
-            return LiveOutcome(driver.last_time, lost, child.status if child else None)
+            return LiveOutcome(driver.last_time, lost)
         finally:
             if writer is not None:
                 writer.close()

@@ -31,8 +31,7 @@ from ktapjit.tracing.plan import StreamPlan, bind_profiles, has_dynamic_probes
 class Session:
     start_ns: int
     plan: StreamPlan  # sample id -> bound probes (filled in once live events are open)
-    drive: Callable  # (driver) -> end time in ns; live also records the command's status
-    command_status: Optional[int] = None
+    drive: Callable  # (driver) -> end time in ns
     host: Host = field(default_factory=Host.local)  # what num_cpus(), arch(), kernel_v() report
     cleanup: Optional[Callable[[], list]] = None  # removes dynamic events; returns problems
 
@@ -98,7 +97,6 @@ def live_session(module: Module, options) -> Session:
         finally:
             if owner is not None:
                 owner.remove_events()  # perf is closed by now: nothing holds them
-        session.command_status = outcome.command_status
         driver.lost = max(driver.lost, outcome.lost)
         return outcome.end_ns
 
