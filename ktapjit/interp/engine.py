@@ -92,27 +92,21 @@ class InterpRun:
     def run_probe(self, index: int, event) -> bool:
         """Run probe body ``index`` for ``event`` (an EventContext). False once
         tracing has stopped; then nothing runs."""
-        if not self.tracing:
-            return False
-        rt = self.rt
-        rt.now_ns = event.time_ns
-        rt.event = event
-        try:
-            self.tracing = self._run(self.module.probes[index].func)
-        finally:
-            rt.event = None
-        return self.tracing
+        return self._run_for_event(self.module.probes[index].func, event)
 
     def run_profile(self, index: int, event) -> bool:
         """Run ``profile-N`` timer body ``index`` for one of its samples
         (``event``, an EventContext), as run_probe runs a probe body."""
+        return self._run_for_event(self.module.timers[index].func, event)
+
+    def _run_for_event(self, func: Func, event) -> bool:
         if not self.tracing:
             return False
         rt = self.rt
         rt.now_ns = event.time_ns
         rt.event = event
         try:
-            self.tracing = self._run(self.module.timers[index].func)
+            self.tracing = self._run(func)
         finally:
             rt.event = None
         return self.tracing

@@ -12,6 +12,22 @@ from ktapjit.semantics.values import Table
 from ktapjit.tracing.plan import BoundEvent
 
 _ARG_NAMES = {f"arg{i}": i for i in range(10)}
+_TASK_VALUES = frozenset({"pid", "tid", "cpu", "uid", "execname"})
+
+
+def task_value(event, name: str) -> object:
+    """The event values every sample has: whose it is and where it ran.
+    `uid` is nil: perf records do not carry it (docs/language-notes.md)."""
+    sample = event.sample
+    if name == "pid":
+        return sample.pid
+    if name == "tid":
+        return sample.tid
+    if name == "cpu":
+        return sample.cpu
+    if name == "execname":
+        return event.comm
+    return None
 
 
 class SampleEvent:
@@ -36,17 +52,8 @@ class SampleEvent:
         return self._fields
 
     def value(self, name: str) -> object:
-        sample = self.sample
-        if name == "pid":
-            return sample.pid
-        if name == "tid":
-            return sample.tid
-        if name == "cpu":
-            return sample.cpu
-        if name == "uid":
-            return None  # perf records do not carry it: see docs/language-notes.md
-        if name == "execname":
-            return self.comm
+        if name in _TASK_VALUES:
+            return task_value(self, name)
         if name == "probename":
             return self.bound.probename
         if name == "argstr":
@@ -97,15 +104,8 @@ class ProfileEvent:
         self.stacks = stacks  # tracing.stacks.Stacks
 
     def value(self, name: str) -> object:
-        sample = self.sample
-        if name == "pid":
-            return sample.pid
-        if name == "tid":
-            return sample.tid
-        if name == "cpu":
-            return sample.cpu
-        if name == "execname":
-            return self.comm
+        if name in _TASK_VALUES:
+            return task_value(self, name)
         if name == "probename":
             return self.bound.probename
         return None
