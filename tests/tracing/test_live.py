@@ -11,7 +11,6 @@ child process is left in the test process, and that signal handlers are back.
 from __future__ import annotations
 
 import fnmatch
-import io
 import os
 import shutil
 import signal
@@ -20,8 +19,8 @@ import time
 
 import pytest
 
-from ktapjit.cli import main
 from tests.tracing.conftest import STATUS_LINE, TRACEFS, live_skip_reason, release
+from tests.tracing.runcli import ktapjit
 
 _REASON = live_skip_reason()
 if _REASON:
@@ -34,15 +33,6 @@ COUNT_BOTH = """var t = {}
 trace syscalls:sys_enter_getppid, syscalls:sys_enter_getpid { t[probename] += 1 }
 trace_end { print(t["sys_enter_getppid"], t["sys_enter_getpid"]) }
 """
-
-
-def ktapjit(*args: str, script: str) -> tuple[int, str, str]:
-    """`ktapjit run ARGS -e SCRIPT [-- CMD]` in this process (so leaks show here)."""
-    args = list(args)
-    cut = args.index("--") if "--" in args else len(args)
-    out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", *args[:cut], "-e", script, *args[cut:]], stdout=out, stderr=err)
-    return status, out.getvalue().decode("latin-1"), err.getvalue().decode("latin-1")
 
 
 def tracefs_matches(glob: str) -> list[str]:

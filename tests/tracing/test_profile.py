@@ -8,17 +8,16 @@ user-mode loop, and `kwork()`, which reads /dev/zero (time in the kernel).
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from ktapjit.cli import main
 from ktapjit.events import perf_abi as abi
 from ktapjit.tracing.stacks import Stacks, split_callchain
 from tests.tracing.conftest import live_skip_reason
+from tests.tracing.runcli import ktapjit
 
 SPIN_C = r"""
 #include <fcntl.h>
@@ -58,14 +57,6 @@ trace_end {
   for (k, v in pairs(s)) { printf("%d\\t%s\\n--\\n", v, k) }
 }
 """
-
-
-def ktapjit(*args: str, script: str) -> tuple[int, str, str]:
-    args = list(args)
-    cut = args.index("--") if "--" in args else len(args)
-    out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", *args[:cut], "-e", script, *args[cut:]], stdout=out, stderr=err)
-    return status, out.getvalue().decode("latin-1"), err.getvalue().decode("latin-1")
 
 
 def parse_rows(out: str) -> list[tuple[int, list[str], list[str]]]:
@@ -180,7 +171,6 @@ trace_end { for (k, v in pairs(seen)) { print(k) } }
 """
     status, out, err = ktapjit("-q", "--", str(spin), script=script)
     assert (status, out, err) == (0, "profile-5ms\n", "")
-
 
 
 @live_test

@@ -4,23 +4,16 @@ Expected results come from `perf script` on the same file, never from our
 own decoder, so the two implementations check each other.
 """
 
-import io
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from ktapjit.cli import main
+from tests.tracing.runcli import ktapjit
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 needs_perf = pytest.mark.skipif(shutil.which("perf") is None, reason="perf (Debian linux-perf) is not installed")
-
-
-def ktapjit(*args, script: str) -> tuple[int, str, str]:
-    out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", *args, "-e", script], stdout=out, stderr=err)
-    return status, out.getvalue().decode("latin-1"), err.getvalue().decode("latin-1")
 
 
 def perf_script(recording: str, *fields: str) -> list[list[str]]:

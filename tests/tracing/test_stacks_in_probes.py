@@ -13,15 +13,14 @@ would hide its caller), called N times from main.
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from ktapjit.cli import main
 from tests.tracing.conftest import live_skip_reason
+from tests.tracing.runcli import ktapjit
 
 ASK_C = r"""
 #include <stdlib.h>
@@ -49,14 +48,6 @@ trace_end {
   for (st, v in pairs(k)) { printf("kernel %d\\n%s\\n--\\n", v, st) }
 }
 """
-
-
-def ktapjit(*args: str, script: str) -> tuple[int, str, str]:
-    args = list(args)
-    cut = args.index("--") if "--" in args else len(args)
-    out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", *args[:cut], "-e", script, *args[cut:]], stdout=out, stderr=err)
-    return status, out.getvalue().decode("latin-1"), err.getvalue().decode("latin-1")
 
 
 def parse(out: str) -> list[tuple[str, int, list[str]]]:

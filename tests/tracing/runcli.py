@@ -1,0 +1,14 @@
+"""`ktapjit run ARGS -e SCRIPT [-- CMD]` in this process (so leaks show in it)."""
+
+import io
+
+from ktapjit.cli import main
+
+
+def ktapjit(*args: str, script: str) -> tuple[int, str, str]:
+    """(status, stdout, stderr); a `--` among `args` starts the traced command."""
+    args = list(args)
+    cut = args.index("--") if "--" in args else len(args)
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(["run", *args[:cut], "-e", script, *args[cut:]], stdout=out, stderr=err)
+    return status, out.getvalue().decode("latin-1"), err.getvalue().decode("latin-1")
