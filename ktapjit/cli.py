@@ -23,11 +23,13 @@ INT64_MAX = 2**63 - 1  # limits are 64-bit counters in native code
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
+EXIT_MISMATCH = 3  # --engine compare: the engines disagreed
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
 
 ENGINES = ("interp", "jit", "compare")
+TARGETS = ("x86_64", "aarch64")  # jit/codegen.py TARGETS
 
 
 class UsageError(Exception):
@@ -125,6 +127,17 @@ def _build_parser() -> _Parser:
     ir.add_argument("-e", dest="program", metavar="PROGRAM", help="compile PROGRAM given on the command line")
     ir.add_argument("script", nargs="?", metavar="SCRIPT")
     _add_limit_options(ir)
+
+    asm = commands.add_parser("asm", help="print a script's native code",
+                              description="Compile a script with the JIT and print its assembly, "
+                                          "or write an object file with -o.")
+    asm.add_argument("--target", choices=TARGETS, default=None,
+                     help="the machine to generate code for (default: this one)")
+    asm.add_argument("-o", "--output", metavar="FILE", help="write an ELF object file instead of assembly")
+    asm.add_argument("--llvm-ir", action="store_true", help="print the LLVM IR before optimisation instead")
+    asm.add_argument("-e", dest="program", metavar="PROGRAM", help="compile PROGRAM given on the command line")
+    asm.add_argument("script", nargs="?", metavar="SCRIPT")
+    _add_limit_options(asm)  # limits are read at run time; --debug verify still applies
     return parser
 
 
@@ -218,6 +231,8 @@ def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
         return _cmd_run(ns, out, err)
     if ns.command == "ir":
         return _cmd_ir(ns, out, err)
+    if ns.command == "asm":
+        return _cmd_asm(ns, out)
     if ns.command == "list":
         return _cmd_list(ns, out)
     if ns.command == "record":
@@ -270,6 +285,30 @@ def _cmd_ir(ns, out: BinaryIO, err: BinaryIO) -> int:
     dump = io.StringIO()
     _compile(path, source, _limits(ns), verify=True, optimize=ns.optimize, dump_after=ns.dump_after, dump_to=dump)
     out.write(dump.getvalue().encode())
+    return EXIT_OK
+
+
+def _cmd_asm(ns, out: BinaryIO) -> int:
+    from ktapjit.jit import codegen
+    from ktapjit.jit.lower import lower_module
+
+    path, source = _load_source(ns)
+    module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
+    target = ns.target or codegen.host_target()
+    triple = codegen.TARGETS.get(target, "")
+    lowered = lower_module(module, triple)
+    if ns.llvm_ir:
+        out.write(lowered.llvm_ir.encode())
+        return EXIT_OK
+    optimized = codegen.optimize(lowered.llvm_ir, target)
+    if ns.output is None:
+        out.write(codegen.emit_assembly(optimized).encode())
+        return EXIT_OK
+    try:
+        with open(ns.output, "wb") as handle:
+            handle.write(codegen.emit_object(optimized))
+    except OSError as exc:
+        raise UsageError(f"cannot write object file '{ns.output}': {exc.strerror or exc}") from None
     return EXIT_OK
 
 
@@ -335,23 +374,74 @@ def _cmd_list(ns, out: BinaryIO) -> int:
 
 def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     path, source = _load_source(ns)
-    if ns.engine != "interp":
-        raise UsageError(f"engine '{ns.engine}' is not available yet; use --engine interp")
     _check_mode_options(ns)
     module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
-    session = _open_session(ns, module, source, err)
+    if ns.engine == "compare":
+        return _cmd_compare(ns, module, path, source, out, err)
+    sink = None
+    try:
+        sink = _open_output(ns, out)
+        opener = lambda: _open_session(ns, module, source, err)  # noqa: E731
+        return _run_engine(ns.engine, ns, module, path, opener, sink, err)
+    finally:
+        if sink is not None and sink is not out:
+            sink.close()
+
+
+def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO, err: BinaryIO,
+                wrap=None) -> int:
+    """One engine over the session `open_session()` gives (None: no events)."""
+    session = open_session()
     try:
         start_ns = session.start_ns if session is not None else monotonic_ns()
         host = session.host if session is not None else Host.local()
         config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns, host=host)
-        sink = _open_output(ns, out)
-        try:
-            return _execute(module, config, session, sink, err)
-        finally:
-            if sink is not out:
-                sink.close()
+        return _execute(engine, module, config, session, sink, err, wrap)
     finally:
         _close_session(session, err)
+
+
+def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: BinaryIO) -> int:
+    """Both engines over one stream; the JIT's output is the output. A live
+    stream is recorded while the JIT runs on it, and the recording replayed
+    through the interpreter."""
+    import tempfile
+
+    from ktapjit.compare import TimedRun, Trial, verdict
+
+    live = ns.replay is None and bool(module.probes or module.timers)
+    with tempfile.TemporaryDirectory(prefix="ktapjit-compare-") as scratch:
+        if live and ns.record is None:
+            ns.record = os.path.join(scratch, "stream.data")
+        trials = []
+        for engine in ("jit", "interp"):
+            trial = Trial(engine)
+
+            def wrap(run, trial=trial):
+                timed = TimedRun(run)
+                trial.timed.append(timed)
+                return timed
+
+            if engine == "interp" and live:
+                ns.replay, ns.record, ns.pid, ns.command_argv = ns.record, None, None, []
+            trial_out, trial_err = io.BytesIO(), io.BytesIO()
+            trial.status = _run_engine(engine, ns, module, path,
+                                       lambda: _open_session(ns, module, source, trial_err),
+                                       trial_out, trial_err, wrap)
+            trial.stdout, trial.stderr = trial_out.getvalue(), trial_err.getvalue()
+            trials.append(trial)
+    jit, interp = trials
+    sink = _open_output(ns, out)
+    try:
+        sink.write(jit.stdout)
+    finally:
+        if sink is not out:
+            sink.close()
+    err.write(jit.stderr)
+    same, lines = verdict(interp, jit)
+    for line in lines:
+        _say(err, line)
+    return jit.status if same else EXIT_MISMATCH
 
 
 def _close_session(session, err: BinaryIO) -> None:
@@ -434,10 +524,21 @@ def _report(faults, sink: BinaryIO, err: BinaryIO) -> None:
         _say(err, fault.render())
 
 
-def _execute(module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO) -> int:
+def _engine(name: str):
+    if name == "jit":
+        from ktapjit.jit.engine import JitEngine
+
+        return JitEngine()
     from ktapjit.interp.engine import InterpEngine
 
-    run = InterpEngine().load(module, config, sink.write)
+    return InterpEngine()
+
+
+def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO,
+             wrap=None) -> int:
+    run = _engine(engine_name).load(module, config, sink.write)
+    if wrap is not None:
+        run = wrap(run)
     outcome = None
     try:
         if run.start() and session is not None:

@@ -33,7 +33,7 @@ import pytest
 CASE_DIR = Path(__file__).resolve().parent / "conformance"
 REPO_ROOT = CASE_DIR.parent.parent
 
-ENGINES = ["interp"]
+ENGINES = ["interp", "jit"]
 
 # A few cases for the real entry point (``python -m ktapjit``): normal output,
 # compile error, runtime error, limit errors, printf/print_hist errors, args.

@@ -37,7 +37,7 @@ from pathlib import Path
 from ktapjit.diag import RuntimeFault
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
-ABI_VERSION = 1  # KRT_ABI_VERSION in ktrt.h
+ABI_VERSION = 2  # KRT_ABI_VERSION in ktrt.h
 CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing")
 
 # Tags (KT_* in ktrt.h).
@@ -49,8 +49,11 @@ NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = range(6)
     E_NIL_INDEX, E_TABLE_OVERFLOW, E_STRING_TOO_LONG, E_LOOP_LIMIT, E_STACK_OVERFLOW,
     E_TOO_MANY_ARGS, E_FOR_INITIAL, E_FOR_LIMIT, E_FOR_STEP, E_FOR_STEP_ZERO,
     E_PRINTF_FORMAT, E_PRINTF_ARGS, E_PRINTF_BADARG, E_PRINTF_CONV, E_PRINTF_INCOMPLETE,
-    E_PRINTF_WIDTH, E_HIST_TABLE, E_HIST_ROWS, E_HIST_VALUES,
-) = range(28)
+    E_PRINTF_WIDTH, E_HIST_TABLE, E_HIST_ROWS, E_HIST_VALUES, E_EVENT, E_NATIVE_STACK,
+) = range(30)
+
+# How generated functions return (K_RUN_* in ktrt.h).
+RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL = range(4)
 
 
 class RuntimeBuildError(Exception):
@@ -84,6 +87,16 @@ class KStateFields(ctypes.Structure):
         ("n_tables", ctypes.c_int64),
         ("n_funcs", ctypes.c_int64),
         ("err", KErr),
+        ("globals", ctypes.c_void_p),
+        ("now_ns", ctypes.c_int64),
+        ("site", ctypes.c_int64),
+        ("event", ctypes.c_void_p),
+        ("tail_args", ctypes.c_void_p),
+        ("tail_n", ctypes.c_int64),
+        ("tail_fn", ctypes.c_void_p),
+        ("tail_cap", ctypes.c_int64),
+        ("stack_floor", ctypes.c_uint64),
+        ("stack_budget", ctypes.c_uint64),
     ]
 
 
@@ -126,6 +139,7 @@ _PROTOTYPES = {
     "k_print": (_INT, [_P, _KVP, _I64]),
     "k_printf": (_INT, [_P, _KV, _KVP, _I64]),
     "k_print_hist": (_INT, [_P, _KV, _KV]),
+    "k_enter": (_I64, [_P, _P]),
 }
 
 

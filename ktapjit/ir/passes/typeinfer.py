@@ -13,6 +13,7 @@ interprocedural and escape analysis, left for later.
 
 from __future__ import annotations
 
+from ktapjit.frontend.resolve import ARG_GLOBAL
 from ktapjit.ir.func import Func, Module, Value
 from ktapjit.ir.ops import Op
 
@@ -64,7 +65,9 @@ def _const_type(aux) -> int:
 
 def typeinfer_module(module: Module, ctx=None) -> bool:
     """Infer every function's types, iterating until the global slots settle."""
-    globals_ = [NIL] * len(module.global_names)
+    # A global is nil until its declaration runs; `arg` is stored by the
+    # engine before the top level runs, so it may also be a table.
+    globals_ = [TABLE | NIL if name == ARG_GLOBAL else NIL for name in module.global_names]
     types: dict[Value, int] = {}
     changed = True
     while changed:

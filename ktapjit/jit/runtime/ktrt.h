@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KRT_ABI_VERSION 1
+#define KRT_ABI_VERSION 2
 
 /* ---- values ------------------------------------------------------------ */
 
@@ -58,7 +58,8 @@ typedef struct kstr {
     char data[];
 } kstr;
 
-typedef struct kfunc kfunc; /* defined by the JIT, opaque here */
+typedef struct kfunc kfunc;
+typedef struct kstate kstate;
 
 /* Two values are equal (==) iff tag and payload are both equal: strings are
  * interned, tables and functions compare by identity. */
@@ -105,6 +106,9 @@ enum {
     K_E_HIST_TABLE = 25,     /* "print_hist: expected a table, got T" */
     K_E_HIST_ROWS = 26,      /* "print_hist: row count must be an integer, got T" */
     K_E_HIST_VALUES = 27,    /* "print_hist: values must be non-negative integers" */
+    /* generated code */
+    K_E_EVENT = 28,          /* reading event slot a failed; the engine holds the message */
+    K_E_NATIVE_STACK = 29,   /* "native stack exhausted at depth N (raise ulimit -s)", N = a */
     K_E__COUNT
 };
 
@@ -119,22 +123,42 @@ typedef struct kerr {
 typedef struct kidmap kidmap;   /* private: table/function print numbering */
 typedef struct ktable ktable;
 
-/* One run's state. Fields up to `err` are a stable layout that generated
- * code may read and write directly (offsets 0, 8, ..., err at 72). */
+/* How a generated function (kcode) returns. */
+enum {
+    K_RUN_OK = 0,    /* returned normally; *ret holds the value */
+    K_RUN_EXIT = 1,  /* exit() ran: unwind to the engine */
+    K_RUN_ERROR = 2, /* s->err and s->site describe the error: unwind */
+    K_RUN_TAIL = 3,  /* tail call: call s->tail_fn(s->tail_args[0..tail_n)) instead */
+};
+
+/* One run's state. Fields up to `stack_floor` are a stable layout that
+ * generated code reads and writes directly (offsets in the comments). */
 typedef struct kstate {
-    int64_t max_table;   /* entries per table (--max-table) */
-    int64_t max_string;  /* bytes per made string (--max-string) */
-    int64_t max_loop;    /* for generated code: --max-loop */
-    int64_t max_depth;   /* for generated code: --max-depth */
-    char *out;           /* output buffer: out[0..out_len) pending */
-    uint64_t out_len;
-    uint64_t out_cap;
-    int64_t n_tables;    /* tables numbered so far ("table: N") */
-    int64_t n_funcs;     /* functions numbered so far ("function: N") */
-    kerr err;            /* the last failure; err.code == K_OK when none */
+    int64_t max_table;   /*   0 entries per table (--max-table) */
+    int64_t max_string;  /*   8 bytes per made string (--max-string) */
+    int64_t max_loop;    /*  16 for generated code: --max-loop */
+    int64_t max_depth;   /*  24 for generated code: --max-depth */
+    char *out;           /*  32 output buffer: out[0..out_len) pending */
+    uint64_t out_len;    /*  40 */
+    uint64_t out_cap;    /*  48 */
+    int64_t n_tables;    /*  56 tables numbered so far ("table: N") */
+    int64_t n_funcs;     /*  64 functions numbered so far ("function: N") */
+    kerr err;            /*  72 the last failure; err.code == K_OK when none */
+    kval *globals;       /*  96 script globals, then the host values (engine-owned) */
+    int64_t now_ns;      /* 104 the current event time (gettimeofday_*) */
+    int64_t site;        /* 112 the error site of the last K_RUN_ERROR (-1: none) */
+    kval *event;         /* 120 the current event's slots (engine-owned) */
+    kval *tail_args;     /* 128 a pending tail call's arguments */
+    int64_t tail_n;      /* 136 */
+    kfunc *tail_fn;      /* 144 */
+    int64_t tail_cap;    /* 152 capacity of tail_args */
+    uintptr_t stack_floor; /* 160 calls fail below this native stack address */
+    uint64_t stack_budget; /* 168 bytes of native stack a run may use (engine-set) */
     /* private from here on */
     kidmap *ids;
     ktable *all_tables;  /* every table of this run, freed with the state */
+    struct karena *arena;    /* cells and closures, freed with the state */
+    struct kscratch *scratch; /* pairs snapshots, freed when k_enter returns */
 } kstate;
 
 kstate *k_state_new(int64_t max_table, int64_t max_string, int64_t max_loop, int64_t max_depth);
@@ -231,5 +255,47 @@ int k_print(kstate *s, const kval *args, int64_t n);
 int k_printf(kstate *s, kval fmt, const kval *args, int64_t n);
 /* print_hist(t [, n]); pass nil for n when omitted. */
 int k_print_hist(kstate *s, kval table, kval n);
+
+/* ---- functions, cells and calls (generated code) ------------------------- */
+
+/* Every generated function has this signature. self is the closure called
+ * (NULL for an entry function); args[0..nargs) its arguments; depth the call
+ * depth (entry functions run at 0). Returns a K_RUN_* status. */
+typedef int64_t (*kcode)(kstate *s, kfunc *self, kval *args, int64_t nargs, int64_t depth,
+                         kval *ret);
+
+typedef struct kcell {
+    kval value;
+} kcell;
+
+/* A function value. Layout fixed: code 0, nparams 8, ncells 16, cells 24. */
+struct kfunc {
+    kcode code;
+    int64_t nparams;
+    int64_t ncells;
+    kcell *cells[];
+};
+
+/* New cells and closures live until the state is freed. NULL: out of memory
+ * (recorded). A closure's cells are filled in by the caller. */
+kcell *k_cell_new(kstate *s, kval v);
+kfunc *k_closure_new(kstate *s, kcode code, int64_t nparams, int64_t ncells);
+
+/* Call callee(args[0..n)) at depth+1 with the interpreter's checks in its
+ * order (callable, argument count, --max-depth), following tail calls.
+ * A failed check records its error at `site`. Returns a K_RUN_* status
+ * other than K_RUN_TAIL. */
+int64_t k_call(kstate *s, kval callee, kval *args, int64_t n, int64_t depth, kval *ret,
+               int64_t site);
+/* A tail call's checks (callable, argument count) and its argument buffer:
+ * store n arguments there and return K_RUN_TAIL. NULL: the check failed,
+ * recorded at `site`. */
+kval *k_tail_args(kstate *s, kval callee, int64_t n, int64_t site);
+/* Run an entry function (top level, probe, timer, trace_end) at depth 0;
+ * pairs snapshots made meanwhile are freed. A K_RUN_* status. */
+int64_t k_enter(kstate *s, kcode code);
+
+/* A pairs snapshot owned by the running entry (freed when k_enter returns). */
+ksnapshot *k_snapshot_scratch(kstate *s, ktable *t);
 
 #endif

@@ -29,4 +29,9 @@ int krt_out_reserve(kstate *s, uint64_t extra);
  * scratch). Returns 0 or K_E_NOMEM (recorded). */
 int krt_text(kstate *s, kval v, char scratch[KRT_TEXT_SCRATCH], const char **p, uint64_t *len);
 
+/* Memory of generated code's cells and closures (calls.c). */
+void krt_arena_free(kstate *s);
+/* Pairs snapshots of the running entry (calls.c). */
+void krt_scratch_free(kstate *s);
+
 #endif

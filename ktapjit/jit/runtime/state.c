@@ -26,6 +26,7 @@ kstate *k_state_new(int64_t max_table, int64_t max_string, int64_t max_loop, int
     s->max_string = max_string;
     s->max_loop = max_loop;
     s->max_depth = max_depth;
+    s->site = -1;
     return s;
 }
 
@@ -43,6 +44,9 @@ void k_state_free(kstate *s)
         free(s->ids->slots);
         free(s->ids);
     }
+    krt_arena_free(s);
+    krt_scratch_free(s);
+    free(s->tail_args);
     free(s->out);
     free(s);
 }
@@ -120,6 +124,11 @@ int k_err_message(kstate *s, char *buf, size_t cap)
                         k_type_name(a));
     case K_E_HIST_VALUES:
         return snprintf(buf, cap, "print_hist: values must be non-negative integers");
+    case K_E_EVENT: return snprintf(buf, cap, "event slot %lld could not be read", (long long)a);
+    case K_E_NATIVE_STACK:
+        return snprintf(buf, cap,
+                        "native stack exhausted at depth %lld (raise the limit with ulimit -s)",
+                        (long long)a);
     default: return snprintf(buf, cap, "unknown runtime error %lld", (long long)s->err.code);
     }
 }

@@ -1,0 +1,119 @@
+"""`--engine compare`: the interpreter and the JIT over one event stream,
+checked byte for byte.
+
+Each engine runs as a *trial*: its stdout and its stderr (runtime errors,
+lost-event notes) are captured, its exit status kept, and the time spent
+inside its run steps (top level, probes, timers, trace_end) measured. The
+CLI decides which stream each trial sees (the same file, or a live capture
+and its recording); this module times the runs and judges the outcome.
+
+May import: stdlib, ktapjit.run_api.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+class TimedRun:
+    """A Run (run_api.Run) whose event steps are timed and counted."""
+
+    def __init__(self, run):
+        self.run = run
+        self.events = 0
+        self.event_s = 0.0
+
+    @property
+    def errors(self):
+        return self.run.errors
+
+    def start(self) -> bool:
+        return self.run.start()
+
+    def run_probe(self, index, event) -> bool:
+        return self._timed(self.run.run_probe, index, event)
+
+    def run_profile(self, index, event) -> bool:
+        return self._timed(self.run.run_profile, index, event)
+
+    def run_timer(self, index, time_ns) -> bool:
+        return self._timed(self.run.run_timer, index, time_ns)
+
+    def finish(self, time_ns=None):
+        return self.run.finish(time_ns)
+
+    def _timed(self, step, a, b) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return step(a, b)
+        finally:
+            self.event_s += time.perf_counter() - t0
+            self.events += 1
+
+
+@dataclass
+class Trial:
+    engine: str
+    stdout: bytes = b""
+    stderr: bytes = b""
+    status: int = 0
+    timed: list = field(default_factory=list)  # the TimedRun(s) of this trial
+
+    @property
+    def events(self) -> int:
+        return sum(t.events for t in self.timed)
+
+    @property
+    def ns_per_event(self) -> float:
+        n = self.events
+        return sum(t.event_s for t in self.timed) * 1e9 / n if n else 0.0
+
+
+def first_difference(a: bytes, b: bytes) -> tuple[int, bytes, bytes]:
+    """The 1-based number of the first line where a and b differ, and both lines."""
+    la, lb = a.split(b"\n"), b.split(b"\n")
+    for i in range(max(len(la), len(lb))):
+        x = la[i] if i < len(la) else b"<end of output>"
+        y = lb[i] if i < len(lb) else b"<end of output>"
+        if x != y:
+            return i + 1, x, y
+    return 0, b"", b""
+
+
+def verdict(reference: Trial, candidate: Trial) -> tuple[bool, list[str]]:
+    """Whether the candidate behaved exactly as the reference, and the report lines."""
+    lines = []
+    same = True
+    for what, x, y in (("stdout", reference.stdout, candidate.stdout),
+                       ("stderr", reference.stderr, candidate.stderr)):
+        if x != y:
+            same = False
+            line, rx, cy = first_difference(x, y)
+            lines.append(f"compare: {what} differs at line {line}:")
+            lines.append(f"compare:   {reference.engine}: {_show(rx)}")
+            lines.append(f"compare:   {candidate.engine}: {_show(cy)}")
+    if reference.status != candidate.status:
+        same = False
+        lines.append(f"compare: exit status differs: {reference.engine} {reference.status}, "
+                     f"{candidate.engine} {candidate.status}")
+    if same:
+        errors = candidate.stderr.count(b"\n")
+        lines.insert(0, f"compare: identical output ({len(candidate.stdout)} bytes, "
+                        f"{errors} stderr lines, status {candidate.status})")
+    lines.append(_timing(reference, candidate))
+    return same, lines
+
+
+def _timing(reference: Trial, candidate: Trial) -> str:
+    n = candidate.events
+    if not n:
+        return "compare: no events; nothing to time per event"
+    a, b = reference.ns_per_event, candidate.ns_per_event
+    ratio = f" ({a / b:.1f}x)" if b > 0 else ""
+    return (f"compare: {n} events; {reference.engine} {a:,.0f} ns/event, "
+            f"{candidate.engine} {b:,.0f} ns/event{ratio}")
+
+
+def _show(line: bytes) -> str:
+    return repr(line)[2:-1] if line != b"<end of output>" else "<end of output>"

@@ -1,0 +1,123 @@
+"""From an IR Module to loaded native code, through an on-disk object cache.
+
+Lowering (pure Python, milliseconds) always runs: it yields the LLVM IR text
+and the tables the engine needs (sites, strings, event slots). LLVM's
+optimisation and code generation, the expensive part, are skipped when the
+cache holds an object for the same IR text, target CPU, runtime ABI,
+llvmlite and ktapjit version. The IR text carries everything the script and
+its event schemas compile to, so it is the honest key.
+
+Cache directory: $KTAPJIT_CACHE_DIR/jit, else $XDG_CACHE_HOME/ktapjit/jit,
+else ~/.cache/ktapjit/jit. An unwritable cache is simply not used.
+
+May import: ktapjit.jit (lower, codegen, rtlib), ktapjit.ir.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import ktapjit
+from ktapjit.jit import codegen, rtlib
+from ktapjit.jit.lower import Lowered, lower_module
+
+
+@dataclass
+class CompileStats:
+    lower_s: float = 0.0
+    llvm_s: float = 0.0  # optimisation and codegen; 0 on a cache hit
+    load_s: float = 0.0
+    cache_hit: bool = False
+
+
+@dataclass
+class NativeProgram:
+    lowered: Lowered
+    code: codegen.LoadedCode
+    stats: CompileStats = field(default_factory=CompileStats)
+
+    def entry_address(self, role: str) -> int:
+        return self.code.address(self.lowered.entries[role])
+
+    def entry_slots(self, role: str) -> list[int]:
+        return self.lowered.entry_slots.get(self.lowered.entries[role], [])
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("KTAPJIT_CACHE_DIR")
+    if base:
+        return Path(base) / "jit"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "ktapjit" / "jit"
+
+
+def cache_key(llvm_ir: str, target: str) -> str:
+    import llvmlite
+
+    h = hashlib.sha256()
+    for part in (f"ktapjit={ktapjit.__version__}", f"abi={rtlib.ABI_VERSION}",
+                 f"llvmlite={llvmlite.__version__}", f"target={target}", f"cpu={codegen.cpu_identity()}"):
+        h.update(part.encode() + b"\0")
+    h.update(llvm_ir.encode())
+    return h.hexdigest()[:32]
+
+
+def compile_native(module, use_cache: bool = True) -> NativeProgram:
+    """Lower, optimise, generate and load `module` for this machine."""
+    stats = CompileStats()
+    t0 = time.perf_counter()
+    lowered = lower_module(module)
+    stats.lower_s = time.perf_counter() - t0
+    target = codegen.host_target()
+    obj = _cached_object(lowered.llvm_ir, target) if use_cache else None
+    stats.cache_hit = obj is not None
+    if obj is None:
+        t1 = time.perf_counter()
+        obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
+        stats.llvm_s = time.perf_counter() - t1
+        if use_cache:
+            _store_object(lowered.llvm_ir, target, obj)
+    t2 = time.perf_counter()
+    code = codegen.LoadedCode(obj)
+    _fill_strings(code, lowered)
+    stats.load_s = time.perf_counter() - t2
+    return NativeProgram(lowered, code, stats)
+
+
+def _fill_strings(code: codegen.LoadedCode, lowered: Lowered) -> None:
+    if not lowered.strings:
+        return
+    rt = rtlib.load()
+    table = (ctypes.c_int64 * len(lowered.strings)).from_address(code.address("ktap_strings"))
+    for i, data in enumerate(lowered.strings):
+        table[i] = rt.string(data).payload
+
+
+def _object_path(llvm_ir: str, target: str) -> Path:
+    return cache_dir() / f"{cache_key(llvm_ir, target)}.o"
+
+
+def _cached_object(llvm_ir: str, target: str) -> Optional[bytes]:
+    try:
+        return _object_path(llvm_ir, target).read_bytes()
+    except OSError:
+        return None
+
+
+def _store_object(llvm_ir: str, target: str, obj: bytes) -> None:
+    path = _object_path(llvm_ir, target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".obj-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(obj)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only or full cache only costs the next run its compile time

@@ -1,0 +1,171 @@
+"""The JIT as an engine (run_api.py): JitEngine and JitRun.
+
+A run owns one native ``kstate`` (limits, output buffer, identities, errors),
+the globals array (script globals, then num_cpus/arch/kernel_v) and the event
+slot array. Each step calls one generated entry function through
+``k_enter``; its output is handed to ``out`` before the step returns, and a
+K_RUN_ERROR becomes a RuntimeFault at its site's span. The lifecycle
+(exit(), errors, trace_end) is run_lifecycle.py's, shared with the
+interpreter, so both engines end runs identically.
+
+May import: ktapjit.jit, ktapjit.run_api, ktapjit.run_lifecycle,
+ktapjit.frontend.resolve (ARG_GLOBAL), ktapjit.semantics, ktapjit.diag.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import resource
+import threading
+from typing import Callable, Optional
+
+from ktapjit.diag import RuntimeFault
+from ktapjit.frontend.resolve import ARG_GLOBAL
+from ktapjit.jit import rtlib
+from ktapjit.jit.compile import NativeProgram, compile_native
+from ktapjit.jit.lower import entry_functions
+from ktapjit.jit.rtlib import KVal
+from ktapjit.run_api import RunConfig
+from ktapjit.run_lifecycle import EXITED, FAILED, RETURNED, RunLifecycle, script_arg_value
+from ktapjit.semantics.values import Table
+
+# Native stack one level of script recursion may take (measured ~200 bytes on
+# x86-64 at O2; generous so that --max-depth fails before the stack does).
+_STACK_PER_DEPTH = 1024
+_STACK_RESERVE = 2 << 20  # for Python and the runtime below the entry
+_THREAD_STACK = 8 << 20  # what a non-main thread gets (glibc's default)
+
+
+class JitEngine:
+    """Compiles the module to native code once per load."""
+
+    name = "jit"
+
+    def load(self, module, config: RunConfig, out: Callable[[bytes], None]) -> "JitRun":
+        return JitRun(module, config, out, compile_native(module))
+
+
+class JitRun(RunLifecycle):
+    def __init__(self, module, config: RunConfig, out: Callable[[bytes], None], program: NativeProgram):
+        super().__init__(module, config)
+        self.out = out
+        self.program = program
+        self.rt = rtlib.load()
+        limits = config.limits
+        self.state = self.rt.state(max_table=limits.max_table, max_string=limits.max_string,
+                                   max_loop=limits.max_loop, max_depth=limits.max_depth)
+        fields = self.state.fields
+        fields.now_ns = config.start_time_ns
+        fields.stack_budget = _stack_budget(limits.max_depth)
+        lowered = program.lowered
+        self.globals = (KVal * (lowered.nglobals + 3))()
+        fields.globals = ctypes.addressof(self.globals)
+        self.slots = (KVal * max(1, len(lowered.event_slots)))()
+        fields.event = ctypes.addressof(self.slots)
+        self.slot_faults: dict[int, RuntimeFault] = {}
+        self._set_host(config.host)
+        self.entry_of = {func: program.entry_address(name) for name, func in entry_functions(module).items()}
+        self.slots_of = {func: [(i, *lowered.event_slots[i]) for i in program.entry_slots(name)]
+                         for name, func in entry_functions(module).items()}
+
+    # -- RunLifecycle hooks
+
+    def _set_time(self, time_ns: int) -> None:
+        self.state.fields.now_ns = time_ns
+
+    def _execute(self, func, event) -> str:
+        if event is not None:
+            self._fill_slots(func, event)
+        try:
+            status = self.rt.k_enter(self.state.ptr, self.entry_of[func])
+        finally:
+            data = self.state.take_output()
+            if data:
+                self.out(data)
+        if status == rtlib.RUN_OK:
+            return RETURNED
+        if status == rtlib.RUN_EXIT:
+            return EXITED
+        self.errors.append(self._fault())
+        return FAILED
+
+    def _set_script_args(self) -> None:
+        names = self.module.global_names
+        if ARG_GLOBAL not in names:
+            return
+        table = Table(self.config.limits.max_table)  # the interpreter's checks, then the native copy
+        for i, text in enumerate(self.config.script_args):
+            table.set(i, script_arg_value(text, i))
+        self.globals[names.index(ARG_GLOBAL)] = self._kval(table)
+
+    # -- values crossing into native code
+
+    def _set_host(self, host) -> None:
+        base = self.program.lowered.nglobals
+        for i, value in enumerate((host.num_cpus, host.arch, host.kernel_release)):
+            self.globals[base + i] = self._kval(value)
+
+    def _kval(self, value) -> KVal:
+        rt = self.rt
+        if value is None:
+            return rt.nil()
+        if value is True or value is False:
+            return rt.boolean(value)
+        if type(value) is int:
+            return rt.integer(value)
+        if isinstance(value, (bytes, bytearray)):
+            return rt.string(bytes(value))
+        if isinstance(value, Table):
+            native = self.state.table_new()
+            for key in value.keys_snapshot():
+                code = rt.k_table_set(native, self._kval(key), self._kval(value.get(key)))
+                if code:
+                    rt.k_fail_table(self.state.ptr, native, code)
+                    raise RuntimeFault(self.state.error_message())
+            return KVal(rtlib.TABLE, native)
+        raise TypeError(f"no native value for {type(value).__name__}")
+
+    def _fill_slots(self, func, event) -> None:
+        slots, faults = self.slots, self.slot_faults
+        faults.clear()
+        for index, kind, name in self.slots_of[func]:
+            try:
+                if kind == "value":
+                    value = event.value(name)
+                elif kind == "field":
+                    value = event.field(name)
+                else:
+                    value = event.stack(name)
+                slots[index] = self._kval(value)
+            except RuntimeFault as fault:  # reported where the body reads it
+                faults[index] = fault
+                slots[index] = KVal(-1, 0)
+
+    def _fault(self) -> RuntimeFault:
+        fields = self.state.fields
+        site = fields.site
+        span = self.program.lowered.sites[site] if 0 <= site < len(self.program.lowered.sites) else None
+        if fields.err.code == rtlib.E_EVENT:
+            original = self.slot_faults.get(fields.err.a)
+            if original is not None:
+                return RuntimeFault(original.message, span)
+        return RuntimeFault(self.state.error_message(), span)
+
+
+def _stack_budget(max_depth: int) -> int:
+    """Native stack the run may use: recursion past it fails cleanly (never a
+    crash). The main thread's stack grows up to RLIMIT_STACK, which is raised
+    (within the hard limit) when --max-depth asks for more."""
+    if threading.current_thread() is not threading.main_thread():
+        return _THREAD_STACK - _STACK_RESERVE
+    want = max_depth * _STACK_PER_DEPTH + 2 * _STACK_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_STACK, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    limit = (1 << 30) if soft == resource.RLIM_INFINITY else soft
+    return max(limit - _STACK_RESERVE, 256 << 10)
