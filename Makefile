@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow setup clean
+.PHONY: run test test-slow bench setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -21,9 +21,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest -q
 	timeout 900 $(VPY) -m pytest -q -m slow
+	timeout 600 $(VPY) -m pytest -q bench/test_bench_cli_smoke.py
 
 test-slow: $(STAMP)
 	$(VPY) -m pytest -q -m slow
+
+# The benchmark tables and plot of docs/benchmarks.md (several minutes).
+bench: $(STAMP)
+	$(VPY) -m pip install -q -e '.[test,bench]'
+	$(VPY) -m bench --write-docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info

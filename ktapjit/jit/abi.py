@@ -78,6 +78,7 @@ RUNTIME = {
     "k_closure_new": (KFUNCP, [STATEP, I8P, I64, I64]),
     "k_call": (I64, [STATEP, *_KV, KVALP, I64, I64, KVALP, I64]),
     "k_tail_args": (KVALP, [STATEP, *_KV, I64, I64]),
+    "k_table_fill": (I32, [STATEP, I8P, I64.as_pointer(), I64, I64.as_pointer(), I64.as_pointer()]),
 }
 
 # The runtime's error codes generated code raises itself.

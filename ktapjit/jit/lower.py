@@ -143,6 +143,32 @@ def entry_functions(module: Module) -> dict[str, Func]:
     return entries
 
 
+_MIN_FILL = 8  # shorter constructors are cheaper inline
+
+
+def _constant_fill_end(instrs: list[Value], start: int) -> int:
+    """The end of a run of constant stores into one table starting at
+    instrs[start] (only constants may sit between them), or 0 when there is
+    no run worth a k_table_fill."""
+    first = instrs[start]
+    if not _constant_store(first):
+        return 0
+    table, end, count = first.args[0], start, 0
+    for j in range(start, len(instrs)):
+        v = instrs[j]
+        if v.op is Op.Const:
+            continue
+        if not (_constant_store(v) and v.args[0] is table):
+            break
+        end, count = j + 1, count + 1
+    return end if count >= _MIN_FILL else 0
+
+
+def _constant_store(v: Value) -> bool:
+    return (v.op is Op.TableSet and v.args[1].op is Op.Const and v.args[2].op is Op.Const
+            and v.args[1].aux is not None)
+
+
 def _symbol_part(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)[:40]
 
@@ -220,11 +246,20 @@ class FuncLowering:
         return merged[0], merged[1]
 
     def _block(self, block: Block) -> None:
-        for value in block.instrs:
+        instrs = block.instrs
+        i = 0
+        while i < len(instrs):
+            value = instrs[i]
+            fill_end = _constant_fill_end(instrs, i)
+            if fill_end:
+                self._table_fill(instrs[i:fill_end])
+                i = fill_end
+                continue
             if value.op is Op.Phi:
                 self._phi(value)
             elif value.op not in (Op.Param, Op.FreeCell):
                 self.vals[value] = LOWER[value.op](self, value)
+            i += 1
         self.tails[block] = self.b.block
         TERMINATORS[block.kind](self, block)
 
@@ -234,6 +269,45 @@ class FuncLowering:
         payload_phi = self.b.phi(I64, name=f"v{value.id}")
         self.phis.append((value, tag_phi, payload_phi))
         self.vals[value] = (_c(tag) if tag is not None else tag_phi, payload_phi)
+
+    def _table_fill(self, run: list[Value]) -> None:
+        """A table constructor's constant stores as one k_table_fill call over
+        a constant array: a 450-entry literal would otherwise be 450 inlined
+        stores, seconds of LLVM time for nothing."""
+        sets = [v for v in run if v.op is Op.TableSet]
+        for v in run:
+            if v.op is Op.Const:
+                self.vals[v] = _const(self, v)
+        words = []
+        for v in sets:
+            for const in v.args[1:]:
+                words += self._const_words(const.aux)
+        array = ir.GlobalVariable(self.ml.llmod, ir.ArrayType(I64, len(words)),
+                                  self.ml.llmod.get_unique_name("ktap_fill"))
+        array.initializer = ir.Constant(array.value_type, words)
+        array.global_constant = True
+        array.linkage = "private"
+        first_site = self.ml.site(sets[0].span)
+        for v in sets[1:]:
+            self.ml.site(v.span)
+        b = self.b
+        table = _table_ptr(self, sets[0].args[0], first_site)
+        zero = ir.Constant(I32, 0)
+        rc = self.call("k_table_fill", self.state, table, b.gep(array, [zero, zero], inbounds=True),
+                       _c(len(sets)), b.gep(self.ml.strings_global, [zero, zero], inbounds=True),
+                       self.tmp_int)
+        with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
+            b.store(b.add(first_site, b.load(self.tmp_int)), self.state_field("site"))
+            b.ret(_c(abi.RUN_ERROR))
+
+    def _const_words(self, aux) -> list[int]:
+        if aux is None:
+            return [abi.NIL, 0]
+        if isinstance(aux, bool):
+            return [abi.BOOLEAN, int(aux)]
+        if isinstance(aux, int):
+            return [abi.INTEGER, aux]
+        return [abi.STRING, self.ml.string_index(bytes(aux))]
 
     # -- helpers
 

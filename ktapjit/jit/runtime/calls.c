@@ -180,3 +180,25 @@ int64_t k_enter(kstate *s, kcode code)
     krt_scratch_free(s);
     return status;
 }
+
+/* ---- constant table constructors ---- */
+
+static kval const_value(int64_t tag, int64_t payload, const int64_t *strings)
+{
+    kval v = {tag, tag == KT_STR ? strings[payload] : payload};
+    return v;
+}
+
+int k_table_fill(kstate *s, ktable *t, const int64_t *pairs, int64_t n, const int64_t *strings,
+                 int64_t *failed)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t *p = pairs + 4 * i;
+        int code = k_table_set(t, const_value(p[0], p[1], strings), const_value(p[2], p[3], strings));
+        if (code) {
+            *failed = i;
+            return k_fail_table(s, t, code);
+        }
+    }
+    return K_OK;
+}

@@ -295,6 +295,14 @@ kval *k_tail_args(kstate *s, kval callee, int64_t n, int64_t site);
  * pairs snapshots made meanwhile are freed. A K_RUN_* status. */
 int64_t k_enter(kstate *s, kcode code);
 
+/* Store n constant pairs into t, in order, as n k_table_set calls would:
+ * pairs[4i..4i+4) = key tag, key payload, value tag, value payload, where a
+ * string's payload is an index into `strings` (the module's interned
+ * constants). On failure the error is recorded (as k_fail_table does),
+ * *failed is the index of the pair that failed, and the code is returned. */
+int k_table_fill(kstate *s, ktable *t, const int64_t *pairs, int64_t n, const int64_t *strings,
+                 int64_t *failed);
+
 /* A pairs snapshot owned by the running entry (freed when k_enter returns). */
 ksnapshot *k_snapshot_scratch(kstate *s, ktable *t);
 

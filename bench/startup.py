@@ -1,0 +1,73 @@
+"""Start-up wall time and peak RSS of `ktapjit run -e 'print("hi")'`, per engine.
+
+*Cold* is the first run with empty ktapjit caches: a fresh
+``XDG_CACHE_HOME`` and ``KTAPJIT_CACHE_DIR`` (no cached lark grammar
+tables, no JIT runtime library or compiled objects), as right after
+installing. Python's bytecode and the OS page cache stay warm: dropping
+them would need the whole machine's caches flushed. *Warm* is later runs
+with those caches filled. Each cold sample gets its own fresh directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+from bench.procs import run_timed
+from bench.stats import median
+
+PROGRAM = 'print("hi")'
+
+
+@dataclass
+class StartupTiming:
+    engine: str
+    cold_s: list
+    warm_s: list
+    max_rss_kib: int
+    error: str = ""
+
+    def as_json(self) -> dict:
+        return {"engine": self.engine, "cold_s": self.cold_s, "warm_s": self.warm_s,
+                "cold_median_s": median(self.cold_s) if self.cold_s else None,
+                "warm_median_s": median(self.warm_s) if self.warm_s else None,
+                "max_rss_kib": self.max_rss_kib, "error": self.error}
+
+
+def _env(cache: str) -> dict:
+    env = dict(os.environ)
+    env["XDG_CACHE_HOME"] = cache
+    env["KTAPJIT_CACHE_DIR"] = os.path.join(cache, "ktapjit")
+    return env
+
+
+def measure(ktapjit: list[str], engine: str, cold_runs: int, warm_runs: int) -> StartupTiming:
+    """`cold_runs` first runs in fresh cache dirs; `warm_runs` runs after one of them."""
+    argv = [*ktapjit, "run", "--engine", engine, "-e", PROGRAM]
+    timing = StartupTiming(engine, [], [], 0)
+    cache = None
+    for _ in range(max(cold_runs, 1)):
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
+        cache = tempfile.mkdtemp(prefix="ktapjit-bench-cold-")
+        result = run_timed(argv, timeout=300, env=_env(cache))
+        if not _record(timing, result, timing.cold_s):
+            break
+    try:
+        for _ in range(warm_runs if not timing.error else 0):
+            if not _record(timing, run_timed(argv, timeout=300, env=_env(cache)), timing.warm_s):
+                break
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return timing
+
+
+def _record(timing: StartupTiming, result, into: list) -> bool:
+    if not result.ok or result.stdout != b"hi\n":
+        timing.error = f"status {result.status}: {result.stderr_line()}"
+        return False
+    into.append(result.wall_s)
+    timing.max_rss_kib = max(timing.max_rss_kib, result.max_rss_kib)
+    return True
