@@ -48,8 +48,8 @@ def cli(*argv: str) -> tuple[int, bytes, bytes]:
 
 
 @lru_cache(maxsize=None)
-def replay(name: str) -> tuple[int, bytes, bytes]:
-    return cli("run", "--replay", str(DEMO), str(EXAMPLES_DIR / f"{name}.kp"))
+def replay(name: str, engine: str = "interp") -> tuple[int, bytes, bytes]:
+    return cli("run", "--engine", engine, "--replay", str(DEMO), str(EXAMPLES_DIR / f"{name}.kp"))
 
 
 def expected(name: str) -> bytes:
@@ -81,9 +81,10 @@ def test_example_header_says_what_and_how(name):
     assert command in header
 
 
+@pytest.mark.parametrize("engine", ["interp", "jit"])
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_replays_to_its_expected_output(name):
-    status, out, err = replay(name)
+def test_example_replays_to_its_expected_output(name, engine):
+    status, out, err = replay(name, engine)
     assert status == 0, err.decode("latin-1")
     assert err == b""
     assert out == expected(name)

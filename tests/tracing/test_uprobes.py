@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tracing import runcli
+
 from ktapjit.cli import main
 from tests.events.test_elf import PROGRAM_C
 from tests.tracing.conftest import STATUS_LINE, TRACEFS, live_skip_reason
@@ -91,7 +93,7 @@ def ktapjit(*args: str, script: str, command: tuple = ()) -> tuple[int, str, str
     here). Returns status, script output, stderr, and the command's output
     lines (its stdout is a file for the duration)."""
     out, err = io.BytesIO(), io.BytesIO()
-    argv = ["run", *args, "-e", script] + (["--", *command] if command else [])
+    argv = ["run", *runcli.engine_args(), *args, "-e", script] + (["--", *command] if command else [])
     with tempfile.TemporaryFile() as child_out:
         sys.stdout.flush()
         saved = os.dup(1)

@@ -40,8 +40,11 @@ _FIXED = {
     Op.Print: 0, Op.Printf: 0, Op.PrintHist: 0,
 }
 
-_EVENT_VALUE_TYPES = {"pid": INT, "tid": INT, "cpu": INT, "uid": NIL, "execname": STRING,
-                      "probename": STRING, "argstr": STRING}
+# A recording made without TID or CPU in its samples reads nil for those, and
+# a profile sample has no argstr; the JIT trusts these sets, so they must hold
+# for every stream.
+_EVENT_VALUE_TYPES = {"pid": INT | NIL, "tid": INT | NIL, "cpu": INT | NIL, "uid": NIL,
+                      "execname": STRING, "probename": STRING, "argstr": STRING | NIL}
 
 
 def type_name(types: int) -> str:
