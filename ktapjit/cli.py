@@ -524,6 +524,20 @@ def _report(faults, sink: BinaryIO, err: BinaryIO) -> None:
         _say(err, fault.render())
 
 
+def _load(engine, module, config: RunConfig, sink: BinaryIO):
+    """The engine's run; a JIT that cannot build (no C compiler, no cache
+    directory) is the machine's problem, told in one line, exit 2."""
+    if engine.name != "jit":
+        return engine.load(module, config, sink.write)
+    from ktapjit.jit.codegen import CodegenError
+    from ktapjit.jit.rtlib import RuntimeBuildError
+
+    try:
+        return engine.load(module, config, sink.write)
+    except (RuntimeBuildError, CodegenError) as exc:
+        raise UsageError(str(exc).removeprefix("ktapjit: ")) from None
+
+
 def _engine(name: str):
     if name == "jit":
         from ktapjit.jit.engine import JitEngine
@@ -536,7 +550,7 @@ def _engine(name: str):
 
 def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO,
              wrap=None) -> int:
-    run = _engine(engine_name).load(module, config, sink.write)
+    run = _load(_engine(engine_name), module, config, sink)
     if wrap is not None:
         run = wrap(run)
     outcome = None

@@ -28,6 +28,7 @@ from ktapjit.diag import RuntimeFault
 from ktapjit.interp.runtime import FLUSH_PIECES, Runtime
 from ktapjit.ir.func import Value
 from ktapjit.ir.ops import ARITH_SYMBOL, Op
+from ktapjit.semantics.folded import format_folded
 from ktapjit.semantics.hist import format_hist
 from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN, arith, bnot, neg
 from ktapjit.semantics.printf import format_printf
@@ -368,6 +369,18 @@ def _print_hist(v, a, rt):
 
     def step(r):
         buf.append(format_hist(r[t], None if n is None else r[n], ids))
+        if len(buf) >= FLUSH_PIECES:
+            flush()
+    return step
+
+
+@handles(Op.PrintFolded)
+def _print_folded(v, a, rt):
+    ids, buf, flush = rt.identities, rt.buf, rt.flush
+    (t,) = a
+
+    def step(r):
+        buf.append(format_folded(r[t], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step

@@ -103,6 +103,7 @@ OPS: list[OpInfo] = [
     OpInfo("Printf", VARIADIC, "none", TRAP | EFFECT, doc="printf(a0, a1, ...); no args: a nil format"),
     OpInfo("PrintHist", VARIADIC, "none", TRAP | EFFECT, min_args=1,
            doc="print_hist(a0 [, a1])"),
+    OpInfo("PrintFolded", 1, "none", TRAP | EFFECT, doc="print_folded(a0): folded stack lines"),
     OpInfo("NumCpus", 0, "int", PURE, doc="num_cpus()"),
     OpInfo("Arch", 0, "string", PURE, doc="arch()"),
     OpInfo("KernelV", 0, "string", PURE, doc="kernel_v()"),

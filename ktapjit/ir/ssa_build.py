@@ -536,6 +536,8 @@ class _FuncBuilder:
             return self.nil_if_none(Op.Printf, self.emit(Op.Printf, args, span=span))
         if name == "print_hist":
             return self.nil_if_none(Op.PrintHist, self.emit(Op.PrintHist, [arg(0)] + args[1:2], span=span))
+        if name == "print_folded":
+            return self.nil_if_none(Op.PrintFolded, self.emit(Op.PrintFolded, [arg(0)], span=span))
         if name == "len":
             return self.emit(Op.Len, [arg(0)], span=span)
         if name == "delete":

@@ -1,20 +1,27 @@
 """LLVM code generation: verify, optimise at O2, emit objects and assembly,
-and load objects into an MCJIT engine bound to the native runtime.
+link objects into shared libraries bound to the native runtime, load them.
 
-Hazards measured in docs/jit-plan.md shape this module: an MCJIT engine owns
-its TargetMachine, so every engine gets a fresh one; an LLVM fatal error
-kills the process, so modules are verified before codegen and no inline asm
-is ever emitted.
+Generated code is LLVM's MC output (what MCJIT runs), linked by the system
+linker and loaded with dlopen rather than kept in an MCJIT engine: one path
+for fresh and cached code, and a cached script loads in under a millisecond
+without importing llvmlite.binding at all (docs/jit.md).
 
-May import: llvmlite.binding, ktapjit.jit.rtlib.
+Hazards measured in docs/jit.md shape this module: an LLVM fatal error kills
+the process, so modules are verified before codegen and no inline asm is
+ever emitted; a TargetMachine is made per use.
+
+May import: llvmlite.binding (lazily: not on a cache hit), ktapjit.jit.rtlib.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import platform
+import subprocess
+import tempfile
 from dataclasses import dataclass
-
-import llvmlite.binding as llvm
+from pathlib import Path
 
 from ktapjit.jit import rtlib
 
@@ -36,42 +43,52 @@ def host_target() -> str:
     return _HOST_ALIASES.get(machine, machine)
 
 
-def _init() -> None:
+def _llvm():
+    """llvmlite.binding, imported and initialised on first use (~50 ms)."""
     global _initialized
+    import llvmlite.binding as llvm
+
     if not _initialized:
         llvm.initialize_all_targets()
         llvm.initialize_all_asmprinters()
         _initialized = True
+    return llvm
 
 
-def target_machine(target: str, jit: bool = False) -> llvm.TargetMachine:
+def target_machine(target: str):
     """A fresh TargetMachine for `target` ("x86_64" or "aarch64"). Native
     code uses this CPU's name and features; a cross target the generic CPU."""
-    _init()
+    llvm = _llvm()
     if target == host_target():
         tgt = llvm.Target.from_default_triple()
         cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
     else:
         tgt = llvm.Target.from_triple(TARGETS[target])
         cpu, features = "generic", ""
-    return tgt.create_target_machine(cpu=cpu, features=features, opt=2, reloc="pic",
-                                     codemodel="jitdefault" if jit else "small", jit=jit)
+    return tgt.create_target_machine(cpu=cpu, features=features, opt=2, reloc="pic", codemodel="small")
 
 
 def cpu_identity() -> str:
-    _init()
-    return f"{llvm.get_host_cpu_name()}:{llvm.get_host_cpu_features().flatten()}"
+    """This CPU, for cache keys, without loading LLVM: the model and flag
+    lines of /proc/cpuinfo (code is generated for the host CPU's features)."""
+    try:
+        with open("/proc/cpuinfo", "rb") as handle:
+            lines = [line for line in handle.read().split(b"\n")
+                     if line.startswith((b"model name", b"flags", b"Features", b"CPU part"))]
+        return repr(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
 
 
 @dataclass
 class Optimized:
-    module: llvm.ModuleRef
+    module: object  # llvmlite.binding.ModuleRef
     target: str
 
 
 def optimize(llvm_ir: str, target: str) -> Optimized:
     """Parse, verify and optimise (O2) a module for `target`."""
-    _init()
+    llvm = _llvm()
     try:
         mod = llvm.parse_assembly(llvm_ir)
         mod.verify()
@@ -95,21 +112,42 @@ def emit_assembly(opt: Optimized) -> str:
     return target_machine(opt.target).emit_assembly(opt.module)
 
 
-class LoadedCode:
-    """Native code in memory: symbol addresses, valid while this object lives."""
+def link_shared(obj: bytes, target: Path) -> None:
+    """Link a PIC object into a shared library against the runtime library,
+    atomically at `target`. The runtime is named by its absolute path (it has
+    no soname), so loading the result reuses the copy already in the process
+    and its one intern table. -Bsymbolic binds the library's references to
+    its own symbols: every script exports the same entry names."""
+    runtime = rtlib.library_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, obj_path = tempfile.mkstemp(dir=target.parent, prefix=".obj-", suffix=".o")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(obj)
+    tmp = obj_path[:-2] + ".so"
+    try:
+        done = subprocess.run([*rtlib.find_compiler(), "-shared", "-Wl,-Bsymbolic", "-o", tmp, obj_path,
+                               str(runtime)],
+                              capture_output=True, timeout=120, check=False)
+        if done.returncode != 0:
+            detail = done.stderr.decode("utf-8", "replace").strip().splitlines()[:3]
+            raise CodegenError("ktapjit: linking the compiled script failed: " + " | ".join(detail))
+        os.replace(tmp, target)
+    finally:
+        for leftover in (obj_path, tmp):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
-    def __init__(self, obj: bytes):
-        _init()
-        llvm.load_library_permanently(str(rtlib.library_path()))
-        tm = target_machine(host_target(), jit=True)
-        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self.engine.finalize_object()
+
+class LoadedCode:
+    """A compiled script's shared library, loaded: symbol addresses, valid
+    while this object lives (the library is never unloaded)."""
+
+    def __init__(self, library: Path):
+        rtlib.load()  # the runtime first, so the script binds to this copy of it
+        self.lib = ctypes.CDLL(str(library))
 
     def address(self, symbol: str) -> int:
-        addr = self.engine.get_function_address(symbol)
-        if not addr:
-            addr = self.engine.get_global_value_address(symbol)
-        if not addr:
-            raise CodegenError(f"internal error: symbol {symbol} missing from the native code")
-        return addr
+        try:
+            return ctypes.addressof(ctypes.c_char.in_dll(self.lib, symbol))
+        except ValueError:
+            raise CodegenError(f"internal error: symbol {symbol} missing from the native code") from None

@@ -1,11 +1,13 @@
-"""From an IR Module to loaded native code, through an on-disk object cache.
+"""From an IR Module to loaded native code, through an on-disk cache of
+compiled scripts (shared libraries).
 
 Lowering (pure Python, milliseconds) always runs: it yields the LLVM IR text
 and the tables the engine needs (sites, strings, event slots). LLVM's
-optimisation and code generation, the expensive part, are skipped when the
-cache holds an object for the same IR text, target CPU, runtime ABI,
-llvmlite and ktapjit version. The IR text carries everything the script and
-its event schemas compile to, so it is the honest key.
+optimisation and code generation, and the link, are skipped when the cache
+holds a library for the same IR text, CPU, runtime library build, llvmlite
+and ktapjit version. The IR text carries everything the script and its
+event schemas compile to, so it is the honest key; the runtime library's
+build is in it because a script library binds to that exact file.
 
 Cache directory: $KTAPJIT_CACHE_DIR/jit, else $XDG_CACHE_HOME/ktapjit/jit,
 else ~/.cache/ktapjit/jit. An unwritable cache is simply not used.
@@ -22,7 +24,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import ktapjit
 from ktapjit.jit import codegen, rtlib
@@ -63,29 +64,31 @@ def cache_key(llvm_ir: str, target: str) -> str:
 
     h = hashlib.sha256()
     for part in (f"ktapjit={ktapjit.__version__}", f"abi={rtlib.ABI_VERSION}",
-                 f"llvmlite={llvmlite.__version__}", f"target={target}", f"cpu={codegen.cpu_identity()}"):
+                 f"runtime={rtlib.library_path().name}", f"llvmlite={llvmlite.__version__}",
+                 f"target={target}", f"cpu={codegen.cpu_identity()}"):
         h.update(part.encode() + b"\0")
     h.update(llvm_ir.encode())
     return h.hexdigest()[:32]
 
 
 def compile_native(module, use_cache: bool = True) -> NativeProgram:
-    """Lower, optimise, generate and load `module` for this machine."""
+    """Lower, optimise, generate, link and load `module` for this machine."""
     stats = CompileStats()
     t0 = time.perf_counter()
     lowered = lower_module(module)
     stats.lower_s = time.perf_counter() - t0
     target = codegen.host_target()
-    obj = _cached_object(lowered.llvm_ir, target) if use_cache else None
-    stats.cache_hit = obj is not None
-    if obj is None:
-        t1 = time.perf_counter()
-        obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
-        stats.llvm_s = time.perf_counter() - t1
-        if use_cache:
-            _store_object(lowered.llvm_ir, target, obj)
-    t2 = time.perf_counter()
-    code = codegen.LoadedCode(obj)
+    with tempfile.TemporaryDirectory(prefix="ktapjit-") as scratch:
+        library = _library_path(lowered.llvm_ir, target) if use_cache else Path(scratch) / "script.so"
+        stats.cache_hit = library.exists()
+        if not stats.cache_hit:
+            t1 = time.perf_counter()
+            obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
+            stats.llvm_s = time.perf_counter() - t1
+            _link(obj, library, fallback=Path(scratch) / "script.so")
+            library = library if library.exists() else Path(scratch) / "script.so"
+        t2 = time.perf_counter()
+        code = codegen.LoadedCode(library)  # mapped: the file may go with the scratch dir
     _fill_strings(code, lowered)
     stats.load_s = time.perf_counter() - t2
     return NativeProgram(lowered, code, stats)
@@ -100,24 +103,14 @@ def _fill_strings(code: codegen.LoadedCode, lowered: Lowered) -> None:
         table[i] = rt.string(data).payload
 
 
-def _object_path(llvm_ir: str, target: str) -> Path:
-    return cache_dir() / f"{cache_key(llvm_ir, target)}.o"
+def _library_path(llvm_ir: str, target: str) -> Path:
+    return cache_dir() / f"{cache_key(llvm_ir, target)}.so"
 
 
-def _cached_object(llvm_ir: str, target: str) -> Optional[bytes]:
+def _link(obj: bytes, library: Path, fallback: Path) -> None:
+    """Link into the cache; where the cache cannot be written, into scratch
+    (costing only the next run its compile time)."""
     try:
-        return _object_path(llvm_ir, target).read_bytes()
+        codegen.link_shared(obj, library)
     except OSError:
-        return None
-
-
-def _store_object(llvm_ir: str, target: str, obj: bytes) -> None:
-    path = _object_path(llvm_ir, target)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".obj-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(obj)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only or full cache only costs the next run its compile time
+        codegen.link_shared(obj, fallback)

@@ -10,6 +10,11 @@ interpreter, so both engines end runs identically.
 
 May import: ktapjit.jit, ktapjit.run_api, ktapjit.run_lifecycle,
 ktapjit.frontend.resolve (ARG_GLOBAL), ktapjit.semantics, ktapjit.diag.
+
+The native event path (jit/feed.py, runtime/feed.c): a session driver may
+ask ``native_feed(plan, attrs, start_ns)`` for a feed that runs whole chunks
+of records natively, then call ``feed_chunk`` per chunk; the lifecycle
+bookkeeping (exit(), errors) is the same as for one entry.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ktapjit.diag import RuntimeFault
 from ktapjit.frontend.resolve import ARG_GLOBAL
 from ktapjit.jit import rtlib
 from ktapjit.jit.compile import NativeProgram, compile_native
+from ktapjit.jit.feed import FEED_BAD, FEED_STREAM, NativeFeed, build_feed
 from ktapjit.jit.lower import entry_functions
 from ktapjit.jit.rtlib import KVal
 from ktapjit.run_api import RunConfig
@@ -63,6 +69,7 @@ class JitRun(RunLifecycle):
         self.slots = (KVal * max(1, len(lowered.event_slots)))()
         fields.event = ctypes.addressof(self.slots)
         self.slot_faults: dict[int, RuntimeFault] = {}
+        self.feed: Optional[NativeFeed] = None  # the native event path, when the session takes it
         self._set_host(config.host)
         self.entry_of = {func: program.entry_address(name) for name, func in entry_functions(module).items()}
         self.slots_of = {func: [(i, *lowered.event_slots[i]) for i in program.entry_slots(name)]
@@ -98,6 +105,51 @@ class JitRun(RunLifecycle):
             table.set(i, script_arg_value(text, i))
         self.globals[names.index(ARG_GLOBAL)] = self._kval(table)
 
+    # -- the native event path
+
+    def native_feed(self, plan, attrs, start_ns: int) -> Optional[NativeFeed]:
+        """A feed running this session's records natively (plan: the
+        StreamPlan; attrs: the stream's decode.AttrTable), or None when the
+        session must take the per-event path (jit/feed.py says when)."""
+        self.feed = build_feed(self.module, self.program, plan, attrs, start_ns)
+        return self.feed
+
+    def feed_chunk(self, data: bytes, offsets=None, base: int = 0) -> bool:
+        """Run the records of `data` (those at `offsets`, an array('Q'),
+        when given) through the native feed. False once tracing has stopped
+        (exit() or an error); the feed says where (NativeFeed.stopped_at).
+        A stream error (FEED_STREAM, FEED_BAD) stops too: the caller reads
+        it from the feed and raises it."""
+        if not self.tracing:
+            return False
+        count = len(offsets) if offsets is not None else 0
+        return self._fed(lambda: self.feed.run(self.state.ptr, data, offsets, count, base))
+
+    def feed_release(self, final: bool) -> bool:
+        """Run what the live merger releases at the end of a round (final:
+        everything queued); as feed_chunk."""
+        if not self.tracing:
+            return False
+        return self._fed(lambda: self.feed.release(self.state.ptr, final))
+
+    def _fed(self, step) -> bool:
+        try:
+            status = step()
+        finally:
+            out = self.state.take_output()
+            if out:
+                self.out(out)
+        if status == rtlib.RUN_OK:
+            return True
+        if status == rtlib.RUN_EXIT:
+            self.exit_called = True
+        elif status == rtlib.RUN_ERROR:
+            self.errors.append(self._fault())
+        elif status in (FEED_STREAM, FEED_BAD):
+            return False  # tracing goes on as far as the run is concerned: the stream broke
+        self.tracing = False
+        return False
+
     # -- values crossing into native code
 
     def _set_host(self, host) -> None:
@@ -128,6 +180,7 @@ class JitRun(RunLifecycle):
     def _fill_slots(self, func, event) -> None:
         slots, faults = self.slots, self.slot_faults
         faults.clear()
+        tables: dict[int, KVal] = {}  # an array field read as argN and args.NAME is one table
         for index, kind, name in self.slots_of[func]:
             try:
                 if kind == "value":
@@ -136,6 +189,11 @@ class JitRun(RunLifecycle):
                     value = event.field(name)
                 else:
                     value = event.stack(name)
+                if isinstance(value, Table):
+                    if id(value) not in tables:
+                        tables[id(value)] = self._kval(value)
+                    slots[index] = tables[id(value)]
+                    continue
                 slots[index] = self._kval(value)
             except RuntimeFault as fault:  # reported where the body reads it
                 faults[index] = fault
@@ -149,6 +207,8 @@ class JitRun(RunLifecycle):
             original = self.slot_faults.get(fields.err.a)
             if original is not None:
                 return RuntimeFault(original.message, span)
+            if self.feed is not None:  # a corrupt record the native feed filled
+                return RuntimeFault(self.feed.fault(), span)
         return RuntimeFault(self.state.error_message(), span)
 
 

@@ -85,6 +85,8 @@ class ModuleLowering:
             FuncLowering(self, func, llfn).lower()
             if func in entries.values():
                 entry_slots[llfn.name] = sorted(self._slot_index[k] for k in _event_keys(func))
+            else:
+                llfn.linkage = "internal"  # reached only through closures: not exported
         return Lowered(
             llvm_ir=str(self.llmod),
             entries={name: self.functions[func].name for name, func in entries.items()},
@@ -726,6 +728,11 @@ def _print_hist(fl, v):
     rows = fl.arg(v.args[1]) if len(v.args) > 1 else NIL_VALUE
     rc = fl.call("k_print_hist", fl.state, *fl.arg(v.args[0]), *rows)
     fl.ok_status(rc, fl.ml.site(v.span))
+
+
+@lowers(Op.PrintFolded)
+def _print_folded(fl, v):
+    fl.ok_status(fl.call("k_print_folded", fl.state, *fl.arg(v.args[0])), fl.ml.site(v.span))
 
 
 def _host(index: int):

@@ -37,7 +37,7 @@ from pathlib import Path
 from ktapjit.diag import RuntimeFault
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
-ABI_VERSION = 2  # KRT_ABI_VERSION in ktrt.h
+ABI_VERSION = 3  # KRT_ABI_VERSION in ktrt.h
 CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing")
 
 # Tags (KT_* in ktrt.h).
@@ -50,7 +50,8 @@ NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = range(6)
     E_TOO_MANY_ARGS, E_FOR_INITIAL, E_FOR_LIMIT, E_FOR_STEP, E_FOR_STEP_ZERO,
     E_PRINTF_FORMAT, E_PRINTF_ARGS, E_PRINTF_BADARG, E_PRINTF_CONV, E_PRINTF_INCOMPLETE,
     E_PRINTF_WIDTH, E_HIST_TABLE, E_HIST_ROWS, E_HIST_VALUES, E_EVENT, E_NATIVE_STACK,
-) = range(30)
+    E_FOLDED_TABLE, E_FOLDED_VALUES,
+) = range(32)
 
 # How generated functions return (K_RUN_* in ktrt.h).
 RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL = range(4)
@@ -139,7 +140,28 @@ _PROTOTYPES = {
     "k_print": (_INT, [_P, _KVP, _I64]),
     "k_printf": (_INT, [_P, _KV, _KVP, _I64]),
     "k_print_hist": (_INT, [_P, _KV, _KV]),
+    "k_print_folded": (_INT, [_P, _KV]),
     "k_enter": (_I64, [_P, _P]),
+    # the native event path (feed.c)
+    "k_feed_new": (_P, [_I64]),
+    "k_feed_free": (None, [_P]),
+    "k_feed_layout": (_I64, [_P, ctypes.c_uint64, _I64]),
+    "k_feed_resolver": (None, [_P, _I64, _I64, _I64, _I64]),
+    "k_feed_id": (_INT, [_P, ctypes.c_uint64, _I64, _I64]),
+    "k_feed_group": (_I64, [_P]),
+    "k_feed_probe": (_I64, [_P, _I64, _P, _I64, ctypes.c_char_p, ctypes.c_char_p]),
+    "k_feed_slot": (_INT, [_P, _I64, _I64, _I64, _I64, _I64, _I64, _KV]),
+    "k_feed_dyn": (_INT, [_P, _I64, _I64, _I64, _I64, ctypes.c_char_p]),
+    "k_feed_filter": (_INT, [_P, _I64, _P, _I64, ctypes.c_char_p, _I64]),
+    "k_feed_timer": (_INT, [_P, _I64, _P]),
+    "k_feed": (_I64, [_P, _P, _P, ctypes.c_uint64, _P, ctypes.c_uint64, ctypes.c_uint64]),
+    "k_feed_count": (_I64, [_P, ctypes.c_uint64]),
+    "k_feed_order": (_I64, [_P, _P, ctypes.c_uint64, _P, ctypes.c_uint64]),
+    "k_feed_push": (_INT, [_P, _I64, _P, ctypes.c_uint64]),
+    "k_feed_release": (_I64, [_P, _P, _I64]),
+    "k_feed_info": (None, [_P, _I64P]),
+    "k_feed_fault": (ctypes.c_char_p, [_P]),
+    "k_feed_message": (ctypes.c_char_p, [_P]),
 }
 
 
@@ -194,14 +216,38 @@ def _build_key(compiler: list[str]) -> str:
     return h.hexdigest()[:24]
 
 
+def _fingerprint(compiler: list[str]) -> str:
+    """What the build key depends on, cheaply (file metadata, no subprocess):
+    asking the compiler its --version costs ~35 ms of every JIT start-up."""
+    h = hashlib.sha256()
+    h.update(f"abi={ABI_VERSION}\0flags={' '.join(CFLAGS)}\0{platform.machine()}\0".encode())
+    for path in [Path(shutil.which(compiler[0]) or compiler[0]).resolve(), *_sources()]:
+        st = path.stat()
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    h.update(" ".join(compiler).encode())
+    return h.hexdigest()[:24]
+
+
 def library_path(cache: Path | None = None) -> Path:
     """The runtime's shared library, building it first if it is not cached."""
     compiler = find_compiler()
     directory = cache if cache is not None else cache_dir()
+    memo = directory / f"fingerprint-{_fingerprint(compiler)}"
+    try:
+        known = directory / memo.read_text().strip()
+        if known.exists():
+            return known
+    except OSError:
+        pass
     target = directory / f"libktrt-{_build_key(compiler)}.so"
     if target.exists():
+        _remember(memo, target)
         return target
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeBuildError(f"ktapjit: cannot create the JIT cache directory {directory}: "
+                                f"{e.strerror or e} (set KTAPJIT_CACHE_DIR)") from None
     with open(directory / f"{target.name}.lock", "wb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -209,7 +255,18 @@ def library_path(cache: Path | None = None) -> Path:
                 _compile(compiler, target)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    _remember(memo, target)
     return target
+
+
+def _remember(memo: Path, target: Path) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".memo-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(target.name)
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # an unwritable cache only costs the next start-up the compiler check
 
 
 def _compile(compiler: list[str], target: Path) -> None:

@@ -12,14 +12,22 @@ This is the reference meaning of a stream (LANGUAGE.md, Tracing):
   the mappings its ustack() is symbolized with (tracing/stacks.py), as for
   the callchains of probes whose bodies call stack()/ustack();
 - once a probe or timer calls exit() or faults, nothing more runs.
+
+NativeDriver gives the same stream to an engine's native feed (the JIT's
+native event path), in batches of record offsets into the stream's bytes;
+the feed applies the rules above itself, without Python per record.
+LiveDriver does that for live rings, whose bytes the feed merges itself.
 """
 
 from __future__ import annotations
 
 import heapq
-from typing import Iterable
+from array import array
+from typing import Iterable, Iterator
 
-from ktapjit.events.decode import Comm, DecodeError, Exit, Fork, Lost, LostSamples, Mmap, Mmap2, Sample, has_time
+from ktapjit.events.decode import (
+    Comm, DecodeError, Exit, Fork, Lost, LostSamples, Mmap, Mmap2, Sample, has_time, iter_records,
+)
 from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import StreamPlan
 from ktapjit.tracing.sample_event import ProfileEvent, SampleEvent
@@ -122,3 +130,147 @@ def _kernel_comm(sample: Sample, comm: bytes) -> bytes:
     if sample.tid == 0:
         return b"swapper/%d" % (sample.cpu or 0)
     return comm
+
+
+class NativeDriver:
+    """Drives a run's native feed (run.native_feed) with a session's records:
+    the same records, in the same order, as StreamDriver.feed would see, but
+    handed over as batches of offsets into `data`, the bytes they were
+    decoded from (`base`: the offset of data[0] in the records' numbering).
+
+    A decode error behaves as StreamDriver's: it surfaces when the record
+    after the last one run is fetched, so it is raised unless tracing
+    stopped on an earlier record."""
+
+    BATCH = 4096
+
+    def __init__(self, run, feed, data, base: int):
+        self.run = run
+        self.native = feed  # has last_time, lost, stopped_at, stream_error(), pin(), order()
+        self.buffer = data
+        self.base = base
+
+    @property
+    def last_time(self) -> int:
+        return self.native.last_time
+
+    @property
+    def lost(self) -> int:
+        return self.native.lost
+
+    def feed(self, records: Iterable) -> bool:
+        """Run the records; False once tracing has stopped (exit() or an error).
+        When the feed can order the whole buffer itself (every record decodes),
+        `records` is not even read: the offsets come from native code."""
+        self.data = self.native.pin(self.buffer)  # the bytes stay where they are, no copy
+        try:
+            order = self.native.order(self.data)
+            if order is not None:
+                return self._feed_ordered(order)
+            return self._feed_records(records)
+        finally:
+            self.data.release()
+
+    def _feed_records(self, records: Iterable) -> bool:
+        """The records the Python decoder gives, in batches of offsets."""
+        it: Iterator = iter(records)
+        base = self.base
+        while True:
+            batch = array("Q")
+            try:
+                for record in it:
+                    batch.append(record.offset - base)
+                    if len(batch) >= self.BATCH:
+                        break
+            except BaseException:  # whatever fetching raises, StreamDriver would raise it here too
+                if self._run(batch) or self.native.stopped_at == len(batch) - 1:
+                    raise
+                return False
+            if not batch:
+                return self.run.tracing
+            if not self._run(batch):
+                if self.native.stopped_at == len(batch) - 1:
+                    next(it, None)  # StreamDriver fetches the next record before it stops
+                return False
+
+    def _feed_ordered(self, order: array) -> bool:
+        step = 4 * self.BATCH
+        for start in range(0, len(order), step):
+            if not self._run(order[start:start + step]):
+                return False
+        return self.run.tracing
+
+    def _run(self, batch: array) -> bool:
+        if not batch:
+            return self.run.tracing
+        going = self.run.feed_chunk(self.data, batch, self.base)
+        problem = self.native.stream_error()
+        if problem is not None:
+            raise DecodeError(*problem)
+        return going
+
+
+class LiveDriver:
+    """A live session's driver: a StreamDriver until the session knows its
+    events (open_native, called by tracing/live.py once the rings are open),
+    then, when the run has a native feed for them, that feed: drained bytes
+    are pushed per CPU and each round releases what perf's rule allows, as
+    events/merge.StreamMerger does, all in native code."""
+
+    def __init__(self, run, python: StreamDriver):
+        self.run = run
+        self.python = python
+        self.native = None  # the run's feed, once open_native found one
+        self._lost = 0
+
+    def open_native(self, plan: StreamPlan, attrs, start_ns: int) -> bool:
+        offer = getattr(self.run, "native_feed", None)
+        self.native = offer(plan, attrs, start_ns) if offer is not None else None
+        return self.native is not None
+
+    # -- the StreamDriver protocol (the Python path)
+
+    def feed(self, records: Iterable) -> bool:
+        return self.python.feed(records)
+
+    @property
+    def last_time(self) -> int:
+        return self.native.last_time if self.native is not None else self.python.last_time
+
+    @property
+    def lost(self) -> int:
+        return max(self._lost, self.native.lost if self.native is not None else self.python.lost)
+
+    @lost.setter
+    def lost(self, value: int) -> None:
+        self._lost = value  # the session's own count (the rings'), when it knows more
+
+    # -- the native path
+
+    def feed_bytes(self, data: bytes) -> bool:
+        """Records in stream order (the synthesized head)."""
+        going = self.run.feed_chunk(data)
+        self._raise_stream_error()
+        return going
+
+    def push(self, cpu: int, data: bytes, attrs) -> None:
+        if not self.native.push(cpu, data):
+            for _record in iter_records(data, attrs):  # raises the decoder's own error
+                pass
+            raise DecodeError("a record the native event path cannot read", 0)
+
+    def end_round(self) -> bool:
+        return self._release(False)
+
+    def finish(self) -> bool:
+        return self._release(True)
+
+    def _release(self, final: bool) -> bool:
+        going = self.run.feed_release(final)
+        self._raise_stream_error()
+        return going
+
+    def _raise_stream_error(self) -> None:
+        problem = self.native.stream_error()
+        if problem is not None:
+            raise DecodeError(*problem)

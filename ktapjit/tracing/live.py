@@ -284,18 +284,22 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                     for b in members:  # the task tracker, last, binds to no probe
                         plan.attach(ids, b)
                 attrs = session.attr_table()
+                native = _open_native(driver, plan, attrs, start_ns)
                 head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
                 if options.record_path:
                     writer = _open_recording(options.record_path, session, bound)
                     writer.write_records(head)
-                driver.feed(iter_records(head, attrs))
+                if native:
+                    driver.feed_bytes(head)
+                else:
+                    driver.feed(iter_records(head, attrs))
                 # Enabled before the status line: a user (or a test) starts the
                 # workload on seeing it, and its first events must be traced.
                 session.enable()
                 options.status(f"Tracing {len(events)} events... Hit Ctrl-C to end.")
                 if child:
                     child.release()
-                _loop(session, driver, attrs, writer, child, stop)
+                _loop(session, driver, attrs, writer, child, stop, native)
                 lost = session.lost()
             return LiveOutcome(driver.last_time, lost)
         finally:
@@ -364,7 +368,15 @@ class _Reader(threading.Thread):
             self.join()
 
 
-def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag) -> None:
+def _open_native(driver, plan: StreamPlan, attrs, start_ns: int) -> bool:
+    """Whether the driver runs this session's records natively (a
+    dispatch.LiveDriver whose run has a native feed for these events): then
+    it takes the drained bytes and merges them itself."""
+    opener = getattr(driver, "open_native", None)
+    return bool(opener is not None and opener(plan, attrs, start_ns))
+
+
+def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, native: bool = False) -> None:
     merger = StreamMerger()
     reader = _Reader(session)
     # Full garbage collections hold the GIL, and so keep the reader from the
@@ -387,12 +399,15 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag) -
             # recording marks it with FINISHED_ROUND so a replay orders alike.
             if chunks:
                 for cpu, data in chunks:
-                    merger.push(cpu, iter_records(data, attrs))
+                    if native:
+                        driver.push(cpu, data, attrs)
+                    else:
+                        merger.push(cpu, iter_records(data, attrs))
                     if writer is not None:
                         writer.write_records(data)
                 if writer is not None:
                     writer.write_records(_FINISHED_ROUND)
-                if not driver.feed(merger.end_round()):
+                if not (driver.end_round() if native else driver.feed(merger.end_round())):
                     return
             elif done:
                 break  # the reader's backlog and the last drain are all in
@@ -400,4 +415,7 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag) -
         reader.stop()  # before PerfSession.close() unmaps the rings it reads
         if frozen:
             gc.unfreeze()
-    driver.feed(merger.finish())
+    if native:
+        driver.finish()
+    else:
+        driver.feed(merger.finish())

@@ -31,7 +31,7 @@ def task_value(event, name: str) -> object:
 
 
 class SampleEvent:
-    __slots__ = ("sample", "bound", "comm", "max_table", "time_ns", "stacks", "_fields")
+    __slots__ = ("sample", "bound", "comm", "max_table", "time_ns", "stacks", "_fields", "_tables")
 
     def __init__(self, sample, bound: BoundEvent, comm: bytes, max_table: int, time_ns: int, stacks=None):
         self.sample = sample
@@ -41,6 +41,7 @@ class SampleEvent:
         self.time_ns = time_ns  # the stream time the driver advanced to for this sample
         self.stacks = stacks  # tracing.stacks.Stacks, when some probe calls stack()/ustack()
         self._fields: Optional[dict] = None
+        self._tables: dict[str, Table] = {}  # array fields, made once per event
 
     def fields(self) -> dict:
         if self._fields is None:
@@ -62,10 +63,16 @@ class SampleEvent:
         args = self.bound.arg_names  # a return probe's __probe_ret_ip is skipped (plan.arg_field_names)
         if index >= len(args):
             return None
-        return self._script_value(self.fields().get(args[index]))
+        return self.field(args[index])
 
     def field(self, name: str) -> object:
-        return self._script_value(self.fields().get(name))
+        table = self._tables.get(name)
+        if table is not None:
+            return table
+        value = self._script_value(self.fields().get(name))
+        if type(value) is Table:  # one event, one table: reads see each other's stores
+            self._tables[name] = value
+        return value
 
     def stack(self, which: str) -> object:
         """As for profile samples (tracing/stacks.py); nil when the event was

@@ -5,6 +5,11 @@ bad event stops the script before its top level runs) and fix the stream's
 start time; `Session.drive` then feeds the events to a driver, and
 `drive_run` does that for an engine run, turning a stream that breaks
 midway into an outcome rather than an exception, so trace_end still runs.
+When the engine run offers a native feed (`run.native_feed`, the JIT), the
+records go to it without Python per record: a replay hands over its data
+section (RawStream, dispatch.NativeDriver), a live session its drained ring
+bytes (dispatch.LiveDriver); otherwise, or when the feed declines the
+session, dispatch.StreamDriver runs them one by one.
 
 A live session whose script has uprobes, USDT markers or kprobes owns the
 dynamic events it created: one DynamicProbes (made after stale groups of
@@ -23,8 +28,19 @@ from typing import Callable, Optional
 from ktapjit.events.tracefs import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Host, monotonic_ns
-from ktapjit.tracing.dispatch import StreamDriver
+from ktapjit.tracing.dispatch import LiveDriver, NativeDriver, StreamDriver
 from ktapjit.tracing.plan import StreamPlan, bind_profiles, has_dynamic_probes
+
+
+@dataclass
+class RawStream:
+    """The bytes a session's records are decoded from, for an engine that
+    runs records natively (run.native_feed): records' offsets minus `base`
+    index `data`, and `attrs()` (a decode.AttrTable) says how to read them."""
+
+    data: object  # a buffer holding every record
+    base: int
+    attrs: Callable[[], object]  # called only when a native feed is wanted
 
 
 @dataclass
@@ -34,6 +50,8 @@ class Session:
     drive: Callable  # (driver) -> end time in ns
     host: Host = field(default_factory=Host.local)  # what num_cpus(), arch(), kernel_v() report
     cleanup: Optional[Callable[[], list]] = None  # removes dynamic events; returns problems
+    raw: Optional[RawStream] = None  # set when records come from one buffer (a replay)
+    live: bool = False  # records come from perf rings (live.run_live)
 
     def close(self) -> list[str]:
         """Remove what the session created (dynamic events) and put the signal
@@ -58,7 +76,9 @@ def replay_session(path: str, module: Module) -> Session:
         driver.feed(replay.records())
         return driver.last_time
 
-    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(replay.data))
+    data = replay.data
+    raw = RawStream(data.data_bytes, data.data_offset, data.attr_table)
+    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw)
 
 
 def _recorded_host(data) -> Host:
@@ -89,7 +109,8 @@ def live_session(module: Module, options) -> Session:
         raise
     # The clock event keeps tick-N timers firing; profile-N samples are their own events.
     options.heartbeat = any(t.kind == "tick" for t in module.timers)
-    session = Session(monotonic_ns(), StreamPlan(bound=list(bound), profiles=bind_profiles(module)), None)
+    session = Session(monotonic_ns(), StreamPlan(bound=list(bound), profiles=bind_profiles(module)), None,
+                      live=True)
 
     def drive(driver) -> int:
         try:
@@ -144,8 +165,28 @@ class _DynamicOwner:
 def drive_run(session: Session, run, module: Module, max_table: int) -> Outcome:
     """Feed the session's events to an engine run (its top level already ran)."""
     driver = StreamDriver(run, module, session.plan, max_table, session.start_ns)
+    if session.live and getattr(run, "native_feed", None) is not None:
+        driver = LiveDriver(run, driver)  # decides once the rings are open
+    else:
+        driver = _native_driver(session, run) or driver
     try:
         end_ns = session.drive(driver)
     except EventsError as exc:  # a corrupt stream, a lost permission: trace_end still runs
         return Outcome(driver.last_time, driver.lost, exc)
     return Outcome(end_ns, driver.lost)
+
+
+def _native_driver(session: Session, run) -> Optional[NativeDriver]:
+    """A NativeDriver when the engine runs records natively and the session
+    allows it (its records come from one buffer); else None."""
+    offer = getattr(run, "native_feed", None)
+    if offer is None or session.raw is None:
+        return None
+    try:
+        attrs = session.raw.attrs()
+    except EventsError:
+        return None  # the per-event path reports it where the stream breaks
+    feed = offer(session.plan, attrs, session.start_ns)
+    if feed is None:
+        return None
+    return NativeDriver(run, feed, session.raw.data, session.raw.base)

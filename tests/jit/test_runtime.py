@@ -21,6 +21,7 @@ from ktapjit.diag import RuntimeFault
 from ktapjit.jit import rtlib
 from ktapjit.jit.rtlib import KVal
 from ktapjit.semantics import intmath, values
+from ktapjit.semantics.folded import format_folded
 from ktapjit.semantics.hist import format_hist
 from ktapjit.semantics.printf import format_printf
 from ktapjit.semantics.values import Function, Identities, Table
@@ -666,6 +667,35 @@ def test_print_hist_property(rt, pairs, n):
     assert ours == py_outcome(format_hist, t, n, b.ids, produces_output=True)
 
 
+# -- print_folded ------------------------------------------------------------------------
+
+frame = st.sampled_from([b"", b"main", b"main+0x1f", b"spin+0xzz", b"+0x10", b"a;b", b"[unknown]", b"x+0x"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(
+            st.one_of(st.integers(-5, 30), st.lists(frame, max_size=5).map(b"\n".join)),
+            st.one_of(st.integers(-1, 50), st.sampled_from([0, MAX, 2**40]), st.none().map(lambda _: b"s")),
+        ),
+        max_size=30,
+    ),
+)
+def test_print_folded_property(rt, pairs):
+    b = Bridge(rt)
+    t = table_of(*pairs)
+    ours = b.outcome(rt.k_print_folded(b.s, b.to_c(t)))
+    assert ours == py_outcome(format_folded, t, b.ids, produces_output=True)
+
+
+def test_print_folded_rejects_a_non_table(rt):
+    b = Bridge(rt)
+    for value in (None, 3, b"x"):
+        ours = b.outcome(rt.k_print_folded(b.s, b.to_c(value)))
+        assert ours == py_outcome(format_folded, value, b.ids, produces_output=True)
+
+
 # -- building --------------------------------------------------------------------------
 
 
@@ -700,7 +730,11 @@ def test_concurrent_builds_share_one_library(tmp_path):
     outs = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(outs) == 1
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".lock", ".so"]  # no temp files
+    # No temp files: the library, its build lock, and the fingerprint memo
+    # that lets later start-ups skip asking the compiler its version.
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert [n.split("-")[0] for n in names] == ["fingerprint", "libktrt", "libktrt"], names
+    assert names[1].endswith(".so") and names[2].endswith(".so.lock")
 
 
 def test_missing_compiler_is_one_clear_line(tmp_path, monkeypatch):

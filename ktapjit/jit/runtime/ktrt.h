@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KRT_ABI_VERSION 2
+#define KRT_ABI_VERSION 3
 
 /* ---- values ------------------------------------------------------------ */
 
@@ -109,6 +109,8 @@ enum {
     /* generated code */
     K_E_EVENT = 28,          /* reading event slot a failed; the engine holds the message */
     K_E_NATIVE_STACK = 29,   /* "native stack exhausted at depth N (raise ulimit -s)", N = a */
+    K_E_FOLDED_TABLE = 30,   /* "print_folded: expected a table, got T" */
+    K_E_FOLDED_VALUES = 31,  /* "print_folded: values must be non-negative integers" */
     K_E__COUNT
 };
 
@@ -255,6 +257,8 @@ int k_print(kstate *s, const kval *args, int64_t n);
 int k_printf(kstate *s, kval fmt, const kval *args, int64_t n);
 /* print_hist(t [, n]); pass nil for n when omitted. */
 int k_print_hist(kstate *s, kval table, kval n);
+/* print_folded(t): ktapjit/semantics/folded.py. */
+int k_print_folded(kstate *s, kval table);
 
 /* ---- functions, cells and calls (generated code) ------------------------- */
 
@@ -305,5 +309,89 @@ int k_table_fill(kstate *s, ktable *t, const int64_t *pairs, int64_t n, const in
 
 /* A pairs snapshot owned by the running entry (freed when k_enter returns). */
 ksnapshot *k_snapshot_scratch(kstate *s, ktable *t);
+
+/* ---- the native event path (feed.c) ---------------------------------------- */
+
+/* A kfeed runs whole chunks of perf records natively: it decodes headers,
+ * finds each sample's bound probes by sample id, fills their event slots
+ * from the RAW data at offsets fixed when the feed was built
+ * (ktapjit/jit/feed.py), keeps COMM/FORK thread names, fires tick timers
+ * and counts lost records. Semantics: ktapjit/tracing/dispatch.py. */
+typedef struct kfeed kfeed;
+
+/* What k_feed returns besides the K_RUN_* statuses. */
+enum {
+    K_FEED_STREAM = 16, /* a corrupt timestamp: k_feed_message, error offset in k_feed_info */
+    K_FEED_BAD = 17,    /* a record the feed cannot read (never for input the decoder accepts) */
+};
+
+/* How a slot of a bound probe is filled (k_feed_slot). */
+enum {
+    KF_NIL = 0,           /* nil */
+    KF_PID = 1,           /* the sample's pid (nil without PERF_SAMPLE_TID) */
+    KF_TID = 2,
+    KF_CPU = 3,           /* nil without PERF_SAMPLE_CPU */
+    KF_EXECNAME = 4,      /* the thread's comm (":TID" when unknown) */
+    KF_CONST = 5,         /* `value` (probename) */
+    KF_INT_FIELD = 6,     /* RAW[offset, +size), size 1/2/4/8, flags: signed */
+    KF_BYTES_FIELD = 7,   /* RAW[offset, +size) as a string */
+    KF_CHARS_FIELD = 8,   /* char[size] at offset, cut at the first NUL */
+    KF_DATALOC_STRING = 9,/* __data_loc (flags 0) / __rel_loc (flags 1) char[] */
+    KF_FIELD_NIL = 10,    /* nil, but a corrupt record fails the read */
+};
+
+kfeed *k_feed_new(int64_t start_ns);
+void k_feed_free(kfeed *f);
+/* A sample_type's layout; returns its index (-1: out of memory). */
+int64_t k_feed_layout(kfeed *f, uint64_t sample_type, int64_t sample_id_all);
+/* mode 0: layout 0 for every record; mode 1: a sample's id at byte id_pos,
+ * another record's id is_pos bytes before its end (-1: none). Samples
+ * without an id run group noid_group (-1: none). */
+void k_feed_resolver(kfeed *f, int64_t mode, int64_t id_pos, int64_t is_pos, int64_t noid_group);
+/* Sample id -> its layout and group (-1: no probes). */
+int k_feed_id(kfeed *f, uint64_t id, int64_t layout, int64_t group);
+int64_t k_feed_group(kfeed *f);
+/* Append a bound probe to a group; its index, -1 on failure. prefix and
+ * label make the corrupt-record message. */
+int64_t k_feed_probe(kfeed *f, int64_t group, kcode code, int64_t fixed_size, const char *prefix,
+                     const char *label);
+int k_feed_slot(kfeed *f, int64_t probe, int64_t slot, int64_t kind, int64_t offset, int64_t size,
+                int64_t flags, kval value);
+/* Every dynamic field of the probe's format, in order: a record is corrupt
+ * when one points outside it. */
+int k_feed_dyn(kfeed *f, int64_t probe, int64_t offset, int64_t size, int64_t relative,
+               const char *name);
+/* The probe's filter: n instructions of 6 words and the string patterns
+ * they name (jit/feed_filter.py). */
+int k_feed_filter(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *patterns,
+                  int64_t npatterns);
+/* A tick timer, first due at start_ns + period; add in declaration order. */
+int k_feed_timer(kfeed *f, int64_t period, kcode code);
+/* Run records: offsets[0..n) into buf when offsets is not NULL, else every
+ * record of buf[0..len) in order. base is added to offsets in messages.
+ * K_RUN_OK when all ran; K_RUN_EXIT/K_RUN_ERROR when an entry stopped
+ * tracing (s->err, s->site as usual); K_FEED_STREAM, K_FEED_BAD. */
+int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, const uint64_t *offsets,
+               uint64_t n, uint64_t base);
+/* The number of records in buf[0..len), -1 when a header is broken. */
+int64_t k_feed_count(const uint8_t *buf, uint64_t len);
+/* The offsets of buf's records in the order perf delivers a perf.data data
+ * section (events/merge.py order_perf_rounds: by time, ties in file order,
+ * flushed at FINISHED_ROUND; untimed records at once), into out[0..cap).
+ * The count, or -1 when a record is one the Python decoder would reject (or
+ * the native path cannot check as it does): then that path must run. */
+int64_t k_feed_order(kfeed *f, const uint8_t *buf, uint64_t len, uint64_t *out, uint64_t cap);
+/* Live rings (events/merge.py StreamMerger): queue a copy of the records
+ * of one CPU's drained bytes; 0, or -1 when a record is one the decoder
+ * would reject (nothing is queued then). */
+int k_feed_push(kfeed *f, int64_t cpu, const uint8_t *buf, uint64_t len);
+/* Run what a round releases (final: everything), as k_feed runs records. */
+int64_t k_feed_release(kstate *s, kfeed *f, int64_t final);
+/* out = last_time, lost (low 64 bits), consumed, stopped_at (record index,
+ * -1), error_offset, samples (run through probes), lost (high 64 bits). */
+void k_feed_info(kfeed *f, int64_t out[7]);
+/* The message of the last corrupt record a probe read; of K_FEED_STREAM. */
+const char *k_feed_fault(kfeed *f);
+const char *k_feed_message(kfeed *f);
 
 #endif

@@ -124,6 +124,10 @@ int k_err_message(kstate *s, char *buf, size_t cap)
                         k_type_name(a));
     case K_E_HIST_VALUES:
         return snprintf(buf, cap, "print_hist: values must be non-negative integers");
+    case K_E_FOLDED_TABLE:
+        return snprintf(buf, cap, "print_folded: expected a table, got %s", k_type_name(a));
+    case K_E_FOLDED_VALUES:
+        return snprintf(buf, cap, "print_folded: values must be non-negative integers");
     case K_E_EVENT: return snprintf(buf, cap, "event slot %lld could not be read", (long long)a);
     case K_E_NATIVE_STACK:
         return snprintf(buf, cap,

@@ -1,0 +1,341 @@
+"""The native event path's plan: building a ``kfeed`` (runtime/feed.c).
+
+A kfeed runs whole chunks of perf records without calling into Python per
+record. This module decides whether a session can run that way and, if so,
+describes it to the runtime: the sample layouts (sample_type), which probes
+each sample id runs (tracing.plan.StreamPlan, declaration order), and for
+every bound probe how each event slot its entry reads is filled (a task
+value, a constant, or a RAW field at an offset the format fixes), the
+format's fixed size and dynamic fields (the corrupt-record checks of
+events/schema.py), and the tick timers.
+
+Anything the native path does not reproduce exactly makes ``build_feed``
+return None, and the session runs the per-event Python path (the
+reference): glob, substring and CPUS{} filters (feed_filter.py runs the
+numeric and whole-string ones), profile timers, stacks, argstr, array fields (tables), sample
+layouts beyond the fixed head + CALLCHAIN + RAW.
+
+May import: ktapjit.jit (rtlib, feed_filter), ktapjit.frontend.filter
+(parse_filter), stdlib. Plans, formats and attr tables
+arrive as objects (duck-typed), so this module imports nothing of tracing/.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from array import array
+from typing import Optional
+
+from ktapjit.frontend.filter import parse_filter
+from ktapjit.jit import rtlib
+from ktapjit.jit.feed_filter import UnsupportedFilter, compile_program
+from ktapjit.jit.rtlib import KVal
+
+# Slot kinds (KF_* in ktrt.h).
+KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST = range(6)
+KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL = range(6, 11)
+# k_feed's own statuses (K_FEED_* in ktrt.h).
+FEED_STREAM, FEED_BAD = 16, 17
+
+# PERF_SAMPLE_* bits the native layout reads: the fixed head, CALLCHAIN, RAW.
+_NATIVE_SAMPLE_BITS = (1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 9
+                       | 1 << 10 | 1 << 16)
+_TASK_KINDS = {"pid": KF_PID, "tid": KF_TID, "cpu": KF_CPU, "execname": KF_EXECNAME, "uid": KF_NIL}
+_ARG_NAMES = {f"arg{i}": i for i in range(10)}
+
+
+class Unsupported(Exception):
+    """Something of the session the native path does not do."""
+
+
+class NativeFeed:
+    """One kfeed, owned by a run; freed with it."""
+
+    def __init__(self, rt, ptr: int):
+        self.rt = rt
+        self.ptr = ptr
+        self.info = (ctypes.c_int64 * 7)()
+        self.status = rtlib.RUN_OK
+        self.runs = 0  # k_feed calls: proof that the session took the native path
+        self.ordered = False  # the records' order came from k_feed_order, not the Python decoder
+
+    def close(self) -> None:
+        if self.ptr:
+            self.rt.k_feed_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self):
+        self.close()
+
+    def run(self, state_ptr: int, data, offsets, count: int, base: int) -> int:
+        """k_feed over `data` (bytes or a PinnedBuffer) at `offsets` (array("Q"), or None for
+        every record in order). A K_RUN_* or FEED_* status."""
+        offsets_ptr = offsets.buffer_info()[0] if offsets is not None else None
+        self.status = self.rt.k_feed(state_ptr, self.ptr, _address(data), len(data), offsets_ptr, count, base)
+        self.runs += 1
+        self.rt.k_feed_info(self.ptr, self.info)
+        return self.status
+
+    def push(self, cpu: int, data) -> bool:
+        """Queue one CPU's drained bytes in the live merger; False when a
+        record is one the Python decoder would reject (nothing queued)."""
+        return self.rt.k_feed_push(self.ptr, cpu, data, len(data)) == 0
+
+    def release(self, state_ptr: int, final: bool) -> int:
+        """Run what the live merger releases (final: everything queued)."""
+        self.status = self.rt.k_feed_release(state_ptr, self.ptr, int(final))
+        self.runs += 1
+        self.rt.k_feed_info(self.ptr, self.info)
+        return self.status
+
+    @staticmethod
+    def pin(buffer) -> "PinnedBuffer":
+        """`buffer` (bytes, a memoryview of a read-only mapping...) made
+        passable to run() and order() without a copy; release() it after."""
+        return PinnedBuffer(buffer)
+
+    def order(self, data) -> Optional[array]:
+        """The offsets of `data`'s records (a perf.data data section) in the
+        order perf delivers them, or None when some record is one the Python
+        decoder would reject: then the records must come from it."""
+        count = self.rt.k_feed_count(_address(data), len(data))
+        if count < 0:
+            return None
+        out = array("Q", bytes(8 * count))
+        got = self.rt.k_feed_order(self.ptr, _address(data), len(data), out.buffer_info()[0], count)
+        if got < 0:
+            return None
+        self.ordered = True
+        return out[:got]  # FINISHED_ROUND records are not delivered
+
+    def stream_error(self) -> Optional[tuple[str, int]]:
+        """(message, byte offset) when the last run stopped on a broken
+        stream rather than on the script."""
+        if self.status == FEED_STREAM:
+            return self.message(), self.error_offset
+        if self.status == FEED_BAD:
+            return "a record the native event path cannot read", self.error_offset
+        return None
+
+    @property
+    def last_time(self) -> int:
+        return self.info[0]
+
+    @property
+    def lost(self) -> int:
+        return (self.info[6] % (1 << 64)) << 64 | self.info[1] % (1 << 64)
+
+    @property
+    def consumed(self) -> int:
+        return self.info[2]
+
+    @property
+    def stopped_at(self) -> int:
+        return self.info[3]
+
+    @property
+    def error_offset(self) -> int:
+        return self.info[4]
+
+    @property
+    def samples(self) -> int:
+        return self.info[5]
+
+    def fault(self) -> str:
+        return self.rt.k_feed_fault(self.ptr).decode("utf-8", "replace")
+
+    def message(self) -> str:
+        return self.rt.k_feed_message(self.ptr).decode("utf-8", "replace")
+
+
+class _PyBuffer(ctypes.Structure):
+    """CPython's Py_buffer (Include/pybuffer.h)."""
+
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+
+class PinnedBuffer:
+    """The address of a contiguous buffer, held (the exporter cannot move or
+    unmap it) until release(). ctypes takes only writable buffers itself, and
+    a replay's data section is a read-only mapping: copying it would cost
+    more than running its records."""
+
+    def __init__(self, buffer):
+        self._view = _PyBuffer()
+        # PyBUF_SIMPLE (0): a read-only, contiguous view of the bytes.
+        if ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(buffer), ctypes.byref(self._view), 0):
+            raise BufferError("no contiguous buffer")
+        self.address = self._view.buf or 0
+        self.length = self._view.len
+        self._held = True
+
+    def __len__(self) -> int:
+        return self.length
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            ctypes.pythonapi.PyBuffer_Release(ctypes.byref(self._view))
+
+    def __del__(self):
+        self.release()
+
+
+def _address(data):
+    """What ctypes passes as the records' pointer: bytes as they are."""
+    return data.address if isinstance(data, PinnedBuffer) else data
+
+
+def build_feed(module, program, plan, attrs, start_ns: int) -> Optional[NativeFeed]:
+    """A kfeed for the session, or None when it must run the Python path."""
+    try:
+        _check_session(module, plan)
+    except Unsupported:
+        return None
+    rt = rtlib.load()
+    ptr = rt.k_feed_new(start_ns)
+    if not ptr:
+        return None
+    feed = NativeFeed(rt, ptr)
+    try:
+        _add_layouts(rt, ptr, plan, attrs, program, module)
+        _add_timers(rt, ptr, module, program)
+    except Unsupported:
+        feed.close()
+        return None
+    return feed
+
+
+def _check_session(module, plan) -> None:
+    if plan.profiles or any(t.kind != "tick" for t in module.timers):
+        raise Unsupported("profile timers")
+    for bound in plan.bound:
+        if bound.is_profile or bound.callchain:
+            raise Unsupported("profile samples or stacks")
+
+
+def _add_layouts(rt, ptr: int, plan, attrs, program, module=None) -> None:
+    """The sample layouts and the resolver, as events/decode.py's _Resolver
+    finds a record's layout, then every sample id's probes."""
+    resolver = attrs.resolver()
+    if resolver.error:
+        raise Unsupported(resolver.error)
+    # The attr table's own id -> layout map: the resolver's view of it.
+    by_id = attrs._by_id
+    plans = list(dict.fromkeys([resolver.first, *by_id.values()]) if resolver.first else attrs._plans.values())
+    index = {}
+    for p in plans:
+        info = p.info
+        if info.sample_type & ~_NATIVE_SAMPLE_BITS:
+            raise Unsupported("sample_type")
+        index[id(p)] = _check(rt.k_feed_layout(ptr, info.sample_type, int(bool(info.sample_id_all))))
+    groups = _add_groups(rt, ptr, plan, program, module)
+    if resolver.only is not None:
+        rt.k_feed_resolver(ptr, 0, 0, -1, groups.get(None, -1))
+        for sid in by_id.keys() | {k for k in plan.by_id if k is not None}:
+            _check_ok(rt.k_feed_id(ptr, sid, 0, groups.get(sid, -1)))
+        return
+    is_pos = -1 if resolver.is_pos is None else 8 * resolver.is_pos
+    rt.k_feed_resolver(ptr, 1, 8 + 8 * resolver.id_pos, is_pos, groups.get(None, -1))
+    for sid, p in by_id.items():
+        _check_ok(rt.k_feed_id(ptr, sid, index[id(p)], groups.get(sid, -1)))
+
+
+def _add_groups(rt, ptr: int, plan, program, module) -> dict:
+    """Sample id -> group index; a group holds the id's probes in order."""
+    groups = {}
+    made: dict[tuple, int] = {}  # ids with the same probe list share one group
+    for sid, bound_events in plan.by_id.items():
+        key = tuple(id(b) for b in bound_events)
+        if key not in made:
+            made[key] = _check(rt.k_feed_group(ptr))
+            for bound in bound_events:
+                _add_probe(rt, ptr, made[key], bound, program, module)
+        groups[sid] = made[key]
+    return groups
+
+
+def _add_probe(rt, ptr: int, group: int, bound, program, module) -> None:
+    role = f"probe{bound.probe}"
+    fmt = bound.fmt
+    prefix = f"corrupt {bound.system}:{bound.event} record at byte offset ".encode()
+    probe = _check(rt.k_feed_probe(ptr, group, program.entry_address(role), fmt.fixed_size, prefix,
+                                   fmt.qualified_name.encode()))
+    for f in fmt.all_fields:
+        if f.dynamic:
+            _check_ok(rt.k_feed_dyn(ptr, probe, f.offset, f.size, int(f.relative), f.name.encode()))
+    if bound.matches is not None:
+        _add_filter(rt, ptr, probe, module.probes[bound.probe].filter, fmt)
+    lowered = program.lowered
+    for slot in program.entry_slots(role):
+        kind, name = lowered.event_slots[slot]
+        spec = _slot_spec(rt, bound, kind, name)
+        _check_ok(rt.k_feed_slot(ptr, probe, slot, *spec))
+
+
+def _add_filter(rt, ptr: int, probe: int, text: str, fmt) -> None:
+    try:
+        program, patterns = compile_program(parse_filter(text), fmt)
+    except UnsupportedFilter as exc:
+        raise Unsupported(str(exc)) from None
+    _check_ok(rt.k_feed_filter(ptr, probe, program.buffer_info()[0], len(program) // 6, patterns, len(patterns)))
+
+
+def _slot_spec(rt, bound, kind: str, name: str) -> tuple:
+    """(kind, offset, size, flags, value) of one slot (sample_event.SampleEvent)."""
+    nil = KVal(rtlib.NIL, 0)
+    if kind == "field":
+        return _field_spec(bound.fmt, name)
+    if kind != "value":
+        raise Unsupported("stacks")
+    if name in _TASK_KINDS:
+        return (_TASK_KINDS[name], 0, 0, 0, nil)
+    if name == "probename":
+        return (KF_CONST, 0, 0, 0, rt.string(bound.probename))
+    if name not in _ARG_NAMES:
+        raise Unsupported(name)  # argstr: the print fmt is rendered in Python
+    index = _ARG_NAMES[name]
+    if index >= len(bound.arg_names):
+        return (KF_NIL, 0, 0, 0, nil)
+    return _field_spec(bound.fmt, bound.arg_names[index])
+
+
+def _field_spec(fmt, name: str) -> tuple:
+    """How a format field reads as a script value (schema._field_reader,
+    then SampleEvent._script_value)."""
+    nil = KVal(rtlib.NIL, 0)
+    field = fmt.field(name)
+    if field is None:
+        return (KF_FIELD_NIL, 0, 0, 0, nil)
+    if field.dynamic:
+        if not field.is_string:
+            raise Unsupported("array field")  # a table
+        return (KF_DATALOC_STRING, field.offset, field.size, int(field.relative), nil)
+    if field.array_len is None:
+        if field.size in (1, 2, 4, 8):
+            return (KF_INT_FIELD, field.offset, field.size, int(field.signed), nil)
+        return (KF_BYTES_FIELD, field.offset, field.size, 0, nil)
+    if field.is_string:
+        return (KF_CHARS_FIELD, field.offset, field.size, 0, nil)
+    raise Unsupported("array field")
+
+
+def _add_timers(rt, ptr: int, module, program) -> None:
+    for i, timer in enumerate(module.timers):
+        if timer.kind == "tick":
+            _check_ok(rt.k_feed_timer(ptr, timer.period_ns, program.entry_address(f"timer{i}")))
+
+
+def _check(index: int) -> int:
+    if index < 0:
+        raise MemoryError("kfeed")
+    return index
+
+
+def _check_ok(code: int) -> None:
+    if code:
+        raise MemoryError("kfeed")
+

@@ -1,0 +1,1327 @@
+/* The native event path: a kfeed runs a whole chunk of perf records.
+ *
+ * The reference meaning is ktapjit/tracing/dispatch.py (StreamDriver) with
+ * sample_event.py's event values; every rule below mirrors a line there:
+ * COMM/FORK keep each thread's name, records with no real time do not move
+ * the clock, tick timers fire at start + k*N before a record with the same
+ * time (ties in declaration order), the corrupt-timestamp guard stops the
+ * stream, every probe bound to a sample id runs in declaration order, and
+ * nothing runs once an entry exited or failed. A probe's event slots are
+ * filled from the RAW data at offsets the plan fixed (ktapjit/jit/feed.py);
+ * a field of a corrupt record becomes a slot with a negative tag, so the
+ * error is reported where the body reads it, with the text the Python path
+ * gives (kept in the feed for the engine). A probe's kernel filter, when
+ * it has one, is a small postfix program (jit/feed_filter.py).
+ *
+ * k_feed_order puts a perf.data data section in the order perf delivers it
+ * (events/merge.py order_perf_rounds), checking every record as the Python
+ * decoder does, so a replay needs no Python per record either.
+ *
+ * Every read from the record buffer is bounds-checked: a malformed record
+ * ends the chunk with K_FEED_BAD, never a crash.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ktrt_private.h"
+
+#define PERF_RECORD_LOST 2
+#define PERF_RECORD_COMM 3
+#define PERF_RECORD_FORK 7
+#define PERF_RECORD_READ 8
+#define PERF_RECORD_SAMPLE 9
+#define PERF_RECORD_LOST_SAMPLES 13
+#define PERF_RECORD_USER_TYPE_START 64
+#define PERF_RECORD_FINISHED_ROUND 68
+
+#define S_IP (1u << 0)
+#define S_TID (1u << 1)
+#define S_TIME (1u << 2)
+#define S_ADDR (1u << 3)
+#define S_CALLCHAIN (1u << 5)
+#define S_ID (1u << 6)
+#define S_CPU (1u << 7)
+#define S_PERIOD (1u << 8)
+#define S_STREAM_ID (1u << 9)
+#define S_RAW (1u << 10)
+#define S_IDENTIFIER (1u << 16)
+
+#define MAX_TIMER_CATCH_UP 10000000
+
+/* Where a sample's fields sit (-1: absent), for one sample_type. */
+typedef struct kf_layout {
+    int64_t id, tid, time, cpu; /* byte offsets from the record start */
+    int64_t head_end;           /* end of the fixed head */
+    int has_callchain, has_raw;
+    int64_t trailer_size, trailer_time; /* sample_id trailer; time offset in it or -1 */
+} kf_layout;
+
+typedef struct kf_slot {
+    int64_t slot, kind, offset, size, flags;
+    kval value; /* KF_CONST */
+} kf_slot;
+
+typedef struct kf_dyn {
+    int64_t offset, size, relative;
+    char *name;
+} kf_dyn;
+
+typedef struct kf_probe {
+    kcode code;
+    int64_t fixed_size;
+    char *prefix; /* "corrupt SYS:EVT record at byte offset " */
+    char *label;  /* the format's qualified name */
+    kf_slot *slots;
+    int64_t nslots;
+    kf_dyn *dyn; /* every dynamic field, in format order: all are checked */
+    int64_t ndyn;
+    int64_t *filter; /* a postfix program (jit/feed_filter.py), 6 words an instruction */
+    int64_t nfilter; /* instructions; 0: no filter */
+    uint8_t *stack;  /* nfilter truth values, for evaluating it */
+    char *patterns;  /* the string predicates' patterns */
+} kf_probe;
+
+typedef struct kf_group {
+    int64_t *probes;
+    int64_t n;
+} kf_group;
+
+typedef struct kf_timer {
+    __int128 due; /* past int64 when a huge period passed a late timestamp: it never fires again */
+    int64_t period;
+    kcode code;
+} kf_timer;
+
+/* uint64 key -> int64 value, open addressing (keys of 0 are kept aside). */
+typedef struct kf_map {
+    uint64_t *keys;
+    int64_t *vals;
+    uint64_t mask, used;
+    int has_zero;
+    int64_t zero;
+} kf_map;
+
+struct kfeed {
+    kf_layout *layouts;
+    int64_t nlayouts;
+    int64_t mode;     /* 0: one layout for everything; 1: look up the id */
+    int64_t id_pos;   /* mode 1: byte offset of a sample's id */
+    int64_t is_pos;   /* mode 1: bytes from the end of another record's id, or -1 */
+    kf_map ids;       /* sample id -> layout << 32 | (group + 1) */
+    int64_t noid_group; /* the group of samples without an id, or -1 */
+    kf_group *groups;
+    int64_t ngroups;
+    kf_probe *probes;
+    int64_t nprobes;
+    kf_timer *timers;
+    int64_t ntimers;
+    int has_last_id;       /* a one-entry cache in front of ids: samples come in runs */
+    uint64_t last_id;
+    int64_t last_id_value;
+    kf_map comms; /* tid -> (kstr *) */
+    uint32_t last_tid;     /* a one-entry cache in front of comms, emptied when they change */
+    int64_t last_comm;     /* (kstr *), 0: empty */
+    unsigned __int128 lost; /* Python's count is unbounded: damaged LOST records can be huge */
+    int64_t last_time, consumed, stopped_at, error_offset, samples;
+    struct kf_live *live; /* the live merger (k_feed_push), made on first use */
+    char fault[512];   /* the message of the last corrupt record a probe saw */
+    char message[256]; /* the stream error of K_FEED_STREAM */
+};
+
+/* ---- a small hash map ---- */
+
+static int map_put(kf_map *m, uint64_t key, int64_t val);
+
+static int map_grow(kf_map *m)
+{
+    uint64_t old_cap = m->keys ? m->mask + 1 : 0, cap = old_cap ? old_cap * 2 : 64;
+    uint64_t *old_keys = m->keys;
+    int64_t *old_vals = m->vals;
+    m->keys = calloc(cap, sizeof *m->keys);
+    m->vals = calloc(cap, sizeof *m->vals);
+    if (!m->keys || !m->vals) {
+        free(m->keys);
+        free(m->vals);
+        m->keys = old_keys;
+        m->vals = old_vals;
+        return K_E_NOMEM;
+    }
+    m->mask = cap - 1;
+    m->used = 0;
+    for (uint64_t i = 0; i < old_cap; i++)
+        if (old_keys[i])
+            map_put(m, old_keys[i], old_vals[i]);
+    free(old_keys);
+    free(old_vals);
+    return K_OK;
+}
+
+static int map_put(kf_map *m, uint64_t key, int64_t val)
+{
+    if (key == 0) {
+        m->has_zero = 1;
+        m->zero = val;
+        return K_OK;
+    }
+    if ((!m->keys || 2 * (m->used + 1) > m->mask + 1) && map_grow(m))
+        return K_E_NOMEM;
+    uint64_t i = krt_mix64(key) & m->mask;
+    while (m->keys[i] && m->keys[i] != key)
+        i = (i + 1) & m->mask;
+    if (!m->keys[i])
+        m->used++;
+    m->keys[i] = key;
+    m->vals[i] = val;
+    return K_OK;
+}
+
+static int map_get(const kf_map *m, uint64_t key, int64_t *val)
+{
+    if (key == 0) {
+        *val = m->zero;
+        return m->has_zero;
+    }
+    if (!m->keys)
+        return 0;
+    uint64_t i = krt_mix64(key) & m->mask;
+    while (m->keys[i]) {
+        if (m->keys[i] == key) {
+            *val = m->vals[i];
+            return 1;
+        }
+        i = (i + 1) & m->mask;
+    }
+    return 0;
+}
+
+/* ---- building ---- */
+
+static void live_free(struct kf_live *live);
+
+kfeed *k_feed_new(int64_t start_ns)
+{
+    kfeed *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->last_time = start_ns;
+    f->noid_group = -1;
+    f->is_pos = -1;
+    f->stopped_at = -1;
+    kstr *swapper = k_intern("swapper", 7); /* perf's name of the idle task */
+    if (!swapper || map_put(&f->comms, 0, (int64_t)(intptr_t)swapper)) {
+        k_feed_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void k_feed_free(kfeed *f)
+{
+    if (!f)
+        return;
+    for (int64_t i = 0; i < f->nprobes; i++) {
+        kf_probe *p = &f->probes[i];
+        free(p->prefix);
+        free(p->label);
+        free(p->slots);
+        for (int64_t j = 0; j < p->ndyn; j++)
+            free(p->dyn[j].name);
+        free(p->dyn);
+        free(p->filter);
+        free(p->stack);
+        free(p->patterns);
+    }
+    for (int64_t i = 0; i < f->ngroups; i++)
+        free(f->groups[i].probes);
+    free(f->probes);
+    free(f->groups);
+    free(f->layouts);
+    free(f->timers);
+    free(f->ids.keys);
+    free(f->ids.vals);
+    free(f->comms.keys);
+    free(f->comms.vals);
+    live_free(f->live);
+    free(f);
+}
+
+/* Grow array *p of *n elements by one zeroed element; its index or -1. */
+static int64_t push(void **p, int64_t *n, size_t size)
+{
+    void *q = realloc(*p, (size_t)(*n + 1) * size);
+    if (!q)
+        return -1;
+    memset((char *)q + (size_t)*n * size, 0, size);
+    *p = q;
+    return (*n)++;
+}
+
+int64_t k_feed_layout(kfeed *f, uint64_t sample_type, int64_t sample_id_all)
+{
+    int64_t i = push((void **)&f->layouts, &f->nlayouts, sizeof(kf_layout));
+    if (i < 0)
+        return -1;
+    kf_layout *l = &f->layouts[i];
+    int64_t p = 8; /* the fixed head, in kernel order (events/decode.py _FIXED) */
+    l->id = l->tid = l->time = l->cpu = -1;
+    if (sample_type & S_IDENTIFIER) { l->id = p; p += 8; }
+    if (sample_type & S_IP) p += 8;
+    if (sample_type & S_TID) { l->tid = p + 4; p += 8; }
+    if (sample_type & S_TIME) { l->time = p; p += 8; }
+    if (sample_type & S_ADDR) p += 8;
+    if (sample_type & S_ID) { l->id = p; p += 8; }
+    if (sample_type & S_STREAM_ID) p += 8;
+    if (sample_type & S_CPU) { l->cpu = p; p += 8; }
+    if (sample_type & S_PERIOD) p += 8;
+    l->head_end = p;
+    l->has_callchain = !!(sample_type & S_CALLCHAIN);
+    l->has_raw = !!(sample_type & S_RAW);
+    /* the sample_id trailer: TID, TIME, ID, STREAM_ID, CPU, IDENTIFIER */
+    l->trailer_time = -1;
+    if (sample_id_all) {
+        int64_t t = 0;
+        if (sample_type & S_TID) t += 8;
+        if (sample_type & S_TIME) { l->trailer_time = t; t += 8; }
+        if (sample_type & S_ID) t += 8;
+        if (sample_type & S_STREAM_ID) t += 8;
+        if (sample_type & S_CPU) t += 8;
+        if (sample_type & S_IDENTIFIER) t += 8;
+        l->trailer_size = t;
+    }
+    return i;
+}
+
+void k_feed_resolver(kfeed *f, int64_t mode, int64_t id_pos, int64_t is_pos, int64_t noid_group)
+{
+    f->mode = mode;
+    f->id_pos = id_pos;
+    f->is_pos = is_pos;
+    f->noid_group = noid_group;
+}
+
+int k_feed_id(kfeed *f, uint64_t id, int64_t layout, int64_t group)
+{
+    f->has_last_id = 0;
+    return map_put(&f->ids, id, (layout << 32) | (group + 1));
+}
+
+int64_t k_feed_group(kfeed *f)
+{
+    return push((void **)&f->groups, &f->ngroups, sizeof(kf_group));
+}
+
+static char *dup_text(const char *t)
+{
+    size_t n = strlen(t);
+    char *p = malloc(n + 1);
+    if (p)
+        memcpy(p, t, n + 1);
+    return p;
+}
+
+int64_t k_feed_probe(kfeed *f, int64_t group, kcode code, int64_t fixed_size, const char *prefix,
+                     const char *label)
+{
+    if (group < 0 || group >= f->ngroups)
+        return -1;
+    kf_group *g = &f->groups[group];
+    int64_t *ps = realloc(g->probes, (size_t)(g->n + 1) * sizeof *ps);
+    if (!ps)
+        return -1;
+    g->probes = ps;
+    int64_t i = push((void **)&f->probes, &f->nprobes, sizeof(kf_probe));
+    if (i < 0)
+        return -1;
+    kf_probe *p = &f->probes[i];
+    p->code = code;
+    p->fixed_size = fixed_size;
+    p->prefix = dup_text(prefix);
+    p->label = dup_text(label);
+    if (!p->prefix || !p->label)
+        return -1;
+    g->probes[g->n++] = i;
+    return i;
+}
+
+int k_feed_slot(kfeed *f, int64_t probe, int64_t slot, int64_t kind, int64_t offset, int64_t size,
+                int64_t flags, kval value)
+{
+    kf_probe *p = &f->probes[probe];
+    int64_t i = push((void **)&p->slots, &p->nslots, sizeof(kf_slot));
+    if (i < 0)
+        return K_E_NOMEM;
+    kf_slot s = {slot, kind, offset, size, flags, value};
+    p->slots[i] = s;
+    return K_OK;
+}
+
+int k_feed_dyn(kfeed *f, int64_t probe, int64_t offset, int64_t size, int64_t relative,
+               const char *name)
+{
+    kf_probe *p = &f->probes[probe];
+    int64_t i = push((void **)&p->dyn, &p->ndyn, sizeof(kf_dyn));
+    if (i < 0)
+        return K_E_NOMEM;
+    kf_dyn d = {offset, size, relative, dup_text(name)};
+    p->dyn[i] = d;
+    return d.name ? K_OK : K_E_NOMEM;
+}
+
+int k_feed_filter(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *patterns,
+                  int64_t npatterns)
+{
+    kf_probe *p = &f->probes[probe];
+    p->filter = malloc((size_t)(n ? n : 1) * 6 * sizeof *p->filter);
+    p->stack = malloc((size_t)(n ? n : 1));
+    p->patterns = malloc((size_t)(npatterns ? npatterns : 1));
+    if (!p->filter || !p->stack || !p->patterns)
+        return K_E_NOMEM;
+    memcpy(p->filter, program, (size_t)n * 6 * sizeof *program);
+    memcpy(p->patterns, patterns, (size_t)npatterns);
+    p->nfilter = n;
+    return K_OK;
+}
+
+int k_feed_timer(kfeed *f, int64_t period, kcode code)
+{
+    int64_t i = push((void **)&f->timers, &f->ntimers, sizeof(kf_timer));
+    if (i < 0)
+        return K_E_NOMEM;
+    kf_timer t = {(__int128)f->last_time + period, period, code};
+    f->timers[i] = t;
+    return K_OK;
+}
+
+/* last_time, lost (low word), consumed, stopped_at, error_offset, samples, lost (high word) */
+void k_feed_info(kfeed *f, int64_t out[7])
+{
+    out[0] = f->last_time;
+    out[1] = (int64_t)(uint64_t)f->lost;
+    out[6] = (int64_t)(uint64_t)(f->lost >> 64);
+    out[2] = f->consumed;
+    out[3] = f->stopped_at;
+    out[4] = f->error_offset;
+    out[5] = f->samples;
+}
+
+const char *k_feed_fault(kfeed *f) { return f->fault; }
+const char *k_feed_message(kfeed *f) { return f->message; }
+
+/* ---- reading records ---- */
+
+typedef struct kf_rec {
+    const uint8_t *p; /* the record */
+    uint64_t size;
+    uint64_t offset;  /* where it starts, for messages (base added) */
+} kf_rec;
+
+/* Little-endian reads of 1, 2, 4 or 8 bytes (perf writes host order, and
+ * the hosts we run on are little endian). Constant sizes, so each is one load. */
+static inline uint64_t rd(const uint8_t *p, int64_t n)
+{
+    uint8_t b1;
+    uint16_t b2;
+    uint32_t b4;
+    uint64_t b8;
+    switch (n) {
+    case 1: memcpy(&b1, p, 1); return b1;
+    case 2: memcpy(&b2, p, 2); return b2;
+    case 4: memcpy(&b4, p, 4); return b4;
+    default: memcpy(&b8, p, 8); return b8;
+    }
+}
+
+/* A real timestamp (decode.has_time): 0 and ~0 are not. */
+static int has_time(uint64_t t) { return t > 0 && t <= 0x7FFFFFFFFFFFFFFFULL; }
+
+/* A sample's layout and the group its id runs (-1: none), from one id
+ * lookup (decode._Resolver.for_sample, then StreamPlan.by_id). 0 when the
+ * sample cannot be read. */
+static int resolve_sample(kfeed *f, const kf_rec *r, const kf_layout **layout, int64_t *group)
+{
+    if (!f->nlayouts)
+        return 0;
+    const kf_layout *l = &f->layouts[0];
+    int64_t at = f->mode == 0 ? l->id : f->id_pos;
+    *group = f->noid_group;
+    if (at < 0) { /* one layout without ids */
+        *layout = l;
+        return 1;
+    }
+    if ((uint64_t)at + 8 > r->size)
+        return 0;
+    uint64_t id = rd(r->p + at, 8);
+    int64_t v;
+    if (f->has_last_id && id == f->last_id) {
+        v = f->last_id_value;
+    } else if (map_get(&f->ids, id, &v)) {
+        f->has_last_id = 1;
+        f->last_id = id;
+        f->last_id_value = v;
+    } else if (f->mode == 0 || id == 0) { /* perf's zeroed synthesized ids: the first event's layout */
+        v = 0;
+    } else {
+        return 0;
+    }
+    *layout = &f->layouts[v >> 32];
+    *group = (v & 0xFFFFFFFF) - 1;
+    return 1;
+}
+
+/* ---- running entries ---- */
+
+static int64_t run_entry(kstate *s, kcode code, int64_t now)
+{
+    s->now_ns = now;
+    return k_enter(s, code);
+}
+
+/* The timer due first; ties go to the one declared first. */
+static kf_timer *next_timer(kfeed *f)
+{
+    kf_timer *first = NULL;
+    for (int64_t i = 0; i < f->ntimers; i++)
+        if (!first || f->timers[i].due < first->due)
+            first = &f->timers[i];
+    return first;
+}
+
+/* dispatch.StreamDriver.advance. K_RUN_OK, a stopping status, or K_FEED_STREAM. */
+static int64_t advance(kstate *s, kfeed *f, int64_t time, uint64_t offset)
+{
+    kf_timer *first = next_timer(f);
+    if (first && (__int128)time - first->due > (__int128)MAX_TIMER_CATCH_UP * first->period) {
+        /* Only a corrupt timestamp jumps this far; firing every tick would hang. */
+        snprintf(f->message, sizeof f->message, "timestamp %lld jumps %lld ns ahead of the stream",
+                 (long long)time, (long long)((__int128)time - f->last_time));
+        f->error_offset = (int64_t)offset;
+        return K_FEED_STREAM;
+    }
+    int64_t status = K_RUN_OK;
+    while (first && first->due <= time) {
+        int64_t due = (int64_t)first->due; /* <= time here */
+        first->due += first->period;
+        status = run_entry(s, first->code, due);
+        if (status != K_RUN_OK)
+            break;
+        first = next_timer(f);
+    }
+    if (time > f->last_time) /* the clock moves even when a timer stopped tracing */
+        f->last_time = time;
+    return status;
+}
+
+/* The RAW data of a sample: *raw, *n (empty when the sample has none). */
+static int sample_raw(const kf_layout *l, const kf_rec *r, const uint8_t **raw, uint64_t *n)
+{
+    uint64_t p = (uint64_t)l->head_end;
+    *raw = NULL;
+    *n = 0;
+    if (p > r->size)
+        return 0;
+    if (l->has_callchain) {
+        if (p + 8 > r->size)
+            return 0;
+        uint64_t nr = rd(r->p + p, 8);
+        if (nr > (r->size - p - 8) / 8)
+            return 0;
+        p += 8 + 8 * nr;
+    }
+    if (l->has_raw) {
+        if (p + 4 > r->size)
+            return 0;
+        uint64_t len = rd(r->p + p, 4);
+        if (len > r->size - p - 4)
+            return 0;
+        *raw = r->p + p + 4;
+        *n = len;
+    }
+    return 1;
+}
+
+/* Where a dynamic field's data is (schema._dynamic_reader): 0 when it points
+ * outside the record (then *start, *end are what the message names). */
+static int dyn_span(const kf_dyn *d, const uint8_t *raw, uint64_t n, int64_t *start, int64_t *end)
+{
+    uint64_t loc = rd(raw + d->offset, d->size == 4 ? 4 : 2);
+    int64_t s0 = (int64_t)(loc & 0xFFFF);
+    /* 2-byte locations (very old kernels) carry no length: data runs to the end */
+    int64_t length = d->size == 4 ? (int64_t)(loc >> 16) : (int64_t)n - s0;
+    *start = d->relative ? s0 + d->offset + d->size : s0;
+    *end = *start + length;
+    return *end <= (int64_t)n;
+}
+
+/* Whether the RAW data decodes for probe p (schema decode: size, then every
+ * dynamic field in format order); when not, the fault text is set. */
+static int record_valid(kfeed *f, const kf_probe *p, const kf_rec *r, const uint8_t *raw, uint64_t n)
+{
+    if ((int64_t)n < p->fixed_size) {
+        snprintf(f->fault, sizeof f->fault, "%s%llu: %s: raw data is %llu bytes, the format needs %lld",
+                 p->prefix, (unsigned long long)r->offset, p->label, (unsigned long long)n,
+                 (long long)p->fixed_size);
+        return 0;
+    }
+    for (int64_t i = 0; i < p->ndyn; i++) {
+        int64_t start, end;
+        if (!dyn_span(&p->dyn[i], raw, n, &start, &end)) {
+            snprintf(f->fault, sizeof f->fault,
+                     "%s%llu: %s: field '%s' points to bytes %lld..%lld but the record has %llu", p->prefix,
+                     (unsigned long long)r->offset, p->label, p->dyn[i].name, (long long)start,
+                     (long long)end, (unsigned long long)n);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static kval str_val(const uint8_t *p, uint64_t n, int cut)
+{
+    if (cut) {
+        const uint8_t *nul = memchr(p, 0, (size_t)n);
+        if (nul)
+            n = (uint64_t)(nul - p);
+    }
+    kstr *k = k_intern((const char *)p, (uint32_t)n);
+    kval v = {k ? KT_STR : -1, (int64_t)(intptr_t)k};
+    return v;
+}
+
+static kval int_val(const uint8_t *p, int64_t size, int64_t is_signed)
+{
+    uint64_t u = rd(p, size);
+    if (is_signed && size < 8) {
+        uint64_t sign = 1ULL << (8 * size - 1);
+        u = (u ^ sign) - sign;
+    }
+    kval v = {KT_INT, (int64_t)u}; /* 64-bit unsigned wraps to int64, as C casts it */
+    return v;
+}
+
+typedef struct kf_task {
+    int has_tid, has_cpu;
+    uint32_t pid, tid, cpu;
+    kval comm;
+} kf_task;
+
+static kval field_val(const kf_slot *sl, const uint8_t *raw, uint64_t n)
+{
+    kval nil = {KT_NIL, 0};
+    switch (sl->kind) {
+    case KF_INT_FIELD:
+        return int_val(raw + sl->offset, sl->size, sl->flags);
+    case KF_BYTES_FIELD:
+        return str_val(raw + sl->offset, (uint64_t)sl->size, 0);
+    case KF_CHARS_FIELD:
+        return str_val(raw + sl->offset, (uint64_t)sl->size, 1);
+    case KF_DATALOC_STRING: {
+        kf_dyn d = {sl->offset, sl->size, sl->flags, NULL};
+        int64_t start, end;
+        dyn_span(&d, raw, n, &start, &end); /* checked by record_valid */
+        if (start >= end || start >= (int64_t)n)
+            return str_val(raw, 0, 0);
+        return str_val(raw + start, (uint64_t)(end - start), 1);
+    }
+    default: /* KF_FIELD_NIL */
+        return nil;
+    }
+}
+
+static void fill_slots(kfeed *f, kstate *s, const kf_probe *p, const kf_task *t, const kf_rec *r,
+                       const uint8_t *raw, uint64_t n)
+{
+    int valid = -1; /* decoded lazily, once, as SampleEvent.fields */
+    for (int64_t i = 0; i < p->nslots; i++) {
+        const kf_slot *sl = &p->slots[i];
+        kval v = {KT_NIL, 0};
+        switch (sl->kind) {
+        case KF_PID:
+            if (t->has_tid) v = (kval){KT_INT, t->pid};
+            break;
+        case KF_TID:
+            if (t->has_tid) v = (kval){KT_INT, t->tid};
+            break;
+        case KF_CPU:
+            if (t->has_cpu) v = (kval){KT_INT, t->cpu};
+            break;
+        case KF_EXECNAME:
+            v = t->comm;
+            break;
+        case KF_CONST:
+            v = sl->value;
+            break;
+        case KF_NIL:
+            break;
+        default:
+            if (valid < 0)
+                valid = record_valid(f, p, r, raw, n);
+            v = valid ? field_val(sl, raw, n) : (kval){-1, 0};
+        }
+        s->event[sl->slot] = v;
+    }
+}
+
+/* ---- filters (frontend/filter.py's numeric predicates) ---- */
+
+enum { KF_F_FALSE, KF_F_CPU, KF_F_FIELD, KF_F_NOT, KF_F_AND, KF_F_OR, KF_F_STRING };
+enum { KF_S_COMM, KF_S_STATIC, KF_S_DYNAMIC, KF_S_RELDYNAMIC };
+
+static int compare(int64_t op, int64_t a, int64_t b)
+{
+    switch (op) {
+    case 0: return a == b;
+    case 1: return a != b;
+    case 2: return a < b;
+    case 3: return a <= b;
+    case 4: return a > b;
+    case 5: return a >= b;
+    default: return 0; /* & is not a comparison (filter._compare) */
+    }
+}
+
+static int compare_unsigned(int64_t op, uint64_t a, uint64_t b)
+{
+    switch (op) {
+    case 0: return a == b;
+    case 1: return a != b;
+    case 2: return a < b;
+    case 3: return a <= b;
+    case 4: return a > b;
+    case 5: return a >= b;
+    default: return (a & b) != 0;
+    }
+}
+
+/* A little-endian unsigned read of raw[off, off+size) of the bytes present. */
+static uint64_t partial_read(const uint8_t *raw, uint64_t n, uint64_t off, uint64_t size)
+{
+    uint64_t k = off < n ? (n - off < size ? n - off : size) : 0, u = 0;
+    for (uint64_t i = 0; i < k; i++)
+        u |= (uint64_t)raw[off + i] << (8 * i);
+    return u;
+}
+
+/* A field predicate on raw[0..n): only the bytes present are read (Python's
+ * int.from_bytes of a short slice), the sign from the last of them. */
+static int field_matches(const int64_t *ins, const uint8_t *raw, uint64_t n)
+{
+    uint64_t off = (uint64_t)ins[2], size = (uint64_t)ins[3];
+    uint64_t k = off < n ? (n - off < size ? n - off : size) : 0, u = partial_read(raw, n, off, size);
+    if (!ins[4])
+        return compare_unsigned(ins[1], u, (uint64_t)ins[5]);
+    if (k && k < 8 && (u >> (8 * k - 1)) & 1)
+        u |= ~0ULL << (8 * k);
+    return compare(ins[1], (int64_t)u, ins[5]);
+}
+
+/* p[0..n) up to its first NUL: the length of that C string. */
+static uint64_t cut(const uint8_t *p, uint64_t n)
+{
+    const uint8_t *nul = n ? memchr(p, 0, (size_t)n) : NULL;
+    return nul ? (uint64_t)(nul - p) : n;
+}
+
+/* filter._full: the kernel's whole-string match of s[0..slen) (a C string
+ * there, the bytes we have here) against the pattern, `limit` the length
+ * the kernel passes (0: compare the C strings). */
+static int full_match(const uint8_t *s, uint64_t slen, const uint8_t *pat, uint64_t plen, uint64_t limit)
+{
+    if (!limit) {
+        uint64_t a = cut(s, slen);
+        return a == plen && !memcmp(s, pat, (size_t)a);
+    }
+    uint64_t a = cut(s, slen < limit ? slen : limit), b = cut(pat, plen < limit ? plen : limit);
+    return a == b && !memcmp(s, pat, (size_t)a);
+}
+
+/* A string predicate (filter._compile_string, whole-string matches only). */
+static int string_matches(const kf_probe *p, const int64_t *ins, const uint8_t *raw, uint64_t n,
+                          const kstr *comm)
+{
+    const uint8_t *pat = (const uint8_t *)p->patterns + ((uint64_t)ins[5] >> 32);
+    uint64_t plen = (uint64_t)ins[5] & 0xFFFFFFFF, off = (uint64_t)ins[2];
+    const uint8_t *s = raw;
+    uint64_t slen = 0, limit;
+    switch (ins[4]) {
+    case KF_S_COMM: /* the task name, as the kernel's 16-byte comm */
+        s = (const uint8_t *)comm->data;
+        slen = comm->len;
+        limit = 16;
+        break;
+    case KF_S_STATIC: /* the kernel reads on past the field, to a NUL */
+        if (off < n) {
+            s = raw + off;
+            slen = n - off;
+        }
+        limit = (uint64_t)ins[3];
+        break;
+    default: { /* __data_loc / __rel_loc */
+        uint64_t word = partial_read(raw, n, off, 4), start = word & 0xFFFF;
+        if (ins[4] == KF_S_RELDYNAMIC)
+            start += off + 4;
+        if (start < n) {
+            s = raw + start;
+            slen = n - start;
+        }
+        limit = word >> 16;
+    }
+    }
+    return full_match(s, slen, pat, plen, limit) != (int)ins[1];
+}
+
+static int filter_matches(const kf_probe *p, const uint8_t *raw, uint64_t n, int has_cpu, uint32_t cpu,
+                          const kstr *comm)
+{
+    uint8_t *stack = p->stack;
+    int64_t top = 0;
+    for (int64_t i = 0; i < p->nfilter; i++) {
+        const int64_t *ins = p->filter + 6 * i;
+        switch (ins[0]) {
+        case KF_F_CPU:
+            stack[top++] = has_cpu && compare(ins[1], (int64_t)cpu, ins[5]);
+            break;
+        case KF_F_FIELD:
+            stack[top++] = (uint8_t)field_matches(ins, raw, n);
+            break;
+        case KF_F_STRING:
+            stack[top++] = (uint8_t)string_matches(p, ins, raw, n, comm);
+            break;
+        case KF_F_NOT:
+            if (top < 1) return 0;
+            stack[top - 1] = !stack[top - 1];
+            break;
+        case KF_F_AND:
+        case KF_F_OR:
+            if (top < 2) return 0;
+            top--;
+            stack[top - 1] = ins[0] == KF_F_AND ? (stack[top - 1] && stack[top]) : (stack[top - 1] || stack[top]);
+            break;
+        default:
+            stack[top++] = 0;
+        }
+    }
+    return top == 1 && stack[0];
+}
+
+static kval comm_of(kfeed *f, const kf_task *t)
+{
+    int64_t v;
+    if (t->has_tid && f->last_comm && f->last_tid == t->tid)
+        return (kval){KT_STR, f->last_comm};
+    if (t->has_tid && map_get(&f->comms, t->tid, &v)) {
+        f->last_tid = t->tid;
+        f->last_comm = v;
+        return (kval){KT_STR, v};
+    }
+    char name[16]; /* as perf script names an unknown thread */
+    int len = snprintf(name, sizeof name, ":%u", t->has_tid ? t->tid : 0);
+    return str_val((const uint8_t *)name, (uint64_t)len, 0);
+}
+
+/* The task name a kernel filter's `comm` sees (dispatch._kernel_comm): perf
+ * calls the idle task "swapper", the kernel names each CPU's "swapper/N". */
+static const kstr *filter_comm(const kf_task *t)
+{
+    if (t->has_tid && t->tid == 0) {
+        char name[32];
+        int len = snprintf(name, sizeof name, "swapper/%u", t->has_cpu ? t->cpu : 0);
+        kstr *k = k_intern(name, (uint32_t)len);
+        if (k)
+            return k;
+    }
+    return (const kstr *)(intptr_t)t->comm.payload;
+}
+
+static int64_t run_sample(kstate *s, kfeed *f, const kf_layout *l, int64_t group, const kf_rec *r,
+                          int64_t time)
+{
+    if (group < 0 || group >= f->ngroups)
+        return K_RUN_OK;
+    if ((uint64_t)l->head_end > r->size)
+        return K_FEED_BAD;
+    const uint8_t *raw;
+    uint64_t n;
+    if (!sample_raw(l, r, &raw, &n))
+        return K_FEED_BAD;
+    kf_task t = {0};
+    t.has_tid = l->tid >= 0;
+    t.has_cpu = l->cpu >= 0;
+    if (t.has_tid) {
+        t.pid = (uint32_t)rd(r->p + l->tid - 4, 4);
+        t.tid = (uint32_t)rd(r->p + l->tid, 4);
+    }
+    if (t.has_cpu)
+        t.cpu = (uint32_t)rd(r->p + l->cpu, 4);
+    t.comm = comm_of(f, &t);
+    if (t.comm.tag < 0)
+        return K_FEED_BAD;
+    f->samples++;
+    const kf_group *g = &f->groups[group];
+    for (int64_t i = 0; i < g->n; i++) {
+        const kf_probe *p = &f->probes[g->probes[i]];
+        if (p->nfilter && !filter_matches(p, raw, n, t.has_cpu, t.cpu, filter_comm(&t)))
+            continue;
+        fill_slots(f, s, p, &t, r, raw, n);
+        int64_t status = run_entry(s, p->code, time);
+        if (status != K_RUN_OK)
+            return status;
+    }
+    return K_RUN_OK;
+}
+
+/* COMM, FORK, LOST, LOST_SAMPLES; other records only move the clock. */
+static int64_t side_band(kfeed *f, const kf_rec *r, uint32_t type, uint64_t body_end)
+{
+    if (type == PERF_RECORD_COMM || type == PERF_RECORD_FORK)
+        f->last_comm = 0;
+    if (type == PERF_RECORD_COMM) {
+        if (16 > body_end)
+            return K_FEED_BAD;
+        uint32_t tid = (uint32_t)rd(r->p + 12, 4);
+        kval comm = str_val(r->p + 16, body_end - 16, 1);
+        if (comm.tag < 0 || map_put(&f->comms, tid, comm.payload))
+            return K_FEED_BAD;
+    } else if (type == PERF_RECORD_FORK) {
+        if (32 > body_end)
+            return K_FEED_BAD;
+        uint32_t tid = (uint32_t)rd(r->p + 16, 4), ptid = (uint32_t)rd(r->p + 20, 4);
+        int64_t v;
+        if (map_get(&f->comms, ptid, &v) && map_put(&f->comms, tid, v))
+            return K_FEED_BAD;
+    } else if (type == PERF_RECORD_LOST) {
+        if (24 > body_end)
+            return K_FEED_BAD;
+        f->lost += rd(r->p + 16, 8);
+    } else if (type == PERF_RECORD_LOST_SAMPLES) {
+        if (16 > body_end)
+            return K_FEED_BAD;
+        f->lost += rd(r->p + 8, 8);
+    }
+    return K_RUN_OK;
+}
+
+/* What the decoder (events/decode.py) makes of a record's head and trailer. */
+typedef struct kf_meta {
+    uint32_t type;
+    int timed;         /* the record carries a time (decode: not None) */
+    uint64_t time;
+    uint64_t body_end; /* where the sample_id trailer starts */
+    const kf_layout *layout; /* samples */
+    int64_t group;
+} kf_meta;
+
+/* The body sizes decode._decode_other checks, by record type (0: none). */
+static uint64_t body_size(uint32_t type)
+{
+    switch (type) {
+    case 1: return 32;             /* MMAP */
+    case 2: return 16;             /* LOST */
+    case 3: return 8;              /* COMM */
+    case 4: case 5: case 6: case 7: return 24; /* EXIT, THROTTLE, UNTHROTTLE, FORK */
+    case 10: return 64;            /* MMAP2 (both of its layouts) */
+    case 13: return 8;             /* LOST_SAMPLES */
+    case 15: return 8;             /* SWITCH_CPU_WIDE */
+    default: return 0;
+    }
+}
+
+static int sample_meta(kfeed *f, const kf_rec *r, kf_meta *m)
+{
+    if (!resolve_sample(f, r, &m->layout, &m->group))
+        return 0;
+    const kf_layout *l = m->layout;
+    const uint8_t *raw;
+    uint64_t n;
+    if ((uint64_t)l->head_end > r->size || !sample_raw(l, r, &raw, &n))
+        return 0;
+    if (l->time >= 0) {
+        m->timed = 1;
+        m->time = rd(r->p + l->time, 8);
+    }
+    return 1;
+}
+
+/* A record's type, time and trailer as the decoder reads them; 0 when the
+ * decoder would reject it. `strict` also refuses what the native path
+ * cannot check as the decoder does (READ's values). */
+static int record_meta(kfeed *f, const kf_rec *r, int strict, kf_meta *m)
+{
+    memset(m, 0, sizeof *m);
+    m->type = (uint32_t)rd(r->p, 4);
+    m->body_end = r->size;
+    m->group = -1;
+    if (m->type == PERF_RECORD_SAMPLE)
+        return sample_meta(f, r, m);
+    if (m->type >= PERF_RECORD_USER_TYPE_START)
+        return 1; /* perf's own records: no trailer, no time */
+    if (strict && m->type == PERF_RECORD_READ)
+        return 0; /* its values' layout depends on read_format: left to the decoder */
+    const kf_layout *o;
+    if (f->mode == 0) {
+        o = f->nlayouts ? &f->layouts[0] : NULL;
+    } else if (f->is_pos < 0) {
+        o = NULL;
+    } else {
+        if ((uint64_t)f->is_pos > r->size - 8)
+            return 0;
+        int64_t v;
+        uint64_t id = rd(r->p + r->size - f->is_pos, 8);
+        if (map_get(&f->ids, id, &v))
+            o = &f->layouts[v >> 32];
+        else if (id == 0 && f->nlayouts)
+            o = &f->layouts[0];
+        else
+            return 0;
+    }
+    if (o && o->trailer_size) {
+        if ((uint64_t)o->trailer_size > r->size - 8)
+            return 0;
+        m->body_end = r->size - (uint64_t)o->trailer_size;
+        if (o->trailer_time >= 0) {
+            m->timed = 1;
+            m->time = rd(r->p + m->body_end + o->trailer_time, 8);
+        }
+    }
+    uint64_t need = body_size(m->type);
+    if (8 + need > m->body_end)
+        return 0;
+    if ((m->type == 4 || m->type == 7) && !m->timed) { /* FORK/EXIT: the body's time is the fallback */
+        m->timed = 1;
+        m->time = rd(r->p + 24, 8);
+    } else if (m->type == 5 || m->type == 6) { /* THROTTLE: the body's time */
+        m->timed = 1;
+        m->time = rd(r->p + 8, 8);
+    }
+    return 1;
+}
+
+static int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
+{
+    kf_meta m;
+    if (!record_meta(f, r, 0, &m))
+        return K_FEED_BAD;
+    int real = m.timed && has_time(m.time);
+    if (real) { /* synthesized records carry time 0: they do not move the clock */
+        int64_t status = advance(s, f, (int64_t)m.time, r->offset);
+        if (status != K_RUN_OK)
+            return status;
+    }
+    if (m.type == PERF_RECORD_SAMPLE)
+        return run_sample(s, f, m.layout, m.group, r, real ? (int64_t)m.time : f->last_time);
+    return side_band(f, r, m.type, m.body_end);
+}
+
+int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, const uint64_t *offsets,
+               uint64_t n, uint64_t base)
+{
+    f->consumed = 0;
+    f->stopped_at = -1;
+    uint64_t pos = 0;
+    for (uint64_t i = 0; offsets ? i < n : pos < len; i++) {
+        uint64_t at = offsets ? offsets[i] : pos;
+        if (offsets && i + 4 < n && offsets[i + 4] < len) { /* records are memory bound: fetch ahead */
+            __builtin_prefetch(buf + offsets[i + 4]);
+            __builtin_prefetch(buf + offsets[i + 4] + 64);
+        }
+        if (at > len || len - at < 8 || rd(buf + at + 6, 2) < 8 || rd(buf + at + 6, 2) > len - at) {
+            f->stopped_at = (int64_t)i;
+            f->error_offset = (int64_t)(base + at);
+            return K_FEED_BAD;
+        }
+        kf_rec r = {buf + at, rd(buf + at + 6, 2), base + at};
+        pos = at + r.size;
+        int64_t status = run_record(s, f, &r);
+        if (status != K_RUN_OK) {
+            f->stopped_at = (int64_t)i;
+            if (status == K_FEED_BAD)
+                f->error_offset = (int64_t)r.offset;
+            return status;
+        }
+        f->consumed = i + 1;
+    }
+    return K_RUN_OK;
+}
+
+/* ---- delivery order (events/merge.py order_perf_rounds) ---- */
+
+typedef struct kf_queued {
+    uint64_t time, seq, offset;
+} kf_queued;
+
+static int queued_before(const kf_queued *a, const kf_queued *b)
+{
+    return a->time < b->time || (a->time == b->time && a->seq < b->seq);
+}
+
+/* Merge the sorted runs a[lo..mid) and a[mid..hi) (tmp holds mid - lo). */
+static void merge_runs(kf_queued *a, kf_queued *tmp, uint64_t lo, uint64_t mid, uint64_t hi)
+{
+    memcpy(tmp, a + lo, (size_t)(mid - lo) * sizeof *a);
+    uint64_t i = 0, j = mid, k = lo, n = mid - lo;
+    while (i < n && j < hi)
+        a[k++] = queued_before(&a[j], &tmp[i]) ? a[j++] : tmp[i++];
+    while (i < n)
+        a[k++] = tmp[i++];
+}
+
+/* Sort a[0..n) by (time, seq): a bottom-up merge sort that skips runs
+ * already in order, so the per-CPU runs of a round cost about one pass. */
+static void sort_queued(kf_queued *a, kf_queued *tmp, uint64_t n)
+{
+    for (uint64_t width = 1; width < n; width *= 2)
+        for (uint64_t lo = 0; lo + width < n; lo += 2 * width) {
+            uint64_t mid = lo + width, hi = n - lo > 2 * width ? lo + 2 * width : n;
+            if (queued_before(&a[mid], &a[mid - 1]))
+                merge_runs(a, tmp, lo, mid, hi);
+        }
+}
+
+/* At a FINISHED_ROUND (flush = 1, limit) or the end (everything): sort what
+ * came since the last one into the waiting records (both sorted, the waiting
+ * ones first: every seq of theirs is smaller), then deliver the due prefix. */
+static void deliver(kf_queued *q, kf_queued *tmp, uint64_t *waiting, uint64_t *n, int all, uint64_t limit,
+                    uint64_t *out, uint64_t *n_out)
+{
+    sort_queued(q + *waiting, tmp, *n - *waiting);
+    if (*waiting && *n > *waiting && queued_before(&q[*waiting], &q[*waiting - 1]))
+        merge_runs(q, tmp, 0, *waiting, *n);
+    uint64_t due = 0;
+    while (due < *n && (all || q[due].time <= limit))
+        out[(*n_out)++] = q[due++].offset;
+    memmove(q, q + due, (size_t)(*n - due) * sizeof *q);
+    *n -= due;
+    *waiting = *n;
+}
+
+int64_t k_feed_count(const uint8_t *buf, uint64_t len)
+{
+    uint64_t pos = 0;
+    int64_t n = 0;
+    while (pos < len) {
+        if (len - pos < 8)
+            return -1;
+        uint64_t size = rd(buf + pos + 6, 2);
+        if (size < 8 || size > len - pos)
+            return -1;
+        pos += size;
+        n++;
+    }
+    return n;
+}
+
+int64_t k_feed_order(kfeed *f, const uint8_t *buf, uint64_t len, uint64_t *out, uint64_t cap)
+{
+    /* queue[0..waiting) sorted, left by earlier rounds; queue[waiting..n) this round's */
+    kf_queued *queue = malloc((cap ? cap : 1) * sizeof *queue);
+    kf_queued *tmp = malloc((cap ? cap : 1) * sizeof *tmp);
+    uint64_t n = 0, waiting = 0, n_out = 0, seq = 0, pos = 0, max_time = 0, next_flush = 0;
+    int64_t result = -1;
+    if (!queue || !tmp)
+        goto done;
+    while (pos < len) {
+        if (len - pos < 8)
+            goto done;
+        kf_rec r = {buf + pos, rd(buf + pos + 6, 2), pos};
+        if (r.size < 8 || r.size > len - pos || n_out + n >= cap)
+            goto done;
+        kf_meta m;
+        if (!record_meta(f, &r, 1, &m))
+            goto done; /* the Python decoder reports it, at its place in the stream */
+        if (m.type == PERF_RECORD_FINISHED_ROUND) { /* flush what a whole round had time to deliver */
+            deliver(queue, tmp, &waiting, &n, 0, next_flush, out, &n_out);
+            next_flush = max_time;
+        } else if (!m.timed || m.time == 0 || m.time == UINT64_MAX) {
+            out[n_out++] = pos; /* no timestamp: delivered at once */
+        } else {
+            queue[n++] = (kf_queued){m.time, seq++, pos};
+            if (m.time > max_time)
+                max_time = m.time;
+        }
+        pos += r.size;
+    }
+    deliver(queue, tmp, &waiting, &n, 1, 0, out, &n_out);
+    result = (int64_t)n_out;
+done:
+    free(queue);
+    free(tmp);
+    return result;
+}
+/* ---- live rings (events/merge.py StreamMerger) ----
+ *
+ * Each drain pass pushes every CPU's bytes; a record is queued by (time,
+ * cpu, position in that CPU's ring), a record without a time taking the
+ * time of the one before it in its ring. A round releases what is due by
+ * perf's rule (everything up to the highest time seen by the end of the
+ * round before), the finish everything. Queued records live in copies of
+ * the pushed chunks, freed when their last record has run. */
+
+typedef struct kf_block {
+    uint8_t *data;
+    int64_t refs;
+} kf_block;
+
+typedef struct kf_pending {
+    uint64_t time;
+    int64_t cpu;
+    uint64_t pos, at;
+    kf_block *block;
+} kf_pending;
+
+typedef struct kf_ring {
+    uint64_t pos, last;
+} kf_ring;
+
+struct kf_live {
+    kf_pending *heap;
+    uint64_t n, cap;
+    kf_ring *rings;
+    int64_t nrings;
+    uint64_t max_time, next_flush;
+    int has_next_flush;
+};
+
+static void live_free(struct kf_live *live)
+{
+    if (!live)
+        return;
+    for (uint64_t i = 0; i < live->n; i++)
+        if (--live->heap[i].block->refs == 0) {
+            free(live->heap[i].block->data);
+            free(live->heap[i].block);
+        }
+    free(live->heap);
+    free(live->rings);
+    free(live);
+}
+
+static int pending_before(const kf_pending *a, const kf_pending *b)
+{
+    if (a->time != b->time)
+        return a->time < b->time;
+    if (a->cpu != b->cpu)
+        return a->cpu < b->cpu;
+    return a->pos < b->pos;
+}
+
+static void pending_push(struct kf_live *l, kf_pending q)
+{
+    uint64_t i = l->n++;
+    while (i && pending_before(&q, &l->heap[(i - 1) / 2])) {
+        l->heap[i] = l->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    l->heap[i] = q;
+}
+
+static kf_pending pending_pop(struct kf_live *l)
+{
+    kf_pending top = l->heap[0], last = l->heap[--l->n];
+    uint64_t i = 0;
+    for (;;) {
+        uint64_t c = 2 * i + 1;
+        if (c >= l->n)
+            break;
+        if (c + 1 < l->n && pending_before(&l->heap[c + 1], &l->heap[c]))
+            c++;
+        if (!pending_before(&l->heap[c], &last))
+            break;
+        l->heap[i] = l->heap[c];
+        i = c;
+    }
+    if (l->n)
+        l->heap[i] = last;
+    return top;
+}
+
+/* Room for `more` queued records and ring `cpu`. */
+static int live_reserve(kfeed *f, int64_t cpu, uint64_t more)
+{
+    if (!f->live && !(f->live = calloc(1, sizeof *f->live)))
+        return 0;
+    struct kf_live *l = f->live;
+    if (l->n + more > l->cap) {
+        uint64_t cap = l->cap ? l->cap : 1024;
+        while (cap < l->n + more)
+            cap *= 2;
+        kf_pending *h = realloc(l->heap, cap * sizeof *h);
+        if (!h)
+            return 0;
+        l->heap = h;
+        l->cap = cap;
+    }
+    if (cpu >= l->nrings) {
+        kf_ring *r = realloc(l->rings, (size_t)(cpu + 1) * sizeof *r);
+        if (!r)
+            return 0;
+        memset(r + l->nrings, 0, (size_t)(cpu + 1 - l->nrings) * sizeof *r);
+        l->rings = r;
+        l->nrings = cpu + 1;
+    }
+    return 1;
+}
+
+int k_feed_push(kfeed *f, int64_t cpu, const uint8_t *buf, uint64_t len)
+{
+    int64_t count = k_feed_count(buf, len);
+    if (cpu < 0 || cpu > 65535 || count < 0)
+        return -1;
+    kf_meta m;
+    for (uint64_t pos = 0; pos < len; pos += rd(buf + pos + 6, 2)) {
+        kf_rec r = {buf + pos, rd(buf + pos + 6, 2), pos};
+        if (!record_meta(f, &r, 0, &m))
+            return -1; /* the Python decoder says what is wrong, before anything is queued */
+    }
+    if (!count)
+        return 0;
+    if (!live_reserve(f, cpu, (uint64_t)count))
+        return -1;
+    kf_block *block = malloc(sizeof *block);
+    uint8_t *copy = malloc(len);
+    if (!block || !copy) {
+        free(block);
+        free(copy);
+        return -1;
+    }
+    memcpy(copy, buf, len);
+    block->data = copy;
+    block->refs = count;
+    struct kf_live *l = f->live;
+    kf_ring *ring = &l->rings[cpu];
+    for (uint64_t pos = 0; pos < len; pos += rd(buf + pos + 6, 2)) {
+        kf_rec r = {copy + pos, rd(copy + pos + 6, 2), pos};
+        record_meta(f, &r, 0, &m);
+        uint64_t t = ring->last;
+        if (m.timed) {
+            t = ring->last = m.time;
+            if (t > l->max_time)
+                l->max_time = t;
+        }
+        pending_push(l, (kf_pending){t, cpu, ring->pos++, pos, block});
+    }
+    return 0;
+}
+
+int64_t k_feed_release(kstate *s, kfeed *f, int64_t final)
+{
+    struct kf_live *l = f->live;
+    if (!l)
+        return K_RUN_OK;
+    int64_t status = K_RUN_OK;
+    int flush = final || l->has_next_flush;
+    uint64_t limit = l->next_flush;
+    while (status == K_RUN_OK && flush && l->n && (final || l->heap[0].time <= limit)) {
+        kf_pending q = pending_pop(l);
+        kf_rec r = {q.block->data + q.at, rd(q.block->data + q.at + 6, 2), q.at};
+        status = run_record(s, f, &r);
+        if (status == K_FEED_BAD)
+            f->error_offset = (int64_t)q.at;
+        if (--q.block->refs == 0) {
+            free(q.block->data);
+            free(q.block);
+        }
+    }
+    l->has_next_flush = !final;
+    l->next_flush = l->max_time;
+    return status;
+}
