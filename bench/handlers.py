@@ -117,13 +117,14 @@ def _record_feeder(run, module, binding: Binding) -> tuple[Callable[[Chunk], obj
     return feed, lambda: driver.last_time
 
 
-def _chunk_feeder(run):
-    """The engine's native batch entry, when its run has one."""
-    feed_chunk = getattr(run, "feed_chunk", None)
-    if feed_chunk is None:
+def _chunk_feeder(run, binding: Binding):
+    """The engine's native batch entry (the JIT's feed), when its run has one
+    and the script's events can take it (else the per-event path runs)."""
+    offer = getattr(run, "native_feed", None)
+    feed = offer(binding.plan, binding.attr_table, binding.start_ns) if offer is not None else None
+    if feed is None:
         return None
-    stream_time = getattr(run, "stream_time", None)
-    return (lambda chunk: feed_chunk(chunk.data)), (stream_time or (lambda: None))
+    return (lambda chunk: run.feed_chunk(chunk.data)), (lambda: feed.last_time)
 
 
 @dataclass
@@ -145,7 +146,7 @@ def start_run(engine, module, binding: Binding, script: str) -> StartedRun:
     out: list[bytes] = []
     config = RunConfig(limits=Limits(), script_args=(script,), start_time_ns=binding.start_ns, host=binding.host)
     run = engine.load(module, config, out.append)
-    native = _chunk_feeder(run)
+    native = _chunk_feeder(run, binding)
     path, (feed, end_time) = ("chunk", native) if native else ("records", _record_feeder(run, module, binding))
     return StartedRun(run, feed, end_time, path, out, run.start())
 

@@ -17,16 +17,37 @@ from dataclasses import dataclass, field
 
 
 class TimedRun:
-    """A Run (run_api.Run) whose event steps are timed and counted."""
+    """A Run (run_api.Run) whose event steps are timed and counted. A run
+    with a native feed (the JIT) keeps it: its chunks are timed, and its
+    events are the samples the feed ran probes for."""
 
     def __init__(self, run):
         self.run = run
-        self.events = 0
+        self.steps = 0
         self.event_s = 0.0
+        self.feed = None
+        if hasattr(run, "native_feed"):
+            self.native_feed = self._native_feed
+            self.feed_chunk = lambda *a, **k: self._timed_call(run.feed_chunk, *a, **k)
+            self.feed_release = lambda *a, **k: self._timed_call(run.feed_release, *a, **k)
 
     @property
-    def errors(self):
-        return self.run.errors
+    def events(self) -> int:
+        return self.steps + (self.feed.samples if self.feed is not None else 0)
+
+    def _native_feed(self, *args):
+        self.feed = self.run.native_feed(*args)
+        return self.feed
+
+    def _timed_call(self, step, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return step(*args, **kwargs)
+        finally:
+            self.event_s += time.perf_counter() - t0
+
+    def __getattr__(self, name):
+        return getattr(self.run, name)  # errors, tracing, ...: the run's own
 
     def start(self) -> bool:
         return self.run.start()
@@ -44,12 +65,8 @@ class TimedRun:
         return self.run.finish(time_ns)
 
     def _timed(self, step, a, b) -> bool:
-        t0 = time.perf_counter()
-        try:
-            return step(a, b)
-        finally:
-            self.event_s += time.perf_counter() - t0
-            self.events += 1
+        self.steps += 1
+        return self._timed_call(step, a, b)
 
 
 @dataclass
@@ -106,12 +123,13 @@ def verdict(reference: Trial, candidate: Trial) -> tuple[bool, list[str]]:
 
 
 def _timing(reference: Trial, candidate: Trial) -> str:
-    n = candidate.events
-    if not n:
+    n, m = reference.events, candidate.events
+    if not (n or m):
         return "compare: no events; nothing to time per event"
     a, b = reference.ns_per_event, candidate.ns_per_event
-    ratio = f" ({a / b:.1f}x)" if b > 0 else ""
-    return (f"compare: {n} events; {reference.engine} {a:,.0f} ns/event, "
+    ratio = f" ({a / b:.1f}x)" if a > 0 and b > 0 else ""
+    counts = f"{n} events" if n == m else f"{reference.engine} {n} events, {candidate.engine} {m} events"
+    return (f"compare: {counts}; {reference.engine} {a:,.0f} ns/event, "
             f"{candidate.engine} {b:,.0f} ns/event{ratio}")
 
 

@@ -203,3 +203,25 @@ def test_case_files_well_formed() -> None:
             assert case.stderr_res and case.stderr_res[-1].startswith("error: "), name
     for name in SUBPROCESS_CASES:
         assert name in names, name
+
+
+def _compare_verdict(stderr: bytes) -> bytes:
+    return b"\n".join(line for line in stderr.splitlines() if line.startswith(b"compare: identical output"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", case_names())
+def test_conformance_engine_compare(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--engine compare` finds the engines identical on every case, and the
+    output it prints is the case's expected output."""
+    from ktapjit.cli import main
+
+    case = load_case(name)
+    monkeypatch.chdir(CASE_DIR)
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(case.argv("compare"), stdout=out, stderr=err)
+    if case.status == 2:  # a compile error: nothing runs, so nothing is compared
+        assert (status, out.getvalue()) == (2, b"")
+        return
+    assert _compare_verdict(err.getvalue()), err.getvalue().decode("utf-8", "replace")[-3000:]
+    assert (status, out.getvalue()) == (case.status, case.stdout)
