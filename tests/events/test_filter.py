@@ -17,6 +17,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -490,6 +491,21 @@ def test_kernel_accepts_what_we_accept(instances):
     assert not disagreements
 
 
+def _wait_blocked_in_syscall(pid: int, timeout: float = 10.0) -> None:
+    """Until the process sleeps inside a system call (/proc/PID/syscall names
+    its number). Without this, the workload's read() could start after one
+    instance is enabled and before another, and the two would disagree by
+    that one sys_enter."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall") as handle:
+            first = handle.read().split(" ", 1)[0]
+        if first.lstrip("-").isdigit():
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"pid {pid} did not block in a system call within {timeout}s")
+
+
 WORKLOAD = r"""
 import os, sys, time
 os.write(1, b"r")   # started up
@@ -558,6 +574,7 @@ def test_kernel_and_eval_filter_select_the_same_events(instances):
                             stdout=subprocess.PIPE)
     try:
         assert proc.stdout.read(1) == b"r"  # python's start-up is over
+        _wait_blocked_in_syscall(proc.pid)  # in its read(0): the last syscall before tracing is on
         for inst in [everything] + filtered:
             inst.write("set_event_pid", str(proc.pid))
         for event in events:
