@@ -83,12 +83,7 @@ class JitRun(RunLifecycle):
     def _execute(self, func, event) -> str:
         if event is not None:
             self._fill_slots(func, event)
-        try:
-            status = self.rt.k_enter(self.state.ptr, self.entry_of[func])
-        finally:
-            data = self.state.take_output()
-            if data:
-                self.out(data)
+        status = self._native(lambda: self.rt.k_enter(self.state.ptr, self.entry_of[func]))
         if status == rtlib.RUN_OK:
             return RETURNED
         if status == rtlib.RUN_EXIT:
@@ -132,13 +127,18 @@ class JitRun(RunLifecycle):
             return False
         return self._fed(lambda: self.feed.release(self.state.ptr, final))
 
-    def _fed(self, step) -> bool:
+    def _native(self, step) -> int:
+        """Run a native step; its output goes to `out` before anything else
+        happens, so output and error messages interleave as they were made."""
         try:
-            status = step()
+            return step()
         finally:
-            out = self.state.take_output()
-            if out:
-                self.out(out)
+            data = self.state.take_output()
+            if data:
+                self.out(data)
+
+    def _fed(self, step) -> bool:
+        status = self._native(step)
         if status == rtlib.RUN_OK:
             return True
         if status == rtlib.RUN_EXIT:
