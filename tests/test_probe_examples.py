@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cbuild import build_c
+
 from tests.livecheck import live_skip_reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +73,7 @@ def test_example_header_says_what_and_how(name):
     header = "\n".join(line for line in lines[1:] if line.startswith("#"))
     assert "Shows:" in header and "Run it:" in header
     assert f"gcc -O0 -fno-omit-frame-pointer -o {DEMO_PATH} examples/demo.c" in header
-    assert f"ktapjit run" in header and f"examples/{name}.kp -- {DEMO_PATH} " in header
+    assert "ktapjit run" in header and f"examples/{name}.kp -- {DEMO_PATH} " in header
 
 
 def test_malloc_sizes_names_this_machines_libc():
@@ -92,13 +94,8 @@ def test_malloc_sizes_names_this_machines_libc():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        pytest.skip("no C compiler (gcc) to build examples/demo.c")
-    d = tmp_path_factory.mktemp("demo")
-    subprocess.run([gcc, "-O0", "-fno-omit-frame-pointer", "-o", str(d / "demo"), str(EXAMPLES_DIR / "demo.c")],
-                   check=True)
-    return d / "demo"
+    return build_c(tmp_path_factory, "demo", EXAMPLES_DIR / "demo.c", "-O0", "-fno-omit-frame-pointer",
+                   purpose="examples/demo.c")
 
 
 def script_for(name: str, demo: Path, tmp_path: Path) -> Path:
@@ -194,5 +191,5 @@ def test_flamegraph_live_folds(demo):
     in_spin = sum(n for k, n in counts.items() if k.startswith("demo;") and ";main;spin" in k)
     # 300 ms at one sample per 2 ms on one CPU: about 150, fewer when the spin
     # shares its CPU (cpu-clock counts only the time it runs).
-    assert 20 <= demo_total <= 200, folded
-    assert in_spin >= demo_total * 3 // 4, folded
+    assert 20 <= demo_total <= 200, out
+    assert in_spin >= demo_total * 3 // 4, out

@@ -85,8 +85,7 @@ def compile_native(module, use_cache: bool = True) -> NativeProgram:
             t1 = time.perf_counter()
             obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
             stats.llvm_s = time.perf_counter() - t1
-            _link(obj, library, fallback=Path(scratch) / "script.so")
-            library = library if library.exists() else Path(scratch) / "script.so"
+            library = _link(obj, library, fallback=Path(scratch) / "script.so")
         t2 = time.perf_counter()
         code = codegen.LoadedCode(library)  # mapped: the file may go with the scratch dir
     _fill_strings(code, lowered)
@@ -107,10 +106,12 @@ def _library_path(llvm_ir: str, target: str) -> Path:
     return cache_dir() / f"{cache_key(llvm_ir, target)}.so"
 
 
-def _link(obj: bytes, library: Path, fallback: Path) -> None:
+def _link(obj: bytes, library: Path, fallback: Path) -> Path:
     """Link into the cache; where the cache cannot be written, into scratch
-    (costing only the next run its compile time)."""
+    (costing only the next run its compile time). Returns where it went."""
     try:
         codegen.link_shared(obj, library)
+        return library
     except OSError:
         codegen.link_shared(obj, fallback)
+        return fallback

@@ -60,7 +60,8 @@ class JitRun(RunLifecycle):
         limits = config.limits
         self.state = self.rt.state(max_table=limits.max_table, max_string=limits.max_string,
                                    max_loop=limits.max_loop, max_depth=limits.max_depth)
-        fields = self.state.fields
+        # One view of the state's public fields: set_time runs per event.
+        self.fields = fields = self.state.fields
         fields.now_ns = config.start_time_ns
         fields.stack_budget = _stack_budget(limits.max_depth)
         lowered = program.lowered
@@ -71,14 +72,15 @@ class JitRun(RunLifecycle):
         self.slot_faults: dict[int, RuntimeFault] = {}
         self.feed: Optional[NativeFeed] = None  # the native event path, when the session takes it
         self._set_host(config.host)
-        self.entry_of = {func: program.entry_address(name) for name, func in entry_functions(module).items()}
+        entries = entry_functions(module).items()
+        self.entry_of = {func: program.entry_address(name) for name, func in entries}
         self.slots_of = {func: [(i, *lowered.event_slots[i]) for i in program.entry_slots(name)]
-                         for name, func in entry_functions(module).items()}
+                         for name, func in entries}
 
     # -- RunLifecycle hooks
 
     def _set_time(self, time_ns: int) -> None:
-        self.state.fields.now_ns = time_ns
+        self.fields.now_ns = time_ns
 
     def _execute(self, func, event) -> str:
         if event is not None:
@@ -200,7 +202,7 @@ class JitRun(RunLifecycle):
                 slots[index] = KVal(-1, 0)
 
     def _fault(self) -> RuntimeFault:
-        fields = self.state.fields
+        fields = self.fields
         site = fields.site
         span = self.program.lowered.sites[site] if 0 <= site < len(self.program.lowered.sites) else None
         if fields.err.code == rtlib.E_EVENT:

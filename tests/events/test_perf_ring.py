@@ -20,6 +20,7 @@ import pytest
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.decode import Exit, Lost, LostSamples, Sample, iter_headers, iter_records
 from ktapjit.events.merge import merge_streams
+from tests.cbuild import build_c
 from tests.livecheck import live_skip_reason
 
 pytestmark = pytest.mark.live
@@ -54,13 +55,7 @@ from ktapjit.events.perf_ring import (DEFAULT_PAGES, PerfSession, software_event
 
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        pytest.skip("no C compiler (gcc) to build the getppid workload")
-    d = tmp_path_factory.mktemp("workload")
-    (d / "getppid.c").write_text(WORKLOAD_C)
-    subprocess.run([gcc, "-O2", "-o", str(d / "getppid"), str(d / "getppid.c")], check=True)
-    return d / "getppid"
+    return build_c(tmp_path_factory, "getppid", WORKLOAD_C, "-O2", purpose="the getppid workload")
 
 
 def _start(workload: Path, n: int) -> subprocess.Popen:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from tests.cbuild import build_c
 from tests.livecheck import live_skip_reason as tracefs_skip_reason
 from tests.tracing import runcli
 
@@ -76,13 +76,7 @@ def live_skip_reason() -> Optional[str]:
 
 @pytest.fixture(scope="session")
 def workload(tmp_path_factory) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        pytest.skip("no C compiler (gcc) to build the workload")
-    d = tmp_path_factory.mktemp("workload")
-    (d / "work.c").write_text(WORKLOAD_C)
-    subprocess.run([gcc, "-O2", "-o", str(d / "work"), str(d / "work.c")], check=True)
-    return d / "work"
+    return build_c(tmp_path_factory, "work", WORKLOAD_C, "-O2", purpose="the workload")
 
 
 @pytest.fixture(scope="session")

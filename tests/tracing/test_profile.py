@@ -9,13 +9,12 @@ user-mode loop, and `kwork()`, which reads /dev/zero (time in the kernel).
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 
 import pytest
 
 from ktapjit.events import perf_abi as abi
 from ktapjit.tracing.stacks import Stacks, split_callchain
+from tests.cbuild import build_c
 from tests.tracing.conftest import live_skip_reason
 from tests.tracing.runcli import ktapjit
 
@@ -111,13 +110,7 @@ live = [pytest.mark.skipif(_REASON is not None, reason=_REASON or ""), pytest.ma
 
 @pytest.fixture(scope="module")
 def spin(tmp_path_factory):
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        pytest.skip("no C compiler (gcc) to build the workload")
-    d = tmp_path_factory.mktemp("spin")
-    (d / "spin.c").write_text(SPIN_C)
-    subprocess.run([gcc, "-O0", "-fno-omit-frame-pointer", "-o", str(d / "spin"), str(d / "spin.c")], check=True)
-    return d / "spin"
+    return build_c(tmp_path_factory, "spin", SPIN_C, "-O0", "-fno-omit-frame-pointer", purpose="the workload")
 
 
 def live_test(func):

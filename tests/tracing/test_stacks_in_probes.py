@@ -14,11 +14,10 @@ would hide its caller), called N times from main.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 
 import pytest
 
+from tests.cbuild import build_c
 from tests.tracing.conftest import live_skip_reason
 from tests.tracing.runcli import ktapjit
 
@@ -101,13 +100,7 @@ def live_test(func):
 
 @pytest.fixture(scope="module")
 def ask(tmp_path_factory):
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        pytest.skip("no C compiler (gcc) to build the workload")
-    d = tmp_path_factory.mktemp("ask")
-    (d / "ask.c").write_text(ASK_C)
-    subprocess.run([gcc, "-O0", "-fno-omit-frame-pointer", "-o", str(d / "ask"), str(d / "ask.c")], check=True)
-    return d / "ask"
+    return build_c(tmp_path_factory, "ask", ASK_C, "-O0", "-fno-omit-frame-pointer", purpose="the workload")
 
 
 @live_test
