@@ -11,7 +11,7 @@
  * a field of a corrupt record becomes a slot with a negative tag, so the
  * error is reported where the body reads it, with the text the Python path
  * gives (kept in the feed for the engine). A probe's kernel filter, when
- * it has one, is a small postfix program (jit/feed_filter.py).
+ * it has one, runs in filter.c.
  *
  * k_feed_order puts a perf.data data section in the order perf delivers it
  * (events/merge.py order_perf_rounds), checking every record as the Python
@@ -76,10 +76,7 @@ typedef struct kf_probe {
     int64_t nslots;
     kf_dyn *dyn; /* every dynamic field, in format order: all are checked */
     int64_t ndyn;
-    int64_t *filter; /* a postfix program (jit/feed_filter.py), 6 words an instruction */
-    int64_t nfilter; /* instructions; 0: no filter */
-    uint8_t *stack;  /* nfilter truth values, for evaluating it */
-    char *patterns;  /* the string predicates' patterns */
+    krt_filter filter; /* the kernel filter (filter.c); n == 0: none */
 } kf_probe;
 
 typedef struct kf_group {
@@ -228,9 +225,7 @@ void k_feed_free(kfeed *f)
         for (int64_t j = 0; j < p->ndyn; j++)
             free(p->dyn[j].name);
         free(p->dyn);
-        free(p->filter);
-        free(p->stack);
-        free(p->patterns);
+        krt_filter_free(&p->filter);
     }
     for (int64_t i = 0; i < f->ngroups; i++)
         free(f->groups[i].probes);
@@ -371,16 +366,7 @@ int k_feed_dyn(kfeed *f, int64_t probe, int64_t offset, int64_t size, int64_t re
 int k_feed_filter(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *patterns,
                   int64_t npatterns)
 {
-    kf_probe *p = &f->probes[probe];
-    p->filter = malloc((size_t)(n ? n : 1) * 6 * sizeof *p->filter);
-    p->stack = malloc((size_t)(n ? n : 1));
-    p->patterns = malloc((size_t)(npatterns ? npatterns : 1));
-    if (!p->filter || !p->stack || !p->patterns)
-        return K_E_NOMEM;
-    memcpy(p->filter, program, (size_t)n * 6 * sizeof *program);
-    memcpy(p->patterns, patterns, (size_t)npatterns);
-    p->nfilter = n;
-    return K_OK;
+    return krt_filter_set(&f->probes[probe].filter, program, n, patterns, npatterns);
 }
 
 int k_feed_timer(kfeed *f, int64_t period, kcode code)
@@ -662,148 +648,6 @@ static void fill_slots(kfeed *f, kstate *s, const kf_probe *p, const kf_task *t,
     }
 }
 
-/* ---- filters (frontend/filter.py's numeric predicates) ---- */
-
-enum { KF_F_FALSE, KF_F_CPU, KF_F_FIELD, KF_F_NOT, KF_F_AND, KF_F_OR, KF_F_STRING };
-enum { KF_S_COMM, KF_S_STATIC, KF_S_DYNAMIC, KF_S_RELDYNAMIC };
-
-static int compare(int64_t op, int64_t a, int64_t b)
-{
-    switch (op) {
-    case 0: return a == b;
-    case 1: return a != b;
-    case 2: return a < b;
-    case 3: return a <= b;
-    case 4: return a > b;
-    case 5: return a >= b;
-    default: return 0; /* & is not a comparison (filter._compare) */
-    }
-}
-
-static int compare_unsigned(int64_t op, uint64_t a, uint64_t b)
-{
-    switch (op) {
-    case 0: return a == b;
-    case 1: return a != b;
-    case 2: return a < b;
-    case 3: return a <= b;
-    case 4: return a > b;
-    case 5: return a >= b;
-    default: return (a & b) != 0;
-    }
-}
-
-/* A little-endian unsigned read of raw[off, off+size) of the bytes present. */
-static uint64_t partial_read(const uint8_t *raw, uint64_t n, uint64_t off, uint64_t size)
-{
-    uint64_t k = off < n ? (n - off < size ? n - off : size) : 0, u = 0;
-    for (uint64_t i = 0; i < k; i++)
-        u |= (uint64_t)raw[off + i] << (8 * i);
-    return u;
-}
-
-/* A field predicate on raw[0..n): only the bytes present are read (Python's
- * int.from_bytes of a short slice), the sign from the last of them. */
-static int field_matches(const int64_t *ins, const uint8_t *raw, uint64_t n)
-{
-    uint64_t off = (uint64_t)ins[2], size = (uint64_t)ins[3];
-    uint64_t k = off < n ? (n - off < size ? n - off : size) : 0, u = partial_read(raw, n, off, size);
-    if (!ins[4])
-        return compare_unsigned(ins[1], u, (uint64_t)ins[5]);
-    if (k && k < 8 && (u >> (8 * k - 1)) & 1)
-        u |= ~0ULL << (8 * k);
-    return compare(ins[1], (int64_t)u, ins[5]);
-}
-
-/* p[0..n) up to its first NUL: the length of that C string. */
-static uint64_t cut(const uint8_t *p, uint64_t n)
-{
-    const uint8_t *nul = n ? memchr(p, 0, (size_t)n) : NULL;
-    return nul ? (uint64_t)(nul - p) : n;
-}
-
-/* filter._full: the kernel's whole-string match of s[0..slen) (a C string
- * there, the bytes we have here) against the pattern, `limit` the length
- * the kernel passes (0: compare the C strings). */
-static int full_match(const uint8_t *s, uint64_t slen, const uint8_t *pat, uint64_t plen, uint64_t limit)
-{
-    if (!limit) {
-        uint64_t a = cut(s, slen);
-        return a == plen && !memcmp(s, pat, (size_t)a);
-    }
-    uint64_t a = cut(s, slen < limit ? slen : limit), b = cut(pat, plen < limit ? plen : limit);
-    return a == b && !memcmp(s, pat, (size_t)a);
-}
-
-/* A string predicate (filter._compile_string, whole-string matches only). */
-static int string_matches(const kf_probe *p, const int64_t *ins, const uint8_t *raw, uint64_t n,
-                          const kstr *comm)
-{
-    const uint8_t *pat = (const uint8_t *)p->patterns + ((uint64_t)ins[5] >> 32);
-    uint64_t plen = (uint64_t)ins[5] & 0xFFFFFFFF, off = (uint64_t)ins[2];
-    const uint8_t *s = raw;
-    uint64_t slen = 0, limit;
-    switch (ins[4]) {
-    case KF_S_COMM: /* the task name, as the kernel's 16-byte comm */
-        s = (const uint8_t *)comm->data;
-        slen = comm->len;
-        limit = 16;
-        break;
-    case KF_S_STATIC: /* the kernel reads on past the field, to a NUL */
-        if (off < n) {
-            s = raw + off;
-            slen = n - off;
-        }
-        limit = (uint64_t)ins[3];
-        break;
-    default: { /* __data_loc / __rel_loc */
-        uint64_t word = partial_read(raw, n, off, 4), start = word & 0xFFFF;
-        if (ins[4] == KF_S_RELDYNAMIC)
-            start += off + 4;
-        if (start < n) {
-            s = raw + start;
-            slen = n - start;
-        }
-        limit = word >> 16;
-    }
-    }
-    return full_match(s, slen, pat, plen, limit) != (int)ins[1];
-}
-
-static int filter_matches(const kf_probe *p, const uint8_t *raw, uint64_t n, int has_cpu, uint32_t cpu,
-                          const kstr *comm)
-{
-    uint8_t *stack = p->stack;
-    int64_t top = 0;
-    for (int64_t i = 0; i < p->nfilter; i++) {
-        const int64_t *ins = p->filter + 6 * i;
-        switch (ins[0]) {
-        case KF_F_CPU:
-            stack[top++] = has_cpu && compare(ins[1], (int64_t)cpu, ins[5]);
-            break;
-        case KF_F_FIELD:
-            stack[top++] = (uint8_t)field_matches(ins, raw, n);
-            break;
-        case KF_F_STRING:
-            stack[top++] = (uint8_t)string_matches(p, ins, raw, n, comm);
-            break;
-        case KF_F_NOT:
-            if (top < 1) return 0;
-            stack[top - 1] = !stack[top - 1];
-            break;
-        case KF_F_AND:
-        case KF_F_OR:
-            if (top < 2) return 0;
-            top--;
-            stack[top - 1] = ins[0] == KF_F_AND ? (stack[top - 1] && stack[top]) : (stack[top - 1] || stack[top]);
-            break;
-        default:
-            stack[top++] = 0;
-        }
-    }
-    return top == 1 && stack[0];
-}
-
 static kval comm_of(kfeed *f, const kf_task *t)
 {
     int64_t v;
@@ -860,7 +704,7 @@ static int64_t run_sample(kstate *s, kfeed *f, const kf_layout *l, int64_t group
     const kf_group *g = &f->groups[group];
     for (int64_t i = 0; i < g->n; i++) {
         const kf_probe *p = &f->probes[g->probes[i]];
-        if (p->nfilter && !filter_matches(p, raw, n, t.has_cpu, t.cpu, filter_comm(&t)))
+        if (p->filter.n && !krt_filter_matches(&p->filter, raw, n, t.has_cpu, t.cpu, filter_comm(&t)))
             continue;
         fill_slots(f, s, p, &t, r, raw, n);
         int64_t status = run_entry(s, p->code, time);
