@@ -38,7 +38,7 @@ from ktapjit.diag import RuntimeFault
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
 ABI_VERSION = 3  # KRT_ABI_VERSION in ktrt.h
-CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing")
+CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing", "-fno-semantic-interposition")
 
 # Tags (KT_* in ktrt.h).
 NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = range(6)

@@ -177,7 +177,8 @@ int64_t k_enter(kstate *s, kcode code)
         kfunc *f = s->tail_fn;
         status = f->code(s, f, s->tail_args, s->tail_n, 0, &ret);
     }
-    krt_scratch_free(s);
+    if (s->scratch) /* only loops over pairs() leave any */
+        krt_scratch_free(s);
     return status;
 }
 

@@ -77,6 +77,7 @@ typedef struct kf_probe {
     kf_dyn *dyn; /* every dynamic field, in format order: all are checked */
     int64_t ndyn;
     krt_filter filter; /* the kernel filter (filter.c); n == 0: none */
+    int needs_comm;    /* a slot is execname: look the task's name up */
 } kf_probe;
 
 typedef struct kf_group {
@@ -348,6 +349,7 @@ int k_feed_slot(kfeed *f, int64_t probe, int64_t slot, int64_t kind, int64_t off
         return K_E_NOMEM;
     kf_slot s = {slot, kind, offset, size, flags, value};
     p->slots[i] = s;
+    p->needs_comm |= kind == KF_EXECNAME;
     return K_OK;
 }
 
@@ -585,6 +587,18 @@ static kval int_val(const uint8_t *p, int64_t size, int64_t is_signed)
     return v;
 }
 
+/* What the decoder (events/decode.py) makes of a record's head and trailer. */
+typedef struct kf_meta {
+    uint32_t type;
+    int timed;         /* the record carries a time (decode: not None) */
+    uint64_t time;
+    uint64_t body_end; /* where the sample_id trailer starts */
+    const kf_layout *layout; /* samples */
+    int64_t group;
+    const uint8_t *raw; /* samples: the RAW data, raw[0..n) */
+    uint64_t n;
+} kf_meta;
+
 typedef struct kf_task {
     int has_tid, has_cpu;
     uint32_t pid, tid, cpu;
@@ -677,17 +691,14 @@ static const kstr *filter_comm(const kf_task *t)
     return (const kstr *)(intptr_t)t->comm.payload;
 }
 
-static int64_t run_sample(kstate *s, kfeed *f, const kf_layout *l, int64_t group, const kf_rec *r,
-                          int64_t time)
+/* A sample whose head and RAW data sample_meta checked (m). */
+static int64_t run_sample(kstate *s, kfeed *f, const kf_meta *m, const kf_rec *r, int64_t time)
 {
-    if (group < 0 || group >= f->ngroups)
+    const kf_layout *l = m->layout;
+    const uint8_t *raw = m->raw;
+    uint64_t n = m->n;
+    if (m->group < 0 || m->group >= f->ngroups)
         return K_RUN_OK;
-    if ((uint64_t)l->head_end > r->size)
-        return K_FEED_BAD;
-    const uint8_t *raw;
-    uint64_t n;
-    if (!sample_raw(l, r, &raw, &n))
-        return K_FEED_BAD;
     kf_task t = {0};
     t.has_tid = l->tid >= 0;
     t.has_cpu = l->cpu >= 0;
@@ -697,13 +708,17 @@ static int64_t run_sample(kstate *s, kfeed *f, const kf_layout *l, int64_t group
     }
     if (t.has_cpu)
         t.cpu = (uint32_t)rd(r->p + l->cpu, 4);
-    t.comm = comm_of(f, &t);
-    if (t.comm.tag < 0)
-        return K_FEED_BAD;
     f->samples++;
-    const kf_group *g = &f->groups[group];
+    const kf_group *g = &f->groups[m->group];
+    int have_comm = 0; /* the name is a hash lookup: only for probes that read it */
     for (int64_t i = 0; i < g->n; i++) {
         const kf_probe *p = &f->probes[g->probes[i]];
+        if (!have_comm && (p->needs_comm || p->filter.n)) {
+            t.comm = comm_of(f, &t);
+            if (t.comm.tag < 0)
+                return K_FEED_BAD;
+            have_comm = 1;
+        }
         if (p->filter.n && !krt_filter_matches(&p->filter, raw, n, t.has_cpu, t.cpu, filter_comm(&t)))
             continue;
         fill_slots(f, s, p, &t, r, raw, n);
@@ -745,16 +760,6 @@ static int64_t side_band(kfeed *f, const kf_rec *r, uint32_t type, uint64_t body
     return K_RUN_OK;
 }
 
-/* What the decoder (events/decode.py) makes of a record's head and trailer. */
-typedef struct kf_meta {
-    uint32_t type;
-    int timed;         /* the record carries a time (decode: not None) */
-    uint64_t time;
-    uint64_t body_end; /* where the sample_id trailer starts */
-    const kf_layout *layout; /* samples */
-    int64_t group;
-} kf_meta;
-
 /* The body sizes decode._decode_other checks, by record type (0: none). */
 static uint64_t body_size(uint32_t type)
 {
@@ -775,9 +780,7 @@ static int sample_meta(kfeed *f, const kf_rec *r, kf_meta *m)
     if (!resolve_sample(f, r, &m->layout, &m->group))
         return 0;
     const kf_layout *l = m->layout;
-    const uint8_t *raw;
-    uint64_t n;
-    if ((uint64_t)l->head_end > r->size || !sample_raw(l, r, &raw, &n))
+    if ((uint64_t)l->head_end > r->size || !sample_raw(l, r, &m->raw, &m->n))
         return 0;
     if (l->time >= 0) {
         m->timed = 1;
@@ -852,7 +855,7 @@ static int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
             return status;
     }
     if (m.type == PERF_RECORD_SAMPLE)
-        return run_sample(s, f, m.layout, m.group, r, real ? (int64_t)m.time : f->last_time);
+        return run_sample(s, f, &m, r, real ? (int64_t)m.time : f->last_time);
     return side_band(f, r, m.type, m.body_end);
 }
 

@@ -205,6 +205,10 @@ struct ktable {
     uint32_t mask;       /* index size - 1 */
     int64_t max_entries; /* table overflow past this */
     ktable *next_in_state; /* private */
+    /* private: the last key found and its index slot (-1: none), because a
+     * `t[k] += v` finds the same key twice in a row */
+    kval memo_key;
+    int64_t memo_slot;
 };
 
 /* The hash of a non-nil key; the probe starts at k_key_hash(k) & mask. */

@@ -20,14 +20,17 @@ ktable *k_table_new(kstate *s)
     if (!t)
         return NULL;
     t->max_entries = s->max_table;
+    t->memo_slot = -1;
     t->next_in_state = s->all_tables;
     s->all_tables = t;
     return t;
 }
 
 /* The index slot holding key, or -1. */
-static int64_t find(const ktable *t, kval key)
+static int64_t find(ktable *t, kval key)
 {
+    if (t->memo_slot >= 0 && t->memo_key.payload == key.payload && t->memo_key.tag == key.tag)
+        return t->memo_slot;
     if (!t->index)
         return -1;
     uint64_t i = k_key_hash(key) & t->mask;
@@ -36,8 +39,11 @@ static int64_t find(const ktable *t, kval key)
         if (e < 0)
             return -1;
         const kval *k = &t->entries[e].key;
-        if (k->tag == key.tag && k->payload == key.payload)
+        if (k->tag == key.tag && k->payload == key.payload) {
+            t->memo_key = key;
+            t->memo_slot = (int64_t)i;
             return (int64_t)i;
+        }
         i = (i + 1) & t->mask;
     }
 }
@@ -75,6 +81,7 @@ static int rebuild(ktable *t, uint32_t cap)
     }
     free(t->entries);
     free(t->index);
+    t->memo_slot = -1; /* index slots move */
     t->entries = entries;
     t->index = index;
     t->used = n;
@@ -111,6 +118,7 @@ int k_table_set(ktable *t, kval key, kval value)
             e->key.payload = 0;
             e->value = value;
             t->count--;
+            t->memo_slot = -1; /* the slot is a tombstone now */
         } else {
             e->value = value;
         }
@@ -147,6 +155,7 @@ void k_table_clear(ktable *t)
         memset(t->index, 0xff, ((size_t)t->mask + 1) * sizeof *t->index);
     t->used = 0;
     t->count = 0;
+    t->memo_slot = -1;
 }
 
 ksnapshot *k_table_keys(ktable *t)
