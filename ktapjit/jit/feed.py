@@ -12,7 +12,7 @@ events/schema.py), and the tick timers.
 Anything the native path does not reproduce exactly makes ``build_feed``
 return None, and the session runs the per-event Python path (the
 reference): glob, substring and CPUS{} filters (feed_filter.py runs the
-numeric and whole-string ones), profile timers, stacks, argstr, array fields (tables), sample
+numeric and whole-string ones), stacks, argstr, array fields (tables), sample
 layouts beyond the fixed head + CALLCHAIN + RAW.
 
 May import: ktapjit.jit (rtlib, feed_filter), ktapjit.frontend.filter
@@ -210,11 +210,8 @@ def build_feed(module, program, plan, attrs, start_ns: int) -> Optional[NativeFe
 
 
 def _check_session(module, plan) -> None:
-    if plan.profiles or any(t.kind != "tick" for t in module.timers):
-        raise Unsupported("profile timers")
-    for bound in plan.bound:
-        if bound.is_profile or bound.callchain:
-            raise Unsupported("profile samples or stacks")
+    if any(t.kind not in ("tick", "profile") for t in module.timers):
+        raise Unsupported("timer kind")
 
 
 def _add_layouts(rt, ptr: int, plan, attrs, program, module=None) -> None:
@@ -253,7 +250,10 @@ def _add_groups(rt, ptr: int, plan, program, module) -> dict:
         if key not in made:
             made[key] = _check(rt.k_feed_group(ptr))
             for bound in bound_events:
-                _add_probe(rt, ptr, made[key], bound, program, module)
+                if bound.is_profile:
+                    _add_profile(rt, ptr, made[key], bound, program)
+                else:
+                    _add_probe(rt, ptr, made[key], bound, program, module)
         groups[sid] = made[key]
     return groups
 
@@ -273,6 +273,26 @@ def _add_probe(rt, ptr: int, group: int, bound, program, module) -> None:
     for slot in program.entry_slots(role):
         kind, name = lowered.event_slots[slot]
         spec = _slot_spec(rt, bound, kind, name)
+        _check_ok(rt.k_feed_slot(ptr, probe, slot, *spec))
+
+
+def _add_profile(rt, ptr: int, group: int, bound, program) -> None:
+    """A `profile-N` timer's cpu-clock samples run its body with the task's
+    values and its probename; everything of a trace format is nil
+    (sample_event.ProfileEvent)."""
+    role = f"timer{bound.timer}"
+    probe = _check(rt.k_feed_probe(ptr, group, program.entry_address(role), 0, b"", bound.name.encode()))
+    nil = KVal(rtlib.NIL, 0)
+    for slot in program.entry_slots(role):
+        kind, name = program.lowered.event_slots[slot]
+        if kind not in ("value", "field"):
+            raise Unsupported("stacks")  # symbolizing needs the Python Stacks
+        if kind == "value" and name in _TASK_KINDS:
+            spec = (_TASK_KINDS[name], 0, 0, 0, nil)
+        elif kind == "value" and name == "probename":
+            spec = (KF_CONST, 0, 0, 0, rt.string(bound.probename))
+        else:
+            spec = (KF_NIL, 0, 0, 0, nil)
         _check_ok(rt.k_feed_slot(ptr, probe, slot, *spec))
 
 

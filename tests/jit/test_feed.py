@@ -375,3 +375,27 @@ def test_live_sessions_run_natively(feeds, tmp_path):
     assert feeds and feeds[0] is not None and feeds[0].runs > 0 and feeds[0].samples >= 3000
     replayed = agree(feeds, tmp_path / "live.data", script)
     assert replayed[0] == results["jit"][0]
+
+
+def test_profile_samples_run_natively(feeds, tmp_path):
+    """`profile-N` bodies without stacks take the native path, live and
+    replayed: task values and probename as the interpreter gives them, and
+    nil for everything of a trace format."""
+    import sys
+
+    script = ('var n = {}\nvar odd = 0\n'
+              'profile-1ms { n[execname .. " " .. probename] += 1\n'
+              '  if (argstr != nil || arg0 != nil || args.x != nil || uid != nil || cpu < 0) { odd += 1 } }\n'
+              'trace_end { print(odd) for (k, v in pairs(n)) { if (v > 0) { print(k) } } }')
+    command = ["--", sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 0.3: pass"]
+    data = tmp_path / "profile.data"
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(["run", "--engine", "jit", "-q", "--record", str(data), "-e", script, *command],
+                  stdout=out, stderr=err)
+    if status != 0 and b"permission" in err.getvalue().lower():
+        pytest.skip(f"live tracing is not available here: {err.getvalue().decode()[:200]}")
+    assert (status, err.getvalue()) == (0, b"")
+    assert out.getvalue().startswith(b"0\n") and b" profile-1ms\n" in out.getvalue()
+    assert feeds and feeds[0] is not None and feeds[0].samples > 0
+    replayed = agree(feeds, data, script)
+    assert replayed[0] == out.getvalue()
