@@ -12,8 +12,10 @@ events/schema.py), and the tick timers.
 Anything the native path does not reproduce exactly makes ``build_feed``
 return None, and the session runs the per-event Python path (the
 reference): glob, substring and CPUS{} filters (feed_filter.py runs the
-numeric and whole-string ones), stacks, argstr, array fields (tables), sample
-layouts beyond the fixed head + CALLCHAIN + RAW.
+numeric and whole-string ones), stacks, argstr, sample layouts beyond the
+fixed head + CALLCHAIN + RAW. Array fields are tables the runtime makes
+once per probe run (SampleEvent's one table per event); profile-N samples
+run their timer's body with the task's values.
 
 May import: ktapjit.jit (rtlib, feed_filter), ktapjit.frontend.filter
 (parse_filter), stdlib. Plans, formats and attr tables
@@ -33,7 +35,7 @@ from ktapjit.jit.rtlib import KVal
 
 # Slot kinds (KF_* in ktrt.h).
 KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST = range(6)
-KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL = range(6, 11)
+KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL, KF_ARRAY_FIELD, KF_DYN_ARRAY = range(6, 13)
 # k_feed's own statuses (K_FEED_* in ktrt.h).
 FEED_STREAM, FEED_BAD = 16, 17
 
@@ -42,6 +44,7 @@ _NATIVE_SAMPLE_BITS = (1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 6 | 1 <
                        | 1 << 10 | 1 << 16)
 _TASK_KINDS = {"pid": KF_PID, "tid": KF_TID, "cpu": KF_CPU, "execname": KF_EXECNAME, "uid": KF_NIL}
 _ARG_NAMES = {f"arg{i}": i for i in range(10)}
+_INT_SIZES = (1, 2, 4, 8)  # what schema._int_struct reads as integers
 
 
 class Unsupported(Exception):
@@ -332,7 +335,10 @@ def _field_spec(fmt, name: str) -> tuple:
         return (KF_FIELD_NIL, 0, 0, 0, nil)
     if field.dynamic:
         if not field.is_string:
-            raise Unsupported("array field")  # a table
+            elem = field.elem_size or 1
+            flags = (elem | int(field.signed) << 8) if elem in _INT_SIZES else 1  # else its bytes
+            flags |= int(field.relative) << 9
+            return (KF_DYN_ARRAY, field.offset, field.size, flags, nil)
         return (KF_DATALOC_STRING, field.offset, field.size, int(field.relative), nil)
     if field.array_len is None:
         if field.size in (1, 2, 4, 8):
@@ -340,7 +346,9 @@ def _field_spec(fmt, name: str) -> tuple:
         return (KF_BYTES_FIELD, field.offset, field.size, 0, nil)
     if field.is_string:
         return (KF_CHARS_FIELD, field.offset, field.size, 0, nil)
-    raise Unsupported("array field")
+    if field.elem_size in _INT_SIZES and field.elem_size * field.array_len == field.size:
+        return (KF_ARRAY_FIELD, field.offset, field.array_len, field.elem_size | int(field.signed) << 8, nil)
+    return (KF_ARRAY_FIELD, field.offset, field.size, 1, nil)  # its bytes, as schema reads them
 
 
 def _add_timers(rt, ptr: int, module, program) -> None:

@@ -128,6 +128,9 @@ SCRIPTS = {
                         "trace_end { print(\"end\", n) }",
     "error in a timer": "var n = 0\ntick-2ms { n = n + nil }\ntrace raw_syscalls:sys_enter { n += 1 }\n"
                         "trace_end { print(n) }",
+    "array fields": "trace raw_syscalls:sys_enter { var a = args.args; var b = arg1; a[9] = args.id\n"
+                    "  print(len(b), b == a, b[9], a[0], a[5], a[6]) }",
+    "array field limit": "trace raw_syscalls:sys_enter { var a = args.args; a[\"x\"] = 1 }",
 }
 
 
@@ -197,13 +200,34 @@ def test_recordings(feeds, recording):
 
 
 def test_fallbacks_still_agree(feeds, streams):
-    """String filters, argstr and array fields take the per-event path."""
+    """String filters and argstr take the per-event path."""
     path = streams["plain"]
     agree(feeds, path, "trace sched:sched_switch /prev_comm ~ \"*sh\"/ { print(tid) }", native=False)
     agree(feeds, path, "trace sched:sched_switch /comm ~ \"b*\" || cpu == 1/ { print(tid) }", native=False)
     agree(feeds, path, "trace sched:sched_switch /cpu & CPUS{1}/ { print(tid) }", native=False)
     agree(feeds, path, "trace sched:sched_switch { print(argstr) }", native=False)
-    agree(feeds, path, "trace raw_syscalls:sys_enter { print(len(args.args)) }", native=False)
+
+
+def test_dynamic_arrays_run_natively(feeds, tmp_path):
+    """__data_loc arrays of u64 and unsigned int (dma:dma_map_sg) are tables
+    of their whole elements, from 0; a damaged location fails the read."""
+    stream = SyntheticStream([("dma", "dma_map_sg"), ("raw_syscalls", "sys_enter", None, None, 0.2)],
+                             n_events=600, cpus=2, tasks=4, seed=3)
+    path = tmp_path / "dma.data"
+    write_perf_data(path, stream)
+    script = ("trace dma:dma_map_sg { var p = args.phys_addrs; var l = args.lengths\n"
+              "  print(len(p), p[0], p[len(p) - 1], len(l), l[0], args.dma_addrs == args.dma_addrs) }")
+    out, _, status = agree(feeds, path, script)
+    assert status == 0 and out.count(b"\n") > 100
+
+    def patch(buf, samples, data):  # a phys_addrs location past the record's end
+        sample = next(s for s in samples if _event_of(data, s) == "dma:dma_map_sg")
+        at = _raw_start(sample) + data.schemas()[("dma", "dma_map_sg")].field("phys_addrs").offset
+        buf[at:at + 4] = struct.pack("<I", 0xFFF0 << 16 | 8)
+
+    damaged = _patched(path, tmp_path / "dma-damaged.data", patch)
+    out, err, status = agree(feeds, damaged, script)
+    assert status == 1 and b"phys_addrs" in err
 
 
 def test_truncated_raw_data_fails_where_the_body_reads(feeds, streams, tmp_path):

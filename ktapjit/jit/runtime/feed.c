@@ -605,6 +605,50 @@ typedef struct kf_task {
     kval comm;
 } kf_task;
 
+/* An array field as SampleEvent makes it: a table of its elements keyed
+ * from 0, its limit at least their count. Elements of 1, 2, 4 or 8 bytes
+ * (flags & 0xFF) read as integers, zero- or sign-extended (flags >> 8 & 1);
+ * the element count is the whole elements in the bytes. A tag of -1 when out
+ * of memory. */
+static kval array_val(kfeed *f, kstate *s, const kf_slot *sl, const uint8_t *raw, uint64_t n)
+{
+    int64_t elem = sl->flags & 0xFF, is_signed = (sl->flags >> 8) & 1, start = sl->offset, count = sl->size;
+    if (sl->kind == KF_DYN_ARRAY) {
+        kf_dyn d = {sl->offset, sl->size, (sl->flags >> 9) & 1, NULL};
+        int64_t end;
+        dyn_span(&d, raw, n, &start, &end); /* checked by record_valid */
+        count = end > start ? (end - start) / elem : 0;
+    }
+    ktable *t = k_table_new(s);
+    if (!t) {
+        snprintf(f->fault, sizeof f->fault, "out of memory");
+        return (kval){-1, 0};
+    }
+    t->max_entries = count > s->max_table ? count : s->max_table;
+    for (int64_t i = 0; i < count; i++) {
+        kval key = {KT_INT, i};
+        if (k_table_set(t, key, int_val(raw + start + i * elem, elem, is_signed)) != K_OK) {
+            snprintf(f->fault, sizeof f->fault, "out of memory");
+            return (kval){-1, 0};
+        }
+    }
+    return (kval){KT_TABLE, (int64_t)(intptr_t)t};
+}
+
+/* The value of the array field at `offset` that an earlier slot of this
+ * probe run made, so every read of one field in one event is one table. */
+static int made_array(const kstate *s, const kf_probe *p, int64_t before, int64_t offset, kval *out)
+{
+    for (int64_t i = 0; i < before; i++) {
+        const kf_slot *sl = &p->slots[i];
+        if ((sl->kind == KF_ARRAY_FIELD || sl->kind == KF_DYN_ARRAY) && sl->offset == offset) {
+            *out = s->event[sl->slot];
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static kval field_val(const kf_slot *sl, const uint8_t *raw, uint64_t n)
 {
     kval nil = {KT_NIL, 0};
@@ -656,7 +700,12 @@ static void fill_slots(kfeed *f, kstate *s, const kf_probe *p, const kf_task *t,
         default:
             if (valid < 0)
                 valid = record_valid(f, p, r, raw, n);
-            v = valid ? field_val(sl, raw, n) : (kval){-1, 0};
+            if (!valid)
+                v = (kval){-1, 0};
+            else if (sl->kind != KF_ARRAY_FIELD && sl->kind != KF_DYN_ARRAY)
+                v = field_val(sl, raw, n);
+            else if (!made_array(s, p, i, sl->offset, &v))
+                v = array_val(f, s, sl, raw, n);
         }
         s->event[sl->slot] = v;
     }

@@ -342,6 +342,8 @@ enum {
     KF_CHARS_FIELD = 8,   /* char[size] at offset, cut at the first NUL */
     KF_DATALOC_STRING = 9,/* __data_loc (flags 0) / __rel_loc (flags 1) char[] */
     KF_FIELD_NIL = 10,    /* nil, but a corrupt record fails the read */
+    KF_ARRAY_FIELD = 11,  /* a fixed array as a table from 0: size elements, flags elem | signed << 8 */
+    KF_DYN_ARRAY = 12,    /* a __data_loc array: size the location's, flags elem | signed << 8 | rel << 9 */
 };
 
 kfeed *k_feed_new(int64_t start_ns);
