@@ -76,6 +76,7 @@ RUNTIME = {
     "k_print_hist": (I32, [STATEP, *_KV, *_KV]),
     "k_print_folded": (I32, [STATEP, *_KV]),
     "k_cell_new": (KVALP, [STATEP, *_KV]),
+    "k_escape": (VOID, [*_KV]),
     "k_closure_new": (KFUNCP, [STATEP, I8P, I64, I64]),
     "k_call": (I64, [STATEP, *_KV, KVALP, I64, I64, KVALP, I64]),
     "k_tail_args": (KVALP, [STATEP, *_KV, I64, I64]),

@@ -367,6 +367,18 @@ class FuncLowering:
         falsy = b.and_(b.icmp_unsigned("<=", tag, _c(abi.BOOLEAN)), b.icmp_signed("==", payload, _c(0)))
         return b.not_(falsy)
 
+    def escaping(self, value: Value) -> tuple[ir.Value, ir.Value]:
+        """`value`, about to be stored where it outlives the entry: a table
+        is marked so (k_escape), or k_enter would free it on return."""
+        kv = self.arg(value)
+        tag = kv[0]
+        if isinstance(tag, ir.Constant) and tag.constant != abi.TABLE:
+            return kv
+        b = self.b
+        with b.if_then(b.icmp_signed("==", tag, _c(abi.TABLE))):
+            self.call("k_escape", *kv)
+        return kv
+
     def boolean(self, bit: ir.Value) -> tuple[ir.Value, ir.Value]:
         return _c(abi.BOOLEAN), self.b.zext(bit, I64)
 
@@ -427,7 +439,7 @@ def _global_get(fl, v):
 
 @lowers(Op.GlobalSet)
 def _global_set(fl, v):
-    fl.store_kval(fl.arg(v.args[0]), fl.global_slot(v.aux))
+    fl.store_kval(fl.escaping(v.args[0]), fl.global_slot(v.aux))
 
 
 @lowers(Op.CellNew)
@@ -444,7 +456,7 @@ def _cell_get(fl, v):
 
 @lowers(Op.CellSet)
 def _cell_set(fl, v):
-    fl.store_kval(fl.arg(v.args[1]), fl.as_ptr(fl.arg(v.args[0])[1], KVALP))
+    fl.store_kval(fl.escaping(v.args[1]), fl.as_ptr(fl.arg(v.args[0])[1], KVALP))
 
 
 # -- arithmetic ------------------------------------------------------------------

@@ -37,7 +37,7 @@ from pathlib import Path
 from ktapjit.diag import RuntimeFault
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
-ABI_VERSION = 3  # KRT_ABI_VERSION in ktrt.h
+ABI_VERSION = 4  # KRT_ABI_VERSION in ktrt.h
 CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing", "-fno-semantic-interposition")
 
 # Tags (KT_* in ktrt.h).
@@ -125,6 +125,7 @@ _PROTOTYPES = {
     "k_table_get": (_INT, [_P, _KV, _KVP]),
     "k_table_set": (_INT, [_P, _KV, _KV]),
     "k_table_len": (_I64, [_P]),
+    "k_tables_live": (_I64, [_P]),
     "k_table_clear": (None, [_P]),
     "k_table_keys": (_P, [_P]),
     "k_snapshot_len": (_I64, [_P]),

@@ -55,6 +55,7 @@ kcell *k_cell_new(kstate *s, kval v)
     kcell *c = arena_alloc(s, sizeof *c);
     if (c)
         c->value = v;
+    k_escape(v);
     return c;
 }
 
@@ -169,6 +170,7 @@ kval *k_tail_args(kstate *s, kval callee, int64_t n, int64_t site)
 int64_t k_enter(kstate *s, kcode code)
 {
     kval ret = {KT_NIL, 0};
+    ktable *mark = s->all_tables;
     uintptr_t here = (uintptr_t)__builtin_frame_address(0);
     s->stack_floor = s->stack_budget < here ? here - s->stack_budget : 0;
     s->site = -1;
@@ -179,6 +181,8 @@ int64_t k_enter(kstate *s, kcode code)
     }
     if (s->scratch) /* only loops over pairs() leave any */
         krt_scratch_free(s);
+    if (s->all_tables != mark) /* what the entry made and kept nowhere is garbage now */
+        krt_tables_sweep(s, mark);
     return status;
 }
 

@@ -762,6 +762,7 @@ static int64_t run_sample(kstate *s, kfeed *f, const kf_meta *m, const kf_rec *r
     int have_comm = 0; /* the name is a hash lookup: only for probes that read it */
     for (int64_t i = 0; i < g->n; i++) {
         const kf_probe *p = &f->probes[g->probes[i]];
+        ktable *mark = s->all_tables; /* array fields' tables are the run's to free */
         if (!have_comm && (p->needs_comm || p->filter.n)) {
             t.comm = comm_of(f, &t);
             if (t.comm.tag < 0)
@@ -772,6 +773,8 @@ static int64_t run_sample(kstate *s, kfeed *f, const kf_meta *m, const kf_rec *r
             continue;
         fill_slots(f, s, p, &t, r, raw, n);
         int64_t status = run_entry(s, p->code, time);
+        if (s->all_tables != mark)
+            krt_tables_sweep(s, mark);
         if (status != K_RUN_OK)
             return status;
     }

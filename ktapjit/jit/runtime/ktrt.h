@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KRT_ABI_VERSION 3
+#define KRT_ABI_VERSION 4
 
 /* ---- values ------------------------------------------------------------ */
 
@@ -209,7 +209,14 @@ struct ktable {
      * `t[k] += v` finds the same key twice in a row */
     kval memo_key;
     int64_t memo_slot;
+    /* private: stored where it outlives the entry that made it (a global,
+     * a cell, a table): only tables without it are freed when it returns */
+    int escaped;
+    int64_t number; /* its print number ("table: N"), 0 until printed */
 };
+
+/* How many tables of the run are allocated now (tests: memory is reclaimed). */
+int64_t k_tables_live(kstate *s);
 
 /* The hash of a non-nil key; the probe starts at k_key_hash(k) & mask. */
 uint64_t k_key_hash(kval key);
@@ -287,6 +294,9 @@ struct kfunc {
 /* New cells and closures live until the state is freed. NULL: out of memory
  * (recorded). A closure's cells are filled in by the caller. */
 kcell *k_cell_new(kstate *s, kval v);
+/* v is being stored in a global or a cell: when a table, it outlives the
+ * entry (k_enter frees the tables an entry made that did not). */
+void k_escape(kval v);
 kfunc *k_closure_new(kstate *s, kcode code, int64_t nparams, int64_t ncells);
 
 /* Call callee(args[0..n)) at depth+1 with the interpreter's checks in its

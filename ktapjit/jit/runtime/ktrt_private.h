@@ -29,6 +29,12 @@ int krt_out_reserve(kstate *s, uint64_t extra);
  * scratch). Returns 0 or K_E_NOMEM (recorded). */
 int krt_text(kstate *s, kval v, char scratch[KRT_TEXT_SCRATCH], const char **p, uint64_t *len);
 
+/* Free every table of the run; free the tables made since `mark` (the head
+ * of s->all_tables then) that did not escape (table.c). Tables are made
+ * newest first, so an entry's own are the ones in front of its mark. */
+void krt_tables_free(kstate *s);
+void krt_tables_sweep(kstate *s, ktable *mark);
+
 /* Memory of generated code's cells and closures (calls.c). */
 void krt_arena_free(kstate *s);
 /* Pairs snapshots of the running entry (calls.c). */

@@ -34,12 +34,7 @@ void k_state_free(kstate *s)
 {
     if (!s)
         return;
-    for (ktable *t = s->all_tables, *next; t; t = next) {
-        next = t->next_in_state;
-        free(t->entries);
-        free(t->index);
-        free(t);
-    }
+    krt_tables_free(s);
     if (s->ids) {
         free(s->ids->slots);
         free(s->ids);
@@ -199,6 +194,10 @@ static int idmap_grow(kidmap *m)
 
 int64_t krt_identity(kstate *s, kval v)
 {
+    if (v.tag == KT_TABLE) { /* kept in the table: a freed table leaves no stale entry */
+        ktable *t = (ktable *)(intptr_t)v.payload;
+        return t->number ? t->number : (t->number = ++s->n_tables);
+    }
     if (!s->ids && !(s->ids = calloc(1, sizeof *s->ids)))
         return -1;
     kidmap *m = s->ids;

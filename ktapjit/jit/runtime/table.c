@@ -105,10 +105,57 @@ int k_table_get(ktable *t, kval key, kval *out)
     return 1;
 }
 
+void k_escape(kval v)
+{
+    if (v.tag == KT_TABLE)
+        ((ktable *)(intptr_t)v.payload)->escaped = 1;
+}
+
+int64_t k_tables_live(kstate *s)
+{
+    int64_t n = 0;
+    for (const ktable *t = s->all_tables; t; t = t->next_in_state)
+        n++;
+    return n;
+}
+
+static void table_free(ktable *t)
+{
+    free(t->entries);
+    free(t->index);
+    free(t);
+}
+
+void krt_tables_free(kstate *s)
+{
+    for (ktable *t = s->all_tables, *next; t; t = next) {
+        next = t->next_in_state;
+        table_free(t);
+    }
+    s->all_tables = NULL;
+}
+
+void krt_tables_sweep(kstate *s, ktable *mark)
+{
+    ktable **link = &s->all_tables;
+    while (*link && *link != mark) {
+        ktable *t = *link;
+        if (t->escaped) {
+            link = &t->next_in_state;
+        } else {
+            *link = t->next_in_state;
+            table_free(t);
+        }
+    }
+}
+
 int k_table_set(ktable *t, kval key, kval value)
 {
     if (key.tag == KT_NIL)
         return K_E_NIL_INDEX;
+    /* a table kept in a table lives as long as it may: never freed early */
+    k_escape(key);
+    k_escape(value);
     int64_t slot = find(t, key);
     if (slot >= 0) {
         kentry *e = &t->entries[t->index[slot]];
