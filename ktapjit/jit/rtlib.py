@@ -229,10 +229,23 @@ def _fingerprint(compiler: list[str]) -> str:
     return h.hexdigest()[:24]
 
 
+# One runtime per process and cache directory: if the sources change while a
+# process runs (a developer's long fuzz run), a second copy must not load
+# beside the first, with its own intern table and perhaps other layouts.
+_chosen: dict[Path, Path] = {}
+
+
 def library_path(cache: Path | None = None) -> Path:
     """The runtime's shared library, building it first if it is not cached."""
-    compiler = find_compiler()
     directory = cache if cache is not None else cache_dir()
+    chosen = _chosen.get(directory)
+    if chosen is None:
+        chosen = _chosen[directory] = _find_or_build(directory)
+    return chosen
+
+
+def _find_or_build(directory: Path) -> Path:
+    compiler = find_compiler()
     memo = directory / f"fingerprint-{_fingerprint(compiler)}"
     try:
         known = directory / memo.read_text().strip()
