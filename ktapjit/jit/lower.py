@@ -369,13 +369,13 @@ class FuncLowering:
 
     def escaping(self, value: Value) -> tuple[ir.Value, ir.Value]:
         """`value`, about to be stored where it outlives the entry: a table
-        is marked so (k_escape), or k_enter would free it on return."""
+        or function is reported (k_escape), or k_enter would free it on return."""
         kv = self.arg(value)
         tag = kv[0]
-        if isinstance(tag, ir.Constant) and tag.constant != abi.TABLE:
+        if isinstance(tag, ir.Constant) and tag.constant not in (abi.TABLE, abi.FUNCTION):
             return kv
         b = self.b
-        with b.if_then(b.icmp_signed("==", tag, _c(abi.TABLE))):
+        with b.if_then(b.icmp_unsigned(">=", tag, _c(abi.TABLE))):  # TABLE and FUNCTION are the last tags
             self.call("k_escape", *kv)
         return kv
 

@@ -126,6 +126,7 @@ _PROTOTYPES = {
     "k_table_set": (_INT, [_P, _KV, _KV]),
     "k_table_len": (_I64, [_P]),
     "k_tables_live": (_I64, [_P]),
+    "k_arena_bytes": (_I64, [_P]),
     "k_table_clear": (None, [_P]),
     "k_table_keys": (_P, [_P]),
     "k_snapshot_len": (_I64, [_P]),

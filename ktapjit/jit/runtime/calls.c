@@ -41,6 +41,27 @@ static void *arena_alloc(kstate *s, size_t size)
     return p;
 }
 
+/* Free what the arena got since (mark, used): the chunks newer than mark,
+ * and mark's own bytes past `used`. */
+static void arena_rewind(kstate *s, struct karena *mark, size_t used)
+{
+    while (s->arena && s->arena != mark) {
+        struct karena *next = s->arena->next;
+        free(s->arena);
+        s->arena = next;
+    }
+    if (mark)
+        mark->used = used;
+}
+
+int64_t k_arena_bytes(kstate *s)
+{
+    int64_t n = 0;
+    for (struct karena *a = s->arena; a; a = a->next)
+        n += (int64_t)a->used;
+    return n;
+}
+
 void krt_arena_free(kstate *s)
 {
     for (struct karena *a = s->arena, *next; a; a = next) {
@@ -171,6 +192,9 @@ int64_t k_enter(kstate *s, kcode code)
 {
     kval ret = {KT_NIL, 0};
     ktable *mark = s->all_tables;
+    struct karena *arena = s->arena;
+    size_t arena_used = arena ? arena->used : 0;
+    int64_t escapes = krt_func_escapes;
     uintptr_t here = (uintptr_t)__builtin_frame_address(0);
     s->stack_floor = s->stack_budget < here ? here - s->stack_budget : 0;
     s->site = -1;
@@ -183,6 +207,8 @@ int64_t k_enter(kstate *s, kcode code)
         krt_scratch_free(s);
     if (s->all_tables != mark) /* what the entry made and kept nowhere is garbage now */
         krt_tables_sweep(s, mark);
+    if (krt_func_escapes == escapes) /* no closure outlives the entry: nor do its cells */
+        arena_rewind(s, arena, arena_used);
     return status;
 }
 

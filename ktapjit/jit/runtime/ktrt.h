@@ -217,6 +217,8 @@ struct ktable {
 
 /* How many tables of the run are allocated now (tests: memory is reclaimed). */
 int64_t k_tables_live(kstate *s);
+/* Bytes of cells and closures the run holds (tests: memory is reclaimed). */
+int64_t k_arena_bytes(kstate *s);
 
 /* The hash of a non-nil key; the probe starts at k_key_hash(k) & mask. */
 uint64_t k_key_hash(kval key);
@@ -294,8 +296,10 @@ struct kfunc {
 /* New cells and closures live until the state is freed. NULL: out of memory
  * (recorded). A closure's cells are filled in by the caller. */
 kcell *k_cell_new(kstate *s, kval v);
-/* v is being stored in a global or a cell: when a table, it outlives the
- * entry (k_enter frees the tables an entry made that did not). */
+/* v is being stored in a global, a cell or a table: when a table, it
+ * outlives the entry (k_enter frees the tables an entry made that did not);
+ * when a function, the entry's cells and closures do (k_enter reclaims them
+ * only when no function escaped). */
 void k_escape(kval v);
 kfunc *k_closure_new(kstate *s, kcode code, int64_t nparams, int64_t ncells);
 

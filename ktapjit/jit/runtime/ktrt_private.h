@@ -35,6 +35,12 @@ int krt_text(kstate *s, kval v, char scratch[KRT_TEXT_SCRATCH], const char **p, 
 void krt_tables_free(kstate *s);
 void krt_tables_sweep(kstate *s, ktable *mark);
 
+/* Functions stored where they outlive an entry, ever, by any run of the
+ * process: an entry whose run leaves it unchanged made no closure that
+ * outlives it. Only ever compared for equality, so another thread's
+ * increments can only make an entry keep what it could have freed. */
+extern volatile int64_t krt_func_escapes;
+
 /* Memory of generated code's cells and closures (calls.c). */
 void krt_arena_free(kstate *s);
 /* Pairs snapshots of the running entry (calls.c). */

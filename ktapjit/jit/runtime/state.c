@@ -198,6 +198,8 @@ int64_t krt_identity(kstate *s, kval v)
         ktable *t = (ktable *)(intptr_t)v.payload;
         return t->number ? t->number : (t->number = ++s->n_tables);
     }
+    /* a numbered closure keeps its memory: its address must stay its own */
+    krt_func_escapes++;
     if (!s->ids && !(s->ids = calloc(1, sizeof *s->ids)))
         return -1;
     kidmap *m = s->ids;

@@ -105,10 +105,14 @@ int k_table_get(ktable *t, kval key, kval *out)
     return 1;
 }
 
+volatile int64_t krt_func_escapes;
+
 void k_escape(kval v)
 {
     if (v.tag == KT_TABLE)
         ((ktable *)(intptr_t)v.payload)->escaped = 1;
+    else if (v.tag == KT_FUNC)
+        krt_func_escapes++;
 }
 
 int64_t k_tables_live(kstate *s)
