@@ -197,12 +197,11 @@ def test_recordings(feeds, recording):
 
 
 def test_fallbacks_still_agree(feeds, streams):
-    """String filters, argstr and array fields take the per-event path."""
+    """String filters and array fields take the per-event path."""
     path = streams["plain"]
     agree(feeds, path, "trace sched:sched_switch /prev_comm ~ \"*sh\"/ { print(tid) }", native=False)
     agree(feeds, path, "trace sched:sched_switch /comm ~ \"b*\" || cpu == 1/ { print(tid) }", native=False)
     agree(feeds, path, "trace sched:sched_switch /cpu & CPUS{1}/ { print(tid) }", native=False)
-    agree(feeds, path, "trace sched:sched_switch { print(argstr) }", native=False)
     agree(feeds, path, "trace raw_syscalls:sys_enter { print(len(args.args)) }", native=False)
 
 
