@@ -42,8 +42,12 @@ __all__ = [
     "UNSUPPORTED_HELPERS",
     "PrintFmtError",
     "ArgstrRenderer",
+    "atom_value",
+    "cast_mask",
     "compile_print_fmt",
+    "const_value",
     "kallsyms_symbolizer",
+    "parse_print_fmt",
     "parse_printk_formats",
     "symbols_from_pairs",
 ]
@@ -1295,13 +1299,42 @@ def _split_print_fmt(text: str) -> tuple[str, str]:
     return "".join(fmt_parts), rest
 
 
-def _build(ev: EventFormat, symbolizer, strings: Mapping[int, bytes]) -> Callable[[bytes], bytes]:
-    ctx = _Ctx(ev, symbolizer, strings)
+def parse_print_fmt(ev: EventFormat) -> tuple[list[tuple[str, object]], list[tuple]]:
+    """(pieces, args) of *ev*'s print fmt, for evaluators other than this
+    module's (the JIT's native renderer, jit/feed_argstr.py).
+
+    *pieces* are ("lit", bytes), ("bad", bytes) (an unknown conversion,
+    printed as is) and ("conv", spec) with spec's text, flags, width, prec
+    (None: absent, -1: '*'), ls (length modifier: -2 hh .. 2 ll) and conv;
+    *args* are the argument expression trees (tuples, see _Parser). Raises
+    PrintFmtError (and RecursionError) as compile_print_fmt falls back."""
     fmt_text, arg_text = _split_print_fmt(ev.print_fmt)
     args = _Parser(_lex(arg_text), ev).arg_list()
+    return _split_format(fmt_text), args
+
+
+def atom_value(text: str) -> int:
+    """The numeric value of an atom (a number, a name, a string): C strtoull."""
+    return _strtoull(text)
+
+
+def cast_mask(ctype: str, pointer: bool = False) -> int:
+    """The mask a cast to *ctype* applies (all ones: none); *pointer* for
+    the element cast of an indexed array."""
+    return _cast(_MASK, ctype, pointer)
+
+
+def const_value(node: tuple) -> int | None:
+    """*node*'s value when it reads no record data, else None."""
+    return _const_eval(node)
+
+
+def _build(ev: EventFormat, symbolizer, strings: Mapping[int, bytes]) -> Callable[[bytes], bytes]:
+    ctx = _Ctx(ev, symbolizer, strings)
+    pieces, args = parse_print_fmt(ev)
     steps: list[_StrFn] = []
     queue = list(args)
-    for kind, item in _split_format(fmt_text):
+    for kind, item in pieces:
         if kind in ("lit", "bad"):
             text = item
             steps.append(lambda raw, out, _t=text: out.extend(_t))
@@ -1376,9 +1409,11 @@ class ArgstrRenderer:
 
     ``fallback`` is True when the print fmt could not be evaluated and the
     renderer prints ``[FAILED TO PARSE] name=value ...``; ``reason`` says why.
+    ``plain`` is True when it has no symbolizer and no printk strings, so its
+    output depends on the record and parse_print_fmt's result only.
     """
 
-    __slots__ = ("event", "fallback", "reason", "_render", "_failed")
+    __slots__ = ("event", "fallback", "reason", "plain", "_render", "_failed")
 
     def __init__(
         self,
@@ -1387,6 +1422,8 @@ class ArgstrRenderer:
         strings: Mapping[int, bytes] | None = None,
     ):
         self.event = ev
+        # Neither symbols nor printk strings: what parse_print_fmt alone tells.
+        self.plain = symbolizer is None and not strings
         self._failed = _fallback(ev)
         self.reason: str | None = None
         try:

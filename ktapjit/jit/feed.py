@@ -5,19 +5,23 @@ record. This module decides whether a session can run that way and, if so,
 describes it to the runtime: the sample layouts (sample_type), which probes
 each sample id runs (tracing.plan.StreamPlan, declaration order), and for
 every bound probe how each event slot its entry reads is filled (a task
-value, a constant, or a RAW field at an offset the format fixes), the
-format's fixed size and dynamic fields (the corrupt-record checks of
-events/schema.py), and the tick timers.
+value, a constant, a RAW field at an offset the format fixes, or argstr:
+the print fmt compiled by feed_argstr.py), the format's fixed size and
+dynamic fields (the corrupt-record checks of events/schema.py), and the
+tick timers.
 
 Anything the native path does not reproduce exactly makes ``build_feed``
 return None, and the session runs the per-event Python path (the
 reference): glob, substring and CPUS{} filters (feed_filter.py runs the
-numeric and whole-string ones), stacks, argstr, sample layouts beyond the
-fixed head + CALLCHAIN + RAW. Array fields are tables the runtime makes
+numeric and whole-string ones), stacks, sample layouts beyond the fixed
+head + CALLCHAIN + RAW, and argstr of an event whose print fmt is outside
+feed_argstr.py's subset (byte dumps: %pM/%pI/%pU/%ph,
+__print_hex/__print_array/bitmasks; "[FAILED TO PARSE]" formats) or rendered
+with symbols or printk strings. Array fields are tables the runtime makes
 once per probe run (SampleEvent's one table per event); profile-N samples
 run their timer's body with the task's values.
 
-May import: ktapjit.jit (rtlib, feed_filter), ktapjit.frontend.filter
+May import: ktapjit.jit (rtlib, feed_filter, feed_argstr), ktapjit.frontend.filter
 (parse_filter), stdlib. Plans, formats and attr tables
 arrive as objects (duck-typed), so this module imports nothing of tracing/.
 """
@@ -30,12 +34,14 @@ from typing import Optional
 
 from ktapjit.frontend.filter import parse_filter
 from ktapjit.jit import rtlib
+from ktapjit.jit.feed_argstr import UnsupportedArgstr, compile_argstr
 from ktapjit.jit.feed_filter import UnsupportedFilter, compile_program
 from ktapjit.jit.rtlib import KVal
 
 # Slot kinds (KF_* in ktrt.h).
 KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST = range(6)
-KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL, KF_ARRAY_FIELD, KF_DYN_ARRAY = range(6, 13)
+KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL, KF_ARGSTR = range(6, 12)
+KF_ARRAY_FIELD, KF_DYN_ARRAY = 12, 13
 # k_feed's own statuses (K_FEED_* in ktrt.h).
 FEED_STREAM, FEED_BAD = 16, 17
 
@@ -272,9 +278,10 @@ def _add_probe(rt, ptr: int, group: int, bound, program, module) -> None:
             _check_ok(rt.k_feed_dyn(ptr, probe, f.offset, f.size, int(f.relative), f.name.encode()))
     if bound.matches is not None:
         _add_filter(rt, ptr, probe, module.probes[bound.probe].filter, fmt)
-    lowered = program.lowered
-    for slot in program.entry_slots(role):
-        kind, name = lowered.event_slots[slot]
+    slots = [(slot, *program.lowered.event_slots[slot]) for slot in program.entry_slots(role)]
+    if ("value", "argstr") in [(kind, name) for _, kind, name in slots]:
+        _add_argstr(rt, ptr, probe, bound)
+    for slot, kind, name in slots:
         spec = _slot_spec(rt, bound, kind, name)
         _check_ok(rt.k_feed_slot(ptr, probe, slot, *spec))
 
@@ -307,6 +314,22 @@ def _add_filter(rt, ptr: int, probe: int, text: str, fmt) -> None:
     _check_ok(rt.k_feed_filter(ptr, probe, program.buffer_info()[0], len(program) // 6, patterns, len(patterns)))
 
 
+def _add_argstr(rt, ptr: int, probe: int, bound) -> None:
+    """The probe's argstr program, when it renders exactly as bound.render."""
+    render = bound.render
+    if not getattr(render, "plain", False) or render.fallback:
+        raise Unsupported("argstr with symbols, printk strings or [FAILED TO PARSE]")
+    try:
+        prog = compile_argstr(bound.fmt)
+    except UnsupportedArgstr as exc:
+        raise Unsupported(str(exc)) from None
+    code = prog.code.buffer_info()[0]
+    status = rt.k_feed_argstr(ptr, probe, code, prog.count, prog.blob, len(prog.blob))
+    if status < 0:
+        raise AssertionError(f"argstr.c rejects feed_argstr's program for {bound.fmt.qualified_name}")
+    _check_ok(status)
+
+
 def _slot_spec(rt, bound, kind: str, name: str) -> tuple:
     """(kind, offset, size, flags, value) of one slot (sample_event.SampleEvent)."""
     nil = KVal(rtlib.NIL, 0)
@@ -318,8 +341,10 @@ def _slot_spec(rt, bound, kind: str, name: str) -> tuple:
         return (_TASK_KINDS[name], 0, 0, 0, nil)
     if name == "probename":
         return (KF_CONST, 0, 0, 0, rt.string(bound.probename))
+    if name == "argstr":
+        return (KF_ARGSTR, 0, 0, 0, nil)  # the program _add_argstr registered
     if name not in _ARG_NAMES:
-        raise Unsupported(name)  # argstr: the print fmt is rendered in Python
+        raise Unsupported(name)
     index = _ARG_NAMES[name]
     if index >= len(bound.arg_names):
         return (KF_NIL, 0, 0, 0, nil)

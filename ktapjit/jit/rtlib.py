@@ -156,6 +156,8 @@ _PROTOTYPES = {
     "k_feed_dyn": (_INT, [_P, _I64, _I64, _I64, _I64, ctypes.c_char_p]),
     "k_feed_filter": (_INT, [_P, _I64, _P, _I64, ctypes.c_char_p, _I64]),
     "k_feed_timer": (_INT, [_P, _I64, _P]),
+    "k_feed_argstr": (_INT, [_P, _I64, _P, _I64, ctypes.c_char_p, _I64]),
+    "k_argstr_eval": (_INT, [_P, _I64, ctypes.c_char_p, _I64, ctypes.c_char_p, ctypes.c_uint64, _KVP]),
     "k_feed": (_I64, [_P, _P, _P, ctypes.c_uint64, _P, ctypes.c_uint64, ctypes.c_uint64]),
     "k_feed_count": (_I64, [_P, ctypes.c_uint64]),
     "k_feed_order": (_I64, [_P, _P, ctypes.c_uint64, _P, ctypes.c_uint64]),

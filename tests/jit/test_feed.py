@@ -200,12 +200,11 @@ def test_recordings(feeds, recording):
 
 
 def test_fallbacks_still_agree(feeds, streams):
-    """String filters and argstr take the per-event path."""
+    """String filters take the per-event path."""
     path = streams["plain"]
     agree(feeds, path, "trace sched:sched_switch /prev_comm ~ \"*sh\"/ { print(tid) }", native=False)
     agree(feeds, path, "trace sched:sched_switch /comm ~ \"b*\" || cpu == 1/ { print(tid) }", native=False)
     agree(feeds, path, "trace sched:sched_switch /cpu & CPUS{1}/ { print(tid) }", native=False)
-    agree(feeds, path, "trace sched:sched_switch { print(argstr) }", native=False)
 
 
 def test_dynamic_arrays_run_natively(feeds, tmp_path):

@@ -11,7 +11,9 @@
  * a field of a corrupt record becomes a slot with a negative tag, so the
  * error is reported where the body reads it, with the text the Python path
  * gives (kept in the feed for the engine). A probe's kernel filter, when
- * it has one, runs in filter.c.
+ * it has one, runs in filter.c. argstr renders the probe's print fmt program
+ * (argstr.c) over the RAW bytes there are, without the corrupt-record
+ * checks: the Python path renders it from the raw data too.
  *
  * k_feed_order puts a perf.data data section in the order perf delivers it
  * (events/merge.py order_perf_rounds), checking every record as the Python
@@ -78,6 +80,7 @@ typedef struct kf_probe {
     int64_t ndyn;
     krt_filter filter; /* the kernel filter (filter.c); n == 0: none */
     int needs_comm;    /* a slot is execname: look the task's name up */
+    krt_argstr argstr; /* the print fmt, for KF_ARGSTR slots (argstr.c) */
 } kf_probe;
 
 typedef struct kf_group {
@@ -123,6 +126,7 @@ struct kfeed {
     unsigned __int128 lost; /* Python's count is unbounded: damaged LOST records can be huge */
     int64_t last_time, consumed, stopped_at, error_offset, samples;
     struct kf_live *live; /* the live merger (k_feed_push), made on first use */
+    krt_buf argbuf;       /* argstr's text, before it is interned */
     char fault[512];   /* the message of the last corrupt record a probe saw */
     char message[256]; /* the stream error of K_FEED_STREAM */
 };
@@ -227,6 +231,7 @@ void k_feed_free(kfeed *f)
             free(p->dyn[j].name);
         free(p->dyn);
         krt_filter_free(&p->filter);
+        krt_argstr_free(&p->argstr);
     }
     for (int64_t i = 0; i < f->ngroups; i++)
         free(f->groups[i].probes);
@@ -239,6 +244,7 @@ void k_feed_free(kfeed *f)
     free(f->comms.keys);
     free(f->comms.vals);
     live_free(f->live);
+    free(f->argbuf.p);
     free(f);
 }
 
@@ -369,6 +375,14 @@ int k_feed_filter(kfeed *f, int64_t probe, const int64_t *program, int64_t n, co
                   int64_t npatterns)
 {
     return krt_filter_set(&f->probes[probe].filter, program, n, patterns, npatterns);
+}
+
+int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *blob,
+                  int64_t nblob)
+{
+    if (probe < 0 || probe >= f->nprobes)
+        return -1;
+    return krt_argstr_set(&f->probes[probe].argstr, program, n, blob, nblob);
 }
 
 int k_feed_timer(kfeed *f, int64_t period, kcode code)
@@ -672,6 +686,20 @@ static kval field_val(const kf_slot *sl, const uint8_t *raw, uint64_t n)
     }
 }
 
+/* argstr: the probe's program over the RAW bytes there are. Only memory
+ * (or a text past 4 GiB) fails it: the read fails as a corrupt one does. */
+static kval argstr_val(kfeed *f, const kf_probe *p, const kf_rec *r, const uint8_t *raw, uint64_t n)
+{
+    if (krt_argstr_render(&p->argstr, raw, n, &f->argbuf) == K_OK) {
+        kval v = str_val((const uint8_t *)(f->argbuf.p ? f->argbuf.p : ""), f->argbuf.len, 0);
+        if (v.tag >= 0)
+            return v;
+    }
+    snprintf(f->fault, sizeof f->fault, "%s%llu: %s: out of memory rendering argstr", p->prefix,
+             (unsigned long long)r->offset, p->label);
+    return (kval){-1, 0};
+}
+
 static void fill_slots(kfeed *f, kstate *s, const kf_probe *p, const kf_task *t, const kf_rec *r,
                        const uint8_t *raw, uint64_t n)
 {
@@ -696,6 +724,9 @@ static void fill_slots(kfeed *f, kstate *s, const kf_probe *p, const kf_task *t,
             v = sl->value;
             break;
         case KF_NIL:
+            break;
+        case KF_ARGSTR: /* not decoded: SampleEvent renders argstr from the raw bytes */
+            v = argstr_val(f, p, r, raw, n);
             break;
         default:
             if (valid < 0)

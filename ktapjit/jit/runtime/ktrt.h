@@ -356,8 +356,9 @@ enum {
     KF_CHARS_FIELD = 8,   /* char[size] at offset, cut at the first NUL */
     KF_DATALOC_STRING = 9,/* __data_loc (flags 0) / __rel_loc (flags 1) char[] */
     KF_FIELD_NIL = 10,    /* nil, but a corrupt record fails the read */
-    KF_ARRAY_FIELD = 11,  /* a fixed array as a table from 0: size elements, flags elem | signed << 8 */
-    KF_DYN_ARRAY = 12,    /* a __data_loc array: size the location's, flags elem | signed << 8 | rel << 9 */
+    KF_ARGSTR = 11,       /* the print fmt rendered (the probe's k_feed_argstr program) */
+    KF_ARRAY_FIELD = 12,  /* a fixed array as a table from 0: size elements, flags elem | signed << 8 */
+    KF_DYN_ARRAY = 13,    /* a __data_loc array: size the location's, flags elem | signed << 8 | rel << 9 */
 };
 
 kfeed *k_feed_new(int64_t start_ns);
@@ -385,6 +386,16 @@ int k_feed_dyn(kfeed *f, int64_t probe, int64_t offset, int64_t size, int64_t re
  * they name (jit/feed_filter.py). */
 int k_feed_filter(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *patterns,
                   int64_t npatterns);
+/* The probe's argstr program (jit/feed_argstr.py): n instructions of 4
+ * words, the text they name in blob[0..nblob). 0, K_E_NOMEM, or -1 when it
+ * is not a valid program. KF_ARGSTR slots render it (argstr.c). */
+int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *blob,
+                  int64_t nblob);
+/* Render one argstr program over RAW data raw[0..len) into *out (an
+ * interned string): what a KF_ARGSTR slot holds. 0, K_E_NOMEM, or -1 (not
+ * a valid program). For tests and tools; feeds keep their programs. */
+int k_argstr_eval(const int64_t *program, int64_t n, const char *blob, int64_t nblob, const uint8_t *raw,
+                  uint64_t len, kval *out);
 /* A tick timer, first due at start_ns + period; add in declaration order. */
 int k_feed_timer(kfeed *f, int64_t period, kcode code);
 /* Run records: offsets[0..n) into buf when offsets is not NULL, else every

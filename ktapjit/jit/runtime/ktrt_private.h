@@ -61,4 +61,28 @@ void krt_filter_free(krt_filter *p);
 int krt_filter_matches(const krt_filter *p, const uint8_t *raw, uint64_t n, int has_cpu, uint32_t cpu,
                        const kstr *comm);
 
+/* A print fmt compiled by jit/feed_argstr.py (argstr.c): 4 words an
+ * instruction, text in the blob. */
+typedef struct krt_argstr {
+    int64_t *code;
+    int64_t n; /* instructions; 0: none registered */
+    char *blob;
+} krt_argstr;
+
+/* A growable output buffer, reused between renders. */
+typedef struct krt_buf {
+    char *p;
+    uint64_t len, cap;
+} krt_buf;
+
+/* Whether code[0..n) (with a blob of nblob bytes) is safe to run. */
+int krt_argstr_valid(const int64_t *code, int64_t n, int64_t nblob);
+/* Validate and copy a program in: 0, K_E_NOMEM, or -1 (not a valid program). */
+int krt_argstr_set(krt_argstr *a, const int64_t *code, int64_t n, const char *blob, int64_t nblob);
+void krt_argstr_free(krt_argstr *a);
+/* Render over RAW data raw[0..n) into out (its len reset first): 0,
+ * K_E_NOMEM (the text would pass 4 GiB or memory ran out), or -1 (a
+ * program the compiler never makes). */
+int krt_argstr_render(const krt_argstr *a, const uint8_t *raw, uint64_t n, krt_buf *out);
+
 #endif
