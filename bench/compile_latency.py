@@ -1,10 +1,11 @@
 """Compile latency per example: script to IR, and IR to native code once the JIT exists.
 
 *Script to IR* is what `ktapjit run` does before anything runs: parse
-(lark, grammar already built), resolve, SSA construction and the pass
-pipeline. It is timed in-process after one warm-up compile, so the one-off
-grammar load is not charged to every script; the median of the repetitions
-is reported.
+(frontend/lalr.py over tables generated from the lark grammar), resolve,
+SSA construction and the pass pipeline. It is timed in-process after one
+warm-up compile, so the one-off costs (imports, compiling the lexer's
+regular expressions) are not charged to every script; the median of the
+repetitions is reported.
 
 *IR to native* is the JIT engine's ``load()`` of the compiled module:
 lowering, LLVM optimisation and machine code, and loading it. The JIT keeps
@@ -52,7 +53,7 @@ class CompileTiming:
 
 
 def _time_ir(source: bytes, path: str, reps: int):
-    compile_source(source, path)  # warm-up: the lark grammar, imports
+    compile_source(source, path)  # warm-up: imports, the lexer's regular expressions
     samples, module = [], None
     for _ in range(reps):
         t0 = time.perf_counter_ns()

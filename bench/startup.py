@@ -1,8 +1,9 @@
 """Start-up wall time and peak RSS of `ktapjit run -e 'print("hi")'`, per engine.
 
 *Cold* is the first run with empty ktapjit caches: a fresh
-``XDG_CACHE_HOME`` and ``KTAPJIT_CACHE_DIR`` (no cached lark grammar
-tables, no JIT runtime library or compiled objects), as right after
+``XDG_CACHE_HOME`` and ``KTAPJIT_CACHE_DIR`` (no JIT runtime library or
+compiled objects; the parser's tables ship as Python, and lark's cached
+grammar is only loaded to diagnose a syntax error), as right after
 installing. Python's bytecode and the OS page cache stay warm: dropping
 them would need the whole machine's caches flushed. *Warm* is later runs
 with those caches filled. Each cold sample gets its own fresh directory.

@@ -86,11 +86,20 @@ def _power_of_two(text: str) -> int:
     return value
 
 
-def _build_parser() -> _Parser:
+def _build_parser(only: Optional[str] = None) -> _Parser:
+    """The whole command line, or (`only`) the top level and one command:
+    when argv names its command, the other four are never needed, and
+    building them is most of argparse's ~3 ms."""
     parser = _Parser(prog="ktapjit", description="Run ktap tracing scripts, interpreted or JIT-compiled.")
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, add_command in _COMMANDS.items():
+        if only is None or name == only:
+            add_command(commands)
+    return parser
 
+
+def _add_run(commands) -> None:
     run = commands.add_parser("run", help="run a script", description="Run a ktap script.")
     run.add_argument("--engine", choices=ENGINES, default="interp",
                      help="interp: the reference interpreter; jit: native code; compare: both, checked")
@@ -107,6 +116,8 @@ def _build_parser() -> _Parser:
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="the script file")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="script arguments (arg[1], ...)")
 
+
+def _add_record(commands) -> None:
     rec = commands.add_parser("record", help="record events to perf.data",
                               description="Record events to a perf.data file that perf script and --replay read.")
     rec.add_argument("-e", "--event", dest="events", action="append", required=True, metavar="EVENTDEF",
@@ -117,10 +128,14 @@ def _build_parser() -> _Parser:
     rec.add_argument("--buffer-pages", type=_power_of_two, default=1024, metavar="N",
                      help="ring buffer pages per CPU, a power of two (default 1024)")
 
+
+def _add_list(commands) -> None:
     lister = commands.add_parser("list", help="list tracepoints", description="List the kernel's tracepoints.")
     lister.add_argument("pattern", nargs="?", metavar="GLOB", help="e.g. 'sched:*' or '*open*'")
     lister.add_argument("-v", "--verbose", action="store_true", help="also show each event's fields")
 
+
+def _add_ir(commands) -> None:
     ir = commands.add_parser("ir", help="print a script's SSA IR", description="Print the SSA IR of a script.")
     ir.add_argument("-O0", dest="optimize", action="store_false", help="skip the optional passes")
     ir.add_argument("--dump-after", metavar="PASS", help="print the IR after PASS instead of at the end")
@@ -128,6 +143,8 @@ def _build_parser() -> _Parser:
     ir.add_argument("script", nargs="?", metavar="SCRIPT")
     _add_limit_options(ir)
 
+
+def _add_asm(commands) -> None:
     asm = commands.add_parser("asm", help="print a script's native code",
                               description="Compile a script with the JIT and print its assembly, "
                                           "or write an object file with -o.")
@@ -138,7 +155,10 @@ def _build_parser() -> _Parser:
     asm.add_argument("-e", dest="program", metavar="PROGRAM", help="compile PROGRAM given on the command line")
     asm.add_argument("script", nargs="?", metavar="SCRIPT")
     _add_limit_options(asm)  # limits are read at run time; --debug verify still applies
-    return parser
+
+
+# In the order `ktapjit --help` lists them.
+_COMMANDS = {"run": _add_run, "record": _add_record, "list": _add_list, "ir": _add_ir, "asm": _add_asm}
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -219,7 +239,9 @@ def _say(stream: BinaryIO, text: str) -> None:
 
 
 def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
-    parser = _build_parser()
+    # Anything but a command name first (an option, a typo, nothing) needs the
+    # whole parser, for its messages and --help.
+    parser = _build_parser(argv[0] if argv and argv[0] in _COMMANDS else None)
     argv, command = _split_command(argv)
     ns = parser.parse_args(argv)
     ns.command_argv = command

@@ -19,9 +19,7 @@ from ktapjit.ir.passes.copyelim import copyelim
 from ktapjit.ir.passes.deadcode import deadcode
 from ktapjit.ir.passes.fold import fold
 from ktapjit.ir.passes.typeinfer import typeinfer_module
-from ktapjit.ir.printer import format_module
 from ktapjit.ir.ssa_build import build_module
-from ktapjit.ir.verify import verify_module
 from ktapjit.run_api import Limits
 
 
@@ -91,7 +89,12 @@ def compile_module(program: ast.Program, ctx: PassContext) -> Module:
 
 
 def _after_step(module: Module, name: str, ctx: PassContext) -> None:
+    # The verifier and the printer are imported only when asked for: `ktapjit run` needs neither.
     if ctx.verify:
+        from ktapjit.ir.verify import verify_module
+
         verify_module(module, after=name)
     if ctx.dump_after == name and ctx.dump_to is not None:
+        from ktapjit.ir.printer import format_module
+
         ctx.dump_to.write(f"# after {name}\n{format_module(module)}\n")

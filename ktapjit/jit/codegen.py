@@ -10,18 +10,27 @@ Hazards measured in docs/jit.md shape this module: an LLVM fatal error kills
 the process, so modules are verified before codegen and no inline asm is
 ever emitted; a TargetMachine is made per use.
 
+The link runs the system linker `ld` directly (~4 ms) rather than through
+the C compiler driver (~17 ms: gcc, collect2, then ld, with crt files and
+libgcc the generated code never uses); `-z defs` makes ld refuse an object
+needing anything but the runtime, and then the driver links it as before
+(docs/performance-notes.md).
+
 May import: llvmlite.binding (lazily: not on a cache hit), ktapjit.jit.rtlib.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from ktapjit.jit import rtlib
 
@@ -112,25 +121,21 @@ def emit_assembly(opt: Optimized) -> str:
     return target_machine(opt.target).emit_assembly(opt.module)
 
 
-def link_shared(obj: bytes, target: Path) -> None:
+def link_shared(obj: bytes, target: Path, runtime: Optional[Path] = None) -> None:
     """Link a PIC object into a shared library against the runtime library,
     atomically at `target`. The runtime is named by its absolute path (it has
     no soname), so loading the result reuses the copy already in the process
     and its one intern table. -Bsymbolic binds the library's references to
     its own symbols: every script exports the same entry names."""
-    runtime = rtlib.library_path()
+    runtime = runtime if runtime is not None else rtlib.library_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, obj_path = tempfile.mkstemp(dir=target.parent, prefix=".obj-", suffix=".o")
     with os.fdopen(fd, "wb") as handle:
         handle.write(obj)
     tmp = obj_path[:-2] + ".so"
     try:
-        done = subprocess.run([*rtlib.find_compiler(), "-shared", "-Wl,-Bsymbolic", "-o", tmp, obj_path,
-                               str(runtime)],
-                              capture_output=True, timeout=120, check=False)
-        if done.returncode != 0:
-            detail = done.stderr.decode("utf-8", "replace").strip().splitlines()[:3]
-            raise CodegenError("ktapjit: linking the compiled script failed: " + " | ".join(detail))
+        if not _link_with_ld(obj_path, tmp, runtime):
+            _link_with_driver(obj_path, tmp, runtime)
         os.replace(tmp, target)
     finally:
         for leftover in (obj_path, tmp):
@@ -138,12 +143,43 @@ def link_shared(obj: bytes, target: Path) -> None:
                 os.unlink(leftover)
 
 
+@functools.lru_cache(maxsize=1)
+def _ld() -> Optional[str]:
+    return shutil.which("ld")
+
+
+def _link_with_ld(obj_path: str, out: str, runtime: Path) -> bool:
+    """The fast link; False when there is no ld or it refused (an object that
+    needs libc or libgcc, an unusual ld): the driver then links it."""
+    ld = _ld()
+    if ld is None:
+        return False
+    # What the driver passes ld for a shared library, minus crt files and default
+    # libraries: generated code calls nothing but the runtime (-z defs checks it).
+    command = [ld, "-shared", "-Bsymbolic", "--eh-frame-hdr", "--hash-style=gnu", "-z", "defs",
+               "-o", out, obj_path, str(runtime)]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _link_with_driver(obj_path: str, out: str, runtime: Path) -> None:
+    done = subprocess.run([*rtlib.find_compiler(), "-shared", "-Wl,-Bsymbolic", "-o", out, obj_path, str(runtime)],
+                          capture_output=True, timeout=120, check=False)
+    if done.returncode != 0:
+        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()[:3]
+        raise CodegenError("ktapjit: linking the compiled script failed: " + " | ".join(detail))
+
+
 class LoadedCode:
     """A compiled script's shared library, loaded: symbol addresses, valid
     while this object lives (the library is never unloaded)."""
 
-    def __init__(self, library: Path):
-        rtlib.load()  # the runtime first, so the script binds to this copy of it
+    def __init__(self, library: Path, runtime_loaded: bool = False):
+        if not runtime_loaded:
+            rtlib.load()  # the runtime first, so the script binds to this copy of it
         self.lib = ctypes.CDLL(str(library))
 
     def address(self, symbol: str) -> int:

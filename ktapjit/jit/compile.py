@@ -59,12 +59,13 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "ktapjit" / "jit"
 
 
-def cache_key(llvm_ir: str, target: str) -> str:
+def cache_key(llvm_ir: str, target: str, runtime: Path | None = None) -> str:
     import llvmlite
 
+    runtime = runtime if runtime is not None else rtlib.library_path()
     h = hashlib.sha256()
     for part in (f"ktapjit={ktapjit.__version__}", f"abi={rtlib.ABI_VERSION}",
-                 f"runtime={rtlib.library_path().name}", f"llvmlite={llvmlite.__version__}",
+                 f"runtime={runtime.name}", f"llvmlite={llvmlite.__version__}",
                  f"target={target}", f"cpu={codegen.cpu_identity()}"):
         h.update(part.encode() + b"\0")
     h.update(llvm_ir.encode())
@@ -77,41 +78,44 @@ def compile_native(module, use_cache: bool = True) -> NativeProgram:
     t0 = time.perf_counter()
     lowered = lower_module(module)
     stats.lower_s = time.perf_counter() - t0
+    # Found (and loaded) once: each lookup re-checks the runtime's sources (~2 ms).
+    rt = rtlib.load()
     target = codegen.host_target()
     with tempfile.TemporaryDirectory(prefix="ktapjit-") as scratch:
-        library = _library_path(lowered.llvm_ir, target) if use_cache else Path(scratch) / "script.so"
+        library = _library_path(lowered.llvm_ir, target, rt.path) if use_cache else Path(scratch) / "script.so"
         stats.cache_hit = library.exists()
         if not stats.cache_hit:
             t1 = time.perf_counter()
             obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
             stats.llvm_s = time.perf_counter() - t1
-            library = _link(obj, library, fallback=Path(scratch) / "script.so")
+            library = _link(obj, library, fallback=Path(scratch) / "script.so", runtime=rt.path)
         t2 = time.perf_counter()
-        code = codegen.LoadedCode(library)  # mapped: the file may go with the scratch dir
-    _fill_strings(code, lowered)
+        # mapped: the file may go with the scratch dir; the runtime is loaded first (above),
+        # so the script binds to this copy of it
+        code = codegen.LoadedCode(library, runtime_loaded=True)
+    _fill_strings(code, lowered, rt)
     stats.load_s = time.perf_counter() - t2
     return NativeProgram(lowered, code, stats)
 
 
-def _fill_strings(code: codegen.LoadedCode, lowered: Lowered) -> None:
+def _fill_strings(code: codegen.LoadedCode, lowered: Lowered, rt: rtlib.Runtime) -> None:
     if not lowered.strings:
         return
-    rt = rtlib.load()
     table = (ctypes.c_int64 * len(lowered.strings)).from_address(code.address("ktap_strings"))
     for i, data in enumerate(lowered.strings):
         table[i] = rt.string(data).payload
 
 
-def _library_path(llvm_ir: str, target: str) -> Path:
-    return cache_dir() / f"{cache_key(llvm_ir, target)}.so"
+def _library_path(llvm_ir: str, target: str, runtime: Path) -> Path:
+    return cache_dir() / f"{cache_key(llvm_ir, target, runtime)}.so"
 
 
-def _link(obj: bytes, library: Path, fallback: Path) -> Path:
+def _link(obj: bytes, library: Path, fallback: Path, runtime: Path) -> Path:
     """Link into the cache; where the cache cannot be written, into scratch
     (costing only the next run its compile time). Returns where it went."""
     try:
-        codegen.link_shared(obj, library)
+        codegen.link_shared(obj, library, runtime)
         return library
     except OSError:
-        codegen.link_shared(obj, fallback)
+        codegen.link_shared(obj, fallback, runtime)
         return fallback
