@@ -28,7 +28,6 @@ from ktapjit.diag import RuntimeFault
 from ktapjit.frontend.resolve import ARG_GLOBAL
 from ktapjit.jit import rtlib
 from ktapjit.jit.compile import NativeProgram, compile_native
-from ktapjit.jit.feed import FEED_BAD, FEED_STREAM, NativeFeed, build_feed
 from ktapjit.jit.lower import entry_functions
 from ktapjit.jit.rtlib import KVal
 from ktapjit.run_api import RunConfig
@@ -70,7 +69,7 @@ class JitRun(RunLifecycle):
         self.slots = (KVal * max(1, len(lowered.event_slots)))()
         fields.event = ctypes.addressof(self.slots)
         self.slot_faults: dict[int, RuntimeFault] = {}
-        self.feed: Optional[NativeFeed] = None  # the native event path, when the session takes it
+        self.feed = None  # the native event path (jit/feed.py NativeFeed), when the session takes it
         self._set_host(config.host)
         entries = entry_functions(module).items()
         self.entry_of = {func: program.entry_address(name) for name, func in entries}
@@ -104,10 +103,12 @@ class JitRun(RunLifecycle):
 
     # -- the native event path
 
-    def native_feed(self, plan, attrs, start_ns: int) -> Optional[NativeFeed]:
+    def native_feed(self, plan, attrs, start_ns: int):
         """A feed running this session's records natively (plan: the
         StreamPlan; attrs: the stream's decode.AttrTable), or None when the
         session must take the per-event path (jit/feed.py says when)."""
+        from ktapjit.jit.feed import build_feed  # 30-45 ms of imports a script without probes never needs
+
         self.feed = build_feed(self.module, self.program, plan, attrs, start_ns)
         return self.feed
 
@@ -147,7 +148,7 @@ class JitRun(RunLifecycle):
             self.exit_called = True
         elif status == rtlib.RUN_ERROR:
             self.errors.append(self._fault())
-        elif status in (FEED_STREAM, FEED_BAD):
+        elif status in (rtlib.FEED_STREAM, rtlib.FEED_BAD):
             return False  # tracing goes on as far as the run is concerned: the stream broke
         self.tracing = False
         return False

@@ -42,8 +42,7 @@ from ktapjit.jit.rtlib import KVal
 KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST = range(6)
 KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL, KF_ARGSTR = range(6, 12)
 KF_ARRAY_FIELD, KF_DYN_ARRAY = 12, 13
-# k_feed's own statuses (K_FEED_* in ktrt.h).
-FEED_STREAM, FEED_BAD = 16, 17
+FEED_STREAM, FEED_BAD = rtlib.FEED_STREAM, rtlib.FEED_BAD
 
 # PERF_SAMPLE_* bits the native layout reads: the fixed head, CALLCHAIN, RAW.
 _NATIVE_SAMPLE_BITS = (1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 9

@@ -55,6 +55,8 @@ NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = range(6)
 
 # How generated functions return (K_RUN_* in ktrt.h).
 RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL = range(4)
+# k_feed's own statuses (K_FEED_* in ktrt.h).
+FEED_STREAM, FEED_BAD = 16, 17
 
 
 class RuntimeBuildError(Exception):
