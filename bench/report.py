@@ -245,7 +245,7 @@ def startup_table(results: dict) -> Table:
     sec = _section(results, "startup")
     t = Table(f"Start-up: ktapjit run --engine E -e '{sec.get('program', '')}'",
               ["engine", "cold ms (median)", "warm ms (median)", "runs cold/warm", "peak RSS MiB"],
-              note="cold: empty ktapjit caches (lark grammar tables, JIT runtime and objects); warm: "
+              note="cold: empty ktapjit caches (JIT runtime and objects); warm: "
                    "the same caches filled. Python bytecode and the page cache are warm in both." + rss_note(results))
     for row in sec.get("rows", []):
         if not row.get("available"):
