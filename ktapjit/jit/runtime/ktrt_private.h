@@ -48,16 +48,19 @@ void krt_scratch_free(kstate *s);
 
 /* A kernel filter compiled by jit/feed_filter.py (filter.c). */
 typedef struct krt_filter {
-    int64_t *program; /* 6 words an instruction */
+    int64_t *program; /* 6 words an instruction, postfix */
     int64_t n;        /* instructions; 0: no filter */
     uint8_t *stack;   /* n truth values, for evaluating it */
-    char *patterns;   /* the string predicates' patterns */
+    char *patterns;   /* string patterns and CPUS{} bitmaps */
 } krt_filter;
 
-/* Copy a program in (0 or K_E_NOMEM); free what krt_filter_set made. */
+/* Check and copy a program in: 0, K_E_NOMEM, or -1 when it is malformed
+ * (an unknown instruction, bytes outside `patterns`, an unbalanced stack).
+ * krt_filter_free frees what krt_filter_set made. */
 int krt_filter_set(krt_filter *p, const int64_t *program, int64_t n, const char *patterns, int64_t npatterns);
 void krt_filter_free(krt_filter *p);
-/* Whether a sample with RAW data raw[0..n) passes the filter. */
+/* Whether a sample with RAW data raw[0..n) passes the filter; cpu counts
+ * when has_cpu, comm is the task name the kernel's filter sees. */
 int krt_filter_matches(const krt_filter *p, const uint8_t *raw, uint64_t n, int has_cpu, uint32_t cpu,
                        const kstr *comm);
 
