@@ -540,6 +540,8 @@ def glob_match(pat: bytes, s: bytes) -> bool:
             back_str = i
             continue
         if d == 0x5B:  # '['
+            if c == 0:  # a class needs a character (lib/glob.c), even an inverted one
+                return False
             matched, inverted = False, pat[p] == 0x21
             cls = p + inverted
             a = pat[cls]

@@ -12,9 +12,8 @@ tick timers.
 
 Anything the native path does not reproduce exactly makes ``build_feed``
 return None, and the session runs the per-event Python path (the
-reference): glob, substring and CPUS{} filters (feed_filter.py runs the
-numeric and whole-string ones), stacks, sample layouts beyond the fixed
-head + CALLCHAIN + RAW, and argstr of an event whose print fmt is outside
+reference): stacks, sample layouts beyond the fixed head + CALLCHAIN +
+RAW, and argstr of an event whose print fmt is outside
 feed_argstr.py's subset (byte dumps: %pM/%pI/%pU/%ph,
 __print_hex/__print_array/bitmasks; "[FAILED TO PARSE]" formats) or rendered
 with symbols or printk strings. Array fields are tables the runtime makes

@@ -19,11 +19,6 @@ filter.py's compiled matcher (``compile_filter``) byte for byte:
   ``.function`` (they read memory or kallsyms, which a recording lacks),
   ``char *`` strings, type mismatches, odd-sized integers.
 
-One case has no reference verdict: filter.py's ``glob_match`` raises
-IndexError when an inverted class (``[!..]``) meets the end of the string
-(lib/glob.c reads on past the NUL there). The native glob says "no match",
-fnmatch's answer, and reads nothing past the string.
-
 A program is a postfix list of instructions, six int64 words each:
 ``(code, op, offset, size, kind, value)``. Predicates push a truth value;
 NOT, AND and OR combine the top of the stack. Predicates have no side

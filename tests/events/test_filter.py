@@ -295,6 +295,8 @@ def test_eval_generic_cpu_and_comm():
     (b"a?c", b"ac", False), (b"[ab]c", b"bc", True), (b"[!ab]c", b"bc", False),
     (b"[a-c]x", b"bx", True), (b"[]]", b"]", True), (b"a\\*", b"a*", True), (b"a\\*", b"ab", False),
     (b"*a*b*c", b"xaybzc", True), (b"*a*b*c", b"xaybz", False), (b"[", b"[", True),
+    # a class needs a character, even an inverted one (lib/glob.c: no match at the end)
+    (b"a[!b]", b"a", False), (b"*[!x]", b"", False), (b"[!a]*", b"", False),
 ])
 def test_glob_match(pat, s, expected):
     assert glob_match(pat, s) is expected

@@ -199,12 +199,13 @@ def test_recordings(feeds, recording):
     agree(feeds, DATA / recording, script)
 
 
-def test_fallbacks_still_agree(feeds, streams):
-    """String filters take the per-event path."""
+def test_glob_and_cpus_filters_run_natively(feeds, streams):
+    """(tests/jit/test_feed_filter.py has the property tests.)"""
     path = streams["plain"]
-    agree(feeds, path, "trace sched:sched_switch /prev_comm ~ \"*sh\"/ { print(tid) }", native=False)
-    agree(feeds, path, "trace sched:sched_switch /comm ~ \"b*\" || cpu == 1/ { print(tid) }", native=False)
-    agree(feeds, path, "trace sched:sched_switch /cpu & CPUS{1}/ { print(tid) }", native=False)
+    agree(feeds, path, "trace sched:sched_switch /prev_comm ~ \"*sh\"/ { print(tid) }")
+    agree(feeds, path, "trace sched:sched_switch /comm ~ \"b*\" || cpu == 1/ { print(tid) }")
+    agree(feeds, path, "trace sched:sched_switch /cpu & CPUS{1}/ { print(tid) }")
+    agree(feeds, path, "trace sched:sched_switch /prev_comm ~ \"a[!b]\"/ { print(tid) }")
 
 
 def test_dynamic_arrays_run_natively(feeds, tmp_path):

@@ -281,10 +281,8 @@ static int class_match(const uint8_t *pat, uint64_t plen, uint64_t *p, uint8_t c
 }
 
 /* lib/glob.c's glob_match (filter.glob_match) on the C strings pat[0..plen)
- * and s[0..slen): *, ?, [..] with ranges and [!..], \ escapes. One
- * difference, where the Python raises IndexError and the kernel reads on
- * past the string's end: an (inverted) class never matches the end of the
- * string, fnmatch's answer, and nothing past the NUL is read. */
+ * and s[0..slen): *, ?, [..] with ranges and [!..], \ escapes; a class,
+ * even an inverted one, never matches the end of the string. */
 static int glob_match(const uint8_t *pat, uint64_t plen, const uint8_t *s, uint64_t slen)
 {
     uint64_t p = 0, i = 0, back_pat = 0, back_str = 0;
