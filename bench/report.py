@@ -438,6 +438,8 @@ def markdown(results: dict, plot_path: Optional[str], plot_note: str) -> str:
     parts = [DOC_INTRO.rstrip(), f"## This run\n\n{header(results)}."]
     targets = targets_table(results)
     parts.append(targets.markdown())
+    parts.append("Where a target is missed or close, docs/performance-notes.md has the profile, what was "
+                 "changed for it and the bottleneck that remains.")
     if plot_path:
         parts.append(f"![per-event latency by engine and script]({plot_path})")
     elif plot_note:
