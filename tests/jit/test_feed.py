@@ -18,25 +18,17 @@ from ktapjit.cli import main
 from ktapjit.events.decode import Sample
 from ktapjit.events.perfdata import read_perf_data
 from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
-from ktapjit.jit import engine
+from tests.jit.feedspy import spied_feeds
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture
-def feeds(monkeypatch):
+def feeds():
     """Every native feed the JIT runs of the test build (None: Python path)."""
-    made = []
-    original = engine.JitRun.native_feed
-
-    def spy(self, *args):
-        feed = original(self, *args)
-        made.append(feed)
-        return feed
-
-    monkeypatch.setattr(engine.JitRun, "native_feed", spy)
-    return made
+    with spied_feeds() as made:
+        yield made
 
 
 def run(engine_name: str, replay: Path, script: str, *opts: str) -> tuple[bytes, bytes, int]:

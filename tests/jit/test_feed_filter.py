@@ -26,9 +26,7 @@ import functools
 import io
 import random
 import struct
-from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -40,8 +38,9 @@ from ktapjit.events.perfdata import read_perf_data
 from ktapjit.events.schema import parse_format
 from ktapjit.events.synth import SyntheticStream, Task, choice, load_format, per_record, write_perf_data
 from ktapjit.frontend import filter as kfilter
-from ktapjit.jit import engine, rtlib
+from ktapjit.jit import rtlib
 from ktapjit.jit.feed_filter import M_END, M_FRONT, M_FULL, M_GLOB, M_MIDDLE, _match_kind, compile_program
+from tests.jit.feedspy import spied_feeds
 
 # An event of our own: the field kinds no captured format has together.
 MIXED_FORMAT = """name: mixed
@@ -323,21 +322,6 @@ def test_malformed_programs_are_refused():
 
 
 # -- end to end ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def spied_feeds():
-    """The native feeds the JIT makes while the block runs (None: Python path)."""
-    made = []
-    original = engine.JitRun.native_feed
-
-    def spy(self, *args):
-        feed = original(self, *args)
-        made.append(feed)
-        return feed
-
-    with mock.patch.object(engine.JitRun, "native_feed", spy):
-        yield made
 
 
 def run(engine_name: str, replay: Path, script: Path) -> tuple[bytes, bytes, int]:
