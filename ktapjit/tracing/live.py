@@ -15,6 +15,7 @@ import os
 import queue
 import signal
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -376,6 +377,9 @@ def _open_native(driver, plan: StreamPlan, attrs, start_ns: int) -> bool:
     return bool(opener is not None and opener(plan, attrs, start_ns))
 
 
+_SWITCH_INTERVAL = 0.001  # seconds; see _loop
+
+
 def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, native: bool = False) -> None:
     merger = StreamMerger()
     reader = _Reader(session)
@@ -385,6 +389,12 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, n
     frozen = gc.get_freeze_count() == 0
     if frozen:
         gc.freeze()
+    # The reader needs the GIL to empty a ring. At CPython's default 5 ms
+    # switch interval a burst can fill the ring past its watermark before the
+    # busy main thread (the interpreter running probes) hands it over; 1 ms
+    # keeps that window small on a loaded machine, for little cost.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, _SWITCH_INTERVAL))
     try:
         reader.start()
         while True:
@@ -413,6 +423,7 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, n
                 break  # the reader's backlog and the last drain are all in
     finally:
         reader.stop()  # before PerfSession.close() unmaps the rings it reads
+        sys.setswitchinterval(interval)
         if frozen:
             gc.unfreeze()
     if native:
