@@ -143,12 +143,13 @@ static int64_t check_callee(kstate *s, kval callee, int64_t n, int64_t site)
     return K_RUN_OK;
 }
 
-/* Follow tail calls until a function really returns. */
-static int64_t run_from(kstate *s, kfunc *f, kval *args, int64_t n, int64_t depth, kval *ret)
+/* Run code (as closure self, NULL for an entry) and follow tail calls
+ * until a function really returns. */
+static int64_t run_from(kstate *s, kcode code, kfunc *self, kval *args, int64_t n, int64_t depth, kval *ret)
 {
-    int64_t status = f->code(s, f, args, n, depth, ret);
+    int64_t status = code(s, self, args, n, depth, ret);
     while (status == K_RUN_TAIL) {
-        f = s->tail_fn;
+        kfunc *f = s->tail_fn;
         status = f->code(s, f, s->tail_args, s->tail_n, depth, ret);
     }
     return status;
@@ -166,7 +167,8 @@ int64_t k_call(kstate *s, kval callee, kval *args, int64_t n, int64_t depth, kva
      * engine gave us, fail cleanly instead of crashing the process. */
     if ((uintptr_t)__builtin_frame_address(0) < s->stack_floor)
         return fail_at(s, site, K_E_NATIVE_STACK, depth, 0);
-    return run_from(s, (kfunc *)(intptr_t)callee.payload, args, n, depth + 1, ret);
+    kfunc *f = (kfunc *)(intptr_t)callee.payload;
+    return run_from(s, f->code, f, args, n, depth + 1, ret);
 }
 
 kval *k_tail_args(kstate *s, kval callee, int64_t n, int64_t site)
@@ -198,11 +200,7 @@ int64_t k_enter(kstate *s, kcode code)
     uintptr_t here = (uintptr_t)__builtin_frame_address(0);
     s->stack_floor = s->stack_budget < here ? here - s->stack_budget : 0;
     s->site = -1;
-    int64_t status = code(s, NULL, NULL, 0, 0, &ret);
-    while (status == K_RUN_TAIL) {
-        kfunc *f = s->tail_fn;
-        status = f->code(s, f, s->tail_args, s->tail_n, 0, &ret);
-    }
+    int64_t status = run_from(s, code, NULL, NULL, 0, 0, &ret);
     if (s->scratch) /* only loops over pairs() leave any */
         krt_scratch_free(s);
     if (s->all_tables != mark) /* what the entry made and kept nowhere is garbage now */

@@ -6,7 +6,8 @@
 
 #include "ktrt_private.h"
 
-/* Identity numbering: (tag, payload) -> number, open addressing. */
+/* Identity numbering of functions: (tag, payload) -> number, open addressing
+ * (a table keeps its own number, so freeing it leaves nothing behind). */
 struct kidmap {
     uint64_t mask;
     uint64_t count;
@@ -210,7 +211,7 @@ int64_t krt_identity(kstate *s, kval v)
         if (m->slots[i].tag == v.tag && m->slots[i].payload == v.payload)
             return m->slots[i].number;
     }
-    int64_t n = v.tag == KT_TABLE ? ++s->n_tables : ++s->n_funcs;
+    int64_t n = ++s->n_funcs; /* tables number themselves, above */
     m->slots[i].tag = v.tag;
     m->slots[i].payload = v.payload;
     m->slots[i].number = n;
