@@ -49,6 +49,7 @@ _NATIVE_SAMPLE_BITS = (1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 6 | 1 <
 _TASK_KINDS = {"pid": KF_PID, "tid": KF_TID, "cpu": KF_CPU, "execname": KF_EXECNAME, "uid": KF_NIL}
 _ARG_NAMES = {f"arg{i}": i for i in range(10)}
 _INT_SIZES = (1, 2, 4, 8)  # what schema._int_struct reads as integers
+_NIL = KVal(rtlib.NIL, 0)  # a slot's value where its kind needs none
 
 
 class Unsupported(Exception):
@@ -290,17 +291,11 @@ def _add_profile(rt, ptr: int, group: int, bound, program) -> None:
     (sample_event.ProfileEvent)."""
     role = f"timer{bound.timer}"
     probe = _check(rt.k_feed_probe(ptr, group, program.entry_address(role), 0, b"", bound.name.encode()))
-    nil = KVal(rtlib.NIL, 0)
     for slot in program.entry_slots(role):
         kind, name = program.lowered.event_slots[slot]
         if kind not in ("value", "field"):
             raise Unsupported("stacks")  # symbolizing needs the Python Stacks
-        if kind == "value" and name in _TASK_KINDS:
-            spec = (_TASK_KINDS[name], 0, 0, 0, nil)
-        elif kind == "value" and name == "probename":
-            spec = (KF_CONST, 0, 0, 0, rt.string(bound.probename))
-        else:
-            spec = (KF_NIL, 0, 0, 0, nil)
+        spec = (_task_spec(rt, bound, name) if kind == "value" else None) or (KF_NIL, 0, 0, 0, _NIL)
         _check_ok(rt.k_feed_slot(ptr, probe, slot, *spec))
 
 
@@ -328,50 +323,57 @@ def _add_argstr(rt, ptr: int, probe: int, bound) -> None:
     _check_ok(status)
 
 
+def _task_spec(rt, bound, name: str) -> Optional[tuple]:
+    """The slot of a value every sample has (sample_event.task_value and
+    probename), or None."""
+    if name in _TASK_KINDS:
+        return (_TASK_KINDS[name], 0, 0, 0, _NIL)
+    if name == "probename":
+        return (KF_CONST, 0, 0, 0, rt.string(bound.probename))
+    return None
+
+
 def _slot_spec(rt, bound, kind: str, name: str) -> tuple:
     """(kind, offset, size, flags, value) of one slot (sample_event.SampleEvent)."""
-    nil = KVal(rtlib.NIL, 0)
     if kind == "field":
         return _field_spec(bound.fmt, name)
     if kind != "value":
         raise Unsupported("stacks")
-    if name in _TASK_KINDS:
-        return (_TASK_KINDS[name], 0, 0, 0, nil)
-    if name == "probename":
-        return (KF_CONST, 0, 0, 0, rt.string(bound.probename))
+    task = _task_spec(rt, bound, name)
+    if task is not None:
+        return task
     if name == "argstr":
-        return (KF_ARGSTR, 0, 0, 0, nil)  # the program _add_argstr registered
+        return (KF_ARGSTR, 0, 0, 0, _NIL)  # the program _add_argstr registered
     if name not in _ARG_NAMES:
         raise Unsupported(name)
     index = _ARG_NAMES[name]
     if index >= len(bound.arg_names):
-        return (KF_NIL, 0, 0, 0, nil)
+        return (KF_NIL, 0, 0, 0, _NIL)
     return _field_spec(bound.fmt, bound.arg_names[index])
 
 
 def _field_spec(fmt, name: str) -> tuple:
     """How a format field reads as a script value (schema._field_reader,
     then SampleEvent._script_value)."""
-    nil = KVal(rtlib.NIL, 0)
     field = fmt.field(name)
     if field is None:
-        return (KF_FIELD_NIL, 0, 0, 0, nil)
+        return (KF_FIELD_NIL, 0, 0, 0, _NIL)
     if field.dynamic:
         if not field.is_string:
             elem = field.elem_size or 1
             flags = (elem | int(field.signed) << 8) if elem in _INT_SIZES else 1  # else its bytes
             flags |= int(field.relative) << 9
-            return (KF_DYN_ARRAY, field.offset, field.size, flags, nil)
-        return (KF_DATALOC_STRING, field.offset, field.size, int(field.relative), nil)
+            return (KF_DYN_ARRAY, field.offset, field.size, flags, _NIL)
+        return (KF_DATALOC_STRING, field.offset, field.size, int(field.relative), _NIL)
     if field.array_len is None:
-        if field.size in (1, 2, 4, 8):
-            return (KF_INT_FIELD, field.offset, field.size, int(field.signed), nil)
-        return (KF_BYTES_FIELD, field.offset, field.size, 0, nil)
+        if field.size in _INT_SIZES:
+            return (KF_INT_FIELD, field.offset, field.size, int(field.signed), _NIL)
+        return (KF_BYTES_FIELD, field.offset, field.size, 0, _NIL)
     if field.is_string:
-        return (KF_CHARS_FIELD, field.offset, field.size, 0, nil)
+        return (KF_CHARS_FIELD, field.offset, field.size, 0, _NIL)
     if field.elem_size in _INT_SIZES and field.elem_size * field.array_len == field.size:
-        return (KF_ARRAY_FIELD, field.offset, field.array_len, field.elem_size | int(field.signed) << 8, nil)
-    return (KF_ARRAY_FIELD, field.offset, field.size, 1, nil)  # its bytes, as schema reads them
+        return (KF_ARRAY_FIELD, field.offset, field.array_len, field.elem_size | int(field.signed) << 8, _NIL)
+    return (KF_ARRAY_FIELD, field.offset, field.size, 1, _NIL)  # its bytes, as schema reads them
 
 
 def _add_timers(rt, ptr: int, module, program) -> None:
