@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.workloads import EventDraw, Workload
+from ktapjit.cache_paths import cache_root
 
 CPUS = 2  # the development VM's; the stream's per-CPU ids and rounds follow it
 CHUNK_BYTES = 256 << 10  # DESIGN.md: chunks of >= ~2,500 records amortise a native call
@@ -43,11 +44,7 @@ _PERF_RECORD_SAMPLE = 9
 def cache_dir() -> Path:
     """Where generated recordings live (created on demand)."""
     base = os.environ.get("KTAPJIT_BENCH_CACHE")
-    if base:
-        path = Path(base)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        path = Path(xdg) / "ktapjit" / "bench"
+    path = Path(base) if base else cache_root() / "bench"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

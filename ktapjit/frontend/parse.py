@@ -14,10 +14,10 @@ and the first one found is raised as a CompileError.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 
+from ktapjit.cache_paths import cache_root
 from ktapjit.diag import CompileError, Diagnostic, Span
 from ktapjit.frontend import ast, lalr
 from ktapjit.frontend.lalr import Node, Tok
@@ -57,7 +57,7 @@ def _parser():
 
     # lark's cache keys on the grammar text and options; the file lives in the
     # user's cache dir so a second start skips building the LALR tables.
-    cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ktapjit"
+    cache_dir = cache_root()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache: str | bool = str(cache_dir / "grammar.lark.cache")

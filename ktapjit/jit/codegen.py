@@ -121,13 +121,13 @@ def emit_assembly(opt: Optimized) -> str:
     return target_machine(opt.target).emit_assembly(opt.module)
 
 
-def link_shared(obj: bytes, target: Path, runtime: Optional[Path] = None) -> None:
+def link_shared(obj: bytes, target: Path) -> None:
     """Link a PIC object into a shared library against the runtime library,
     atomically at `target`. The runtime is named by its absolute path (it has
     no soname), so loading the result reuses the copy already in the process
     and its one intern table. -Bsymbolic binds the library's references to
     its own symbols: every script exports the same entry names."""
-    runtime = runtime if runtime is not None else rtlib.library_path()
+    runtime = rtlib.library_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, obj_path = tempfile.mkstemp(dir=target.parent, prefix=".obj-", suffix=".o")
     with os.fdopen(fd, "wb") as handle:
@@ -177,9 +177,8 @@ class LoadedCode:
     """A compiled script's shared library, loaded: symbol addresses, valid
     while this object lives (the library is never unloaded)."""
 
-    def __init__(self, library: Path, runtime_loaded: bool = False):
-        if not runtime_loaded:
-            rtlib.load()  # the runtime first, so the script binds to this copy of it
+    def __init__(self, library: Path):
+        rtlib.load()  # the runtime first, so the script binds to this copy of it
         self.lib = ctypes.CDLL(str(library))
 
     def address(self, symbol: str) -> int:

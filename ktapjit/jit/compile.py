@@ -12,20 +12,20 @@ build is in it because a script library binds to that exact file.
 Cache directory: $KTAPJIT_CACHE_DIR/jit, else $XDG_CACHE_HOME/ktapjit/jit,
 else ~/.cache/ktapjit/jit. An unwritable cache is simply not used.
 
-May import: ktapjit.jit (lower, codegen, rtlib), ktapjit.ir.
+May import: ktapjit.jit (lower, codegen, rtlib), ktapjit.ir, ktapjit.cache_paths.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ktapjit
+from ktapjit.cache_paths import cache_root
 from ktapjit.jit import codegen, rtlib
 from ktapjit.jit.lower import Lowered, lower_module
 
@@ -52,47 +52,42 @@ class NativeProgram:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("KTAPJIT_CACHE_DIR")
-    if base:
-        return Path(base) / "jit"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "ktapjit" / "jit"
+    return cache_root() / "jit"
 
 
-def cache_key(llvm_ir: str, target: str, runtime: Path | None = None) -> str:
+def cache_key(llvm_ir: str, target: str) -> str:
     import llvmlite
 
-    runtime = runtime if runtime is not None else rtlib.library_path()
     h = hashlib.sha256()
     for part in (f"ktapjit={ktapjit.__version__}", f"abi={rtlib.ABI_VERSION}",
-                 f"runtime={runtime.name}", f"llvmlite={llvmlite.__version__}",
+                 f"runtime={rtlib.library_path().name}", f"llvmlite={llvmlite.__version__}",
                  f"target={target}", f"cpu={codegen.cpu_identity()}"):
         h.update(part.encode() + b"\0")
     h.update(llvm_ir.encode())
     return h.hexdigest()[:32]
 
 
-def compile_native(module, use_cache: bool = True) -> NativeProgram:
+def compile_native(module) -> NativeProgram:
     """Lower, optimise, generate, link and load `module` for this machine."""
     stats = CompileStats()
     t0 = time.perf_counter()
     lowered = lower_module(module)
     stats.lower_s = time.perf_counter() - t0
-    # Found (and loaded) once: each lookup re-checks the runtime's sources (~2 ms).
-    rt = rtlib.load()
+    rt = rtlib.load()  # before the script, so the script binds to this copy of it
     target = codegen.host_target()
-    with tempfile.TemporaryDirectory(prefix="ktapjit-") as scratch:
-        library = _library_path(lowered.llvm_ir, target, rt.path) if use_cache else Path(scratch) / "script.so"
-        stats.cache_hit = library.exists()
-        if not stats.cache_hit:
-            t1 = time.perf_counter()
-            obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
-            stats.llvm_s = time.perf_counter() - t1
-            library = _link(obj, library, fallback=Path(scratch) / "script.so", runtime=rt.path)
+    library = cache_dir() / f"{cache_key(lowered.llvm_ir, target)}.so"
+    stats.cache_hit = library.exists()
+    if stats.cache_hit:
         t2 = time.perf_counter()
-        # mapped: the file may go with the scratch dir; the runtime is loaded first (above),
-        # so the script binds to this copy of it
-        code = codegen.LoadedCode(library, runtime_loaded=True)
+        code = codegen.LoadedCode(library)
+    else:
+        t1 = time.perf_counter()
+        obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
+        stats.llvm_s = time.perf_counter() - t1
+        with tempfile.TemporaryDirectory(prefix="ktapjit-") as scratch:  # only a miss needs one
+            library = _link(obj, library, fallback=Path(scratch) / "script.so")
+            t2 = time.perf_counter()
+            code = codegen.LoadedCode(library)  # mapped: the file may go with the scratch dir
     _fill_strings(code, lowered, rt)
     stats.load_s = time.perf_counter() - t2
     return NativeProgram(lowered, code, stats)
@@ -106,16 +101,12 @@ def _fill_strings(code: codegen.LoadedCode, lowered: Lowered, rt: rtlib.Runtime)
         table[i] = rt.string(data).payload
 
 
-def _library_path(llvm_ir: str, target: str, runtime: Path) -> Path:
-    return cache_dir() / f"{cache_key(llvm_ir, target, runtime)}.so"
-
-
-def _link(obj: bytes, library: Path, fallback: Path, runtime: Path) -> Path:
+def _link(obj: bytes, library: Path, fallback: Path) -> Path:
     """Link into the cache; where the cache cannot be written, into scratch
     (costing only the next run its compile time). Returns where it went."""
     try:
-        codegen.link_shared(obj, library, runtime)
+        codegen.link_shared(obj, library)
         return library
     except OSError:
-        codegen.link_shared(obj, fallback, runtime)
+        codegen.link_shared(obj, fallback)
         return fallback

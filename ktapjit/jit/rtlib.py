@@ -18,7 +18,7 @@ linker. ``load()`` gives a ``Runtime`` with ctypes prototypes for every
 exported function, used by tests and by the Python side of the engine
 (state, output, error messages).
 
-May import: stdlib, ktapjit.diag.
+May import: stdlib, ktapjit.diag, ktapjit.cache_paths.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ktapjit.cache_paths import cache_root
 from ktapjit.diag import RuntimeFault
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
@@ -176,12 +177,7 @@ _PROTOTYPES = {
 
 def cache_dir() -> Path:
     """Where built libraries go (see the module docstring)."""
-    base = os.environ.get("KTAPJIT_CACHE_DIR")
-    if base:
-        return Path(base) / "rt"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    root = Path(xdg) if xdg else Path.home() / ".cache"
-    return root / "ktapjit" / "rt"
+    return cache_root() / "rt"
 
 
 def find_compiler() -> list[str]:
