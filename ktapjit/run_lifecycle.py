@@ -12,9 +12,11 @@ LANGUAGE.md, Builtins and Errors:
   first, the one that ended tracing. Status 1 when there was any.
 
 An engine subclasses RunLifecycle and supplies ``_execute`` (run one entry
-function to completion), ``_set_time`` and ``_set_script_args``.
+function to completion), ``_set_time`` and ``_set_global`` (where the `arg`
+table goes).
 
-May import: ktapjit.diag, ktapjit.run_api, ktapjit.semantics.
+May import: ktapjit.diag, ktapjit.run_api, ktapjit.semantics,
+ktapjit.frontend.resolve (ARG_GLOBAL).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import re
 from typing import Optional
 
 from ktapjit.diag import RuntimeFault
+from ktapjit.frontend.resolve import ARG_GLOBAL
 from ktapjit.run_api import Result, RunConfig
 from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN
+from ktapjit.semantics.values import Table
 
 _INTEGER_ARG = re.compile(r"-?[0-9]+")
 
@@ -65,9 +69,19 @@ class RunLifecycle:
     def _set_time(self, time_ns: int) -> None:
         raise NotImplementedError
 
+    def _set_global(self, index: int, value) -> None:
+        """Store a script value in global slot `index`."""
+        raise NotImplementedError
+
     def _set_script_args(self) -> None:
         """Store the `arg` table; raise RuntimeFault when it cannot be built."""
-        raise NotImplementedError
+        names = self.module.global_names
+        if ARG_GLOBAL not in names:
+            return
+        table = Table(self.config.limits.max_table)
+        for i, text in enumerate(self.config.script_args):
+            table.set(i, script_arg_value(text, i))
+        self._set_global(names.index(ARG_GLOBAL), table)
 
     # -- the protocol
 

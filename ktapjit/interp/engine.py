@@ -10,14 +10,12 @@ from __future__ import annotations
 from typing import Callable
 
 from ktapjit.diag import RuntimeFault
-from ktapjit.frontend.resolve import ARG_GLOBAL
 from ktapjit.interp.frames import EXITED, Machine
 from ktapjit.interp.runtime import InternalError, Runtime
 from ktapjit.ir.func import Func, Module
 from ktapjit.run_api import RunConfig
 from ktapjit.run_lifecycle import FAILED, RETURNED, RunLifecycle, script_arg_value
 from ktapjit.run_lifecycle import EXITED as RUN_EXITED
-from ktapjit.semantics.values import Table
 
 __all__ = ["InterpEngine", "InterpRun", "script_arg_value"]
 
@@ -63,11 +61,5 @@ class InterpRun(RunLifecycle):
             rt.flush()
         return RUN_EXITED if result is EXITED else RETURNED
 
-    def _set_script_args(self) -> None:
-        names = self.module.global_names
-        if ARG_GLOBAL not in names:
-            return
-        table = Table(self.config.limits.max_table)
-        for i, text in enumerate(self.config.script_args):
-            table.set(i, script_arg_value(text, i))
-        self.rt.globals[names.index(ARG_GLOBAL)] = table
+    def _set_global(self, index: int, value) -> None:
+        self.rt.globals[index] = value

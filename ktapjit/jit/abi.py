@@ -94,5 +94,6 @@ E_EVENT = rtlib.E_EVENT
 E_FOR_NOT_INT = {"initial value": rtlib.E_FOR_INITIAL, "limit": rtlib.E_FOR_LIMIT,
                  "step": rtlib.E_FOR_STEP}
 
-# Host values follow the script globals in s->globals.
-HOST_SLOTS = ("num_cpus", "arch", "kernel_v")
+# Host values follow the script globals in s->globals: run_api.Host's
+# attributes, in this order (lower.py reads them by position).
+HOST_SLOTS = ("num_cpus", "arch", "kernel_release")

@@ -9,7 +9,7 @@ K_RUN_ERROR becomes a RuntimeFault at its site's span. The lifecycle
 interpreter, so both engines end runs identically.
 
 May import: ktapjit.jit, ktapjit.run_api, ktapjit.run_lifecycle,
-ktapjit.frontend.resolve (ARG_GLOBAL), ktapjit.semantics, ktapjit.diag.
+ktapjit.semantics, ktapjit.diag.
 
 The native event path (jit/feed.py, runtime/feed.c): a session driver may
 ask ``native_feed(plan, attrs, start_ns)`` for a feed that runs whole chunks
@@ -22,16 +22,15 @@ from __future__ import annotations
 import ctypes
 import resource
 import threading
-from typing import Callable, Optional
+from typing import Callable
 
 from ktapjit.diag import RuntimeFault
-from ktapjit.frontend.resolve import ARG_GLOBAL
-from ktapjit.jit import rtlib
+from ktapjit.jit import abi, rtlib
 from ktapjit.jit.compile import NativeProgram, compile_native
 from ktapjit.jit.lower import entry_functions
 from ktapjit.jit.rtlib import KVal
 from ktapjit.run_api import RunConfig
-from ktapjit.run_lifecycle import EXITED, FAILED, RETURNED, RunLifecycle, script_arg_value
+from ktapjit.run_lifecycle import EXITED, FAILED, RETURNED, RunLifecycle
 from ktapjit.semantics.values import Table
 
 # Native stack one level of script recursion may take (measured ~200 bytes on
@@ -64,7 +63,7 @@ class JitRun(RunLifecycle):
         fields.now_ns = config.start_time_ns
         fields.stack_budget = _stack_budget(limits.max_depth)
         lowered = program.lowered
-        self.globals = (KVal * (lowered.nglobals + 3))()
+        self.globals = (KVal * (lowered.nglobals + len(abi.HOST_SLOTS)))()
         fields.globals = ctypes.addressof(self.globals)
         self.slots = (KVal * max(1, len(lowered.event_slots)))()
         fields.event = ctypes.addressof(self.slots)
@@ -92,14 +91,8 @@ class JitRun(RunLifecycle):
         self.errors.append(self._fault())
         return FAILED
 
-    def _set_script_args(self) -> None:
-        names = self.module.global_names
-        if ARG_GLOBAL not in names:
-            return
-        table = Table(self.config.limits.max_table)  # the interpreter's checks, then the native copy
-        for i, text in enumerate(self.config.script_args):
-            table.set(i, script_arg_value(text, i))
-        self.globals[names.index(ARG_GLOBAL)] = self._kval(table)
+    def _set_global(self, index: int, value) -> None:
+        self.globals[index] = self._kval(value)  # a Table: the interpreter's checks made it, then this copy
 
     # -- the native event path
 
@@ -157,8 +150,8 @@ class JitRun(RunLifecycle):
 
     def _set_host(self, host) -> None:
         base = self.program.lowered.nglobals
-        for i, value in enumerate((host.num_cpus, host.arch, host.kernel_release)):
-            self.globals[base + i] = self._kval(value)
+        for i, name in enumerate(abi.HOST_SLOTS):
+            self.globals[base + i] = self._kval(getattr(host, name))
 
     def _kval(self, value) -> KVal:
         rt = self.rt

@@ -134,10 +134,6 @@ class NativeFeed:
         return (self.info[6] % (1 << 64)) << 64 | self.info[1] % (1 << 64)
 
     @property
-    def consumed(self) -> int:
-        return self.info[2]
-
-    @property
     def stopped_at(self) -> int:
         return self.info[3]
 

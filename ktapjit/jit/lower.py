@@ -753,7 +753,7 @@ def _host(index: int):
     return lower_host
 
 
-for _i, _op in enumerate((Op.NumCpus, Op.Arch, Op.KernelV)):
+for _i, _op in enumerate((Op.NumCpus, Op.Arch, Op.KernelV)):  # abi.HOST_SLOTS' order
     lowers(_op)(_host(_i))
 
 

@@ -41,7 +41,7 @@ class SampleEvent:
         self.time_ns = time_ns  # the stream time the driver advanced to for this sample
         self.stacks = stacks  # tracing.stacks.Stacks, when some probe calls stack()/ustack()
         self._fields: Optional[dict] = None
-        self._tables: dict[str, Table] = {}  # array fields, made once per event
+        self._tables: Optional[dict[str, Table]] = None  # array fields, made once per event
 
     def fields(self) -> dict:
         if self._fields is None:
@@ -66,12 +66,14 @@ class SampleEvent:
         return self.field(args[index])
 
     def field(self, name: str) -> object:
-        table = self._tables.get(name)
-        if table is not None:
-            return table
+        tables = self._tables
+        if tables is not None and name in tables:
+            return tables[name]
         value = self._script_value(self.fields().get(name))
         if type(value) is Table:  # one event, one table: reads see each other's stores
-            self._tables[name] = value
+            if tables is None:
+                tables = self._tables = {}  # only events with array fields pay for it
+            tables[name] = value
         return value
 
     def stack(self, which: str) -> object:
