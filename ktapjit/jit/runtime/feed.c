@@ -791,6 +791,7 @@ static int64_t run_sample(kstate *s, kfeed *f, const kf_meta *m, const kf_rec *r
     f->samples++;
     const kf_group *g = &f->groups[m->group];
     int have_comm = 0; /* the name is a hash lookup: only for probes that read it */
+    const kstr *kernel_comm = NULL; /* the filters' view of it, made once per sample */
     for (int64_t i = 0; i < g->n; i++) {
         const kf_probe *p = &f->probes[g->probes[i]];
         ktable *mark = s->all_tables; /* array fields' tables are the run's to free */
@@ -800,7 +801,9 @@ static int64_t run_sample(kstate *s, kfeed *f, const kf_meta *m, const kf_rec *r
                 return K_FEED_BAD;
             have_comm = 1;
         }
-        if (p->filter.n && !krt_filter_matches(&p->filter, raw, n, t.has_cpu, t.cpu, filter_comm(&t)))
+        if (p->filter.n && !kernel_comm)
+            kernel_comm = filter_comm(&t);
+        if (p->filter.n && !krt_filter_matches(&p->filter, raw, n, t.has_cpu, t.cpu, kernel_comm))
             continue;
         fill_slots(f, s, p, &t, r, raw, n);
         int64_t status = run_entry(s, p->code, time);

@@ -165,11 +165,17 @@ static uint8_t view_at(const kf_view *v, uint64_t i)
     return i < v->len ? v->p[i] : 0;
 }
 
+/* p[0..n) up to its first NUL: the length of that C string. */
+static uint64_t cut(const uint8_t *p, uint64_t n)
+{
+    const uint8_t *nul = n ? memchr(p, 0, (size_t)n) : NULL;
+    return nul ? (uint64_t)(nul - p) : n;
+}
+
 /* The C string at the view's start: its length (its bytes are all in p). */
 static uint64_t view_strlen(const kf_view *v)
 {
-    const uint8_t *nul = v->len ? memchr(v->p, 0, (size_t)v->len) : NULL;
-    return nul ? (uint64_t)(nul - v->p) : v->len;
+    return cut(v->p, v->len);
 }
 
 /* Whether the view's bytes [at, at+len) exist and equal s[0..len). */
@@ -181,13 +187,6 @@ static int view_equals(const kf_view *v, uint64_t at, const uint8_t *s, uint64_t
         if (view_at(v, at + i) != s[i])
             return 0;
     return 1;
-}
-
-/* p[0..n) up to its first NUL: the length of that C string. */
-static uint64_t cut(const uint8_t *p, uint64_t n)
-{
-    const uint8_t *nul = n ? memchr(p, 0, (size_t)n) : NULL;
-    return nul ? (uint64_t)(nul - p) : n;
 }
 
 /* filter._strncmp_eq: the first `limit` bytes of each, up to a NUL, equal. */
@@ -467,6 +466,7 @@ int krt_filter_set(krt_filter *p, const int64_t *program, int64_t n, const char 
             return -1;
     if (n && depth != 1)
         return -1; /* the program must leave exactly its verdict */
+    krt_filter_free(p); /* a probe's filter set again replaces the old one */
     p->program = malloc((size_t)(n ? n : 1) * 6 * sizeof *p->program);
     p->stack = malloc((size_t)(n ? n : 1));
     p->patterns = malloc((size_t)(npatterns ? npatterns : 1));
