@@ -90,9 +90,10 @@ def machine_cases() -> tuple[Case, ...]:
     cases = []
     for system, event in events:
         try:
-            cases.append(Case(f"{system}:{event}", tracefs.read_format(system, event)))
-        except Exception:
+            ev = tracefs.read_format(system, event)
+        except Exception:  # a format the schema reader refuses is not argstr's to test
             continue
+        cases.append(Case(f"{system}:{event}", ev))  # a compiler crash fails the test
     return tuple(cases)
 
 

@@ -693,6 +693,7 @@ def test_print_folded_rejects_a_non_table(rt):
     b = Bridge(rt)
     for value in (None, 3, b"x"):
         ours = b.outcome(rt.k_print_folded(b.s, b.to_c(value)))
+        assert ours[0] == "error"
         assert ours == py_outcome(format_folded, value, b.ids, produces_output=True)
 
 
