@@ -14,8 +14,6 @@ from typing import Optional
 from bench.engines import NOT_AVAILABLE
 from bench.stats import ratio
 
-SKIPPED = "n/a (skipped)"
-
 
 # -- formatting -----------------------------------------------------------------------------
 
@@ -105,13 +103,6 @@ def _baseline(results: dict, workload: str) -> Optional[dict]:
         if row["workload"] == workload and row.get("available"):
             return row
     return None
-
-
-def _engine_reason(results: dict, engine: str, where: str = "in_process") -> str:
-    for e in results.get("engines", {}).get(where, []):
-        if e["name"] == engine and not e["available"]:
-            return e["reason"]
-    return ""
 
 
 def _available(results: dict, engine: str, where: str = "in_process") -> bool:

@@ -32,9 +32,3 @@ def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[
         return None
     return numerator / denominator
 
-
-def geomean(values: Sequence[float]) -> Optional[float]:
-    positive = [v for v in values if v and v > 0]
-    if not positive:
-        return None
-    return math.exp(sum(math.log(v) for v in positive) / len(positive))

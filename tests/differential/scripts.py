@@ -927,8 +927,3 @@ PAIR_MAKER = [
 def scripts(draw) -> Script:
     """A random well-formed script (see the module docstring)."""
     return _Writer(draw).script()
-
-
-def script_sources() -> st.SearchStrategy[str]:
-    """Just the source text of ``scripts()``."""
-    return scripts().map(lambda script: script.source)
