@@ -59,7 +59,12 @@ HEADER_CPUID = 9
 HEADER_TOTAL_MEM = 10
 HEADER_CMDLINE = 11
 HEADER_EVENT_DESC = 12
+HEADER_AUXTRACE = 18
+HEADER_DIR_FORMAT = 24
 HEADER_FEAT_BITS = 256
+# Features that describe this file's own layout (offsets into it), which a
+# writer of new data cannot carry over from another file.
+_LAYOUT_FEATURES = frozenset({HEADER_AUXTRACE, HEADER_DIR_FORMAT})
 
 # perf 6.1 refuses attrs larger than its own struct (128 bytes, VER7), so
 # files meant for it carry VER7 attrs unless config3 is needed.
@@ -596,21 +601,30 @@ class PerfDataWriter:
 
     ``events`` is a list of (attr, ids, name). ``tracing`` is a ``TracingData``,
     its bytes, or ``{(system, event): format text}`` (header files then come from
-    tracefs). Feed whole records with ``write_records``; ``close`` writes the
-    features and fixes up the header. Usable as a context manager.
+    tracefs). ``features`` ({bit: bytes}, e.g. another file's ``PerfData.features``)
+    are written as given, so that a copy keeps what changes how perf reads its
+    original: its build-ids, OS release, architecture and CPU count. Only the
+    event descriptions, and the tracing data and command line when given, are
+    always this writer's own. Feed whole records with ``write_records``;
+    ``close`` writes the features and fixes up the header. Usable as a context
+    manager.
     """
 
     def __init__(self, path: str | os.PathLike,
                  events: list[tuple[abi.perf_event_attr, Iterable[int], str | None]],
                  tracing: TracingData | bytes | Mapping | None = None, *,
                  cmdline: list[str] | None = None, hostname: str | None = None,
-                 osrelease: str | None = None, nr_cpus: tuple[int, int] | None = None):
+                 osrelease: str | None = None, nr_cpus: tuple[int, int] | None = None,
+                 features: Mapping[int, bytes] | None = None):
         self.path = str(path)
+        self.carried = {bit: bytes(blob) for bit, blob in (features or {}).items()
+                        if bit not in _LAYOUT_FEATURES}
         self.events = [(attr, [int(i) for i in ids], name) for attr, ids, name in events]
         if isinstance(tracing, Mapping):
             tracing = TracingData.from_formats(tracing)
         self.tracing = tracing.to_bytes() if isinstance(tracing, TracingData) else tracing
         uname = os.uname()
+        self.cmdline_given = cmdline is not None
         self.cmdline = cmdline if cmdline is not None else ["ktapjit", "record"]
         self.hostname = hostname or socket.gethostname()
         self.osrelease = osrelease or uname.release
@@ -650,16 +664,19 @@ class PerfDataWriter:
         self._data_size += len(data)
 
     def _features(self) -> dict[int, bytes]:
-        feats: dict[int, bytes] = {}
+        feats: dict[int, bytes] = {
+            HEADER_HOSTNAME: _feature_string(self.hostname),
+            HEADER_OSRELEASE: _feature_string(self.osrelease),
+            HEADER_VERSION: _feature_string("ktapjit"),
+            HEADER_ARCH: _feature_string(platform.machine()),
+            HEADER_NRCPUS: struct.pack("<II", *self.nr_cpus),
+        }
+        feats.update(self.carried)
         if self.tracing:
             feats[HEADER_TRACING_DATA] = bytes(self.tracing)
-        feats[HEADER_HOSTNAME] = _feature_string(self.hostname)
-        feats[HEADER_OSRELEASE] = _feature_string(self.osrelease)
-        feats[HEADER_VERSION] = _feature_string("ktapjit")
-        feats[HEADER_ARCH] = _feature_string(platform.machine())
-        feats[HEADER_NRCPUS] = struct.pack("<II", *self.nr_cpus)
-        feats[HEADER_CMDLINE] = struct.pack("<I", len(self.cmdline)) + b"".join(
-            _feature_string(a) for a in self.cmdline)
+        if self.cmdline_given or HEADER_CMDLINE not in feats:
+            feats[HEADER_CMDLINE] = struct.pack("<I", len(self.cmdline)) + b"".join(
+                _feature_string(a) for a in self.cmdline)
         feats[HEADER_EVENT_DESC] = self._event_desc()
         return feats
 

@@ -18,9 +18,15 @@ recording, ``eval_filter`` applies it with the same meaning, quirks included:
   fast paths reproduced byte for byte;
 - ``comm``/``COMM`` and ``cpu``/``CPU``/``common_cpu`` are the current task's
   name and the CPU when the event has no field of that name;
-- ``CPUS{list}`` values, and the ``.ustring``/``.function`` field suffixes,
-  parse; the last two cannot be evaluated on a recording (they read memory or
-  kallsyms) and never match there.
+- ``CPUS{list}`` values parse and apply to ``cpu``, integer and cpumask
+  fields.
+
+What the kernel would read from outside the record when the event happens
+is refused at bind time (``unreplayable``): a string test on a ``char *``
+field (the kernel compares the memory it points to), and the ``.ustring``
+and ``.function`` suffixes (user memory, kallsyms). A recording holds only
+the record, so a replay could keep different events than the live run did,
+and some kernel builds read those strings where others cannot.
 
 Filter text is the script's bytes decoded as latin-1 (as the parser reads
 scripts), so `.encode("latin-1")` gives back exactly the bytes written.
@@ -49,6 +55,7 @@ __all__ = [
     "FilterNode",
     "parse_filter",
     "check_filter",
+    "unreplayable",
     "compile_filter",
     "eval_filter",
     "filter_to_kernel_text",
@@ -439,6 +446,35 @@ def check_filter(node: FilterNode, fmt) -> list[tuple[str, int]]:
     return errors
 
 
+_MODIFIER_SOURCES = {"ustring": "user memory", "function": "the kernel's symbol table"}
+
+
+def unreplayable(node: FilterNode, fmt) -> list[tuple[str, int]]:
+    """The predicates of a filter the kernel accepts whose verdict depends on
+    more than the record: a replay could not select the events the live run
+    did. ktapjit refuses them; (message, offset) pairs."""
+    errors: list[tuple[str, int]] = []
+    for pred in _predicates(node):
+        target = _find_field(fmt, pred.field)
+        if target is None:
+            continue
+        if pred.modifier is not None:
+            errors.append((f"'.{pred.modifier}' reads {_MODIFIER_SOURCES[pred.modifier]} when the "
+                           "event happens, which a recording does not hold, so a replay could "
+                           "select other events; ktapjit does not take it",
+                           pred.offset + len(pred.field)))
+        elif pred.kind == "str" and _is_pointer(target):
+            errors.append((f"'{pred.field}' is a pointer ({target.type.strip()}): the kernel would "
+                           "compare the memory it points to, which a recording does not hold, so "
+                           "a replay could select other events; ktapjit does not take string "
+                           "tests on pointers", pred.offset))
+    return errors
+
+
+def _is_pointer(target) -> bool:
+    return target not in ("cpu", "comm") and _filter_type(target) == "pointer"
+
+
 def _field_names(fmt) -> list[str]:
     return [f.name for f in list(fmt.fields) + list(getattr(fmt, "common_fields", ()))] + list(
         _GENERIC_CPU + _GENERIC_COMM
@@ -651,8 +687,8 @@ def _string_source(target, fmt) -> Callable[[bytes, "bytes | None"], "tuple[byte
             return bytes(raw[start:]) + b"\0", length
 
         return dyn
-    # char * pointers: the kernel reads memory we do not have. For user
-    # pointers (syscall arguments) its read fails too, and nothing matches.
+    # char * pointers: the kernel reads memory a record does not hold
+    # (unreplayable refuses them); nothing matches, keeping the matcher total.
     return lambda raw, comm: None
 
 
@@ -771,8 +807,9 @@ def _cpumask_field(target, op: str, mask: frozenset[int]) -> _Match:
 def _compile_predicate(pred: FilterPredicate, fmt) -> _Match:
     target = _find_field(fmt, pred.field)
     if target is None or pred.modifier is not None or pred.kind == "func":
-        # Unknown fields were reported by check_filter; .ustring and
-        # .function read memory or kallsyms, which a recording lacks.
+        # Unknown fields were reported by check_filter, and .ustring and
+        # .function are refused by unreplayable: the verdict here only
+        # keeps the matcher total.
         return lambda raw, cpu, comm: False
     if pred.kind == "cpus":
         if _is_string(target):

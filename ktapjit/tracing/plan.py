@@ -28,7 +28,7 @@ from ktapjit.events.tracefs import EventsError, close_matches_hint, select_trace
 from ktapjit.frontend.eventdef import (
     FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )
-from ktapjit.frontend.filter import check_filter, compile_filter, filter_to_kernel_text, parse_filter
+from ktapjit.frontend.filter import check_filter, compile_filter, filter_to_kernel_text, parse_filter, unreplayable
 from ktapjit.ir.func import Func, Module, ProbeInfo
 from ktapjit.ir.ops import Op
 
@@ -169,7 +169,7 @@ def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFo
     matches = None
     filter_text = None
     if filter_node is not None:
-        problems = check_filter(filter_node, fmt)
+        problems = check_filter(filter_node, fmt) or unreplayable(filter_node, fmt)
         if problems:
             message, offset = problems[0]
             _fail(probe.filter_span.shifted(offset), f"filter on {system}:{event}: {message}")

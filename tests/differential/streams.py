@@ -36,9 +36,11 @@ class Tracepoint:
     int_fields: tuple[str, ...]
     str_fields: tuple[str, ...] = ()
     table_fields: tuple[str, ...] = ()  # array fields: tables keyed from 0
-    # Pointer fields a filter treats as strings, as the kernel does for
-    # `const char *` (in a script they stay the integer address).
-    filter_strings: tuple[str, ...] = ()
+    # `const char *` fields: in a script the integer address; a filter can
+    # test them neither as numbers (the kernel calls them strings) nor as
+    # strings (ktapjit refuses: the kernel would read memory a recording
+    # lacks), so generated filters leave them out.
+    pointers: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -48,10 +50,10 @@ class Tracepoint:
         return COMMON_FIELDS + self.int_fields + self.str_fields + self.table_fields
 
     def filter_int_fields(self) -> set[str]:
-        return set(self.int_fields) - set(self.filter_strings)
+        return set(self.int_fields) - set(self.pointers)
 
     def filter_str_fields(self) -> set[str]:
-        return set(self.str_fields) | set(self.filter_strings)
+        return set(self.str_fields)
 
 
 COMMON_FIELDS = ("common_type", "common_flags", "common_preempt_count", "common_pid")
@@ -61,7 +63,7 @@ UNSIGNED_FIELDS = frozenset({"common_type", "common_flags", "common_preempt_coun
                              "dfd", "flags", "mode"})
 
 OPENAT = Tracepoint("syscalls", "sys_enter_openat", ("__syscall_nr", "dfd", "filename", "flags", "mode"),
-                    filter_strings=("filename",))
+                    pointers=("filename",))
 EXIT_READ = Tracepoint("syscalls", "sys_exit_read", ("__syscall_nr", "ret"))
 SWITCH = Tracepoint("sched", "sched_switch",
                     ("prev_pid", "prev_prio", "prev_state", "next_pid", "next_prio"),

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.decode import Comm, FinishedRound, Sample
 from ktapjit.events.merge import order_perf_rounds
-from ktapjit.events.perfdata import (PerfDataError, PerfDataWriter, TracingData,
+from ktapjit.events.perfdata import (HEADER_OSRELEASE, PerfDataError, PerfDataWriter, TracingData,
                                      read_perf_data)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -192,7 +192,7 @@ def _copy_file(src: Path, dst: Path, tracing=None, order=False) -> None:
     records = order_perf_rounds(pd.records()) if order else pd.records()
     with PerfDataWriter(dst, [(e.attr, e.ids, e.name) for e in pd.attrs],
                         tracing if tracing is not None else pd.tracing,
-                        cmdline=pd.cmdline) as w:
+                        cmdline=pd.cmdline, features=pd.features) as w:
         for r in records:
             w.write_records(pd.view[r.offset:r.offset + r.size])
 
@@ -204,6 +204,18 @@ def test_writer_round_trip_perf_script_identical(name, tmp_path):
     _copy_file(DATA / name, out)
     assert perf_script(out) == perf_script(DATA / name)
     assert read_perf_data(out).cmdline == read_perf_data(DATA / name).cmdline
+
+
+@pytest.mark.parametrize("name", ALL_FILES)
+def test_writer_copy_keeps_every_feature_of_its_original(name, tmp_path):
+    """Build-ids, OS release, CPU topology...: what decides how perf reads a
+    file (which kernel its frames symbolize against) survives a copy, so the
+    copy reads like its original on any machine, whatever kernel runs."""
+    out = tmp_path / name
+    _copy_file(DATA / name, out)
+    original, copy = read_perf_data(DATA / name).features, read_perf_data(out).features
+    assert HEADER_OSRELEASE in original and len(original) > 10
+    assert {bit: copy.get(bit) for bit in original} == original
 
 
 @needs_perf

@@ -249,6 +249,19 @@ def test_filter_live_equals_filter_on_recordings(workload, syscall_nrs, procs, t
         assert replayed == live_out, recording.name
 
 
+def test_string_test_on_a_pointer_is_refused_before_tracing(tmp_path):
+    """The kernel can compare the user string a char * points to, a recording
+    holds only the pointer: live and replay would keep other events, so the
+    filter is a compile error, with nothing attached and nothing run."""
+    marker = tmp_path / "ran"
+    status, out, err = ktapjit("--", "touch", str(marker), script=(
+        'trace syscalls:sys_enter_openat /flags > 0 && filename == "/etc/passwd"/ { print(1) }'))
+    assert (status, out) == (2, "")
+    assert err.startswith("-e:1:47: error: filter on syscalls:sys_enter_openat: 'filename' is a "
+                          "pointer (const char *): the kernel would compare"), err
+    assert "Tracing" not in err and not marker.exists()
+
+
 def test_filter_on_common_pid_with_command(workload):
     """-- CMD and a filter naming a pid that is not the command's: nothing passes."""
     status, out, err = ktapjit("-q", "--", str(workload), "100", script=(
