@@ -238,6 +238,10 @@ def _say(stream: BinaryIO, text: str) -> None:
     stream.write(text.encode("utf-8", "replace") + b"\n")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
     # Anything but a command name first (an option, a typo, nothing) needs the
     # whole parser, for its messages and --help.
@@ -351,7 +355,7 @@ def _cmd_record(ns, err: BinaryIO) -> int:
     finally:
         _close_session(session, err)
     if driver.lost:
-        _say(err, f"{driver.lost} events lost")
+        _say(err, f"{_count(driver.lost, 'event')} lost")
     if not ns.quiet:
         _say(err, f"Recorded {driver.samples} samples to {ns.output}")
     return EXIT_OK
@@ -411,27 +415,42 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
 
 
 def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO, err: BinaryIO,
-                wrap=None) -> int:
-    """One engine over the session `open_session()` gives (None: no events)."""
+                wrap=None, notices: Optional[BinaryIO] = None, start_ns: Optional[int] = None) -> int:
+    """One engine over the session `open_session()` gives (None: no events;
+    the stream then starts at `start_ns`, by default now). The script's
+    errors go to `err`; the session's own lines (events lost, a dynamic event
+    left behind) to `notices`, by default `err` too."""
+    notices = err if notices is None else notices
     session = open_session()
     try:
-        start_ns = session.start_ns if session is not None else monotonic_ns()
+        if session is not None:
+            start_ns = session.start_ns
+        elif start_ns is None:
+            start_ns = monotonic_ns()
         host = session.host if session is not None else Host.local()
         config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns, host=host)
-        return _execute(engine, module, config, session, sink, err, wrap)
+        return _execute(engine, module, config, session, sink, err, wrap, notices)
     finally:
-        _close_session(session, err)
+        _close_session(session, notices)
 
 
 def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: BinaryIO) -> int:
     """Both engines over one stream; the JIT's output is the output. A live
     stream is recorded while the JIT runs on it, and the recording replayed
-    through the interpreter."""
+    through the interpreter.
+
+    What is compared is what the script made: stdout, its errors, its exit
+    status. The session's own lines (the status line, events lost) describe
+    the stream, not the script; a replay has no status line and may count
+    loss otherwise, so they are not compared: the JIT's trial, the one that
+    traces live, shows them to the user as they happen, once."""
     import tempfile
 
     from ktapjit.compare import TimedRun, Trial, verdict
 
     live = ns.replay is None and bool(module.probes or module.timers)
+    # Without events, each trial would take its own start: both take this one.
+    start_ns = monotonic_ns()
     with tempfile.TemporaryDirectory(prefix="ktapjit-compare-") as scratch:
         if live and ns.record is None:
             ns.record = os.path.join(scratch, "stream.data")
@@ -447,9 +466,10 @@ def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: Binar
             if engine == "interp" and live:
                 ns.replay, ns.record, ns.pid, ns.command_argv = ns.record, None, None, []
             trial_out, trial_err = io.BytesIO(), io.BytesIO()
+            notices = err if engine == "jit" else io.BytesIO()  # the replay's are dropped
             trial.status = _run_engine(engine, ns, module, path,
-                                       lambda: _open_session(ns, module, source, trial_err),
-                                       trial_out, trial_err, wrap)
+                                       lambda: _open_session(ns, module, source, notices),
+                                       trial_out, trial_err, wrap, notices, start_ns)
             trial.stdout, trial.stderr = trial_out.getvalue(), trial_err.getvalue()
             trials.append(trial)
     jit, interp = trials
@@ -571,7 +591,7 @@ def _engine(name: str):
 
 
 def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO,
-             wrap=None) -> int:
+             wrap, notices: BinaryIO) -> int:
     run = _load(_engine(engine_name), module, config, sink)
     if wrap is not None:
         run = wrap(run)
@@ -584,7 +604,7 @@ def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryI
     except KeyboardInterrupt:
         pass  # Ctrl-C during the top level: like at any other time, trace_end runs
     if outcome is not None and outcome.lost:
-        _say(err, f"{outcome.lost} events lost")
+        _say(notices, f"{_count(outcome.lost, 'event')} lost")
     # An error is reported when it happens: before trace_end runs (LANGUAGE.md).
     reported = len(run.errors)
     _report(run.errors, sink, err)

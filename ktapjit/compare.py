@@ -1,11 +1,14 @@
 """`--engine compare`: the interpreter and the JIT over one event stream,
 checked byte for byte.
 
-Each engine runs as a *trial*: its stdout and its stderr (runtime errors,
-lost-event notes) are captured, its exit status kept, and the time spent
+Each engine runs as a *trial*: its stdout and its stderr (the script's
+runtime errors) are captured, its exit status kept, and the time spent
 inside its run steps (top level, probes, timers, trace_end) measured. The
 CLI decides which stream each trial sees (the same file, or a live capture
-and its recording); this module times the runs and judges the outcome.
+and its recording, starting at the same time); this module times the runs
+and judges the outcome. The session's own lines (the status line, events
+lost) are about the stream, not the script: they are no part of a trial,
+and the CLI shows the user the live trial's, once.
 
 May import: stdlib, ktapjit.run_api.
 """
@@ -128,9 +131,13 @@ def _timing(reference: Trial, candidate: Trial) -> str:
         return "compare: no events; nothing to time per event"
     a, b = reference.ns_per_event, candidate.ns_per_event
     ratio = f" ({a / b:.1f}x)" if a > 0 and b > 0 else ""
-    counts = f"{n} events" if n == m else f"{reference.engine} {n} events, {candidate.engine} {m} events"
+    counts = _count(n) if n == m else f"{reference.engine} {_count(n)}, {candidate.engine} {_count(m)}"
     return (f"compare: {counts}; {reference.engine} {a:,.0f} ns/event, "
             f"{candidate.engine} {b:,.0f} ns/event{ratio}")
+
+
+def _count(events: int) -> str:
+    return "1 event" if events == 1 else f"{events} events"
 
 
 def _show(line: bytes) -> str:

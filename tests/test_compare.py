@@ -1,5 +1,7 @@
 """`--engine compare`'s verdict: identical trials pass; any difference in
-stdout, stderr or status is reported with its first differing line."""
+stdout, stderr or status is reported with its first differing line. Both
+trials see one stream, its start included; the session's own lines (events
+lost) are shown once and not compared. Live: tests/tracing/test_compare_live.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import io
 import pytest
 
 from ktapjit.cli import main
-from ktapjit.compare import Trial, first_difference, verdict
+from ktapjit.compare import TimedRun, Trial, first_difference, verdict
+from ktapjit.events.synth import SyntheticStream, write_perf_data
 
 
 @pytest.mark.parametrize("a,b,expected", [
@@ -56,3 +59,59 @@ def test_compare_over_a_recording_reports_timing(tmp_path):
     assert lines[0].startswith("compare: identical output (")
     assert lines[1].startswith("compare: 1264 events; interp ") and "ns/event" in lines[1]
     assert out.getvalue().startswith(b"1264 system calls")
+
+
+def compare(*args: str) -> tuple[int, str, str]:
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(["run", "--engine", "compare", *args], stdout=out, stderr=err)
+    return status, out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.mark.parametrize("call", ["gettimeofday_ns()", "gettimeofday_us()", "gettimeofday_ms()",
+                                  "gettimeofday_s()"])
+def test_compare_without_events_gives_both_trials_one_start(call):
+    """No probes: the stream is only its start, and both trials start there."""
+    status, out, err = compare("-e", f"print({call})\ntrace_end {{ print({call}) }}")
+    first, last = out.splitlines()
+    assert (status, first) == (0, last)
+    assert err.splitlines() == [f"compare: identical output ({len(out)} bytes, 0 stderr lines, status 0)",
+                                "compare: no events; nothing to time per event"]
+
+
+def timed_trial(engine: str, events: int, seconds: float) -> Trial:
+    """A trial that took `events` steps of `seconds` in all (its run is never called)."""
+    run = TimedRun(object())
+    run.steps, run.event_s = events, seconds
+    return Trial(engine, timed=[run])
+
+
+@pytest.mark.parametrize("n,m,line", [
+    (1, 1, "compare: 1 event; interp 4,000 ns/event, jit 2,000 ns/event (2.0x)"),
+    (2, 2, "compare: 2 events; interp 2,000 ns/event, jit 1,000 ns/event (2.0x)"),
+    (1, 2, "compare: interp 1 event, jit 2 events; interp 4,000 ns/event, jit 1,000 ns/event (4.0x)"),
+])
+def test_timing_line_counts_events(n, m, line):
+    same, lines = verdict(timed_trial("interp", n, 4e-6), timed_trial("jit", m, 2e-6))
+    assert same and lines[-1] == line
+
+
+COUNT = "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }"
+
+
+@pytest.mark.parametrize("seed,lost,line", [(3, 1, "1 event lost"), (7, 3, "3 events lost")])
+@pytest.mark.parametrize("engine", ["interp", "jit", "compare"])
+def test_loss_in_a_recording_is_reported_once(tmp_path, engine, seed, lost, line):
+    """A recording with PERF_RECORD_LOST: one line, whichever engine; compare
+    shows it once (it is the stream's, not the script's) and agrees."""
+    stream = SyntheticStream(["syscalls:sys_enter_getppid"], n_events=100, lost=0.01, lost_max=1, seed=seed)
+    path = tmp_path / "lost.data"
+    assert write_perf_data(path, stream).lost == lost  # the seed gives this many
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(["run", "--engine", engine, "--replay", str(path), "-e", COUNT], stdout=out, stderr=err)
+    lines = err.getvalue().decode().splitlines()
+    assert (status, out.getvalue()) == (0, b"100\n")
+    assert lines[0] == line and lines.count(line) == 1
+    if engine == "compare":
+        assert lines[1:-1] == ["compare: identical output (4 bytes, 0 stderr lines, status 0)"]
+    else:
+        assert lines == [line]

@@ -297,7 +297,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                 # Enabled before the status line: a user (or a test) starts the
                 # workload on seeing it, and its first events must be traced.
                 session.enable()
-                options.status(f"Tracing {len(events)} events... Hit Ctrl-C to end.")
+                options.status(f"Tracing {_count(len(events), 'event')}... Hit Ctrl-C to end.")
                 if child:
                     child.release()
                 _loop(session, driver, attrs, writer, child, stop, native)
@@ -308,6 +308,10 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                 writer.close()
             if child is not None:
                 child.stop()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:

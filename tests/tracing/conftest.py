@@ -26,7 +26,12 @@ from tests.tracing import runcli
 
 REPO = Path(__file__).resolve().parents[2]
 TRACEFS = Path("/sys/kernel/tracing")
-STATUS_LINE = "Tracing {} events... Hit Ctrl-C to end."
+
+
+def status_line(n: int) -> str:
+    """The line a live run prints on stderr once its n perf events are enabled."""
+    return f"Tracing {n} event{'' if n == 1 else 's'}... Hit Ctrl-C to end."
+
 
 WORKLOAD_C = r"""
 #include <stdio.h>

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.tracing.conftest import STATUS_LINE, TRACEFS, live_skip_reason, release
+from tests.tracing.conftest import TRACEFS, live_skip_reason, release, status_line
 from tests.tracing.runcli import ktapjit
 
 _REASON = live_skip_reason()
@@ -54,7 +54,7 @@ def perf_script_lines(path) -> list[str]:
 @pytest.mark.parametrize("n", [1, 1000])
 def test_exact_counts_for_a_command(workload, n):
     status, out, err = ktapjit("--", str(workload), str(n), script=COUNT_BOTH)
-    assert (status, out, err) == (0, f"{n}\t{n}\n", STATUS_LINE.format(2) + "\n")
+    assert (status, out, err) == (0, f"{n}\t{n}\n", status_line(2) + "\n")
 
 
 def test_only_the_command_is_traced_and_named(workload):
@@ -76,11 +76,11 @@ def test_attach_to_pid_then_signal_runs_trace_end(workload, procs, sig):
     n = 2000
     work = procs.workload(workload, n)
     live = procs.ktapjit("-p", str(work.pid), "-e", COUNT_BOTH)
-    assert live.wait_tracing() == STATUS_LINE.format(2)
+    assert live.wait_tracing() == status_line(2)
     release(work)
     assert work.wait(timeout=30) == 0
     status, out, err = live.stop(sig)
-    assert (status, out, err) == (0, f"{n}\t{n}\n", STATUS_LINE.format(2) + "\n")
+    assert (status, out, err) == (0, f"{n}\t{n}\n", status_line(2) + "\n")
 
 
 def test_attach_sees_only_that_pid(workload, procs):
@@ -106,7 +106,7 @@ def test_signal_while_command_runs_ends_it_and_runs_trace_end(procs):
     live.wait_tracing()
     time.sleep(0.5)  # let sleep(1) reach its clock_nanosleep
     status, out, err = live.stop(signal.SIGINT)
-    assert status == 0 and err == STATUS_LINE.format(1) + "\n"
+    assert status == 0 and err == status_line(1) + "\n"
     who = int(out)
     assert who > 0 and not os.path.exists(f"/proc/{who}")
     assert time.monotonic() - t0 < 20
@@ -148,6 +148,15 @@ def test_exit_at_top_level_traces_nothing(workload, tmp_path):
 
 # --- status line -----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("events,line", [
+    ("syscalls:sys_enter_getppid", "Tracing 1 event... Hit Ctrl-C to end."),
+    ("syscalls:sys_enter_getppid, syscalls:sys_enter_getpid", "Tracing 2 events... Hit Ctrl-C to end."),
+])
+def test_status_line_wording(workload, events, line):
+    status, out, err = ktapjit("--", str(workload), "10", script=f"trace {events} {{ }}")
+    assert (status, out, err) == (0, "", line + "\n")
+
+
 @pytest.mark.parametrize("quiet", [False, True], ids=["status", "quiet"])
 def test_status_line_counts_resolved_events_and_q_silences_it(workload, quiet):
     glob = "syscalls:sys_enter_getp*"
@@ -156,7 +165,7 @@ def test_status_line_counts_resolved_events_and_q_silences_it(workload, quiet):
     args = ["-q"] if quiet else []
     status, out, err = ktapjit(*args, "--", str(workload), "10", script=f"trace {glob} {{ }}")
     assert status == 0 and out == ""
-    assert err == ("" if quiet else STATUS_LINE.format(len(matched)) + "\n")
+    assert err == ("" if quiet else status_line(len(matched)) + "\n")
 
 
 # --- event definitions -------------------------------------------------------------------------
@@ -184,7 +193,7 @@ def test_one_tracepoint_in_two_probes_runs_both_in_declaration_order(workload, t
     data = tmp_path / "two.data"
     status, out, err = ktapjit("--record", str(data), "--", str(workload), "3", script=script)
     # getp?id is getppid and getpgid: two tracepoints are opened, not three.
-    assert (status, err) == (0, STATUS_LINE.format(2) + "\n")
+    assert (status, err) == (0, status_line(2) + "\n")
     a = "" if fa == "/common_pid == 1/" else "a\n"
     assert out == (a + "b\tsys_enter_getppid\n") * 3
     assert ktapjit("--replay", str(data), script=script) == (0, out, "")
@@ -234,7 +243,7 @@ def test_filter_live_equals_filter_on_recordings(workload, syscall_nrs, procs, t
     release(work)
     assert work.wait(timeout=30) == 0
     status, live_out, err = filtered.stop(signal.SIGINT)
-    assert (status, err) == (0, STATUS_LINE.format(1) + "\n")
+    assert (status, err) == (0, status_line(1) + "\n")
     status, all_out, err = unfiltered.stop(signal.SIGINT)
     assert status == 0, err
 
@@ -319,7 +328,7 @@ def test_burst_loses_nothing_at_the_default_buffer(workload):
     n = 200_000
     status, out, err = ktapjit("--", str(workload), str(n), script=(
         "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }"))
-    assert (status, out, err) == (0, f"{n}\n", STATUS_LINE.format(1) + "\n")
+    assert (status, out, err) == (0, f"{n}\n", status_line(1) + "\n")
 
 
 def test_loss_is_counted_and_reported(workload):
@@ -341,4 +350,4 @@ def test_million_events_lose_nothing_at_the_default_buffer(workload):
     n = 1_000_000
     status, out, err = ktapjit("--", str(workload), str(n), script=(
         "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }"))
-    assert (status, out, err) == (0, f"{n}\n", STATUS_LINE.format(1) + "\n")
+    assert (status, out, err) == (0, f"{n}\n", status_line(1) + "\n")

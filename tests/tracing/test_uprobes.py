@@ -34,7 +34,7 @@ from tests.tracing import runcli
 
 from ktapjit.cli import main
 from tests.events.test_elf import PROGRAM_C
-from tests.tracing.conftest import STATUS_LINE, TRACEFS, live_skip_reason
+from tests.tracing.conftest import TRACEFS, live_skip_reason, status_line
 
 
 def _skip_reason():
@@ -170,7 +170,7 @@ def test_symbol_glob_makes_one_event_per_function(prog):
 var t = {{}}
 trace probe:{prog}:[ags]* {{ t[probename] += 1 }}
 trace_end {{ for (k, v in pairs(t)) {{ print(k, v) }} }}""")
-    assert status == 0 and err == STATUS_LINE.format(3) + "\n"
+    assert status == 0 and err == status_line(3) + "\n"
     assert sorted(out.splitlines()) == sorted([f"add\t{N}", f"scale\t{N}", f"greet\t{N // 2}"])
 
 
@@ -332,11 +332,11 @@ def _ours(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_while_tracing_system_wide(prog, procs, sig):
     live = procs.ktapjit("-e", f"var n = 0\ntrace probe:{prog}:add {{ n += 1 }}\ntrace_end {{ print(n) }}")
-    assert live.wait_tracing() == STATUS_LINE.format(1)
+    assert live.wait_tracing() == status_line(1)
     assert _ours(live.proc.pid)
     subprocess.run([prog, str(N)], check=True, capture_output=True)
     status, out, err = live.stop(sig)
-    assert (status, out, err) == (0, f"{N}\n", STATUS_LINE.format(1) + "\n")
+    assert (status, out, err) == (0, f"{N}\n", status_line(1) + "\n")
     assert not _ours(live.proc.pid)
 
 
