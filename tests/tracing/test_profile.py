@@ -9,6 +9,7 @@ user-mode loop, and `kwork()`, which reads /dev/zero (time in the kernel).
 from __future__ import annotations
 
 import re
+import resource
 
 import pytest
 
@@ -122,11 +123,15 @@ def live_test(func):
 
 @live_test
 def test_user_and_kernel_stacks_of_a_command(spin):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     status, out, err = ktapjit("-q", "--", str(spin), script=STACKS)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert (status, err) == (0, "")
     rows = parse_rows(out)
     total = sum(count for count, _, _ in rows)
-    assert total >= 100, out  # 0.3 s at 1 ms, on one CPU at a time
+    # One sample per ms of the command's CPU time (0.3 s when it has a CPU to itself).
+    cpu_ms = 1000 * (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    assert 20 <= total and cpu_ms * 0.8 - 20 <= total <= cpu_ms * 1.2 + 20, (cpu_ms, out)
     for _, user, kernel in rows:
         assert all(FRAME.fullmatch(f) for f in user + kernel), (user, kernel)
     in_spin = sum(count for count, user, _ in rows if user and user[0].startswith("spin+"))
