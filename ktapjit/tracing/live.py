@@ -315,7 +315,8 @@ def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) ->
     tracing = TracingData.from_tracefs(sorted({(b.system, b.event) for b in bound}))
     # The kernel's build-id tells a replay (and perf) whether its kallsyms fits the kernel frames.
     build_id = running_kernel_build_id()
-    features = {HEADER_BUILD_ID: kernel_build_id_feature(build_id)} if build_id else None
+    fits = build_id is not None and 0 < len(build_id) <= 20  # perf's BUILD_ID_SIZE
+    features = {HEADER_BUILD_ID: kernel_build_id_feature(build_id)} if fits else None
     try:
         return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path],
                               features=features)
