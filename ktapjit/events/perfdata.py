@@ -66,6 +66,14 @@ HEADER_FEAT_BITS = 256
 # writer of new data cannot carry over from another file.
 _LAYOUT_FEATURES = frozenset({HEADER_AUXTRACE, HEADER_DIR_FORMAT})
 
+# HEADER_BUILD_ID entries (perf_record_header_build_id): header, pid, 24
+# bytes of build-id (its length in byte 20 when misc has BUILD_ID_SIZE),
+# then the file name, NUL-padded to 64. The host kernel is pid -1, named:
+KERNEL_DSO = b"[kernel.kallsyms]"
+_BUILD_ID_ENTRY = struct.Struct("<IHHi20sB3x")  # 36 bytes
+_MISC_BUILD_ID_SIZE = 1 << 15
+_HOST_KERNEL_PID = -1
+
 # perf 6.1 refuses attrs larger than its own struct (128 bytes, VER7), so
 # files meant for it carry VER7 attrs unless config3 is needed.
 FILE_ATTR_SIZE = abi.PERF_ATTR_SIZE_VER7
@@ -303,6 +311,23 @@ class PerfData:
         self.cmdline: list[str] | None = None
 
     # -- what callers use ---------------------------------------------------------------
+
+    @property
+    def kernel_build_id(self) -> bytes | None:
+        """The build-id of the kernel the recording was made on, where its
+        BUILD_ID feature names one (perf record --no-buildid writes zeros)."""
+        blob = self.features.get(HEADER_BUILD_ID, b"")
+        pos = 0
+        while pos + _BUILD_ID_ENTRY.size <= len(blob):
+            _type, misc, size, pid, build_id, length = _BUILD_ID_ENTRY.unpack_from(blob, pos)
+            if size < _BUILD_ID_ENTRY.size or pos + size > len(blob):
+                break  # a damaged feature: no build-id rather than a wrong one
+            name = blob[pos + _BUILD_ID_ENTRY.size:pos + size].split(b"\0", 1)[0]
+            if pid == _HOST_KERNEL_PID and name == KERNEL_DSO:
+                build_id = build_id[:length] if misc & _MISC_BUILD_ID_SIZE else build_id
+                return build_id if build_id.strip(b"\0") else None
+            pos += size
+        return None
 
     @property
     def formats(self) -> dict[tuple[str, str], str]:
@@ -589,6 +614,15 @@ def _feature_string(text: str) -> bytes:
     raw = text.encode("utf-8", "replace")
     padded = (len(raw) + 1 + 63) // 64 * 64
     return struct.pack("<I", padded) + raw + bytes(padded - len(raw))
+
+
+def kernel_build_id_feature(build_id: bytes) -> bytes:
+    """A BUILD_ID feature naming the host kernel's build-id, as perf record
+    writes it: perf and replays then symbolize kernel frames only on that kernel."""
+    name = KERNEL_DSO + bytes(64 - len(KERNEL_DSO))
+    misc = abi.PERF_RECORD_MISC_KERNEL | _MISC_BUILD_ID_SIZE
+    return _BUILD_ID_ENTRY.pack(0, misc, _BUILD_ID_ENTRY.size + len(name), _HOST_KERNEL_PID,
+                                build_id, len(build_id)) + name
 
 
 def _attr_file_bytes(attr: abi.perf_event_attr) -> bytes:

@@ -21,6 +21,7 @@ Unknown addresses print as ``[unknown]``, as perf prints them.
 from __future__ import annotations
 
 import bisect
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -33,6 +34,7 @@ __all__ = [
     "UserSymbolizer",
     "Mapping",
     "format_symbol",
+    "running_kernel_build_id",
 ]
 
 UNKNOWN = "[unknown]"
@@ -104,6 +106,26 @@ class KernelSymbolizer:
     def symbolize(self, addr: int) -> str:
         hit = self.lookup(addr)
         return UNKNOWN if hit is None else format_symbol(hit[0], hit[1])
+
+
+_NT_GNU_BUILD_ID = 3
+
+
+def running_kernel_build_id(notes: str = "/sys/kernel/notes") -> Optional[bytes]:
+    """The running kernel's build-id (its NT_GNU_BUILD_ID ELF note), the
+    identity /proc/kallsyms belongs to; None where the notes are unreadable."""
+    try:
+        data = Path(notes).read_bytes()
+    except OSError:
+        return None
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, kind = struct.unpack_from("=III", data, pos)
+        desc = pos + 12 + (namesz + 3) // 4 * 4
+        if kind == _NT_GNU_BUILD_ID and data[pos + 12:pos + 12 + namesz] == b"GNU\0":
+            return data[desc:desc + descsz]
+        pos = desc + (descsz + 3) // 4 * 4
+    return None
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 from ktapjit.events.decode import (
     Comm, DecodeError, Exit, Fork, Lost, LostSamples, Mmap, Mmap2, Sample, has_time, iter_records,
 )
+from ktapjit.events.symbolize import KernelSymbolizer
 from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import StreamPlan
 from ktapjit.tracing.sample_event import ProfileEvent, SampleEvent
@@ -39,7 +40,8 @@ MAX_TIMER_CATCH_UP = 10_000_000
 
 
 class StreamDriver:
-    def __init__(self, run, module: Module, plan: StreamPlan, max_table: int, start_ns: int):
+    def __init__(self, run, module: Module, plan: StreamPlan, max_table: int, start_ns: int,
+                 kernel_symbols: Optional[KernelSymbolizer] = None):
         self.run = run
         self.plan = plan
         self.max_table = max_table
@@ -54,7 +56,7 @@ class StreamDriver:
         # Symbolizers for stack()/ustack(), only when the script samples or a
         # probe body asks for stacks.
         wants = any(t.kind == "profile" for t in module.timers) or any(b.callchain for b in plan.bound)
-        self.stacks = Stacks() if wants else None
+        self.stacks = Stacks(kernel_symbols) if wants else None
 
     def feed(self, records: Iterable) -> bool:
         """Run the records; False once tracing has stopped (exit() or an error)."""

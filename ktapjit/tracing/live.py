@@ -26,8 +26,9 @@ from ktapjit.events.decode import iter_records
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
 from ktapjit.events.merge import StreamMerger
 from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
-from ktapjit.events.perfdata import PerfDataWriter, TracingData
+from ktapjit.events.perfdata import HEADER_BUILD_ID, PerfDataWriter, TracingData, kernel_build_id_feature
 from ktapjit.events.schema import EventFormat
+from ktapjit.events.symbolize import running_kernel_build_id
 from ktapjit.events.tracefs import EventsError, list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
@@ -316,8 +317,13 @@ def _count(n: int, noun: str) -> str:
 
 def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:
     tracing = TracingData.from_tracefs(sorted({(b.system, b.event) for b in bound}))
+    # The kernel's build-id tells a replay (and perf) whether its kallsyms fits the kernel frames.
+    build_id = running_kernel_build_id()
+    fits = build_id is not None and 0 < len(build_id) <= 20  # perf's BUILD_ID_SIZE
+    features = {HEADER_BUILD_ID: kernel_build_id_feature(build_id)} if fits else None
     try:
-        return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path])
+        return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path],
+                              features=features)
     except OSError as exc:
         # One line for the user, and trace_end still runs (EventsError, not OSError).
         raise EventsError(f"cannot write recording '{path}': {exc.strerror or exc}") from None

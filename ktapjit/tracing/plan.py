@@ -126,8 +126,8 @@ def resolve_tracepoints(spec: TracepointSpec, universe: EventUniverse, span: Spa
 def unsupported(spec, span: Span) -> None:
     """Probe kinds that arrive with a later issue, or that this kernel lacks."""
     if isinstance(spec, FtraceSpec):
-        _fail(span, "ftrace:function is not available: the function tracer is refused on this kernel "
-                    "(lockdown) and not supported yet")
+        # True on any kernel: whether this one has the function tracer is not the reason.
+        _fail(span, "ftrace:function is not available: ktapjit does not support the function tracer yet")
     _fail(span, f"'{spec.text}' is not supported")
 
 

@@ -25,11 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ktapjit.events.symbolize import KernelSymbolizer
 from ktapjit.events.tracefs import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Host, monotonic_ns
 from ktapjit.tracing.dispatch import LiveDriver, NativeDriver, StreamDriver
 from ktapjit.tracing.plan import StreamPlan, bind_profiles, has_dynamic_probes
+from ktapjit.tracing.stacks import replay_kernel_symbols
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Session:
     cleanup: Optional[Callable[[], list]] = None  # removes dynamic events; returns problems
     raw: Optional[RawStream] = None  # set when records come from one buffer (a replay)
     live: bool = False  # records come from perf rings (live.run_live)
+    kernel_symbols: Optional[KernelSymbolizer] = None  # for stack(); None: this machine's kallsyms
 
     def close(self) -> list[str]:
         """Remove what the session created (dynamic events) and put the signal
@@ -78,7 +81,8 @@ def replay_session(path: str, module: Module) -> Session:
 
     data = replay.data
     raw = RawStream(data.data_bytes, data.data_offset, data.attr_table)
-    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw)
+    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw,
+                   kernel_symbols=replay_kernel_symbols(data.kernel_build_id, data.osrelease))
 
 
 def _recorded_host(data) -> Host:
@@ -164,7 +168,7 @@ class _DynamicOwner:
 
 def drive_run(session: Session, run, module: Module, max_table: int) -> Outcome:
     """Feed the session's events to an engine run (its top level already ran)."""
-    driver = StreamDriver(run, module, session.plan, max_table, session.start_ns)
+    driver = StreamDriver(run, module, session.plan, max_table, session.start_ns, session.kernel_symbols)
     if session.live and getattr(run, "native_feed", None) is not None:
         driver = LiveDriver(run, driver)  # decides once the rings are open
     else:

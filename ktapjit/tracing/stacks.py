@@ -14,21 +14,23 @@ symbol covers the address. A part the callchain lacks (a sample taken in
 user mode has no kernel frames) is the empty string.
 
 Kernel frames are symbolized with this machine's /proc/kallsyms (read once,
-on the first stack()); user frames with the mappings the stream reports:
+on the first stack()), on a replay only when the recording was made on this
+kernel (`replay_kernel_symbols`); user frames with the mappings the stream reports:
 MMAP/MMAP2 records (synthesized from /proc/PID/maps for processes that
 existed at the start, then the kernel's own), FORK (a child inherits its
 parent's mappings), COMM with the exec flag and EXIT (the mappings go).
 Since those records are in a recording, a replay symbolizes user stacks the
-same way; kernel stacks replay the same on the machine (and boot) that
-recorded them.
+same way; kernel stacks replay the same on the kernel (and boot) that
+recorded them, and as `[unknown]` frames on any other, as perf prints them.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from ktapjit.events import perf_abi as abi
-from ktapjit.events.symbolize import KernelSymbolizer, UserSymbolizer
+from ktapjit.events.symbolize import KernelSymbolizer, UserSymbolizer, running_kernel_build_id
 
 _MAX = abi.PERF_CONTEXT_MAX
 _KERNEL = abi.PERF_CONTEXT_KERNEL
@@ -47,6 +49,19 @@ def split_callchain(callchain) -> tuple[list[int], list[int]]:
         elif part is not None:
             part.append(addr)
     return kernel, user
+
+
+def replay_kernel_symbols(build_id: Optional[bytes], release: Optional[str]) -> Optional[KernelSymbolizer]:
+    """What a replay names kernel frames with: None (this machine's kallsyms)
+    when the recording was made on the running kernel, judged by its build-id
+    (by its release where either build-id is unknown); else a symbolizer that
+    knows no symbol, since another kernel's addresses would get wrong names."""
+    running = running_kernel_build_id()
+    if build_id is not None and running is not None:
+        same = build_id == running
+    else:
+        same = release is None or release == os.uname().release
+    return None if same else KernelSymbolizer(text="")
 
 
 class Stacks:

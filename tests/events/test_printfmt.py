@@ -424,6 +424,9 @@ def recording(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     events = [e for e in REQUIRED + EXTRA if (TRACEFS / "events" / e.replace(":", "/")).is_dir()]
+    missing = [e for e in REQUIRED if e not in events]
+    if missing:
+        pytest.skip(f"this kernel lacks the required tracepoints {', '.join(missing)}")
     out = tmp_path_factory.mktemp("perf") / "perf.data"
     # The workload makes sure every required event happens at least once.
     workload = (

@@ -5,6 +5,7 @@ were loaded)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ktapjit.events.elf import open_elf
-from ktapjit.events.symbolize import UNKNOWN, KernelSymbolizer, UserSymbolizer
+from ktapjit.events.symbolize import UNKNOWN, KernelSymbolizer, UserSymbolizer, running_kernel_build_id
 from tests.events.test_elf import Programs, build_programs, nm_functions
 
 
@@ -71,6 +72,18 @@ def test_kernel_symbolizer_live_kallsyms():
             assert k.lookup(addr + 3)[0] in {n for a, n in text if a == addr}
             picked += 1
     assert picked >= 2
+
+
+def test_running_kernel_build_id_is_perfs():
+    """The build-id recordings name the kernel by, as `perf buildid-list -k` reads it."""
+    perf = shutil.which("perf")
+    if perf is None:
+        pytest.skip("perf (linux-perf) is not installed")
+    build_id = running_kernel_build_id()
+    if build_id is None:
+        pytest.skip("/sys/kernel/notes is unreadable here")
+    out = subprocess.run([perf, "buildid-list", "-k"], capture_output=True, text=True, check=True).stdout
+    assert build_id.hex() == out.strip()
 
 
 # --- user ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ so they need no root; a few live cases check the real /sys/kernel/tracing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -175,25 +176,40 @@ def test_live_root_and_events():
     _live()
     assert tracefs_root() == TRACEFS
     events = list_events()
-    assert ("sched", "sched_switch") in events and ("raw_syscalls", "sys_enter") in events
+    assert ("sched", "sched_switch") in events
+    ev = read_format("sched", "sched_switch")
+    assert ev.id == int((TRACEFS / "events/sched/sched_switch/id").read_text())
+    if not (TRACEFS / "events/syscalls").is_dir():
+        pytest.skip("this kernel has no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS)")
+    assert ("raw_syscalls", "sys_enter") in events
     enter = resolve_tracepoints("syscalls:sys_enter_*")
     assert ("syscalls", "sys_enter_getppid") in enter
     assert all(e.startswith("sys_enter_") for _, e in enter)
-    ev = read_format("sched", "sched_switch")
-    assert ev.id == int((TRACEFS / "events/sched/sched_switch/id").read_text())
+
+
+# tests/data/formats/README.md: captured on Linux 6.18. Another build of it
+# may differ in print fmts (enum tables, __UNIQUE_ID counters), in event IDs
+# and in which events it has (modules, config), never in field layouts.
+CAPTURED_FROM = (6, 18)
+
+
+def field_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("field:")]
 
 
 @pytest.mark.live
 def test_live_formats_match_the_captured_ones():
-    """The captured files are this kernel's: the synthetic streams built from
-    them use the same layouts as live tracing."""
+    """The captured files have this kernel's layouts: the synthetic streams
+    built from them lay out fields as live tracing does."""
     _live()
-    if os.uname().release != "6.18.44-fc-v669":
-        pytest.skip("captured formats come from kernel 6.18.44-fc-v669")
-    def layout(text: str) -> str:
-        # IDs of module events depend on load order; compare everything else.
-        return "\n".join(line for line in text.splitlines() if not line.startswith("ID:"))
-
+    release = os.uname().release
+    if tuple(map(int, re.match(r"(\d+)\.(\d+)", release).groups())) != CAPTURED_FROM:
+        pytest.skip(f"captured formats come from Linux {'.'.join(map(str, CAPTURED_FROM))}; "
+                    f"this kernel is {release}")
+    compared = 0
     for fmt in FORMATS.glob("*/*/format"):
         live = TRACEFS / "events" / fmt.parent.parent.name / fmt.parent.name / "format"
-        assert layout(live.read_text()) == layout(fmt.read_text()), fmt
+        if live.exists():  # an event of a module or option this build lacks is not compared
+            assert field_lines(live.read_text()) == field_lines(fmt.read_text()), fmt
+            compared += 1
+    assert compared, "none of the captured events exists on this kernel"

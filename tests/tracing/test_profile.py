@@ -9,10 +9,12 @@ user-mode loop, and `kwork()`, which reads /dev/zero (time in the kernel).
 from __future__ import annotations
 
 import re
+import resource
 
 import pytest
 
 from ktapjit.events import perf_abi as abi
+from ktapjit.events.perf_ring import online_cpus
 from ktapjit.tracing.stacks import Stacks, split_callchain
 from tests.cbuild import build_c
 from tests.tracing.conftest import live_skip_reason
@@ -121,11 +123,15 @@ def live_test(func):
 
 @live_test
 def test_user_and_kernel_stacks_of_a_command(spin):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     status, out, err = ktapjit("-q", "--", str(spin), script=STACKS)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert (status, err) == (0, "")
     rows = parse_rows(out)
     total = sum(count for count, _, _ in rows)
-    assert total >= 100, out  # 0.3 s at 1 ms, on one CPU at a time
+    # One sample per ms of the command's CPU time (0.3 s when it has a CPU to itself).
+    cpu_ms = 1000 * (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    assert 20 <= total and cpu_ms * 0.8 - 20 <= total <= cpu_ms * 1.2 + 20, (cpu_ms, out)
     for _, user, kernel in rows:
         assert all(FRAME.fullmatch(f) for f in user + kernel), (user, kernel)
     in_spin = sum(count for count, user, _ in rows if user and user[0].startswith("spin+"))
@@ -179,7 +185,7 @@ profile-1ms {
   cpus[cpu] = 1
   n += 1
   if (execname == "spin") { s[ustack()] += 1 }
-  if (n >= 200) { exit() }
+  if (n >= 100 * num_cpus()) { exit() }  # about 100 ms of every CPU
 }
 trace_end {
   var c = 0
@@ -193,5 +199,5 @@ trace_end {
     workload.wait(10)
     assert (status, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].startswith("cpus\t") and int(lines[0].split("\t")[1]) >= 1
+    assert lines[0] == f"cpus\t{len(online_cpus())}", out
     assert any(line.startswith("spin+") for line in lines[1:]), out

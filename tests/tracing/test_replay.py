@@ -1,9 +1,10 @@
-"""Replaying perf.data files recorded on this machine by `perf record`.
+"""Replaying perf.data files recorded by `perf record` (on the development VM).
 
 Expected results come from `perf script` on the same file, never from our
 own decoder, so the two implementations check each other.
 """
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -122,7 +123,8 @@ def test_runtime_error_in_probe_reports_location_and_runs_trace_end():
      "-e:1:27: error: no USDT event 'mark' for 'sdt:/bin/true:p:mark' in recording"),
     ("trace probe:do_sys_open%return { }",
      "-e:1:7: error: no kprobe event 'do_sys_open__return' for 'probe:do_sys_open%return' in recording"),
-    ("trace ftrace:function { }", "-e:1:7: error: ftrace:function is not available"),
+    ("trace ftrace:function { }",
+     "-e:1:7: error: ftrace:function is not available: ktapjit does not support the function tracer yet\n"),
 ])
 def test_binding_errors_point_into_the_eventdef_or_filter(script, message):
     status, out, err = ktapjit("--replay", str(DATA / "sched.data"), script=script)
@@ -187,3 +189,53 @@ def test_output_to_the_replayed_file_is_refused():
     status, _, err = ktapjit("--replay", str(DATA / "sched.data"), "-o", str(DATA / "sched.data"),
                              script="trace sched:* { }")
     assert status == 2 and "would overwrite the recording" in err
+
+
+# --- kernel stacks: named only on the kernel that recorded them ------------------------------
+
+KERNEL_HALF = 0xFFFF800000000000
+
+
+@needs_perf
+def test_kernel_frames_are_named_only_where_perf_names_them():
+    """callchain.data was recorded on one build of Linux 6.18 (its BUILD_ID
+    feature says which). On that kernel its frames have names; on any other,
+    kallsyms would give them another kernel's names, so they are [unknown],
+    as perf prints them."""
+    status, out, err = ktapjit("--replay", str(DATA / "callchain.data"), script=(
+        'trace sched:sched_switch { printf("%s\\n--\\n", stack()) }'))
+    assert (status, err) == (0, "")
+    ours = [block.split("\n") for block in out.split("\n--\n")[:-1]]
+    text = subprocess.run(["perf", "script", "-i", str(DATA / "callchain.data"), "-F", "tid,ip,sym"],
+                          check=True, capture_output=True, text=True).stdout
+    theirs = []
+    for line in filter(None, text.splitlines()):
+        if not line.startswith("\t"):
+            theirs.append([])
+        elif int(line.split()[0], 16) >= KERNEL_HALF:
+            theirs[-1].append(line.split(None, 1)[1])
+    assert len(ours) == len(theirs) and any(theirs)
+    for frames, perf_frames in zip(ours, theirs):
+        assert len(frames) == len(perf_frames)
+        assert [f == "[unknown]" for f in frames] == [f == "[unknown]" for f in perf_frames], (frames, perf_frames)
+
+
+def test_which_recordings_the_running_kernel_symbolizes():
+    from ktapjit.events.symbolize import running_kernel_build_id
+    from ktapjit.tracing.stacks import replay_kernel_symbols
+
+    running, release = running_kernel_build_id(), os.uname().release
+    if running is None:
+        pytest.skip("the running kernel's build-id is unreadable (/sys/kernel/notes)")
+    other = bytes(b ^ 0xFF for b in running)
+    for build_id, recorded_release, uses_kallsyms in [
+        (running, "another release", True),   # the build-id decides
+        (other, release, False),              # same release, another build
+        (None, release, True),                # no build-id (perf record --no-buildid): the release
+        (None, "another release", False),
+        (None, None, True),                   # nothing known: this machine's, as perf does
+    ]:
+        symbols = replay_kernel_symbols(build_id, recorded_release)
+        assert (symbols is None) == uses_kallsyms, (build_id, recorded_release)
+        if symbols is not None:
+            assert symbols.symbolize(0xFFFFFFFF81000000) == "[unknown]"

@@ -121,7 +121,11 @@ def test_tracepoint_user_and_kernel_stacks(ask, tmp_path):
     # The exit of the command: the kernel stack of sched_process_exit has do_exit.
     assert sum(count for count, _ in kernels) == 1, out
     assert any(f.startswith("do_exit+") for f in kernels[0][1]), out
-    # A replay of the recording prints the same, byte for byte.
+    # A replay of the recording prints the same, byte for byte: the recording
+    # names this kernel (its build-id), whose kallsyms names its frames.
+    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.symbolize import running_kernel_build_id
+    assert read_perf_data(data).kernel_build_id == running_kernel_build_id()
     assert ktapjit("--replay", str(data), script=SCRIPT) == (0, out, "")
 
 
