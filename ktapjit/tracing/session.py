@@ -52,6 +52,7 @@ class Session:
     cleanup: Optional[Callable[[], list]] = None  # removes dynamic events; returns problems
     raw: Optional[RawStream] = None  # set when records come from one buffer (a replay)
     live: bool = False  # records come from perf rings (live.run_live)
+    warnings: list[str] = field(default_factory=list)  # for stderr, once, before the run
 
     def close(self) -> list[str]:
         """Remove what the session created (dynamic events) and put the signal
@@ -78,7 +79,8 @@ def replay_session(path: str, module: Module) -> Session:
 
     data = replay.data
     raw = RawStream(data.data_bytes, data.data_offset, data.attr_table)
-    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw)
+    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw,
+                   warnings=replay.warnings)
 
 
 def _recorded_host(data) -> Host:
