@@ -339,6 +339,8 @@ def _cmd_asm(ns, out: BinaryIO) -> int:
 
 
 def _cmd_record(ns, err: BinaryIO) -> int:
+    from ktapjit.events.perfdata import PerfDataWriteError
+    from ktapjit.events.tracefs import EventsError
     from ktapjit.tracing.record import RecordingDriver, recording_script
     from ktapjit.tracing.session import live_session
 
@@ -350,15 +352,22 @@ def _cmd_record(ns, err: BinaryIO) -> int:
     module = _compile("-e", source, Limits())
     session = _bound_session(lambda: live_session(module, _live_options(ns, ns.output, err)), source)
     driver = RecordingDriver(session.start_ns)
+    failure = None
     try:
-        _guard_events(lambda: session.drive(driver))
+        session.drive(driver)
+    except PerfDataWriteError as exc:  # a full disk: what was written stays replayable
+        failure = exc
+    except (EventsError, OSError) as exc:
+        raise UsageError(str(exc)) from None
     finally:
         _close_session(session, err)
     if driver.lost:
         _say(err, f"{_count(driver.lost, 'event')} lost")
+    if failure is not None:
+        _say(err, f"ktapjit: {failure}")
     if not ns.quiet:
         _say(err, f"Recorded {driver.samples} samples to {ns.output}")
-    return EXIT_OK
+    return EXIT_OK if failure is None else EXIT_RUNTIME
 
 
 def _live_options(ns, record_path: Optional[str], err: BinaryIO):
@@ -545,7 +554,10 @@ def _open_session(ns, module, source: bytes, err: BinaryIO):
     from ktapjit.tracing.session import live_session, replay_session
 
     if ns.replay is not None:
-        return _bound_session(lambda: replay_session(ns.replay, module), source)
+        session = _bound_session(lambda: replay_session(ns.replay, module), source)
+        for warning in session.warnings:
+            _say(err, f"ktapjit: warning: {warning}")
+        return session
     return _bound_session(lambda: live_session(module, _live_options(ns, ns.record, err)), source)
 
 

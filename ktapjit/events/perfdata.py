@@ -19,6 +19,14 @@ hands that text on to ``schema.parse_format``.
 Pipe mode (``perf record -o -``: header size 16, attrs and tracing data as
 in-stream records) is read too.
 
+A file whose writer never finished it (killed, or out of space) still has a
+data size of 0 in its header: perf and ``PerfDataWriter`` set it last. Such a
+file is read up to its last complete record (``PerfData.recovery`` says where
+that is). ``PerfDataWriter`` puts the features before the data, with a copy of
+their index right after the attrs, so that its unfinished files keep their
+formats and event names; perf writes its features at the end, and its
+unfinished files have none.
+
 Every problem with a file raises ``PerfDataError`` whose message is one line
 and names the byte offset.
 """
@@ -45,6 +53,7 @@ PERF_MAGIC_SWAPPED = b"2ELIFREP"
 FILE_HEADER = struct.Struct("<8sQQ QQ QQ QQ 4Q")  # 104 bytes
 PIPE_HEADER_SIZE = 16
 SECTION = struct.Struct("<QQ")
+_DATA_SIZE_FIELD = 48  # the header's data.size, the last thing a writer sets
 
 # Feature bits (enum perf_header_feature).
 HEADER_TRACING_DATA = 1
@@ -309,6 +318,7 @@ class PerfData:
         self.hostname = self.osrelease = self.perf_version = self.arch = None
         self.nr_cpus_avail = self.nr_cpus_online = None
         self.cmdline: list[str] | None = None
+        self.recovery: Recovery | None = None  # set when the file was never finished
 
     # -- what callers use ---------------------------------------------------------------
 
@@ -463,11 +473,86 @@ def _parse(pd: PerfData) -> None:
     (_, _, attr_size, attrs_off, attrs_sz, data_off, data_sz, _et_off, _et_sz,
      *bitmap) = FILE_HEADER.unpack_from(buf, 0)
     _check_section(buf, attrs_off, attrs_sz, "attrs section", 24)
+    bits = [i for i in range(HEADER_FEAT_BITS) if bitmap[i // 64] >> (i % 64) & 1]
+    if _unfinalized(buf, data_off, data_sz, len(bits)):
+        _parse_attrs(pd, attr_size, attrs_off, attrs_sz)
+        _recover(pd, bits, attrs_off + attrs_sz, data_off)
+        return
     _check_section(buf, data_off, data_sz, "data section", 40)
     pd.data_offset, pd.data_size = data_off, data_sz
     _parse_attrs(pd, attr_size, attrs_off, attrs_sz)
-    bits = [i for i in range(HEADER_FEAT_BITS) if bitmap[i // 64] >> (i % 64) & 1]
     _parse_features(pd, bits, data_off + data_sz)
+
+
+def _unfinalized(buf, data_off: int, data_sz: int, nr_features: int) -> bool:
+    """Whether the file's writer never finished it (killed, or out of space).
+
+    Both perf and ktapjit leave the header's data size at 0 until they end;
+    a finished file with no data has its feature index right at the data
+    offset. An index entry starts with a file offset below 2**48, whose top
+    16 bits, where a record header keeps its size, are 0. So the bytes at the
+    data offset are records, not an index, when they are too few for the
+    index or their first 8 bytes read as a record header of size 8 or more.
+    """
+    if data_sz != 0 or data_off > len(buf):
+        return False
+    left = len(buf) - data_off
+    if left == 0:
+        return nr_features > 0
+    if left < max(8, SECTION.size * nr_features):
+        return True
+    return struct.unpack_from("<H", buf, data_off + 6)[0] >= 8
+
+
+def _complete_records_end(buf, start: int) -> int:
+    """The offset after the last whole record from ``start`` on: where a
+    torn (partly written) record, or the file, ends the stream."""
+    pos, n = start, len(buf)
+    while n - pos >= 8:
+        size = struct.unpack_from("<H", buf, pos + 6)[0]
+        if size < 8 or pos + size > n:
+            break
+        pos += size
+    return pos
+
+
+@dataclass
+class Recovery:
+    """What was recovered of an unfinished file: its records from the data
+    offset up to ``end``; ``file_size - end`` bytes after them are a torn record."""
+
+    end: int
+    file_size: int
+
+    @property
+    def torn_bytes(self) -> int:
+        return self.file_size - self.end
+
+
+def _recover(pd: PerfData, bits: list[int], attrs_end: int, data_off: int) -> None:
+    """An unfinished file: its data runs to the last complete record, and its
+    features are those ktapjit writes before the data (none for perf's)."""
+    buf = pd.view
+    end = _complete_records_end(buf, data_off)
+    pd.data_offset, pd.data_size = data_off, end - data_off
+    pd.recovery = Recovery(end, len(buf))
+    sections = _early_feature_index(buf, bits, attrs_end, data_off)
+    for bit, (off, size) in zip(bits, sections):
+        pd.features[bit] = bytes(buf[off:off + size])
+        _apply_feature(pd, bit, pd.features[bit], off)
+
+
+def _early_feature_index(buf, bits: list[int], index_off: int, data_off: int) -> list[tuple[int, int]]:
+    """The copy of the feature index ktapjit writes right after the attrs,
+    before the data (PerfDataWriter); [] when it is not there, as in perf's
+    files, whose data starts right after the attrs."""
+    index_end = index_off + SECTION.size * len(bits)
+    if not bits or index_end > data_off:
+        return []
+    sections = [SECTION.unpack_from(buf, index_off + SECTION.size * i) for i in range(len(bits))]
+    if all(index_end <= off and off + size <= data_off for off, size in sections):
+        return sections
+    return []
 
 
 def _check_section(buf, off: int, size: int, what: str, field_at: int) -> None:
@@ -630,8 +715,34 @@ def _attr_file_bytes(attr: abi.perf_event_attr) -> bytes:
     return attr.to_bytes(size)
 
 
+class PerfDataWriteError(EventsError):
+    """A recording could not be written (a full disk, a lost device). The
+    file keeps the records before ``kept_to``, and ``--replay`` reads them."""
+
+    def __init__(self, message: str, kept_to: int):
+        super().__init__(message)
+        self.kept_to = kept_to
+
+
 class PerfDataWriter:
-    """Write a perf.data file (file mode) that Debian's perf 6.1 reads.
+    """Write a perf.data file (file mode) that Debian's perf 6.1 reads, in
+    place, so that what it holds can be replayed at every moment, even when
+    the writer is killed or the disk fills up.
+
+    The file is laid out as::
+
+        header      data size 0 until close(); the feature bitmap from the start
+        ids, attrs
+        index copy  the feature index, for a reader of an unfinished file
+        features    tracing data, event names, host...: before the data
+        data        records, appended with write(2) as they come
+        index       perf's feature index, written by close()
+
+    perf finds the index at data offset + data size, and each feature by its
+    offset, so a finished file reads like perf's own. Until close() the data
+    size stays 0, which tells ``read_perf_data`` to take the data as running
+    to the last complete record, and the index copy after the attrs gives it
+    the features (formats, names) without which the records cannot be read.
 
     ``events`` is a list of (attr, ids, name). ``tracing`` is a ``TracingData``,
     its bytes, or ``{(system, event): format text}`` (header files then come from
@@ -640,7 +751,7 @@ class PerfDataWriter:
     original: its build-ids, OS release, architecture and CPU count. Only the
     event descriptions, and the tracing data and command line when given, are
     always this writer's own. Feed whole records with ``write_records``;
-    ``close`` writes the features and fixes up the header. Usable as a context
+    ``close`` writes the feature index and the data size. Usable as a context
     manager.
     """
 
@@ -664,38 +775,82 @@ class PerfDataWriter:
         self.osrelease = osrelease or uname.release
         ncpu = os.cpu_count() or 1
         self.nr_cpus = nr_cpus or (ncpu, ncpu)
-        self._fh = open(self.path, "wb")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         self._closed = False
         self._data_size = 0
+        self._failure: PerfDataWriteError | None = None
         try:
             self._write_prologue()
         except BaseException:
-            self._fh.close()
+            os.close(self._fd)
             raise
 
     def _write_prologue(self) -> None:
-        fh = self._fh
-        fh.write(bytes(FILE_HEADER.size))
-        ids_offsets = []
-        for _attr, ids, _name in self.events:
-            ids_offsets.append((fh.tell(), 8 * len(ids)))
-            fh.write(struct.pack(f"<{len(ids)}Q", *ids))
-        self._attrs_off = fh.tell()
-        entry = 0
-        for (attr, _ids, _name), (off, size) in zip(self.events, ids_offsets):
-            raw = _attr_file_bytes(attr)
-            entry = max(entry, len(raw))
-            fh.write(raw + SECTION.pack(off, size))
-        self._attr_size = (entry or FILE_ATTR_SIZE) + SECTION.size
-        if any(len(_attr_file_bytes(a)) != entry for a, _i, _n in self.events):
+        """Everything but the records, at once: header, ids, attrs, features."""
+        raws = [_attr_file_bytes(attr) for attr, _ids, _name in self.events]
+        if len({len(raw) for raw in raws}) > 1:
             raise ValueError("all attrs of one file must have the same size")
-        self._attrs_sz = fh.tell() - self._attrs_off
-        self._data_off = fh.tell()
+        self._attr_size = (len(raws[0]) if raws else FILE_ATTR_SIZE) + SECTION.size
+        ids_blob, attrs = bytearray(), bytearray()
+        for raw, (_attr, ids, _name) in zip(raws, self.events):
+            attrs += raw + SECTION.pack(FILE_HEADER.size + len(ids_blob), 8 * len(ids))
+            ids_blob += struct.pack(f"<{len(ids)}Q", *ids)
+        self._attrs_off = FILE_HEADER.size + len(ids_blob)
+        self._attrs_sz = len(attrs)
+        feats = self._features()
+        self._bits = sorted(feats)
+        body_off = self._attrs_off + self._attrs_sz + SECTION.size * len(feats)
+        index, bodies = bytearray(), bytearray()
+        for bit in self._bits:
+            index += SECTION.pack(body_off + len(bodies), len(feats[bit]))
+            bodies += feats[bit]
+        self._index = bytes(index)
+        self._data_off = body_off + len(bodies)
+        self._write_all(self._header(0), ids_blob, attrs, index, bodies)
 
-    def write_records(self, data: bytes | memoryview) -> None:
-        """Append whole records (raw perf_event_header-framed bytes)."""
-        self._fh.write(data)
-        self._data_size += len(data)
+    def _header(self, data_size: int) -> bytes:
+        bitmap = [0, 0, 0, 0]
+        for bit in self._bits:
+            bitmap[bit // 64] |= 1 << (bit % 64)
+        return FILE_HEADER.pack(PERF_MAGIC, FILE_HEADER.size, self._attr_size,
+                                self._attrs_off, self._attrs_sz,
+                                self._data_off, data_size, 0, 0, *bitmap)
+
+    def _write_all(self, *parts) -> None:
+        for part in parts:
+            view = memoryview(part).cast("B")
+            while view:
+                view = view[os.write(self._fd, view):]
+
+    @property
+    def _data_end(self) -> int:
+        return self._data_off + self._data_size
+
+    def write_records(self, *parts: bytes | memoryview) -> None:
+        """Append whole records (raw perf_event_header-framed bytes, in one or
+        more buffers) with write(2): once this returns, they are the kernel's
+        to keep, whatever happens to this process. All or nothing: a write
+        that fails (ENOSPC) is cut off again and raises PerfDataWriteError,
+        and the file then ends after the records of the calls before."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            self._write_all(*parts)
+        except OSError as exc:
+            self._cut_back()
+            self._failure = PerfDataWriteError(
+                f"cannot write recording '{self.path}': {exc.strerror or exc}; "
+                f"it keeps the records before byte offset {self._data_end}", self._data_end)
+            raise self._failure from None
+        self._data_size += sum(memoryview(part).nbytes for part in parts)
+
+    def _cut_back(self) -> None:
+        """Drop a partial write: the file ends after the last whole one."""
+        try:
+            os.ftruncate(self._fd, self._data_end)
+            os.lseek(self._fd, self._data_end, os.SEEK_SET)
+        except OSError:
+            pass  # the reader still stops at the torn record
 
     def _features(self) -> dict[int, bytes]:
         feats: dict[int, bytes] = {
@@ -724,33 +879,28 @@ class PerfDataWriter:
         return bytes(out)
 
     def close(self) -> None:
+        """Finish the file; raises PerfDataWriteError when that fails (the
+        file then stays unfinished, and replayable), unless a write already did."""
         if self._closed:
             return
         self._closed = True
         try:
             self._finish()
         finally:
-            self._fh.close()
+            os.close(self._fd)
 
     def _finish(self) -> None:
-        fh = self._fh
-        feats = self._features()
-        index_off = self._data_off + self._data_size
-        fh.seek(index_off)
-        body_off = index_off + SECTION.size * len(feats)
-        index, bodies = bytearray(), bytearray()
-        for bit in sorted(feats):
-            index += SECTION.pack(body_off + len(bodies), len(feats[bit]))
-            bodies += feats[bit]
-        fh.write(index + bodies)
-        bitmap = [0, 0, 0, 0]
-        for bit in feats:
-            bitmap[bit // 64] |= 1 << (bit % 64)
-        fh.seek(0)
-        fh.write(FILE_HEADER.pack(PERF_MAGIC, FILE_HEADER.size, self._attr_size,
-                                  self._attrs_off, self._attrs_sz,
-                                  self._data_off, self._data_size, 0, 0, *bitmap))
-        fh.flush()
+        # The index first, the data size last: until that 8-byte write the
+        # file is an unfinished one, and reads as one.
+        try:
+            self._write_all(self._index)
+            os.pwrite(self._fd, struct.pack("<Q", self._data_size), _DATA_SIZE_FIELD)
+        except OSError as exc:
+            self._cut_back()
+            if self._failure is None:
+                raise PerfDataWriteError(
+                    f"cannot finish recording '{self.path}': {exc.strerror or exc}; it keeps the "
+                    f"records before byte offset {self._data_end}, which --replay reads", self._data_end) from None
 
     def __enter__(self) -> "PerfDataWriter":
         return self

@@ -35,6 +35,7 @@ __all__ = [
     "resolve_tracepoints",
     "read_format",
     "read_printk_formats",
+    "tracepoints_by_id",
 ]
 
 # Where tracefs lives: its own mount point first, then the legacy path
@@ -243,6 +244,23 @@ def read_format(system: str, event: str, root: Path | None = None) -> EventForma
         return parse_format(text, system=system)
     except FormatError as exc:
         raise EventsError(f"{system}:{event}: {exc}") from None
+
+
+def tracepoints_by_id(ids, root: Path | None = None) -> dict[int, tuple[str, str]]:
+    """{id: (system, event)} for those of ``ids`` this kernel has now: what
+    a perf attr's ``config`` names. Ids are this boot's, so this answers only
+    for recordings made on this machine since it started."""
+    wanted, found = set(ids), {}
+    for system, event in list_events(root):
+        if len(found) == len(wanted):
+            break
+        try:
+            ident = int((_events_dir(root) / system / event / "id").read_text())
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or no id (not a real event)
+        if ident in wanted:
+            found[ident] = (system, event)
+    return found
 
 
 def read_printk_formats(root: Path | None = None) -> dict[int, bytes]:

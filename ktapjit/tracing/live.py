@@ -26,7 +26,8 @@ from ktapjit.events.decode import iter_records
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
 from ktapjit.events.merge import StreamMerger
 from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
-from ktapjit.events.perfdata import HEADER_BUILD_ID, PerfDataWriter, TracingData, kernel_build_id_feature
+from ktapjit.events.perfdata import (HEADER_BUILD_ID, PerfDataWriteError, PerfDataWriter, TracingData,
+                                     kernel_build_id_feature)
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.symbolize import running_kernel_build_id
 from ktapjit.events.tracefs import EventsError, list_events, read_format
@@ -305,10 +306,12 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                 lost = session.lost()
             return LiveOutcome(driver.last_time, lost)
         finally:
-            if writer is not None:
-                writer.close()
-            if child is not None:
-                child.stop()
+            try:
+                if writer is not None:
+                    writer.close()
+            finally:
+                if child is not None:
+                    child.stop()
 
 
 def _count(n: int, noun: str) -> str:
@@ -393,6 +396,7 @@ _SWITCH_INTERVAL = 0.001  # seconds; see _loop
 def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, native: bool = False) -> None:
     merger = StreamMerger()
     reader = _Reader(session)
+    failure = None
     # Full garbage collections hold the GIL, and so keep the reader from the
     # rings, for as long as they scan: leave what existed before tracing (the
     # compiled script, the modules, an in-process caller's heap) out of them.
@@ -418,15 +422,17 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, n
             # One drain pass is one round, released by perf's rule, and the
             # recording marks it with FINISHED_ROUND so a replay orders alike.
             if chunks:
+                # Recorded before the engine sees it: a recording that fails
+                # (a full disk) ends the trace, and the engine has then run
+                # exactly the rounds the file keeps, as its replay will.
+                failure = _record_round(writer, chunks)
+                if failure is not None:
+                    break
                 for cpu, data in chunks:
                     if native:
                         driver.push(cpu, data, attrs)
                     else:
                         merger.push(cpu, iter_records(data, attrs))
-                    if writer is not None:
-                        writer.write_records(data)
-                if writer is not None:
-                    writer.write_records(_FINISHED_ROUND)
                 if not (driver.end_round() if native else driver.feed(merger.end_round())):
                     return
             elif done:
@@ -440,3 +446,17 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, n
         driver.finish()
     else:
         driver.feed(merger.finish())
+    if failure is not None:
+        raise failure
+
+
+def _record_round(writer: Optional[PerfDataWriter], chunks) -> Optional[PerfDataWriteError]:
+    """Append one drain pass and its FINISHED_ROUND to the recording, if
+    any; the error when the file cannot take it (it then keeps what it had)."""
+    if writer is None:
+        return None
+    try:
+        writer.write_records(*(data for _cpu, data in chunks), _FINISHED_ROUND)
+    except PerfDataWriteError as exc:
+        return exc
+    return None

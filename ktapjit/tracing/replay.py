@@ -17,9 +17,9 @@ from ktapjit.events.dynamic_probes import GROUP_PREFIX, RETURN_SUFFIX, event_nam
 from ktapjit.events.elf import is_hex_offset, open_elf
 from ktapjit.events.decode import has_time
 from ktapjit.events.merge import order_perf_rounds
-from ktapjit.events.perfdata import PerfData, read_perf_data
+from ktapjit.events.perfdata import PerfData, TracingData, read_perf_data
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.tracefs import EventsError, close_matches_hint
+from ktapjit.events.tracefs import EventsError, close_matches_hint, tracepoints_by_id
 from ktapjit.frontend.eventdef import KprobeSpec, SdtSpec, UprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.diag import CompileError, Diagnostic
@@ -174,9 +174,10 @@ class Replay:
     """A recording ready to run: its plan, its start time, and its records in
     the order perf delivers them (FINISHED_ROUND-ordered), readable once."""
 
-    def __init__(self, data: PerfData, plan: StreamPlan):
+    def __init__(self, data: PerfData, plan: StreamPlan, warnings: list[str]):
         self.data = data
         self.plan = plan
+        self.warnings = warnings  # one line each, for stderr
         ordered = order_perf_rounds(data.records())
         head = _through_first_time(ordered)
         # Synthesized records at the head of a recording carry time 0: the
@@ -201,13 +202,42 @@ def open_replay(path: str, module: Module) -> Replay:
     """Read the file's headers, bind the probes, and find the stream's start."""
     check_timers(module)
     data = read_perf_data(path)
+    warnings = [_unfinished_warning(data, path)] if data.recovery else []
     universe = RecordingUniverse(data, path)
     plan = StreamPlan()
     for bound in bind_tracepoints(module, universe, where=f" in recording '{path}'"):
         plan.bound.append(bound)
         plan.attach(universe.ids[(bound.system, bound.event)], bound)
     _bind_recorded_profiles(module, data, plan, path)
-    return Replay(data, plan)
+    return Replay(data, plan, warnings)
+
+
+def _unfinished_warning(data: PerfData, path: str) -> str:
+    """A file whose writer was killed (or ran out of space) replays its
+    complete records (perfdata.Recovery), and says where they end."""
+    text = f"'{path}' was never finished (its recorder was killed?): replaying its records up to byte offset " \
+           f"{data.recovery.end}"
+    if data.recovery.torn_bytes:
+        text += f", where {data.recovery.torn_bytes} bytes of an incomplete record are left out"
+    if _adopt_local_formats(data, path):
+        text += "; event formats from this machine's tracefs"
+    return text
+
+
+def _adopt_local_formats(data: PerfData, path: str) -> bool:
+    """perf writes the tracing data at the end, so a killed `perf record`
+    leaves none: its tracepoints are read with the formats of this machine's
+    tracepoints of the same ids, which are theirs when the recording was
+    made on this machine since it booted. Whether that was needed."""
+    ids = {ev.attr.config for ev in data.attrs if ev.attr.type == abi.PERF_TYPE_TRACEPOINT}
+    if data.tracing is not None or not ids:
+        return False
+    try:
+        data.tracing = TracingData.from_tracefs(sorted(tracepoints_by_id(ids).values()))
+    except (EventsError, OSError) as exc:
+        raise EventsError(f"'{path}' was never finished and holds no event formats, and this machine's "
+                          f"tracefs cannot give them: {getattr(exc, 'strerror', None) or exc}") from None
+    return True
 
 
 def _bind_recorded_profiles(module: Module, data: PerfData, plan: StreamPlan, path: str) -> None:

@@ -55,6 +55,7 @@ class Session:
     raw: Optional[RawStream] = None  # set when records come from one buffer (a replay)
     live: bool = False  # records come from perf rings (live.run_live)
     kernel_symbols: Optional[KernelSymbolizer] = None  # for stack(); None: this machine's kallsyms
+    warnings: list[str] = field(default_factory=list)  # for stderr, once, before the run
 
     def close(self) -> list[str]:
         """Remove what the session created (dynamic events) and put the signal
@@ -82,7 +83,8 @@ def replay_session(path: str, module: Module) -> Session:
     data = replay.data
     raw = RawStream(data.data_bytes, data.data_offset, data.attr_table)
     return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw,
-                   kernel_symbols=replay_kernel_symbols(data.kernel_build_id, data.osrelease))
+                   kernel_symbols=replay_kernel_symbols(data.kernel_build_id, data.osrelease),
+                   warnings=replay.warnings)
 
 
 def _recorded_host(data) -> Host:

@@ -253,6 +253,153 @@ def test_perf_report_reads_our_file(tmp_path):
     assert f"# Samples: {n}  of event 'sched:sched_switch'" in done.stdout
 
 
+# --- unfinished files: a writer killed, or out of space --------------------------------
+
+# A writer in its own process: copies SRC's records to DST, then reports and
+# waits to be killed. LIMIT, when given, is an RLIMIT_FSIZE for DST: a write
+# past it fails (EFBIG), as one on a full disk does (ENOSPC).
+_WRITER = r"""
+import json, resource, signal, sys
+from ktapjit.events.perfdata import PerfDataWriteError, PerfDataWriter, read_perf_data
+
+src, dst, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if limit:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+pd = read_perf_data(src)
+w = PerfDataWriter(dst, [(e.attr, e.ids, e.name) for e in pd.attrs], pd.tracing,
+                   cmdline=pd.cmdline, features=pd.features)
+errors = []
+try:
+    for r in pd.records():
+        w.write_records(pd.view[r.offset:r.offset + r.size])
+except PerfDataWriteError as exc:
+    errors.append([str(exc), exc.kept_to])
+if limit:
+    try:
+        w.close()
+    except PerfDataWriteError as exc:
+        errors.append([str(exc), exc.kept_to])
+print(json.dumps(errors), flush=True)
+signal.pause()
+"""
+
+
+def _run_writer(src: Path, dst: Path, limit: int = 0) -> list:
+    """Run _WRITER until it has written everything, then SIGKILL it; its errors."""
+    import json
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(src), str(dst), str(limit)],
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert line, "the writer died before writing"
+    return json.loads(line)
+
+
+@pytest.fixture(scope="module")
+def killed_copy(tmp_path_factory) -> Path:
+    """sched.data copied by a PerfDataWriter that was SIGKILLed before close()."""
+    out = tmp_path_factory.mktemp("killed") / "sched.data"
+    assert _run_writer(DATA / "sched.data", out) == []
+    return out
+
+
+def _boundaries(pd) -> list[int]:
+    """Where each record of a (finished) file starts, and where the last ends."""
+    records = list(pd.records())
+    return [r.offset for r in records] + [records[-1].offset + records[-1].size]
+
+
+def test_a_killed_writer_leaves_every_record_it_wrote_readable(killed_copy):
+    """Formats, event names and every record: all there before close()."""
+    original, copy = read_perf_data(DATA / "sched.data"), read_perf_data(killed_copy)
+    size = killed_copy.stat().st_size
+    assert struct.unpack_from("<Q", killed_copy.read_bytes(), 48) == (0,)  # data size: never set
+    assert (copy.recovery.end, copy.recovery.torn_bytes) == (size, 0)
+    assert bytes(copy.data_bytes) == bytes(original.data_bytes)
+    assert copy.formats == original.formats
+    assert [ev.name for ev in copy.attrs] == [ev.name for ev in original.attrs]
+    assert our_samples(copy) == our_samples(original)
+
+
+def test_a_finished_file_is_not_a_recovered_one(tmp_path):
+    out = tmp_path / "sched.data"
+    _copy_file(DATA / "sched.data", out)
+    assert read_perf_data(out).recovery is None
+
+
+# (what the cut leaves of the last record, bytes)
+CUTS = [("nothing: the cut is at a record boundary", 0), ("3 bytes of its header", 3),
+        ("its header, none of its body", 8), ("its header and part of its body", 13)]
+
+
+@pytest.mark.parametrize("what, into", CUTS, ids=[c[0] for c in CUTS])
+def test_recovery_stops_at_the_last_complete_record(killed_copy, tmp_path, what, into):
+    """A file cut anywhere (a kill in the middle of a write) reads up to the
+    last whole record; the torn one is left out and measured."""
+    original = read_perf_data(DATA / "sched.data")
+    shift = read_perf_data(killed_copy).data_offset - original.data_offset
+    bounds = [b + shift for b in _boundaries(original)]
+    whole = bounds[len(bounds) // 2]
+    cut = tmp_path / "cut.data"
+    cut.write_bytes(killed_copy.read_bytes()[:whole + into])
+    pd = read_perf_data(cut)
+    assert (pd.recovery.end, pd.recovery.torn_bytes) == (whole, into)
+    expected = [r for r in original.records() if r.offset + shift < whole]
+    assert [(type(r), r.offset + shift) for r in expected] == [(type(r), r.offset) for r in pd.records()]
+
+
+def test_killed_before_any_record_reads_as_empty(tmp_path):
+    pd = read_perf_data(DATA / "sched.data")
+    out = tmp_path / "empty.data"
+    w = PerfDataWriter(out, [(e.attr, e.ids, e.name) for e in pd.attrs], pd.tracing)
+    try:
+        copy = read_perf_data(out)  # as a reader sees it while the writer lives
+    finally:
+        w.close()
+    assert (copy.recovery.end, copy.recovery.torn_bytes) == (copy.data_offset, 0)
+    assert list(copy.records()) == []
+    assert copy.formats == pd.formats
+
+
+def test_a_failed_write_is_cut_off_and_named(tmp_path):
+    """A write that fails (here past RLIMIT_FSIZE, as on a full disk) is
+    undone: the file ends after the last call that succeeded, it says so,
+    and what is there reads back."""
+    original = read_perf_data(DATA / "sched.data")
+    probe = tmp_path / "probe.data"
+    _run_writer(DATA / "sched.data", probe)
+    shift = read_perf_data(probe).data_offset - original.data_offset
+    bounds = [b + shift for b in _boundaries(original)]
+    limit = bounds[len(bounds) // 2] + 5  # five bytes into a record
+    out = tmp_path / "limited.data"
+    errors = _run_writer(DATA / "sched.data", out, limit)
+    kept = bounds[len(bounds) // 2]
+    assert errors == [[f"cannot write recording '{out}': File too large; "
+                       f"it keeps the records before byte offset {kept}", kept]]
+    pd = read_perf_data(out)
+    assert (out.stat().st_size, pd.recovery.end) == (kept, kept)
+    assert len(list(pd.records())) == len(bounds) // 2
+
+
+def test_a_failed_finish_leaves_an_unfinished_file_that_reads(tmp_path):
+    """Room for every record, not for the feature index close() appends."""
+    probe = tmp_path / "probe.data"
+    _run_writer(DATA / "sched.data", probe)
+    end = probe.stat().st_size
+    out = tmp_path / "limited.data"
+    errors = _run_writer(DATA / "sched.data", out, end + 10)
+    assert errors == [[f"cannot finish recording '{out}': File too large; it keeps the records "
+                       f"before byte offset {end}, which --replay reads", end]]
+    pd = read_perf_data(out)
+    assert (out.stat().st_size, pd.recovery.end) == (end, end)
+    assert bytes(pd.data_bytes) == bytes(read_perf_data(DATA / "sched.data").data_bytes)
+
+
 # --- errors ----------------------------------------------------------------------------
 
 def _write(tmp_path, data: bytes, name="bad.data") -> Path:
