@@ -366,7 +366,7 @@ def _cmd_record(ns, err: BinaryIO) -> int:
     if failure is not None:
         _say(err, f"ktapjit: {failure}")
     if not ns.quiet:
-        _say(err, f"Recorded {driver.samples} samples to {ns.output}")
+        _say(err, f"Recorded {_count(driver.samples, 'sample')} to {ns.output}")
     return EXIT_OK if failure is None else EXIT_RUNTIME
 
 
