@@ -392,8 +392,8 @@ _AGGREGATE = {Op.Hist: agg.hist, Op.LHist: agg.lhist, Op.Stats: agg.stats}
 
 @handles(*_AGGREGATE)
 def _aggregate(v, a, rt):
-    update = _AGGREGATE[v.op]
-    return lambda r: update(*[r[x] for x in a])
+    update, max_table = _AGGREGATE[v.op], rt.limits.max_table
+    return lambda r: update(*[r[x] for x in a], max_table=max_table)
 
 
 @handles(Op.PrintAgg)

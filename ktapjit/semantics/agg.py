@@ -70,13 +70,14 @@ def bucket_keys(agg: Table) -> list[int]:
 
 # -- updates -------------------------------------------------------------------
 
-def hist(table: object, key: object, value: object) -> None:
-    """``hist(t, k, v)``."""
+def hist(table: object, key: object, value: object, *, max_table: int) -> None:
+    """``hist(t, k, v)``; a new aggregation table holds at most max_table entries."""
     _check_target("hist", table, value)
-    _update_histogram("hist", table, key, value, hist_bucket(value), ())
+    _update_histogram("hist", table, key, value, hist_bucket(value), (), max_table)
 
 
-def lhist(table: object, key: object, value: object, lo: object, hi: object, step: object) -> None:
+def lhist(table: object, key: object, value: object, lo: object, hi: object, step: object, *,
+          max_table: int) -> None:
     """``lhist(t, k, v, min, max, step)``."""
     _check_target("lhist", table, value)
     for name, bound in (("min", lo), ("max", hi), ("step", step)):
@@ -86,16 +87,16 @@ def lhist(table: object, key: object, value: object, lo: object, hi: object, ste
     if error:
         raise RuntimeFault(f"lhist: {error}")
     bounds = ((b"min", lo), (b"max", hi), (b"step", step))
-    _update_histogram("lhist", table, key, value, lhist_bucket(value, lo, hi, step), bounds)
+    _update_histogram("lhist", table, key, value, lhist_bucket(value, lo, hi, step), bounds, max_table)
 
 
-def stats(table: object, key: object, value: object) -> None:
+def stats(table: object, key: object, value: object, *, max_table: int) -> None:
     """``stats(t, k, v)``."""
     _check_target("stats", table, value)
     agg = _existing(table, key)
     if agg is None:
         fields = ((b"count", 1), (b"sum", value), (b"min", value), (b"max", value))
-        table.set(key, _new_aggregation(table, b"stats", fields))
+        table.set(key, _new_aggregation(max_table, b"stats", fields))
         return
     _check_kind("stats", agg)
     count, total, least, most = (agg.get(f) for f in FIELDS[b"stats"])
@@ -121,11 +122,11 @@ def _existing(table: Table, key: object) -> object:
 
 
 def _update_histogram(name: str, table: Table, key: object, value: int, bucket: int,
-                      bounds: tuple) -> None:
+                      bounds: tuple, max_table: int) -> None:
     agg = _existing(table, key)
     if agg is None:
         fields = (*bounds, (b"sum", value), (bucket, 1))
-        table.set(key, _new_aggregation(table, name.encode(), fields))
+        table.set(key, _new_aggregation(max_table, name.encode(), fields))
         return
     _check_kind(name, agg)
     for field, bound in bounds:
@@ -139,8 +140,8 @@ def _update_histogram(name: str, table: Table, key: object, value: int, bucket: 
     agg.set(b"sum", wrap(total + value))
 
 
-def _new_aggregation(like: Table, kind: bytes, fields) -> Table:
-    agg = Table(like.max_entries)
+def _new_aggregation(max_table: int, kind: bytes, fields) -> Table:
+    agg = Table(max_table)
     agg.set(_KIND, kind)
     for field, value in fields:
         agg.set(field, value)

@@ -6,6 +6,7 @@ and compares the bytes, or the error text.
 """
 
 import ctypes
+import functools
 import itertools
 import random
 import re
@@ -52,6 +53,7 @@ class Bridge:
         self.s = self.state.ptr
         self.ids = Identities()
         self.max_string = max_string
+        self.max_table = max_table
         self._c = {}  # id(py object) -> KVal
         self._py = {}  # (tag, payload) -> py object
         self._keep = []
@@ -734,7 +736,8 @@ def _agg_step(b, t, tc, op):
         return rc == 0, py_outcome(inner.set, field, value)[0] == "ok"
     args = [t, op[1], op[2], *(op[3] if kind == "lhist" else ())]
     argv = (KVal * len(args))(tc, *[b.to_c(a) for a in args[1:]])
-    return b.outcome(getattr(b.rt, f"k_{kind}")(b.s, argv)), py_outcome(getattr(agg, kind), *args)
+    update = functools.partial(getattr(agg, kind), max_table=b.max_table)
+    return b.outcome(getattr(b.rt, f"k_{kind}")(b.s, argv)), py_outcome(update, *args)
 
 
 @settings(max_examples=300, deadline=None)

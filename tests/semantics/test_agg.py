@@ -13,6 +13,9 @@ from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN
 from ktapjit.semantics.values import Identities, Table
 
 
+T = 1000  # --max-table of the aggregation tables made
+
+
 def row(label, count, ats):
     return label.encode().ljust(16) + b"%8d" % count + b" |" + (b"@" * ats).ljust(52) + b"|\n"
 
@@ -55,11 +58,11 @@ def test_lhist_bounds(bounds, error):
 
 def test_the_tables_updates_build():
     t = Table(100)
-    agg.hist(t, b"h", 5)
-    agg.hist(t, b"h", 1)
-    agg.lhist(t, b"l", -3, 0, 10, 5)
-    agg.stats(t, b"s", 4)
-    agg.stats(t, b"s", -2)
+    agg.hist(t, b"h", 5, max_table=T)
+    agg.hist(t, b"h", 1, max_table=T)
+    agg.lhist(t, b"l", -3, 0, 10, 5, max_table=T)
+    agg.stats(t, b"s", 4, max_table=T)
+    agg.stats(t, b"s", -2, max_table=T)
     assert [k for k, _ in entries(t)] == [b"h", b"l", b"s"]
     assert entries(t.get(b"h")) == [(b"kind", b"hist"), (b"sum", 6), (4, 1), (1, 1)]
     assert entries(t.get(b"l")) == [(b"kind", b"lhist"), (b"min", 0), (b"max", 10), (b"step", 5),
@@ -71,9 +74,9 @@ def test_the_tables_updates_build():
 def test_print_agg_spelled_out():
     t = Table(100)
     for v in (5, 5, 0):
-        agg.hist(t, b"read", v)
-    agg.stats(t, 3, -7)
-    agg.stats(t, 3, 2)
+        agg.hist(t, b"read", v, max_table=T)
+    agg.stats(t, 3, -7, max_table=T)
+    agg.stats(t, 3, 2, max_table=T)
     assert printed(t).decode().split("\n") == [
         "read:",
         "[0]                    1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |",
@@ -93,7 +96,7 @@ def test_print_agg_spelled_out():
 ])
 def test_hist_labels(value, label):
     t = Table(10)
-    agg.hist(t, b"k", value)
+    agg.hist(t, b"k", value, max_table=T)
     assert printed(t) == b"k:\n" + row(label, 1, 52) + b"\n"
 
 
@@ -110,52 +113,59 @@ def test_hist_labels(value, label):
 ])
 def test_lhist_labels(bounds, value, label):
     t = Table(10)
-    agg.lhist(t, b"k", value, *bounds)
+    agg.lhist(t, b"k", value, *bounds, max_table=T)
     assert printed(t) == b"k:\n" + row(label, 1, 52) + b"\n"
 
 
 def test_bars_truncate_against_the_largest_count():
     t = Table(100)
     for v in (1, 1, 1, 4, 4, 4, 4, 4, 4, 4):
-        agg.hist(t, b"k", v)
+        agg.hist(t, b"k", v, max_table=T)
     # 3 * 52 / 7 = 22.28...
     assert printed(t) == b"k:\n" + row("[1]", 3, 22) + row("[2, 4)", 0, 0) + row("[4, 8)", 7, 52) + b"\n"
 
 
 def test_sums_and_counts_wrap():
     t = Table(10)
-    agg.stats(t, b"s", INT64_MAX)
-    agg.stats(t, b"s", INT64_MAX)
+    agg.stats(t, b"s", INT64_MAX, max_table=T)
+    agg.stats(t, b"s", INT64_MAX, max_table=T)
     assert t.get(b"s").get(b"sum") == -2
     assert printed(t).startswith(b"s: count 2, average -1, total -2,")
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda t: agg.hist(None, b"k", 1), "hist: expected a table, got nil"),
-    (lambda t: agg.stats(t, b"k", b"1"), "stats: value must be an integer, got string"),
-    (lambda t: agg.lhist(t, b"k", 1, 0, None, 1), "lhist: max must be an integer, got nil"),
-    (lambda t: agg.lhist(t, b"k", 1, 0, 10, 4), "lhist: max - min must be a multiple of step"),
-    (lambda t: agg.hist(t, None, 1), "table index is nil"),
-    (lambda t: agg.hist(t, b"s", 1), "hist: existing value is not a hist aggregation"),
-    (lambda t: agg.lhist(t, b"n", 1, 0, 10, 1), "lhist: existing value is not a lhist aggregation"),
-    (lambda t: agg.lhist(t, b"l", 1, 0, 10, 2), "lhist: existing aggregation has other bounds"),
+    (lambda t: agg.hist(None, b"k", 1, max_table=T), "hist: expected a table, got nil"),
+    (lambda t: agg.stats(t, b"k", b"1", max_table=T), "stats: value must be an integer, got string"),
+    (lambda t: agg.lhist(t, b"k", 1, 0, None, 1, max_table=T), "lhist: max must be an integer, got nil"),
+    (lambda t: agg.lhist(t, b"k", 1, 0, 10, 4, max_table=T), "lhist: max - min must be a multiple of step"),
+    (lambda t: agg.hist(t, None, 1, max_table=T), "table index is nil"),
+    (lambda t: agg.hist(t, b"s", 1, max_table=T), "hist: existing value is not a hist aggregation"),
+    (lambda t: agg.lhist(t, b"n", 1, 0, 10, 1, max_table=T), "lhist: existing value is not a lhist aggregation"),
+    (lambda t: agg.lhist(t, b"l", 1, 0, 10, 2, max_table=T), "lhist: existing aggregation has other bounds"),
     (lambda t: agg.format_agg(5, Identities()), "print_agg: expected a table, got integer"),
     (lambda t: agg.format_agg(t, Identities()),
      "print_agg: values must be aggregations (hist, lhist or stats)"),
 ])
 def test_errors(call, message):
     t = Table(10)
-    agg.stats(t, b"s", 1)
-    agg.lhist(t, b"l", 1, 0, 10, 1)
+    agg.stats(t, b"s", 1, max_table=T)
+    agg.lhist(t, b"l", 1, 0, 10, 1, max_table=T)
     t.set(b"n", 1)
     with pytest.raises(RuntimeFault) as e:
         call(t)
     assert e.value.message == message
 
 
+def test_new_aggregations_take_the_runs_table_limit():
+    t = Table(100)  # an event's array field may allow more than --max-table
+    with pytest.raises(RuntimeFault, match=r"table overflow \(4 entries\)"):
+        agg.stats(t, b"k", 1, max_table=4)
+    assert len(t) == 0
+
+
 def test_a_failing_update_changes_nothing():
     t = Table(3)
-    agg.hist(t, b"k", 1)  # kind, sum and one bucket: full
+    agg.hist(t, b"k", 1, max_table=3)  # kind, sum and one bucket: full
     with pytest.raises(RuntimeFault, match=r"table overflow \(3 entries\)"):
-        agg.hist(t, b"k", 2)
+        agg.hist(t, b"k", 2, max_table=3)
     assert entries(t.get(b"k")) == [(b"kind", b"hist"), (b"sum", 1), (1, 1)]
