@@ -3,7 +3,7 @@
  *
  * Generated code and ktapjit/jit/rtlib.py (ctypes) call these functions. The
  * semantics are ktapjit/semantics/ (values.py, intmath.py, printf.py,
- * hist.py): every function here reproduces them byte for byte, including
+ * hist.py, folded.py, agg.py): every function here reproduces them byte for byte, including
  * the error texts, and tests/jit/test_runtime.py checks that.
  *
  * ABI version KRT_ABI_VERSION. Bump it on any change to a struct layout, an
