@@ -3,7 +3,6 @@
  * integer fields of its kind, and buckets keyed by the least value they
  * count (docs/language-notes.md, "Aggregations"). */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "ktrt_private.h"
