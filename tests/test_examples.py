@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = ROOT / "examples"
 DEMO = EXAMPLES_DIR / "data" / "demo.data"
 EXPECTED_DIR = Path(__file__).resolve().parent / "examples_expected"
-EXAMPLES = ["hello", "syscount", "syscount_by_process", "schedtime", "syslat", "filtered"]
+EXAMPLES = ["hello", "syscount", "syscount_by_process", "schedtime", "syslat", "filtered", "sysdist"]
 UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 
 needs_perf = pytest.mark.skipif(shutil.which("perf") is None, reason="perf (Debian linux-perf) is not installed")
@@ -242,6 +242,44 @@ def test_syslat_from_perf_script():
     derived = f"{calls} system calls timed, {unmatched} exits without an entry\n" + print_hist(hist)
     derived += f"slowest: NR {slowest[1]} in {slowest[2]}, {slowest[0] // 1000} us\n"
     assert derived.encode() == expected("syslat") == replay("syslat")[1]
+
+
+def bpftrace_rows(counts: dict[str, int]) -> str:
+    """Histogram rows as docs/language-notes.md describes bpftrace's layout:
+    counts holds every bucket from the first hit to the last, in order."""
+    most = max(counts.values())
+    return "".join("%-16s%8d |%-52s|\n" % (label, n, "@" * (n * 52 // most)) for label, n in counts.items())
+
+
+def _size(n: int) -> str:
+    """2^p as 2^(p mod 10) followed by K, M, G... for p // 10."""
+    p = n.bit_length() - 1
+    return f"{1 << p % 10}{['', 'K', 'M', 'G', 'T', 'P', 'E'][p // 10]}"
+
+
+@needs_perf
+def test_sysdist_from_perf_script():
+    entered: dict[int, int] = {}
+    latencies: list[int] = []
+    by_comm: dict[str, list[int]] = {}
+    for ev in perf_events(True):
+        if ev["event"] == "raw_syscalls:sys_enter":
+            entered[ev["tid"]] = ev["time"]
+        elif ev["event"] == "raw_syscalls:sys_exit" and ev["tid"] in entered:
+            ns = ev["time"] - entered.pop(ev["tid"])
+            latencies.append(ns)
+            by_comm.setdefault(ev["comm"], []).append(ns)
+    assert min(latencies) >= 2
+    powers = [ns.bit_length() - 1 for ns in latencies]   # 2^p <= ns < 2^(p+1)
+    log2 = {f"[{_size(1 << p)}, {_size(2 << p)})": powers.count(p) for p in range(min(powers), max(powers) + 1)}
+    us = [min(ns // 1000 // 10, 10) for ns in latencies]  # ten 10-us buckets, then >= 100
+    linear = {(f"[{10 * i}, {10 * i + 10})" if i < 10 else "[100, ...)"): us.count(i)
+              for i in range(min(us), max(us) + 1)}
+    derived = "ns:\n" + bpftrace_rows(log2) + "\nus:\n" + bpftrace_rows(linear) + "\n"
+    for comm, values in by_comm.items():
+        derived += (f"{comm}: count {len(values)}, average {sum(values) // len(values)}, "
+                    f"total {sum(values)}, min {min(values)}, max {max(values)}\n")
+    assert derived.encode() == expected("sysdist") == replay("sysdist")[1]
 
 
 _STATE_BITS = {"S": 0x01, "D": 0x02, "T": 0x04, "t": 0x08, "X": 0x10, "Z": 0x20, "P": 0x40, "I": 0x80}

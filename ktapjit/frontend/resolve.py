@@ -20,7 +20,7 @@ from ktapjit.frontend import ast
 # Builtins callable by name. `table.new` is reached through the `table` name.
 BUILTINS = frozenset({
     "print", "printf", "print_hist", "print_folded", "len", "delete", "stringof", "num_cpus",
-    "arch", "kernel_v", "exit", "gettimeofday_ns", "gettimeofday_us",
+    "hist", "lhist", "stats", "print_agg", "arch", "kernel_v", "exit", "gettimeofday_ns", "gettimeofday_us",
     "gettimeofday_ms", "gettimeofday_s", "pairs", "stack", "ustack", "table",
 })
 # Builtins that read the current event: probe bodies only, like event values.

@@ -28,6 +28,7 @@ from ktapjit.diag import RuntimeFault
 from ktapjit.interp.runtime import FLUSH_PIECES, Runtime
 from ktapjit.ir.func import Value
 from ktapjit.ir.ops import ARITH_SYMBOL, Op
+from ktapjit.semantics import agg
 from ktapjit.semantics.folded import format_folded
 from ktapjit.semantics.hist import format_hist
 from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN, arith, bnot, neg
@@ -381,6 +382,27 @@ def _print_folded(v, a, rt):
 
     def step(r):
         buf.append(format_folded(r[t], ids))
+        if len(buf) >= FLUSH_PIECES:
+            flush()
+    return step
+
+
+_AGGREGATE = {Op.Hist: agg.hist, Op.LHist: agg.lhist, Op.Stats: agg.stats}
+
+
+@handles(*_AGGREGATE)
+def _aggregate(v, a, rt):
+    update, max_table = _AGGREGATE[v.op], rt.limits.max_table
+    return lambda r: update(*[r[x] for x in a], max_table=max_table)
+
+
+@handles(Op.PrintAgg)
+def _print_agg(v, a, rt):
+    ids, buf, flush = rt.identities, rt.buf, rt.flush
+    (t,) = a
+
+    def step(r):
+        buf.append(agg.format_agg(r[t], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step

@@ -104,6 +104,12 @@ OPS: list[OpInfo] = [
     OpInfo("PrintHist", VARIADIC, "none", TRAP | EFFECT, min_args=1,
            doc="print_hist(a0 [, a1])"),
     OpInfo("PrintFolded", 1, "none", TRAP | EFFECT, doc="print_folded(a0): folded stack lines"),
+    # aggregations (docs/language-notes.md): update the aggregation table a0[a1] with a2
+    OpInfo("Hist", 3, "none", TRAP | EFFECT | ALLOC, doc="hist(a0, a1, a2): power-of-two buckets"),
+    OpInfo("LHist", 6, "none", TRAP | EFFECT | ALLOC,
+           doc="lhist(a0, a1, a2, a3 min, a4 max, a5 step): linear buckets"),
+    OpInfo("Stats", 3, "none", TRAP | EFFECT | ALLOC, doc="stats(a0, a1, a2): count, sum, min, max"),
+    OpInfo("PrintAgg", 1, "none", TRAP | EFFECT, doc="print_agg(a0): every aggregation of a0"),
     OpInfo("NumCpus", 0, "int", PURE, doc="num_cpus()"),
     OpInfo("Arch", 0, "string", PURE, doc="arch()"),
     OpInfo("KernelV", 0, "string", PURE, doc="kernel_v()"),

@@ -23,6 +23,8 @@ from ktapjit.ir.ops import BINARY_OPS, UNARY_OPS, Op, info
 
 _TIME_UNITS = {"gettimeofday_ns": "ns", "gettimeofday_us": "us", "gettimeofday_ms": "ms", "gettimeofday_s": "s"}
 _VALUE_BUILTINS = {"num_cpus": Op.NumCpus, "arch": Op.Arch, "kernel_v": Op.KernelV}
+# Aggregation updates: op and argument count (missing arguments are nil).
+_AGGREGATIONS = {"hist": (Op.Hist, 3), "lhist": (Op.LHist, 6), "stats": (Op.Stats, 3)}
 _COMPOUND_OPS = {"+": Op.Add, "-": Op.Sub, "*": Op.Mul, "/": Op.Div, "%": Op.Mod}
 
 
@@ -538,6 +540,11 @@ class _FuncBuilder:
             return self.nil_if_none(Op.PrintHist, self.emit(Op.PrintHist, [arg(0)] + args[1:2], span=span))
         if name == "print_folded":
             return self.nil_if_none(Op.PrintFolded, self.emit(Op.PrintFolded, [arg(0)], span=span))
+        if name in _AGGREGATIONS:
+            op, nargs = _AGGREGATIONS[name]
+            return self.nil_if_none(op, self.emit(op, [arg(i) for i in range(nargs)], span=span))
+        if name == "print_agg":
+            return self.nil_if_none(Op.PrintAgg, self.emit(Op.PrintAgg, [arg(0)], span=span))
         if name == "len":
             return self.emit(Op.Len, [arg(0)], span=span)
         if name == "delete":

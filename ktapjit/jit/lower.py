@@ -30,6 +30,8 @@ from ktapjit.jit.abi import I1, I32, I64, KVAL, KVALP
 
 STRINGS_GLOBAL = "ktap_strings"
 _TIME_DIVISORS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+# Ops whose arguments go to the runtime in the argv array.
+_ARGV_OPS = (Op.Call, Op.Print, Op.Printf, Op.Hist, Op.LHist, Op.Stats)
 _EVENT_OPS = {Op.EventValue: "value", Op.EventField: "field", Op.Stack: "stack"}
 _COMPARE = {Op.Lt: "<", Op.Le: "<=", Op.Gt: ">", Op.Ge: ">="}
 _INT_BINARY = {Op.Add: "add", Op.Sub: "sub", Op.Mul: "mul", Op.BAnd: "and_", Op.BOr: "or_",
@@ -216,7 +218,7 @@ class FuncLowering:
         b = self.b
         self.tick = b.alloca(I64, name="ticks")
         b.store(_c(0), self.tick)
-        width = max([len(v.args) for v in self.func.values() if v.op in (Op.Call, Op.Print, Op.Printf)]
+        width = max([len(v.args) for v in self.func.values() if v.op in _ARGV_OPS]
                     + [1])
         self.argv = b.alloca(ir.ArrayType(KVAL, width), name="argv")
         self.tmp = b.alloca(KVAL, name="tmp")
@@ -745,6 +747,21 @@ def _print_hist(fl, v):
 @lowers(Op.PrintFolded)
 def _print_folded(fl, v):
     fl.ok_status(fl.call("k_print_folded", fl.state, *fl.arg(v.args[0])), fl.ml.site(v.span))
+
+
+_AGGREGATE_CALLS = {Op.Hist: "k_hist", Op.LHist: "k_lhist", Op.Stats: "k_stats"}
+
+
+@lowers(*_AGGREGATE_CALLS)
+def _aggregate(fl, v):
+    # Three kvals and more would not all fit in registers: passed in argv.
+    argv = fl.store_args(v.args)
+    fl.ok_status(fl.call(_AGGREGATE_CALLS[v.op], fl.state, argv), fl.ml.site(v.span))
+
+
+@lowers(Op.PrintAgg)
+def _print_agg(fl, v):
+    fl.ok_status(fl.call("k_print_agg", fl.state, *fl.arg(v.args[0])), fl.ml.site(v.span))
 
 
 def _host(index: int):

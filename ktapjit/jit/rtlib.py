@@ -38,7 +38,7 @@ from ktapjit.cache_paths import cache_root
 from ktapjit.diag import RuntimeFault
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
-ABI_VERSION = 4  # KRT_ABI_VERSION in ktrt.h
+ABI_VERSION = 5  # KRT_ABI_VERSION in ktrt.h
 CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing", "-fno-semantic-interposition")
 
 # Tags (KT_* in ktrt.h).
@@ -51,8 +51,9 @@ NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = range(6)
     E_TOO_MANY_ARGS, E_FOR_INITIAL, E_FOR_LIMIT, E_FOR_STEP, E_FOR_STEP_ZERO,
     E_PRINTF_FORMAT, E_PRINTF_ARGS, E_PRINTF_BADARG, E_PRINTF_CONV, E_PRINTF_INCOMPLETE,
     E_PRINTF_WIDTH, E_HIST_TABLE, E_HIST_ROWS, E_HIST_VALUES, E_EVENT, E_NATIVE_STACK,
-    E_FOLDED_TABLE, E_FOLDED_VALUES,
-) = range(32)
+    E_FOLDED_TABLE, E_FOLDED_VALUES, E_AGG_TABLE, E_AGG_VALUE, E_AGG_KIND,
+    E_LHIST_BOUND_TYPE, E_LHIST_BOUNDS, E_LHIST_OTHER, E_PRINT_AGG_TABLE, E_PRINT_AGG_VALUES,
+) = range(40)
 
 # How generated functions return (K_RUN_* in ktrt.h).
 RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL = range(4)
@@ -146,6 +147,10 @@ _PROTOTYPES = {
     "k_printf": (_INT, [_P, _KV, _KVP, _I64]),
     "k_print_hist": (_INT, [_P, _KV, _KV]),
     "k_print_folded": (_INT, [_P, _KV]),
+    "k_hist": (_INT, [_P, _KVP]),
+    "k_lhist": (_INT, [_P, _KVP]),
+    "k_stats": (_INT, [_P, _KVP]),
+    "k_print_agg": (_INT, [_P, _KV]),
     "k_enter": (_I64, [_P, _P]),
     # the native event path (feed.c)
     "k_feed_new": (_P, [_I64]),

@@ -1,5 +1,5 @@
 """Language semantics shared by every engine: values, integer arithmetic,
-printf and print_hist formatting.
+printf and print_hist formatting, aggregations (hist, lhist, stats, print_agg).
 
 The reference interpreter calls these functions directly; the JIT's native
 runtime is tested against them. Each function raises RuntimeFault with

@@ -52,12 +52,13 @@ NEST = "nest"    # a table whose .sub is a table of integers
 CLOS = "clos"    # a closure taking one integer, returning an integer
 PAIR = "pair"    # a table {inc = closure(d), get = closure()} sharing one upvalue
 FUNS = "funs"    # a table of closures like CLOS
+AGG = "agg"      # a table of aggregations (hist, lhist, stats), for print_agg
 ANY = "any"      # anything (nil included): only printed, compared, concatenated...
 
 # The globals every script declares, with their kinds.
 GLOBALS: Mapping[str, str] = {
     "a": INT, "b": INT, "c": INT, "s": STR, "w": STR,
-    "t": TAB, "u": TAB, "m": MIX, "h": HIST, "g": NEST, "fs": FUNS,
+    "t": TAB, "u": TAB, "m": MIX, "h": HIST, "g": NEST, "fs": FUNS, "ag": AGG,
 }
 INT_LOCALS = ("x", "y")
 STR_LOCALS = ("z",)
@@ -89,6 +90,9 @@ PRINTF_TEXT = (" ", "|", "x=", ": ", "\\t", "[", "]", "ab")
 STACK_KEYS = ("inner+0x1a\nouter+0x2", "inner+0x1b\nouter+0x9", "[unknown]\nmain+0x10", "\n\nx", "a\n")
 
 BAD_STEPS = ("0", "nil", '"2"')
+# lhist bounds; the aggregation under "l<i>" always uses LHIST_BOUNDS[i].
+LHIST_BOUNDS = ("0, 100, 10", "-2048, 2048, 1024", "0, 5, 1")
+BAD_LHIST_BOUNDS = ("0, 10, 3", "10, 0, 1", "0, 2000, 1", "0, nil, 1", "0, 100, 20")
 MIX_VALUES = ("{1, 2}", "{x = {}}", "nil", "true", '"v"', "3")   # m's first values, nested tables too
 
 # Multipliers of the deliberate-error weights; the first (none) is what shrinking reaches.
@@ -523,6 +527,8 @@ class _Writer:
             (3, lambda: ([self.printf_stmt(ctx)], ctx)),
             (1, lambda: ([self.print_hist_stmt(ctx)], ctx)),
             (0.5, lambda: ([self.print_folded_stmt(ctx)], ctx)),
+            (1, lambda: ([self.aggregate_stmt(ctx)], ctx)),
+            (0.4, lambda: ([self.print_agg_stmt(ctx)], ctx)),
             (2, lambda: ([self.call_stmt(ctx)], ctx)),
             (0.3, lambda: ([f"delete({self.pick(['t', 'u', 'm', 'h'])})"], ctx)),
             (2 if compound else 0, lambda: (self.if_stmt(nested), ctx)),
@@ -616,6 +622,29 @@ class _Writer:
             (1 * self.risk, lambda: self.pick(["t", "m", "nil"])),   # negatives, non-integers
         ])
         return f"print_folded({table})"
+
+    def aggregate_stmt(self, ctx: Ctx) -> str:
+        """hist, lhist and stats (a project addition, docs/language-notes.md)
+        into `ag`, each kind under its own keys so updates agree; wrong kinds,
+        bounds, tables and values on purpose."""
+        n = self.count(0, 2)
+        value = self.int_expr(ctx, 1)
+        return self.choose([
+            (3, lambda: f"hist(ag, {self.pick([quote(f'h{n}'), self.key(ctx)])}, {value})"),
+            (2, lambda: f'lhist(ag, "l{n}", {value}, {LHIST_BOUNDS[n]})'),
+            (2, lambda: f'stats(ag, "s{n}", {value})'),
+            (0.3 * self.risk, lambda: f'{self.pick(["hist", "stats"])}(ag, "l{n}", {value})'),
+            (0.3 * self.risk, lambda: f'lhist(ag, "l{n}", {value}, {self.pick(BAD_LHIST_BOUNDS)})'),
+            (0.3 * self.risk, lambda: f'hist(ag, "h{n}", {self.any_expr(ctx, 0)})'),
+            (0.2 * self.risk, lambda: f'stats({self.pick(["t", "m", "nil"])}, {self.key(ctx)}, {value})'),
+        ])
+
+    def print_agg_stmt(self, ctx: Ctx) -> str:
+        table = self.choose([
+            (4, lambda: "ag"),
+            (1 * self.risk, lambda: self.pick(["t", "h", "m", "nil"])),
+        ])
+        return f"print_agg({table})"
 
     def printf_stmt(self, ctx: Ctx) -> str:
         """printf with a format that matches its arguments, or is wrong on purpose."""
@@ -810,6 +839,7 @@ class _Writer:
             f"var m = {self.constructor(leaf, lambda: self.pick(MIX_VALUES))}",
             "var h = {}",
             "var fs = {}",
+            "var ag = {}",
             f"var g = {{sub = {self.constructor(leaf, self.int_literal)}, name = {self.str_literal()}}}",
         ]
 

@@ -6,6 +6,7 @@ and compares the bytes, or the error text.
 """
 
 import ctypes
+import functools
 import itertools
 import random
 import re
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from ktapjit.diag import RuntimeFault
 from ktapjit.jit import rtlib
 from ktapjit.jit.rtlib import KVal
-from ktapjit.semantics import intmath, values
+from ktapjit.semantics import agg, intmath, values
 from ktapjit.semantics.folded import format_folded
 from ktapjit.semantics.hist import format_hist
 from ktapjit.semantics.printf import format_printf
@@ -52,6 +53,7 @@ class Bridge:
         self.s = self.state.ptr
         self.ids = Identities()
         self.max_string = max_string
+        self.max_table = max_table
         self._c = {}  # id(py object) -> KVal
         self._py = {}  # (tag, payload) -> py object
         self._keep = []
@@ -695,6 +697,101 @@ def test_print_folded_rejects_a_non_table(rt):
         ours = b.outcome(rt.k_print_folded(b.s, b.to_c(value)))
         assert ours[0] == "error"
         assert ours == py_outcome(format_folded, value, b.ids, produces_output=True)
+
+
+# -- aggregations ----------------------------------------------------------------------
+
+_AGG_VALUES = st.one_of(st.integers(-5, 300), st.sampled_from([0, -1, MIN, MAX, 2**40, 2**62]),
+                        st.sampled_from([None, b"x", True]))
+_AGG_KEYS = st.sampled_from([b"a", b"a", 7, None])
+_LHIST_BOUNDS = st.sampled_from([
+    (0, 100, 10), (-2048, 2048, 1024), (0, 4 << 20, 1 << 20), (MIN, MIN + 10, 5), (1000, 3000, 1000),
+    (0, 10, 3), (10, 0, 1), (0, 1001, 1), (0, 10, 0), (MIN, MAX, 1), (0, b"10", 1), (None, 10, 1),
+])
+_AGG_OPS = st.one_of(
+    st.tuples(st.sampled_from(["hist", "stats"]), _AGG_KEYS, _AGG_VALUES),
+    st.tuples(st.just("lhist"), _AGG_KEYS, _AGG_VALUES, _LHIST_BOUNDS),
+    # break an aggregation the way a script could: t[k][field] = value
+    st.tuples(st.just("store"), _AGG_KEYS,
+              st.sampled_from([b"kind", b"sum", b"count", b"min", b"step", b"note", 1, 3, 8, 20, MIN]),
+              st.sampled_from([None, 0, -1, 5, b"hist", b"stats", b"s"])),
+    st.tuples(st.just("print")),
+)
+
+
+def _agg_step(b, t, tc, op):
+    """Run one operation on the Python table t and its C twin tc; both outcomes."""
+    kind = op[0]
+    if kind == "print":
+        return (b.outcome(b.rt.k_print_agg(b.s, tc)),
+                py_outcome(agg.format_agg, t, b.ids, produces_output=True))
+    if kind == "store":
+        _, key, field, value = op
+        inner = t.get(key)
+        if type(inner) is not Table:
+            return None, None
+        held = KVal()
+        b.rt.k_table_get(tc.payload, b.to_c(key), ctypes.byref(held))
+        rc = b.rt.k_table_set(held.payload, b.to_c(field), b.to_c(value))
+        return rc == 0, py_outcome(inner.set, field, value)[0] == "ok"
+    args = [t, op[1], op[2], *(op[3] if kind == "lhist" else ())]
+    argv = (KVal * len(args))(tc, *[b.to_c(a) for a in args[1:]])
+    update = functools.partial(getattr(agg, kind), max_table=b.max_table)
+    return b.outcome(getattr(b.rt, f"k_{kind}")(b.s, argv)), py_outcome(update, *args)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(_AGG_OPS, max_size=25), limit=st.sampled_from([3, 5, 1000]))
+def test_aggregations_property(rt, ops, limit):
+    b = Bridge(rt, max_table=limit)
+    t = Table(limit)
+    tc = b.to_c(t)
+    for op in [*ops, ("print",)]:
+        ours, theirs = _agg_step(b, t, tc, op)
+        assert ours == theirs, op
+
+
+# Aggregations as scripts can leave them: each is made, changed by stores, then printed.
+_LH = ("lhist", b"a", 15, (0, 100, 10))
+AGG_CORPUS = {
+    "lhist on grid": [_LH, ("store", b"a", 20, 4)],
+    "lhist off grid": [_LH, ("store", b"a", 3, 1)],
+    "lhist below, min INT64_MIN": [("lhist", b"a", MIN, (MIN, MIN + 10, 5)), ("store", b"a", MIN, 2)],
+    "lhist bad bounds": [_LH, ("store", b"a", b"step", 3)],
+    "lhist every bucket": [("lhist", b"a", v, (-2048, 2048, 1024)) for v in range(-3000, 3000, 500)],
+    "hist non-power": [("hist", b"a", 4), ("store", b"a", 6, 1)],
+    "hist INT64_MIN bucket": [("hist", b"a", 4), ("store", b"a", MIN, 3)],
+    "hist zero counts": [("hist", b"a", 4), ("store", b"a", 4, 0)],
+    "hist no buckets": [("hist", b"a", 4), ("store", b"a", 4, None)],
+    "hist string count": [("hist", b"a", 4), ("store", b"a", 4, b"s")],
+    "hist kind removed": [("hist", b"a", 4), ("store", b"a", b"kind", None)],
+    "hist sum removed": [("hist", b"a", 4), ("store", b"a", b"sum", None)],
+    "hist extra field": [("hist", b"a", 4), ("store", b"a", b"note", 1)],
+    "hist min field": [("hist", b"a", 4), ("store", b"a", b"min", 1)],
+    "stats count 0": [("stats", b"a", 4), ("store", b"a", b"count", 0)],
+    "stats bucket": [("stats", b"a", 4), ("store", b"a", 1, 1)],
+    "stats negative average": [("stats", b"a", -7), ("stats", b"a", 2), ("stats", 7, MIN)],
+    "kind changed": [("hist", b"a", 4), ("store", b"a", b"kind", b"stats"), ("stats", b"a", 1)],
+    "bounds changed": [_LH, ("store", b"a", b"max", 200), ("lhist", b"a", 1, (0, 100, 10))],
+}
+
+
+@pytest.mark.parametrize("ops", AGG_CORPUS.values(), ids=AGG_CORPUS.keys())
+def test_aggregation_corpus(rt, ops):
+    b = Bridge(rt)
+    t = Table(1000)
+    tc = b.to_c(t)
+    for op in [*ops, ("print",)]:
+        ours, theirs = _agg_step(b, t, tc, op)
+        assert ours == theirs, op
+
+
+def test_print_agg_rejects_a_non_table(rt):
+    b = Bridge(rt)
+    for value in (None, 3, b"x"):
+        ours = b.outcome(rt.k_print_agg(b.s, b.to_c(value)))
+        assert ours[0] == "error"
+        assert ours == py_outcome(agg.format_agg, value, b.ids, produces_output=True)
 
 
 # -- building --------------------------------------------------------------------------

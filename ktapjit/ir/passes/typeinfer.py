@@ -38,6 +38,7 @@ _FIXED = {
     Op.EventField: ANY, Op.Stack: ANY,
     Op.GlobalSet: 0, Op.CellSet: 0, Op.TableSet: 0, Op.Delete: 0, Op.LoopTick: 0,
     Op.Print: 0, Op.Printf: 0, Op.PrintHist: 0, Op.PrintFolded: 0,
+    Op.Hist: 0, Op.LHist: 0, Op.Stats: 0, Op.PrintAgg: 0,
 }
 
 # A recording made without TID or CPU in its samples reads nil for those, and

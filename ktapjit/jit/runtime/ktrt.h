@@ -3,7 +3,7 @@
  *
  * Generated code and ktapjit/jit/rtlib.py (ctypes) call these functions. The
  * semantics are ktapjit/semantics/ (values.py, intmath.py, printf.py,
- * hist.py): every function here reproduces them byte for byte, including
+ * hist.py, folded.py, agg.py): every function here reproduces them byte for byte, including
  * the error texts, and tests/jit/test_runtime.py checks that.
  *
  * ABI version KRT_ABI_VERSION. Bump it on any change to a struct layout, an
@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KRT_ABI_VERSION 4
+#define KRT_ABI_VERSION 5
 
 /* ---- values ------------------------------------------------------------ */
 
@@ -111,6 +111,18 @@ enum {
     K_E_NATIVE_STACK = 29,   /* "native stack exhausted at depth N (raise ulimit -s)", N = a */
     K_E_FOLDED_TABLE = 30,   /* "print_folded: expected a table, got T" */
     K_E_FOLDED_VALUES = 31,  /* "print_folded: values must be non-negative integers" */
+    /* aggregations; a = the builtin: 0 hist, 1 lhist, 2 stats */
+    K_E_AGG_TABLE = 32,      /* "B: expected a table, got T" (a, b = tag) */
+    K_E_AGG_VALUE = 33,      /* "B: value must be an integer, got T" (a, b = tag) */
+    K_E_AGG_KIND = 34,       /* "B: existing value is not a B aggregation" (a) */
+    K_E_LHIST_BOUND_TYPE = 35, /* "lhist: N must be an integer, got T": a 0 min, 1 max,
+                                  2 step; b = tag */
+    K_E_LHIST_BOUNDS = 36,   /* "lhist: step must be positive" (a = 1), "min must be less
+                                than max" (2), "max - min must be a multiple of step" (3),
+                                "too many buckets (more than 1000)" (4) */
+    K_E_LHIST_OTHER = 37,    /* "lhist: existing aggregation has other bounds" */
+    K_E_PRINT_AGG_TABLE = 38,  /* "print_agg: expected a table, got T" */
+    K_E_PRINT_AGG_VALUES = 39, /* "print_agg: values must be aggregations (hist, lhist or stats)" */
     K_E__COUNT
 };
 
@@ -272,6 +284,13 @@ int k_printf(kstate *s, kval fmt, const kval *args, int64_t n);
 int k_print_hist(kstate *s, kval table, kval n);
 /* print_folded(t): ktapjit/semantics/folded.py. */
 int k_print_folded(kstate *s, kval table);
+/* Aggregations (agg.c: ktapjit/semantics/agg.py). args[0..3) = t, k, v;
+ * lhist's args[3..6) = min, max, step. */
+int k_hist(kstate *s, const kval *args);
+int k_lhist(kstate *s, const kval *args);
+int k_stats(kstate *s, const kval *args);
+/* print_agg(t). */
+int k_print_agg(kstate *s, kval table);
 
 /* ---- functions, cells and calls (generated code) ------------------------- */
 

@@ -69,6 +69,11 @@ const char *k_type_name(int64_t tag)
     return tag >= 0 && tag <= KT_FUNC ? names[tag] : "?";
 }
 
+static const char *agg_name(int64_t which)
+{
+    return which == 0 ? "hist" : which == 1 ? "lhist" : "stats";
+}
+
 int k_err_message(kstate *s, char *buf, size_t cap)
 {
     int64_t a = s->err.a, b = s->err.b;
@@ -124,6 +129,28 @@ int k_err_message(kstate *s, char *buf, size_t cap)
         return snprintf(buf, cap, "print_folded: expected a table, got %s", k_type_name(a));
     case K_E_FOLDED_VALUES:
         return snprintf(buf, cap, "print_folded: values must be non-negative integers");
+    case K_E_AGG_TABLE:
+        return snprintf(buf, cap, "%s: expected a table, got %s", agg_name(a), k_type_name(b));
+    case K_E_AGG_VALUE:
+        return snprintf(buf, cap, "%s: value must be an integer, got %s", agg_name(a),
+                        k_type_name(b));
+    case K_E_AGG_KIND:
+        return snprintf(buf, cap, "%s: existing value is not a %s aggregation", agg_name(a),
+                        agg_name(a));
+    case K_E_LHIST_BOUND_TYPE:
+        return snprintf(buf, cap, "lhist: %s must be an integer, got %s",
+                        a == 0 ? "min" : a == 1 ? "max" : "step", k_type_name(b));
+    case K_E_LHIST_BOUNDS: {
+        static const char *const why[] = {"?", "step must be positive", "min must be less than max",
+                                          "max - min must be a multiple of step",
+                                          "too many buckets (more than 1000)"};
+        return snprintf(buf, cap, "lhist: %s", why[a >= 1 && a <= 4 ? a : 0]);
+    }
+    case K_E_LHIST_OTHER: return snprintf(buf, cap, "lhist: existing aggregation has other bounds");
+    case K_E_PRINT_AGG_TABLE:
+        return snprintf(buf, cap, "print_agg: expected a table, got %s", k_type_name(a));
+    case K_E_PRINT_AGG_VALUES:
+        return snprintf(buf, cap, "print_agg: values must be aggregations (hist, lhist or stats)");
     case K_E_EVENT: return snprintf(buf, cap, "event slot %lld could not be read", (long long)a);
     case K_E_NATIVE_STACK:
         return snprintf(buf, cap,
