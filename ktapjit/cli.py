@@ -16,7 +16,7 @@ from typing import BinaryIO, Optional, Sequence
 
 from ktapjit import __version__
 from ktapjit.diag import CompileError
-from ktapjit.run_api import Host, Limits, RunConfig, monotonic_ns
+from ktapjit.run_api import Aborted, Host, Limits, RunConfig, monotonic_ns
 
 INT64_MAX = 2**63 - 1  # limits are 64-bit counters in native code
 
@@ -203,6 +203,9 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
     except KeyboardInterrupt:  # before the script ran (compiling, binding)
         _say(err, "ktapjit: interrupted")
         return EXIT_INTERRUPTED
+    except Aborted:  # a second Ctrl-C while tracing
+        _say(err, "ktapjit: interrupted again: stopped at once, without trace_end")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `ktapjit run ... | head`: the reader left; so do we, quietly
         _silence(out)
         return EXIT_BROKEN_PIPE
@@ -350,11 +353,18 @@ def _cmd_record(ns, err: BinaryIO) -> int:
         _guard_events(lambda: session.drive(driver))
     finally:
         _close_session(session, err)
-    if driver.lost:
-        _say(err, f"{driver.lost} events lost")
+    _say_losses(err, driver.lost, driver.unprocessed)
     if not ns.quiet:
         _say(err, f"Recorded {driver.samples} samples to {ns.output}")
     return EXIT_OK
+
+
+def _say_losses(err: BinaryIO, lost: int, unprocessed: int) -> None:
+    """Events that never ran: dropped by the kernel, or read and left when a stop's deadline passed."""
+    if lost:
+        _say(err, f"{lost} events lost")
+    if unprocessed:
+        _say(err, f"{unprocessed} events read but not processed (stopped)")
 
 
 def _live_options(ns, record_path: Optional[str], err: BinaryIO):
@@ -583,8 +593,8 @@ def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryI
             outcome = drive_run(session, run, module, config.limits.max_table)
     except KeyboardInterrupt:
         pass  # Ctrl-C during the top level: like at any other time, trace_end runs
-    if outcome is not None and outcome.lost:
-        _say(err, f"{outcome.lost} events lost")
+    if outcome is not None:
+        _say_losses(err, outcome.lost, outcome.unprocessed)
     # An error is reported when it happens: before trace_end runs (LANGUAGE.md).
     reported = len(run.errors)
     _report(run.errors, sink, err)

@@ -18,11 +18,12 @@ import struct
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import iter_records
+from ktapjit.events.decode import Sample, iter_records
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
 from ktapjit.events.merge import StreamMerger
 from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
@@ -31,10 +32,14 @@ from ktapjit.events.schema import EventFormat
 from ktapjit.events.tracefs import EventsError, list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
+from ktapjit.run_api import Aborted
 from ktapjit.tracing.plan import BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers
 
 POLL_SECONDS = 0.1
 HEARTBEAT_NS = 10_000_000
+# After a stop signal, what was read before it is run for this long at most;
+# the rest is counted, not run, and trace_end follows.
+STOP_GRACE_SECONDS = 1.0
 _FINISHED_ROUND = struct.pack("<IHH", abi.PERF_RECORD_FINISHED_ROUND, 0, 8)
 
 
@@ -80,6 +85,7 @@ class LiveOptions:
 class LiveOutcome:
     end_ns: int
     lost: int
+    unprocessed: int = 0  # samples read but not run: a stop's deadline passed first
 
 
 def bind_live(module: Module, probes=None) -> list[BoundEvent]:
@@ -135,10 +141,21 @@ class SignalGuard:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM end the trace (trace_end still runs); restored afterwards."""
+    """SIGINT/SIGTERM while the trace runs; the handlers are restored afterwards.
+
+    The first signal stops the trace: the events are disabled at once (by
+    `halt`, set while they are open), what was read before it runs until
+    `deadline`, and trace_end follows. A second one aborts: Aborted is raised
+    at once inside `abortable()` (the feeding loop), else once the clean-up
+    is done (run_live), and trace_end does not run.
+    """
 
     def __init__(self):
         self.stopped = False
+        self.deadline: Optional[float] = None  # time.monotonic() when feeding must end
+        self.aborted = False
+        self.halt: Optional[Callable[[], None]] = None
+        self._abortable = False
         self._saved: dict[int, object] = {}
 
     def __enter__(self):
@@ -147,11 +164,44 @@ class _StopFlag:
         return self
 
     def _stop(self, signum, frame):
+        if self.stopped:
+            self.aborted = True
+            if self._abortable:
+                self._abortable = False
+                raise Aborted
+            return
         self.stopped = True
+        self.deadline = time.monotonic() + STOP_GRACE_SECONDS
+        if self.halt is not None:
+            self.halt()
+
+    def overdue(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    @contextmanager
+    def abortable(self):
+        self._abortable = True
+        try:
+            if self.aborted:
+                raise Aborted
+            yield
+        finally:
+            self._abortable = False
 
     def __exit__(self, *exc):
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
+
+
+def _halter(session: PerfSession) -> Callable[[], None]:
+    """Disables the events from a signal handler; a failure there is left
+    for the loop's own disable() to report."""
+    def halt() -> None:
+        try:
+            session.disable()
+        except abi.PerfError:
+            pass
+    return halt
 
 
 class _Child:
@@ -278,36 +328,72 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
         pid = child.pid if child else options.pid
         writer = None
         try:
-            # CLOCK_MONOTONIC timestamps are comparable with the start time.
-            with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
-                             clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session:
-                for (_attr, ids, _name), members in zip(session.attrs(), groups):
-                    for b in members:  # the task tracker, last, binds to no probe
-                        plan.attach(ids, b)
-                attrs = session.attr_table()
-                native = _open_native(driver, plan, attrs, start_ns)
-                head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
-                if options.record_path:
-                    writer = _open_recording(options.record_path, session, bound)
-                    writer.write_records(head)
-                if native:
-                    driver.feed_bytes(head)
-                else:
-                    driver.feed(iter_records(head, attrs))
-                # Enabled before the status line: a user (or a test) starts the
-                # workload on seeing it, and its first events must be traced.
-                session.enable()
-                options.status(f"Tracing {len(events)} events... Hit Ctrl-C to end.")
-                if child:
-                    child.release()
-                _loop(session, driver, attrs, writer, child, stop, native)
-                lost = session.lost()
-            return LiveOutcome(driver.last_time, lost)
+            # The reader thread exists before the events (and after the fork).
+            with _Reader() as reader:
+                if pid == -1:
+                    _exclude_ktapjit(events)
+                # CLOCK_MONOTONIC timestamps are comparable with the start time.
+                with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
+                                 clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session:
+                    for (_attr, ids, _name), members in zip(session.attrs(), groups):
+                        for b in members:  # the task tracker, last, binds to no probe
+                            plan.attach(ids, b)
+                    attrs = session.attr_table()
+                    native = _open_native(driver, plan, attrs, start_ns)
+                    head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
+                    if options.record_path:
+                        writer = _open_recording(options.record_path, session, bound)
+                        writer.write_records(head)
+                    if native:
+                        driver.feed_bytes(head)
+                        if writer is not None:
+                            driver.keep_records()  # the recording gets what the feed runs
+                    else:
+                        driver.feed(iter_records(head, attrs))
+                    try:
+                        reader.read_from(session)
+                        stop.halt = _halter(session)
+                        # Enabled before the status line: a user (or a test) starts the
+                        # workload on seeing it, and its first events must be traced.
+                        session.enable()
+                        options.status(f"Tracing {len(events)} events... Hit Ctrl-C to end.")
+                        if child:
+                            child.release()
+                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native)
+                    finally:
+                        reader.stop()  # before the rings are unmapped
+                        stop.halt = None  # and the fds closed
+                    lost = session.lost()
+            outcome = LiveOutcome(driver.last_time, lost, unprocessed)
         finally:
             if writer is not None:
                 writer.close()
             if child is not None:
                 child.stop()
+    if stop.aborted:  # a second signal during the clean-up: it is done now
+        raise Aborted
+    return outcome
+
+
+def _exclude_ktapjit(events) -> None:
+    """A system-wide trace leaves ktapjit's own threads out (the main thread,
+    the ring reader, any other present now): each tracepoint's kernel filter
+    gets `common_pid != TID` for each, after the probes' own filter. Else
+    every line ktapjit prints would be an event of `syscalls:*`, and make
+    more. Software events (profile-N, the clock) take no filter: their
+    samples of ktapjit stay, as in `perf record -a`. -p PID and -- CMD do not
+    come here: they trace only their own tasks."""
+    from ktapjit.frontend.filter import MAX_FILTER_TEXT
+
+    tids = sorted(int(name) for name in os.listdir("/proc/self/task"))
+    ours = " && ".join(f"common_pid != {tid}" for tid in tids)
+    for event in events:
+        if event.system is None:
+            continue
+        text = f"({event.filter}) && {ours}" if event.filter else ours
+        if len(text.encode("latin-1")) > MAX_FILTER_TEXT:
+            text = ours  # the probes' filters are still applied by ktapjit, as for a long OR
+        event.filter = text
 
 
 def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:
@@ -335,15 +421,25 @@ class _Reader(threading.Thread):
     perf's round rule holds for the merger and the recording alike. Taking
     one pass at a time also keeps few decoded records alive at once, which
     keeps the garbage collector's full passes (they hold the GIL) short.
+
+    The thread starts before the perf events open, idle until `read_from`,
+    so that its id is known to the kernel filters that leave ktapjit out
+    (a perf event's filter can be set only once).
     """
 
-    def __init__(self, session: PerfSession):
+    def __init__(self):
         super().__init__(name="ktapjit-ring-reader", daemon=True)
-        self.session = session
+        self.session: Optional[PerfSession] = None
         self.passes: queue.SimpleQueue = queue.SimpleQueue()  # lists of (cpu, bytes), or an exception
         self._stopping = threading.Event()
+        self._attached = threading.Event()
+
+    def read_from(self, session: PerfSession) -> None:
+        self.session = session
+        self._attached.set()
 
     def run(self) -> None:
+        self._attached.wait()
         try:
             while not self._stopping.is_set():
                 chunks = self.session.read_chunks(POLL_SECONDS)
@@ -363,10 +459,19 @@ class _Reader(threading.Thread):
         return item
 
     def stop(self) -> None:
-        """Wait for the thread to end (at most one poll interval); idempotent."""
+        """Wait for the thread to end (at most one poll interval); idempotent.
+        Before PerfSession.close() unmaps the rings it reads."""
         self._stopping.set()
+        self._attached.set()
         if self.is_alive():
             self.join()
+
+    def __enter__(self) -> "_Reader":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _open_native(driver, plan: StreamPlan, attrs, start_ns: int) -> bool:
@@ -380,9 +485,12 @@ def _open_native(driver, plan: StreamPlan, attrs, start_ns: int) -> bool:
 _SWITCH_INTERVAL = 0.001  # seconds; see _loop
 
 
-def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, native: bool = False) -> None:
-    merger = StreamMerger()
-    reader = _Reader(session)
+def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, stop: _StopFlag,
+          native: bool = False) -> int:
+    """Run the drained rounds until the trace ends; the number of samples
+    read but not run, because a stop's deadline passed first."""
+    rounds = _NativeRounds(driver, attrs, writer) if native else _PythonRounds(driver, attrs, writer)
+    go_on = lambda: not stop.overdue()  # noqa: E731
     # Full garbage collections hold the GIL, and so keep the reader from the
     # rings, for as long as they scan: leave what existed before tracing (the
     # compiled script, the modules, an in-process caller's heap) out of them.
@@ -396,37 +504,153 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, n
     interval = sys.getswitchinterval()
     sys.setswitchinterval(min(interval, _SWITCH_INTERVAL))
     try:
-        reader.start()
-        while True:
-            done = stop.stopped or (child is not None and child.exited())
-            if done:
-                session.disable()
-                reader.stop()  # no more polling: the last drain is ours
-                chunks = reader.next_pass(0) or session.drain()
-            else:
-                chunks = reader.next_pass(POLL_SECONDS)
-            # One drain pass is one round, released by perf's rule, and the
-            # recording marks it with FINISHED_ROUND so a replay orders alike.
-            if chunks:
-                for cpu, data in chunks:
-                    if native:
-                        driver.push(cpu, data, attrs)
-                    else:
-                        merger.push(cpu, iter_records(data, attrs))
-                    if writer is not None:
-                        writer.write_records(data)
-                if writer is not None:
-                    writer.write_records(_FINISHED_ROUND)
-                if not (driver.end_round() if native else driver.feed(merger.end_round())):
-                    return
-            elif done:
-                break  # the reader's backlog and the last drain are all in
+        with stop.abortable():
+            while not stop.overdue():
+                done = stop.stopped or (child is not None and child.exited())
+                if done:
+                    session.disable()
+                    reader.stop()  # no more polling: the last drain is ours
+                    chunks = reader.next_pass(0) or session.drain()
+                else:
+                    chunks = reader.next_pass(POLL_SECONDS)
+                # One drain pass is one round, released by perf's rule, and the
+                # recording marks it with FINISHED_ROUND so a replay orders alike.
+                if chunks:
+                    rounds.push(chunks)
+                    if not rounds.end_round(go_on):
+                        return 0  # exit() or an error: nothing more runs
+                elif done:
+                    if not rounds.finish(go_on):
+                        return 0
+                    break  # the reader's backlog and the last drain are all in
+            # A stop's deadline cut the backlog (else this counts nothing).
+            session.disable()
+            reader.stop()
+            return rounds.abandon() + _count_samples(_leftover_passes(reader, session))
     finally:
-        reader.stop()  # before PerfSession.close() unmaps the rings it reads
+        reader.stop()
         sys.setswitchinterval(interval)
         if frozen:
             gc.unfreeze()
-    if native:
-        driver.finish()
-    else:
-        driver.feed(merger.finish())
+
+
+def _leftover_passes(reader: _Reader, session: PerfSession):
+    """Every chunk the stopped reader queued, then what the rings still hold."""
+    while True:
+        chunks = reader.next_pass(0)
+        if not chunks:
+            break
+        yield from chunks
+    yield from session.drain()
+
+
+_HEADER = struct.Struct("<IxxH")  # perf_event_header: type, (misc), size
+
+
+def _count_samples(chunks) -> int:
+    """The samples among raw records, per (cpu, bytes) chunk, without decoding them."""
+    count = 0
+    for _cpu, data in chunks:
+        pos, end = 0, len(data)
+        while pos + 8 <= end:
+            kind, size = _HEADER.unpack_from(data, pos)
+            if size < 8:
+                break  # a broken header: what follows cannot be framed
+            count += kind == abi.PERF_RECORD_SAMPLE
+            pos += size
+    return count
+
+
+class _Held:
+    """A decoded record with the bytes it came from, for the recording."""
+
+    __slots__ = ("record", "data", "time")
+
+    def __init__(self, record, data: bytes):
+        self.record = record
+        self.data = data
+        self.time = record.time  # what StreamMerger orders by
+
+    def raw(self) -> bytes:
+        return self.data[self.record.offset:self.record.offset + self.record.size]
+
+
+class _PythonRounds:
+    """The rounds of a Python driver (the interpreter, `ktapjit record`):
+    each pass is decoded and merged here, and the records are handed over
+    one at a time, so a stop's deadline can cut a round between two. With a
+    recording, a record is written as it is handed over: the file holds
+    exactly what ran, in the order it ran (see docs/events.md)."""
+
+    def __init__(self, driver, attrs, writer):
+        self.driver = driver
+        self.attrs = attrs
+        self.writer = writer
+        self.merger = StreamMerger()
+        self.left: list = []  # the part of a round the deadline cut off
+
+    def push(self, chunks) -> None:
+        for cpu, data in chunks:
+            records = iter_records(data, self.attrs)
+            if self.writer is not None:
+                records = [_Held(record, data) for record in records]
+            self.merger.push(cpu, records)
+
+    def end_round(self, go_on) -> bool:
+        return self._run(self.merger.end_round(), go_on)
+
+    def finish(self, go_on) -> bool:
+        return self._run(self.merger.finish(), go_on)
+
+    def _run(self, records: list, go_on) -> bool:
+        ran: Optional[list] = [] if self.writer is not None else None
+        going = self.driver.feed(self._hand_over(records, go_on, ran))
+        if ran is not None:
+            self.writer.write_records(b"".join(ran))
+            self.writer.write_records(_FINISHED_ROUND)
+        return going
+
+    def _hand_over(self, records: list, go_on, ran: Optional[list]):
+        for i, record in enumerate(records):
+            if not go_on():
+                self.left = records[i:]
+                return
+            if ran is not None:
+                ran.append(record.raw())
+                record = record.record
+            yield record
+
+    def abandon(self) -> int:
+        left = self.left + self.merger.finish()
+        self.left = []
+        return sum(isinstance(getattr(r, "record", r), Sample) for r in left)
+
+
+class _NativeRounds:
+    """The rounds of a native feed (dispatch.LiveDriver), which merges the
+    bytes itself and runs each round in bounded steps; with a recording, the
+    feed keeps a copy of each record it runs, written after each round."""
+
+    def __init__(self, driver, attrs, writer):
+        self.driver = driver
+        self.attrs = attrs
+        self.writer = writer
+
+    def push(self, chunks) -> None:
+        for cpu, data in chunks:
+            self.driver.push(cpu, data, self.attrs)
+
+    def end_round(self, go_on) -> bool:
+        return self._ran(self.driver.end_round(go_on))
+
+    def finish(self, go_on) -> bool:
+        return self._ran(self.driver.finish(go_on))
+
+    def _ran(self, going: bool) -> bool:
+        if self.writer is not None:
+            self.writer.write_records(self.driver.take_kept())
+            self.writer.write_records(_FINISHED_ROUND)
+        return going
+
+    def abandon(self) -> int:
+        return self.driver.discard()
