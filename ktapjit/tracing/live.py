@@ -4,8 +4,9 @@ order and fed to the engine; optionally recorded to perf.data as it goes.
 A live run is a recording plus a replay: the stream starts with COMM records
 for the tasks that exist (stamped with the start time), events carry
 CLOCK_MONOTONIC timestamps, and what is recorded is exactly what the engine
-saw, in rounds separated by FINISHED_ROUND, so `--replay` of the recording
-reorders it the same way and prints the same output.
+ran, in the order it ran it, in rounds separated by FINISHED_ROUND, so
+`--replay` of the recording delivers it the same way and prints the same
+output, also when a stop cut the backlog short (_StopFlag).
 """
 
 from __future__ import annotations
@@ -513,8 +514,8 @@ def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, s
                     chunks = reader.next_pass(0) or session.drain()
                 else:
                     chunks = reader.next_pass(POLL_SECONDS)
-                # One drain pass is one round, released by perf's rule, and the
-                # recording marks it with FINISHED_ROUND so a replay orders alike.
+                # One drain pass is one round, released by perf's rule; the
+                # recording gets what the round ran, then FINISHED_ROUND.
                 if chunks:
                     rounds.push(chunks)
                     if not rounds.end_round(go_on):
