@@ -8,6 +8,7 @@ a bug; set KTAPJIT_DEBUG=1 to see one instead of the one-line report.
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import shutil
@@ -185,7 +186,7 @@ def _limits(ns) -> Limits:
 def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None,
          stderr: Optional[BinaryIO] = None) -> int:
     """Run the CLI; returns the exit status and never raises (tests call this in-process)."""
-    out = stdout if stdout is not None else sys.stdout.buffer
+    out = _whole_writes(stdout if stdout is not None else sys.stdout.buffer)
     err = stderr if stderr is not None else sys.stderr.buffer
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -220,6 +221,35 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
     finally:
         _flush(out)
         _flush(err)
+
+
+class _WholeWriter:
+    """A raw stream whose write() writes all it is given."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            n = self.raw.write(view[done:])
+            if n is None:  # a non-blocking descriptor that is full
+                raise BlockingIOError(errno.EAGAIN, "output would block", done)
+            done += n
+        return done
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
+def _whole_writes(stream):
+    """Under PYTHONUNBUFFERED=1 (python -u) sys.stdout.buffer is a raw
+    FileIO, and a raw write() may take only part of the bytes: a writer
+    blocked on a full pipe and interrupted by a signal (Ctrl-C) returns
+    what it wrote so far. The JIT hands over its output in large pieces, so
+    the rest was lost; this writes it all."""
+    return _WholeWriter(stream) if isinstance(stream, io.RawIOBase) else stream
 
 
 def _silence(stream) -> None:

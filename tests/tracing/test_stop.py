@@ -182,3 +182,33 @@ def test_a_command_is_traced_as_before(tmp_path):
                                script="var n = 0\ntrace syscalls:sys_enter_write { n += 1 }\n"
                                       "trace_end { print(n) }")
     assert (status, out, err) == (0, "5\n", "")
+
+
+# --- no output lost to the signal --------------------------------------------------------------
+
+LINE = "0123456789012345678901234567890123456789"
+
+
+def test_output_blocked_on_a_full_pipe_survives_the_signal(procs):
+    """python -u (PYTHONUNBUFFERED=1) makes stdout a raw stream. ktapjit fills
+    the pipe nobody reads yet, blocks in write(), and Ctrl-C interrupts that
+    write part way: every byte must still arrive (the JIT lost the rest of
+    its 12 KB piece, cutting a line)."""
+    import subprocess
+    import sys
+
+    from tests.tracing import runcli
+    from tests.tracing.conftest import REPO, LiveKtapjit
+
+    proc = procs.popen([sys.executable, "-m", "ktapjit", "run", *runcli.engine_args(), "-e",
+                        f'tick-20ms {{ for (i = 1, 300) {{ print("{LINE}") }} }}'],
+                       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    live = LiveKtapjit(proc)
+    live.wait_tracing()
+    time.sleep(1.0)  # the pipe (64 KiB) is full long before this
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    status, out, err = live.finish()
+    assert status == 0, err
+    assert out and set(out.splitlines()) == {LINE} and out.endswith("\n")
