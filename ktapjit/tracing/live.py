@@ -546,20 +546,56 @@ def _leftover_passes(reader: _Reader, session: PerfSession):
 
 
 _HEADER = struct.Struct("<IxxH")  # perf_event_header: type, (misc), size
+_RUN_AFTER = 4  # records of one size in a row before counting by runs
+_MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # records a run is looked for in, at once
 
 
 def _count_samples(chunks) -> int:
-    """The samples among raw records, per (cpu, bytes) chunk, without decoding them."""
-    count = 0
-    for _cpu, data in chunks:
-        pos, end = 0, len(data)
-        while pos + 8 <= end:
-            kind, size = _HEADER.unpack_from(data, pos)
-            if size < 8:
-                break  # a broken header: what follows cannot be framed
-            count += kind == abi.PERF_RECORD_SAMPLE
-            pos += size
+    """The samples among raw records, per (cpu, bytes) chunk, without
+    decoding them: a backlog of millions is counted within the stop's time."""
+    return sum(_samples_in(data) for _cpu, data in chunks)
+
+
+def _samples_in(data: bytes) -> int:
+    """Record by record, except where records of one size follow each other
+    (a busy tracepoint): then by runs, with strided slices, at C speed. A
+    run is exact, not a guess: if the record at P has size S and the size
+    field at P + S reads S too, the next record starts at P + 2S, and so on."""
+    count, pos, end = 0, 0, len(data)
+    same, last, window = 0, 0, _MIN_WINDOW
+    while pos + 8 <= end:
+        kind, size = _HEADER.unpack_from(data, pos)
+        if size < 8:
+            break  # a broken header: what follows cannot be framed
+        same = same + 1 if size == last else 0
+        last = size
+        if same >= _RUN_AFTER:
+            run = _run_of(data, pos, size, min(end, pos + window * size))
+            # The window follows the runs: long ones grow it, short ones keep slicing cheap.
+            window = min(_MAX_WINDOW, window * 2) if run == window else max(_MIN_WINDOW, 2 * run)
+            count += _samples_in_run(data, pos, size, run)
+            pos += run * size
+            continue
+        count += kind == abi.PERF_RECORD_SAMPLE
+        pos += size
     return count
+
+
+def _run_of(data: bytes, pos: int, size: int, end: int) -> int:
+    """How many records of `size` follow each other from `pos`, before `end` (at least 1)."""
+    limit = (end - pos) // size
+    low = data[pos + 6:pos + limit * size:size]
+    high = data[pos + 7:pos + limit * size:size]
+    return max(1, min(len(low) - len(low.lstrip(bytes([size & 0xFF]))),
+                      len(high) - len(high.lstrip(bytes([size >> 8])))))
+
+
+def _samples_in_run(data: bytes, pos: int, size: int, run: int) -> int:
+    stop = pos + run * size
+    if any(data[pos + i:stop:size].count(0) != run for i in (1, 2, 3)):
+        # a type above 255 (none in a live ring): one by one
+        return sum(_HEADER.unpack_from(data, at)[0] == abi.PERF_RECORD_SAMPLE for at in range(pos, stop, size))
+    return data[pos:stop:size].count(abi.PERF_RECORD_SAMPLE)
 
 
 class _Held:
@@ -622,7 +658,7 @@ class _PythonRounds:
             yield record
 
     def abandon(self) -> int:
-        left = self.left + self.merger.finish()
+        left = self.left + self.merger.discard()
         self.left = []
         return sum(isinstance(getattr(r, "record", r), Sample) for r in left)
 
