@@ -8,6 +8,7 @@ a bug; set KTAPJIT_DEBUG=1 to see one instead of the one-line report.
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import shutil
@@ -16,7 +17,7 @@ from typing import BinaryIO, Optional, Sequence
 
 from ktapjit import __version__
 from ktapjit.diag import CompileError
-from ktapjit.run_api import Host, Limits, RunConfig, monotonic_ns
+from ktapjit.run_api import Aborted, Host, Limits, RunConfig, monotonic_ns
 
 INT64_MAX = 2**63 - 1  # limits are 64-bit counters in native code
 
@@ -185,7 +186,7 @@ def _limits(ns) -> Limits:
 def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None,
          stderr: Optional[BinaryIO] = None) -> int:
     """Run the CLI; returns the exit status and never raises (tests call this in-process)."""
-    out = stdout if stdout is not None else sys.stdout.buffer
+    out = _whole_writes(stdout if stdout is not None else sys.stdout.buffer)
     err = stderr if stderr is not None else sys.stderr.buffer
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -203,6 +204,9 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
     except KeyboardInterrupt:  # before the script ran (compiling, binding)
         _say(err, "ktapjit: interrupted")
         return EXIT_INTERRUPTED
+    except Aborted:  # a second Ctrl-C while tracing
+        _say(err, "ktapjit: interrupted again: stopped at once, without trace_end")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `ktapjit run ... | head`: the reader left; so do we, quietly
         _silence(out)
         return EXIT_BROKEN_PIPE
@@ -217,6 +221,35 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
     finally:
         _flush(out)
         _flush(err)
+
+
+class _WholeWriter:
+    """A raw stream whose write() writes all it is given."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            n = self.raw.write(view[done:])
+            if n is None:  # a non-blocking descriptor that is full
+                raise BlockingIOError(errno.EAGAIN, "output would block", done)
+            done += n
+        return done
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
+def _whole_writes(stream):
+    """Under PYTHONUNBUFFERED=1 (python -u) sys.stdout.buffer is a raw
+    FileIO, and a raw write() may take only part of the bytes: a writer
+    blocked on a full pipe and interrupted by a signal (Ctrl-C) returns
+    what it wrote so far. The JIT hands over its output in large pieces, so
+    the rest was lost; this writes it all."""
+    return _WholeWriter(stream) if isinstance(stream, io.RawIOBase) else stream
 
 
 def _silence(stream) -> None:
@@ -361,13 +394,20 @@ def _cmd_record(ns, err: BinaryIO) -> int:
         raise UsageError(str(exc)) from None
     finally:
         _close_session(session, err)
-    if driver.lost:
-        _say(err, f"{_count(driver.lost, 'event')} lost")
+    _say_losses(err, driver.lost, driver.unprocessed)
     if failure is not None:
         _say(err, f"ktapjit: {failure}")
     if not ns.quiet:
         _say(err, f"Recorded {_count(driver.samples, 'sample')} to {ns.output}")
     return EXIT_OK if failure is None else EXIT_RUNTIME
+
+
+def _say_losses(err: BinaryIO, lost: int, unprocessed: int) -> None:
+    """Events that never ran: dropped by the kernel, or read and left when a stop's deadline passed."""
+    if lost:
+        _say(err, f"{_count(lost, 'event')} lost")
+    if unprocessed:
+        _say(err, f"{_count(unprocessed, 'event')} read but not processed (stopped)")
 
 
 def _live_options(ns, record_path: Optional[str], err: BinaryIO):
@@ -615,8 +655,8 @@ def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryI
             outcome = drive_run(session, run, module, config.limits.max_table)
     except KeyboardInterrupt:
         pass  # Ctrl-C during the top level: like at any other time, trace_end runs
-    if outcome is not None and outcome.lost:
-        _say(notices, f"{_count(outcome.lost, 'event')} lost")
+    if outcome is not None:
+        _say_losses(notices, outcome.lost, outcome.unprocessed)
     # An error is reported when it happens: before trace_end runs (LANGUAGE.md).
     reported = len(run.errors)
     _report(run.errors, sink, err)

@@ -57,6 +57,12 @@ class Host:
         return cls(os.cpu_count() or 1, uname.machine.encode(), uname.release.encode())
 
 
+class Aborted(BaseException):
+    """A second SIGINT/SIGTERM while tracing: ktapjit ends at once, without
+    trace_end (its clean-up still runs). A BaseException, like
+    KeyboardInterrupt, so that no handler of errors catches it on the way."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     limits: Limits

@@ -89,6 +89,14 @@ class StreamMerger:
         self._next_flush = None
         return out
 
+    def discard(self) -> list[Record]:
+        """Remove and return every queued record, in no particular order
+        (a stopped trace counts what it will not run)."""
+        out = [entry[3] for entry in self._heap]
+        self._heap = []
+        self._next_flush = None
+        return out
+
     def __len__(self) -> int:
         return len(self._heap)
 

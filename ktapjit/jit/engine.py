@@ -116,12 +116,13 @@ class JitRun(RunLifecycle):
         count = len(offsets) if offsets is not None else 0
         return self._fed(lambda: self.feed.run(self.state.ptr, data, offsets, count, base))
 
-    def feed_release(self, final: bool) -> bool:
+    def feed_release(self, final: bool, budget: int = 0) -> bool:
         """Run what the live merger releases at the end of a round (final:
-        everything queued); as feed_chunk."""
+        everything queued), at most `budget` records (0: all; the feed's
+        `more` says whether some are left); as feed_chunk."""
         if not self.tracing:
             return False
-        return self._fed(lambda: self.feed.release(self.state.ptr, final))
+        return self._fed(lambda: self.feed.release(self.state.ptr, final, budget))
 
     def _native(self, step) -> int:
         """Run a native step; its output goes to `out` before anything else

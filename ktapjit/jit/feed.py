@@ -41,7 +41,7 @@ from ktapjit.jit.rtlib import KVal
 KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST = range(6)
 KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL, KF_ARGSTR = range(6, 12)
 KF_ARRAY_FIELD, KF_DYN_ARRAY = 12, 13
-FEED_STREAM, FEED_BAD = rtlib.FEED_STREAM, rtlib.FEED_BAD
+FEED_STREAM, FEED_BAD, FEED_MORE = rtlib.FEED_STREAM, rtlib.FEED_BAD, rtlib.FEED_MORE
 
 # PERF_SAMPLE_* bits the native layout reads: the fixed head, CALLCHAIN, RAW.
 _NATIVE_SAMPLE_BITS = (1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 9
@@ -66,6 +66,7 @@ class NativeFeed:
         self.status = rtlib.RUN_OK
         self.runs = 0  # k_feed calls: proof that the session took the native path
         self.ordered = False  # the records' order came from k_feed_order, not the Python decoder
+        self.more = False  # the last release() used its budget: more of its round is due
 
     def close(self) -> None:
         if self.ptr:
@@ -89,12 +90,37 @@ class NativeFeed:
         record is one the Python decoder would reject (nothing queued)."""
         return self.rt.k_feed_push(self.ptr, cpu, data, len(data)) == 0
 
-    def release(self, state_ptr: int, final: bool) -> int:
-        """Run what the live merger releases (final: everything queued)."""
-        self.status = self.rt.k_feed_release(state_ptr, self.ptr, int(final))
+    def release(self, state_ptr: int, final: bool, budget: int = 0) -> int:
+        """Run what the live merger releases (final: everything queued), at
+        most `budget` records (0: all); then `more` says whether the round
+        has records left, which the next call runs."""
+        status = self.rt.k_feed_release(state_ptr, self.ptr, int(final), budget)
+        self.more = status == FEED_MORE
+        self.status = rtlib.RUN_OK if self.more else status
         self.runs += 1
         self.rt.k_feed_info(self.ptr, self.info)
         return self.status
+
+    def discard(self) -> int:
+        """Drop what the live merger holds; the number of samples dropped."""
+        self.more = False
+        return self.rt.k_feed_discard(self.ptr)
+
+    def keep(self) -> None:
+        """From now on, copy every record release() runs (take_kept())."""
+        self.rt.k_feed_keep(self.ptr, 1)
+
+    def take_kept(self) -> bytes:
+        """The records release() ran since the last call, in the order they ran."""
+        size = ctypes.c_uint64()
+        address = self.rt.k_feed_kept(self.ptr, ctypes.byref(size))
+        if size.value == (1 << 64) - 1:
+            raise MemoryError("the native event path could not keep the records it ran")
+        if not size.value:
+            return b""
+        data = ctypes.string_at(address, size.value)
+        self.rt.k_feed_kept_clear(self.ptr)
+        return data
 
     @staticmethod
     def pin(buffer) -> "PinnedBuffer":

@@ -58,7 +58,7 @@ NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = range(6)
 # How generated functions return (K_RUN_* in ktrt.h).
 RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL = range(4)
 # k_feed's own statuses (K_FEED_* in ktrt.h).
-FEED_STREAM, FEED_BAD = 16, 17
+FEED_STREAM, FEED_BAD, FEED_MORE = 16, 17, 18
 
 
 class RuntimeBuildError(Exception):
@@ -170,7 +170,11 @@ _PROTOTYPES = {
     "k_feed_count": (_I64, [_P, ctypes.c_uint64]),
     "k_feed_order": (_I64, [_P, _P, ctypes.c_uint64, _P, ctypes.c_uint64]),
     "k_feed_push": (_INT, [_P, _I64, _P, ctypes.c_uint64]),
-    "k_feed_release": (_I64, [_P, _P, _I64]),
+    "k_feed_release": (_I64, [_P, _P, _I64, ctypes.c_uint64]),
+    "k_feed_discard": (_I64, [_P]),
+    "k_feed_keep": (None, [_P, _I64]),
+    "k_feed_kept": (_P, [_P, ctypes.POINTER(ctypes.c_uint64)]),
+    "k_feed_kept_clear": (None, [_P]),
     "k_feed_info": (None, [_P, _I64P]),
     "k_feed_fault": (ctypes.c_char_p, [_P]),
     "k_feed_message": (ctypes.c_char_p, [_P]),

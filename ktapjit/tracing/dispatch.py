@@ -48,6 +48,7 @@ class StreamDriver:
         # perf names the idle task "swapper" without any COMM record for it.
         self.comms: dict[int, bytes] = {0: b"swapper"}
         self.lost = 0
+        self.unprocessed = 0  # events read live but never run: a stop's deadline cut them (tracing/live.py)
         self.last_time = start_ns
         self.active = True
         # (due time, timer index, period): ties fire in declaration order.
@@ -145,6 +146,7 @@ class NativeDriver:
     stopped on an earlier record."""
 
     BATCH = 4096
+    unprocessed = 0  # a replay runs every record (StreamDriver's count is for live streams)
 
     def __init__(self, run, feed, data, base: int):
         self.run = run
@@ -217,13 +219,19 @@ class LiveDriver:
     events (open_native, called by tracing/live.py once the rings are open),
     then, when the run has a native feed for them, that feed: drained bytes
     are pushed per CPU and each round releases what perf's rule allows, as
-    events/merge.StreamMerger does, all in native code."""
+    events/merge.StreamMerger does, all in native code.
+
+    A round is run in native steps of at most BUDGET records, so that between
+    them a signal's handler runs and the caller can cut a round short."""
+
+    BUDGET = 16384
 
     def __init__(self, run, python: StreamDriver):
         self.run = run
         self.python = python
         self.native = None  # the run's feed, once open_native found one
         self._lost = 0
+        self.unprocessed = 0
 
     def open_native(self, plan: StreamPlan, attrs, start_ns: int) -> bool:
         offer = getattr(self.run, "native_feed", None)
@@ -261,16 +269,31 @@ class LiveDriver:
                 pass
             raise DecodeError("a record the native event path cannot read", 0)
 
-    def end_round(self) -> bool:
-        return self._release(False)
+    def end_round(self, go_on=lambda: True) -> bool:
+        """Run what the round releases, while go_on() between steps allows;
+        False once tracing has stopped (exit() or an error)."""
+        return self._release(False, go_on)
 
-    def finish(self) -> bool:
-        return self._release(True)
+    def finish(self, go_on=lambda: True) -> bool:
+        return self._release(True, go_on)
 
-    def _release(self, final: bool) -> bool:
-        going = self.run.feed_release(final)
-        self._raise_stream_error()
-        return going
+    def _release(self, final: bool, go_on) -> bool:
+        while True:
+            going = self.run.feed_release(final, self.BUDGET)
+            self._raise_stream_error()
+            if not (going and self.native.more and go_on()):
+                return going
+
+    def keep_records(self) -> None:
+        """Keep a copy of every record run from here on (take_kept())."""
+        self.native.keep()
+
+    def take_kept(self) -> bytes:
+        return self.native.take_kept()
+
+    def discard(self) -> int:
+        """Drop every record queued and not run; how many were samples."""
+        return self.native.discard()
 
     def _raise_stream_error(self) -> None:
         problem = self.native.stream_error()

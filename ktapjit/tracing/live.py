@@ -3,9 +3,11 @@ order and fed to the engine; optionally recorded to perf.data as it goes.
 
 A live run is a recording plus a replay: the stream starts with COMM records
 for the tasks that exist (stamped with the start time), events carry
-CLOCK_MONOTONIC timestamps, and what is recorded is exactly what the engine
-saw, in rounds separated by FINISHED_ROUND, so `--replay` of the recording
-reorders it the same way and prints the same output.
+CLOCK_MONOTONIC timestamps, and each drain pass is recorded before the
+engine runs it, followed by FINISHED_ROUND, so `--replay` of the recording
+merges it the same way and prints the same output. When a stop's deadline
+cuts the backlog short (_StopFlag), the passes already taken up stay in the
+file (docs/events.md, Recording).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import struct
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import iter_records
+from ktapjit.events.decode import Sample, iter_records
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
 from ktapjit.events.merge import StreamMerger
 from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
@@ -33,10 +36,14 @@ from ktapjit.events.symbolize import running_kernel_build_id
 from ktapjit.events.tracefs import EventsError, list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
+from ktapjit.run_api import Aborted
 from ktapjit.tracing.plan import BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers
 
 POLL_SECONDS = 0.1
 HEARTBEAT_NS = 10_000_000
+# After a stop signal, what was read before it is run for this long at most;
+# the rest is counted, not run, and trace_end follows.
+STOP_GRACE_SECONDS = 1.0
 _FINISHED_ROUND = struct.pack("<IHH", abi.PERF_RECORD_FINISHED_ROUND, 0, 8)
 
 
@@ -82,6 +89,7 @@ class LiveOptions:
 class LiveOutcome:
     end_ns: int
     lost: int
+    unprocessed: int = 0  # samples read but not run: a stop's deadline passed first
 
 
 def bind_live(module: Module, probes=None) -> list[BoundEvent]:
@@ -137,10 +145,21 @@ class SignalGuard:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM end the trace (trace_end still runs); restored afterwards."""
+    """SIGINT/SIGTERM while the trace runs; the handlers are restored afterwards.
+
+    The first signal stops the trace: the events are disabled at once (by
+    `halt`, set while they are open), what was read before it runs until
+    `deadline`, and trace_end follows. A second one aborts: Aborted is raised
+    at once inside `abortable()` (the feeding loop), else once the clean-up
+    is done (run_live), and trace_end does not run.
+    """
 
     def __init__(self):
         self.stopped = False
+        self.deadline: Optional[float] = None  # time.monotonic() when feeding must end
+        self.aborted = False
+        self.halt: Optional[Callable[[], None]] = None
+        self._abortable = False
         self._saved: dict[int, object] = {}
 
     def __enter__(self):
@@ -149,11 +168,44 @@ class _StopFlag:
         return self
 
     def _stop(self, signum, frame):
+        if self.stopped:
+            self.aborted = True
+            if self._abortable:
+                self._abortable = False
+                raise Aborted
+            return
         self.stopped = True
+        self.deadline = time.monotonic() + STOP_GRACE_SECONDS
+        if self.halt is not None:
+            self.halt()
+
+    def overdue(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    @contextmanager
+    def abortable(self):
+        self._abortable = True
+        try:
+            if self.aborted:
+                raise Aborted
+            yield
+        finally:
+            self._abortable = False
 
     def __exit__(self, *exc):
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
+
+
+def _halter(session: PerfSession) -> Callable[[], None]:
+    """Disables the events from a signal handler; a failure there is left
+    for the loop's own disable() to report."""
+    def halt() -> None:
+        try:
+            session.disable()
+        except abi.PerfError:
+            pass
+    return halt
 
 
 class _Child:
@@ -280,31 +332,41 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
         pid = child.pid if child else options.pid
         writer = None
         try:
-            # CLOCK_MONOTONIC timestamps are comparable with the start time.
-            with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
-                             clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session:
-                for (_attr, ids, _name), members in zip(session.attrs(), groups):
-                    for b in members:  # the task tracker, last, binds to no probe
-                        plan.attach(ids, b)
-                attrs = session.attr_table()
-                native = _open_native(driver, plan, attrs, start_ns)
-                head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
-                if options.record_path:
-                    writer = _open_recording(options.record_path, session, bound)
-                    writer.write_records(head)
-                if native:
-                    driver.feed_bytes(head)
-                else:
-                    driver.feed(iter_records(head, attrs))
-                # Enabled before the status line: a user (or a test) starts the
-                # workload on seeing it, and its first events must be traced.
-                session.enable()
-                options.status(f"Tracing {_count(len(events), 'event')}... Hit Ctrl-C to end.")
-                if child:
-                    child.release()
-                _loop(session, driver, attrs, writer, child, stop, native)
-                lost = session.lost()
-            return LiveOutcome(driver.last_time, lost)
+            # The reader thread exists before the events (and after the fork).
+            with _Reader() as reader:
+                if pid == -1:
+                    _exclude_ktapjit(events)
+                # CLOCK_MONOTONIC timestamps are comparable with the start time.
+                with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
+                                 clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session:
+                    for (_attr, ids, _name), members in zip(session.attrs(), groups):
+                        for b in members:  # the task tracker, last, binds to no probe
+                            plan.attach(ids, b)
+                    attrs = session.attr_table()
+                    native = _open_native(driver, plan, attrs, start_ns)
+                    head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
+                    if options.record_path:
+                        writer = _open_recording(options.record_path, session, bound)
+                        writer.write_records(head)
+                    if native:
+                        driver.feed_bytes(head)
+                    else:
+                        driver.feed(iter_records(head, attrs))
+                    try:
+                        reader.read_from(session)
+                        stop.halt = _halter(session)
+                        # Enabled before the status line: a user (or a test) starts the
+                        # workload on seeing it, and its first events must be traced.
+                        session.enable()
+                        options.status(f"Tracing {_count(len(events), 'event')}... Hit Ctrl-C to end.")
+                        if child:
+                            child.release()
+                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native)
+                    finally:
+                        reader.stop()  # before the rings are unmapped
+                        stop.halt = None  # and the fds closed
+                    lost = session.lost()
+            outcome = LiveOutcome(driver.last_time, lost, unprocessed)
         finally:
             try:
                 if writer is not None:
@@ -312,10 +374,34 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
             finally:
                 if child is not None:
                     child.stop()
+    if stop.aborted:  # a second signal during the clean-up: it is done now
+        raise Aborted
+    return outcome
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _exclude_ktapjit(events) -> None:
+    """A system-wide trace leaves ktapjit's own threads out (the main thread,
+    the ring reader, any other present now): each tracepoint's kernel filter
+    gets `common_pid != TID` for each, after the probes' own filter. Else
+    every line ktapjit prints would be an event of `syscalls:*`, and make
+    more. Software events (profile-N, the clock) take no filter: their
+    samples of ktapjit stay, as in `perf record -a`. -p PID and -- CMD do not
+    come here: they trace only their own tasks."""
+    from ktapjit.frontend.filter import MAX_FILTER_TEXT
+
+    tids = sorted(int(name) for name in os.listdir("/proc/self/task"))
+    ours = " && ".join(f"common_pid != {tid}" for tid in tids)
+    for event in events:
+        if event.system is None:
+            continue
+        text = f"({event.filter}) && {ours}" if event.filter else ours
+        if len(text.encode("latin-1")) > MAX_FILTER_TEXT:
+            text = ours  # the probes' filters are still applied by ktapjit, as for a long OR
+        event.filter = text
 
 
 def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:
@@ -348,15 +434,25 @@ class _Reader(threading.Thread):
     perf's round rule holds for the merger and the recording alike. Taking
     one pass at a time also keeps few decoded records alive at once, which
     keeps the garbage collector's full passes (they hold the GIL) short.
+
+    The thread starts before the perf events open, idle until `read_from`,
+    so that its id is known to the kernel filters that leave ktapjit out
+    (a perf event's filter can be set only once).
     """
 
-    def __init__(self, session: PerfSession):
+    def __init__(self):
         super().__init__(name="ktapjit-ring-reader", daemon=True)
-        self.session = session
+        self.session: Optional[PerfSession] = None
         self.passes: queue.SimpleQueue = queue.SimpleQueue()  # lists of (cpu, bytes), or an exception
         self._stopping = threading.Event()
+        self._attached = threading.Event()
+
+    def read_from(self, session: PerfSession) -> None:
+        self.session = session
+        self._attached.set()
 
     def run(self) -> None:
+        self._attached.wait()
         try:
             while not self._stopping.is_set():
                 chunks = self.session.read_chunks(POLL_SECONDS)
@@ -376,10 +472,19 @@ class _Reader(threading.Thread):
         return item
 
     def stop(self) -> None:
-        """Wait for the thread to end (at most one poll interval); idempotent."""
+        """Wait for the thread to end (at most one poll interval); idempotent.
+        Before PerfSession.close() unmaps the rings it reads."""
         self._stopping.set()
+        self._attached.set()
         if self.is_alive():
             self.join()
+
+    def __enter__(self) -> "_Reader":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _open_native(driver, plan: StreamPlan, attrs, start_ns: int) -> bool:
@@ -393,10 +498,12 @@ def _open_native(driver, plan: StreamPlan, attrs, start_ns: int) -> bool:
 _SWITCH_INTERVAL = 0.001  # seconds; see _loop
 
 
-def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, native: bool = False) -> None:
-    merger = StreamMerger()
-    reader = _Reader(session)
-    failure = None
+def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, stop: _StopFlag,
+          native: bool = False) -> int:
+    """Run the drained rounds until the trace ends; the number of samples
+    read but not run, because a stop's deadline passed first."""
+    rounds = _NativeRounds(driver, attrs) if native else _PythonRounds(driver, attrs)
+    go_on = lambda: not stop.overdue()  # noqa: E731
     # Full garbage collections hold the GIL, and so keep the reader from the
     # rings, for as long as they scan: leave what existed before tracing (the
     # compiled script, the modules, an in-process caller's heap) out of them.
@@ -410,53 +517,166 @@ def _loop(session: PerfSession, driver, attrs, writer, child, stop: _StopFlag, n
     interval = sys.getswitchinterval()
     sys.setswitchinterval(min(interval, _SWITCH_INTERVAL))
     try:
-        reader.start()
-        while True:
-            done = stop.stopped or (child is not None and child.exited())
-            if done:
-                session.disable()
-                reader.stop()  # no more polling: the last drain is ours
-                chunks = reader.next_pass(0) or session.drain()
-            else:
-                chunks = reader.next_pass(POLL_SECONDS)
-            # One drain pass is one round, released by perf's rule, and the
-            # recording marks it with FINISHED_ROUND so a replay orders alike.
-            if chunks:
-                # Recorded before the engine sees it: a recording that fails
-                # (a full disk) ends the trace, and the engine has then run
-                # exactly the rounds the file keeps, as its replay will.
-                failure = _record_round(writer, chunks)
-                if failure is not None:
-                    break
-                for cpu, data in chunks:
-                    if native:
-                        driver.push(cpu, data, attrs)
-                    else:
-                        merger.push(cpu, iter_records(data, attrs))
-                if not (driver.end_round() if native else driver.feed(merger.end_round())):
-                    return
-            elif done:
-                break  # the reader's backlog and the last drain are all in
+        with stop.abortable():
+            while not stop.overdue():
+                done = stop.stopped or (child is not None and child.exited())
+                if done:
+                    session.disable()
+                    reader.stop()  # no more polling: the last drain is ours
+                    chunks = reader.next_pass(0) or session.drain()
+                else:
+                    chunks = reader.next_pass(POLL_SECONDS)
+                # One drain pass is one round, released by perf's rule, and the
+                # recording marks it with FINISHED_ROUND so a replay orders alike.
+                if chunks:
+                    _record_pass(writer, chunks, rounds, go_on)
+                    rounds.push(chunks)
+                    if not rounds.end_round(go_on):
+                        return 0  # exit() or an error: nothing more runs
+                elif done:
+                    if not rounds.finish(go_on):
+                        return 0
+                    break  # the reader's backlog and the last drain are all in
+            # A stop's deadline cut the backlog (else this counts nothing).
+            session.disable()
+            reader.stop()
+            return rounds.abandon() + _count_samples(_leftover_passes(reader, session))
     finally:
-        reader.stop()  # before PerfSession.close() unmaps the rings it reads
+        reader.stop()
         sys.setswitchinterval(interval)
         if frozen:
             gc.unfreeze()
-    if native:
-        driver.finish()
-    else:
-        driver.feed(merger.finish())
-    if failure is not None:
-        raise failure
 
 
-def _record_round(writer: Optional[PerfDataWriter], chunks) -> Optional[PerfDataWriteError]:
-    """Append one drain pass and its FINISHED_ROUND to the recording, if
-    any; the error when the file cannot take it (it then keeps what it had)."""
+def _record_pass(writer: Optional[PerfDataWriter], chunks, rounds, go_on) -> None:
+    """Append one drain pass and its FINISHED_ROUND to the recording, if any,
+    before the engine sees it: a SIGKILL later loses nothing that was read.
+    When the file cannot take the pass (a full disk), the records it holds
+    that the engine has not run yet run now, and the trace ends: the engine
+    has then run exactly what the file keeps, as its replay will."""
     if writer is None:
-        return None
+        return
     try:
         writer.write_records(*(data for _cpu, data in chunks), _FINISHED_ROUND)
-    except PerfDataWriteError as exc:
-        return exc
-    return None
+    except PerfDataWriteError:
+        rounds.finish(go_on)
+        raise
+
+
+def _leftover_passes(reader: _Reader, session: PerfSession):
+    """Every chunk the stopped reader queued, then what the rings still hold."""
+    while True:
+        chunks = reader.next_pass(0)
+        if not chunks:
+            break
+        yield from chunks
+    yield from session.drain()
+
+
+_HEADER = struct.Struct("<IxxH")  # perf_event_header: type, (misc), size
+_RUN_AFTER = 4  # records of one size in a row before counting by runs
+_MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # records a run is looked for in, at once
+
+
+def _count_samples(chunks) -> int:
+    """The samples among raw records, per (cpu, bytes) chunk, without
+    decoding them: a backlog of millions is counted within the stop's time."""
+    return sum(_samples_in(data) for _cpu, data in chunks)
+
+
+def _samples_in(data: bytes) -> int:
+    """Record by record, except where records of one size follow each other
+    (a busy tracepoint): then by runs, with strided slices, at C speed. A
+    run is exact, not a guess: if the record at P has size S and the size
+    field at P + S reads S too, the next record starts at P + 2S, and so on."""
+    count, pos, end = 0, 0, len(data)
+    same, last, window = 0, 0, _MIN_WINDOW
+    while pos + 8 <= end:
+        kind, size = _HEADER.unpack_from(data, pos)
+        if size < 8:
+            break  # a broken header: what follows cannot be framed
+        same = same + 1 if size == last else 0
+        last = size
+        if same >= _RUN_AFTER:
+            run = _run_of(data, pos, size, min(end, pos + window * size))
+            # The window follows the runs: long ones grow it, short ones keep slicing cheap.
+            window = min(_MAX_WINDOW, window * 2) if run == window else max(_MIN_WINDOW, 2 * run)
+            count += _samples_in_run(data, pos, size, run)
+            pos += run * size
+            continue
+        count += kind == abi.PERF_RECORD_SAMPLE
+        pos += size
+    return count
+
+
+def _run_of(data: bytes, pos: int, size: int, end: int) -> int:
+    """How many records of `size` follow each other from `pos`, before `end` (at least 1)."""
+    limit = (end - pos) // size
+    low = data[pos + 6:pos + limit * size:size]
+    high = data[pos + 7:pos + limit * size:size]
+    return max(1, min(len(low) - len(low.lstrip(bytes([size & 0xFF]))),
+                      len(high) - len(high.lstrip(bytes([size >> 8])))))
+
+
+def _samples_in_run(data: bytes, pos: int, size: int, run: int) -> int:
+    stop = pos + run * size
+    if any(data[pos + i:stop:size].count(0) != run for i in (1, 2, 3)):
+        # a type above 255 (none in a live ring): one by one
+        return sum(_HEADER.unpack_from(data, at)[0] == abi.PERF_RECORD_SAMPLE for at in range(pos, stop, size))
+    return data[pos:stop:size].count(abi.PERF_RECORD_SAMPLE)
+
+
+class _PythonRounds:
+    """The rounds of a Python driver (the interpreter, `ktapjit record`):
+    each pass is decoded and merged here, and the records are handed over
+    one at a time, so a stop's deadline can cut a round between two."""
+
+    def __init__(self, driver, attrs):
+        self.driver = driver
+        self.attrs = attrs
+        self.merger = StreamMerger()
+        self.left: list = []  # the part of a round the deadline cut off
+
+    def push(self, chunks) -> None:
+        for cpu, data in chunks:
+            self.merger.push(cpu, iter_records(data, self.attrs))
+
+    def end_round(self, go_on) -> bool:
+        return self.driver.feed(self._hand_over(self.merger.end_round(), go_on))
+
+    def finish(self, go_on) -> bool:
+        return self.driver.feed(self._hand_over(self.merger.finish(), go_on))
+
+    def _hand_over(self, records: list, go_on):
+        for i, record in enumerate(records):
+            if not go_on():
+                self.left = records[i:]
+                return
+            yield record
+
+    def abandon(self) -> int:
+        left = self.left + self.merger.discard()
+        self.left = []
+        return sum(isinstance(r, Sample) for r in left)
+
+
+class _NativeRounds:
+    """The rounds of a native feed (dispatch.LiveDriver), which merges the
+    bytes itself and runs each round in bounded steps."""
+
+    def __init__(self, driver, attrs):
+        self.driver = driver
+        self.attrs = attrs
+
+    def push(self, chunks) -> None:
+        for cpu, data in chunks:
+            self.driver.push(cpu, data, self.attrs)
+
+    def end_round(self, go_on) -> bool:
+        return self.driver.end_round(go_on)
+
+    def finish(self, go_on) -> bool:
+        return self.driver.finish(go_on)
+
+    def abandon(self) -> int:
+        return self.driver.discard()

@@ -24,6 +24,7 @@ class RecordingDriver:
     def __init__(self, start_ns: int):
         self.last_time = start_ns
         self.lost = 0
+        self.unprocessed = 0
         self.samples = 0
 
     def feed(self, records) -> bool:

@@ -69,6 +69,7 @@ class Outcome:
     end_ns: int
     lost: int
     stream_error: Optional[EventsError] = None
+    unprocessed: int = 0  # events read live but not run: a stop's deadline passed first
 
 
 def replay_session(path: str, module: Module) -> Session:
@@ -125,6 +126,7 @@ def live_session(module: Module, options) -> Session:
             if owner is not None:
                 owner.remove_events()  # perf is closed by now: nothing holds them
         driver.lost = max(driver.lost, outcome.lost)
+        driver.unprocessed = outcome.unprocessed
         return outcome.end_ns
 
     session.drive = drive
@@ -179,7 +181,7 @@ def drive_run(session: Session, run, module: Module, max_table: int) -> Outcome:
         end_ns = session.drive(driver)
     except EventsError as exc:  # a corrupt stream, a lost permission: trace_end still runs
         return Outcome(driver.last_time, driver.lost, exc)
-    return Outcome(end_ns, driver.lost)
+    return Outcome(end_ns, driver.lost, unprocessed=driver.unprocessed)
 
 
 def _native_driver(session: Session, run) -> Optional[NativeDriver]:

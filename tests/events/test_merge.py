@@ -75,6 +75,15 @@ def test_rounds_release_up_to_previous_round_max():
     assert m.finish() == []
 
 
+def test_discard_empties_the_queue():
+    m = StreamMerger()
+    m.push(0, [sample(10, tid=1), sample(30, tid=2)])
+    m.end_round()
+    m.push(1, [sample(20, 1, tid=3)])
+    assert sorted(tids(m.discard())) == [1, 2, 3]
+    assert len(m) == 0 and m.end_round() == [] and m.finish() == []
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 999)), min_size=1, max_size=200),
        st.integers(50, 400))

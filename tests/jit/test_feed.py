@@ -420,3 +420,61 @@ def test_profile_samples_run_natively(feeds, tmp_path):
     assert feeds and feeds[0] is not None and feeds[0].samples > 0
     replayed = agree(feeds, data, script)
     assert replayed[0] == out.getvalue()
+
+
+def test_live_rounds_in_bounded_steps_keep_what_ran_and_discard_the_rest(streams):
+    """The live merger (k_feed_push/k_feed_release) run a few records per
+    call, as a stop needs: the records run, kept in the order they ran, are
+    exactly StreamMerger's order; a round cut short leaves the rest queued,
+    and k_feed_discard drops it and counts its samples."""
+    from ktapjit.events.decode import FinishedRound, iter_records
+    from ktapjit.events.merge import StreamMerger
+    from ktapjit.jit import rtlib
+    from ktapjit.jit.feed import NativeFeed, _add_layouts
+    from ktapjit.tracing.plan import StreamPlan
+
+    rt = rtlib.load()
+    data = read_perf_data(streams["plain"])
+    attrs = data.attr_table()
+    buf = bytes(data.data_bytes)
+    records = [r for r in iter_records(buf, attrs) if not isinstance(r, FinishedRound)]
+    raw = {id(r): buf[r.offset:r.offset + r.size] for r in records}
+    # Two drain passes of two CPUs each (records dealt out in file order).
+    half = len(records) // 2
+    passes = [[(cpu, part[cpu::2]) for cpu in (0, 1)] for part in (records[:half], records[half:])]
+
+    reference = StreamMerger()
+    expected = []
+    for chunks in passes:
+        for cpu, recs in chunks:
+            reference.push(cpu, recs)
+        expected += reference.end_round()
+    expected += reference.finish()
+
+    state = rt.state()
+    feed = NativeFeed(rt, rt.k_feed_new(0))
+    _add_layouts(rt, feed.ptr, StreamPlan(), attrs, program=None)
+    feed.keep()
+    steps = 0
+    for final, chunks in ((False, passes[0]), (False, passes[1]), (True, [])):
+        for cpu, recs in chunks:
+            assert feed.push(cpu, b"".join(raw[id(r)] for r in recs))
+        while True:
+            assert feed.release(state.ptr, final, 7) == rtlib.RUN_OK
+            steps += 1
+            if not feed.more:
+                break
+    assert feed.take_kept() == b"".join(raw[id(r)] for r in expected)
+    assert steps > len(records) // 7
+
+    # A round cut after one step: the rest stays queued until discarded.
+    for cpu, recs in passes[0]:
+        feed.push(cpu, b"".join(raw[id(r)] for r in recs))
+    assert feed.release(state.ptr, True, 7) == rtlib.RUN_OK and feed.more
+    ran = feed.take_kept()
+    samples = sum(isinstance(r, Sample) for r in records[:half])
+    ran_samples = sum(isinstance(r, Sample) for r in iter_records(ran, attrs))
+    assert feed.discard() == samples - ran_samples
+    assert feed.release(state.ptr, True, 0) == rtlib.RUN_OK and not feed.more and feed.take_kept() == b""
+    state.close()
+    feed.close()

@@ -126,6 +126,10 @@ struct kfeed {
     unsigned __int128 lost; /* Python's count is unbounded: damaged LOST records can be huge */
     int64_t last_time, consumed, stopped_at, error_offset, samples;
     struct kf_live *live; /* the live merger (k_feed_push), made on first use */
+    int keeping;          /* k_feed_keep: copy each record the live merger runs into kept */
+    int kept_failed;      /* a copy could not grow kept */
+    uint8_t *kept;
+    uint64_t kept_len, kept_cap;
     krt_buf argbuf;       /* argstr's text, before it is interned */
     char fault[512];   /* the message of the last corrupt record a probe saw */
     char message[256]; /* the stream error of K_FEED_STREAM */
@@ -244,6 +248,7 @@ void k_feed_free(kfeed *f)
     free(f->comms.keys);
     free(f->comms.vals);
     live_free(f->live);
+    free(f->kept);
     free(f->argbuf.p);
     free(f);
 }
@@ -1112,6 +1117,9 @@ struct kf_live {
     int64_t nrings;
     uint64_t max_time, next_flush;
     int has_next_flush;
+    /* A round's release that ran out of budget goes on with the same limit. */
+    int releasing, release_open, release_all;
+    uint64_t release_limit;
 };
 
 static void live_free(struct kf_live *live)
@@ -1235,18 +1243,51 @@ int k_feed_push(kfeed *f, int64_t cpu, const uint8_t *buf, uint64_t len)
     return 0;
 }
 
-int64_t k_feed_release(kstate *s, kfeed *f, int64_t final)
+/* Append a record that is about to run to kept (k_feed_keep). */
+static void keep_record(kfeed *f, const uint8_t *p, uint64_t n)
+{
+    if (f->kept_failed)
+        return;
+    if (f->kept_len + n > f->kept_cap) {
+        uint64_t cap = f->kept_cap ? f->kept_cap : 65536;
+        while (cap < f->kept_len + n)
+            cap *= 2;
+        uint8_t *grown = realloc(f->kept, cap);
+        if (!grown) {
+            f->kept_failed = 1;
+            return;
+        }
+        f->kept = grown;
+        f->kept_cap = cap;
+    }
+    memcpy(f->kept + f->kept_len, p, n);
+    f->kept_len += n;
+}
+
+int64_t k_feed_release(kstate *s, kfeed *f, int64_t final, uint64_t budget)
 {
     struct kf_live *l = f->live;
     if (!l)
         return K_RUN_OK;
+    if (!l->releasing) {
+        l->releasing = 1;
+        l->release_open = final || l->has_next_flush;
+        l->release_all = final != 0;
+        l->release_limit = l->next_flush;
+        l->has_next_flush = !final;
+        l->next_flush = l->max_time;
+    }
     int64_t status = K_RUN_OK;
-    int flush = final || l->has_next_flush;
-    uint64_t limit = l->next_flush;
-    while (status == K_RUN_OK && flush && l->n && (final || l->heap[0].time <= limit)) {
+    uint64_t ran = 0;
+    while (status == K_RUN_OK && l->release_open && l->n && (l->release_all || l->heap[0].time <= l->release_limit)) {
+        if (budget && ran == budget)
+            return K_FEED_MORE;
         kf_pending q = pending_pop(l);
         kf_rec r = {q.block->data + q.at, rd(q.block->data + q.at + 6, 2), q.at};
+        if (f->keeping)
+            keep_record(f, r.p, r.size);
         status = run_record(s, f, &r);
+        ran++;
         if (status == K_FEED_BAD)
             f->error_offset = (int64_t)q.at;
         if (--q.block->refs == 0) {
@@ -1254,7 +1295,35 @@ int64_t k_feed_release(kstate *s, kfeed *f, int64_t final)
             free(q.block);
         }
     }
-    l->has_next_flush = !final;
-    l->next_flush = l->max_time;
+    l->releasing = 0;
     return status;
 }
+
+int64_t k_feed_discard(kfeed *f)
+{
+    struct kf_live *l = f->live;
+    if (!l)
+        return 0;
+    int64_t samples = 0;
+    for (uint64_t i = 0; i < l->n; i++) {
+        kf_pending *q = &l->heap[i];
+        samples += rd(q->block->data + q->at, 4) == PERF_RECORD_SAMPLE;
+        if (--q->block->refs == 0) {
+            free(q->block->data);
+            free(q->block);
+        }
+    }
+    l->n = 0;
+    l->releasing = 0;
+    return samples;
+}
+
+void k_feed_keep(kfeed *f, int64_t on) { f->keeping = on != 0; }
+
+const uint8_t *k_feed_kept(kfeed *f, uint64_t *len)
+{
+    *len = f->kept_failed ? UINT64_MAX : f->kept_len;
+    return f->kept;
+}
+
+void k_feed_kept_clear(kfeed *f) { f->kept_len = 0; }

@@ -360,6 +360,7 @@ typedef struct kfeed kfeed;
 enum {
     K_FEED_STREAM = 16, /* a corrupt timestamp: k_feed_message, error offset in k_feed_info */
     K_FEED_BAD = 17,    /* a record the feed cannot read (never for input the decoder accepts) */
+    K_FEED_MORE = 18,   /* k_feed_release used its budget: more of the round is due */
 };
 
 /* How a slot of a bound probe is filled (k_feed_slot). */
@@ -435,8 +436,20 @@ int64_t k_feed_order(kfeed *f, const uint8_t *buf, uint64_t len, uint64_t *out, 
  * of one CPU's drained bytes; 0, or -1 when a record is one the decoder
  * would reject (nothing is queued then). */
 int k_feed_push(kfeed *f, int64_t cpu, const uint8_t *buf, uint64_t len);
-/* Run what a round releases (final: everything), as k_feed runs records. */
-int64_t k_feed_release(kstate *s, kfeed *f, int64_t final);
+/* Run what a round releases (final: everything), as k_feed runs records,
+ * at most budget records per call (0: no limit): K_FEED_MORE when records
+ * of the round are still due; the next call goes on with the same round
+ * (its final is then ignored). Bounded calls let the caller see signals. */
+int64_t k_feed_release(kstate *s, kfeed *f, int64_t final, uint64_t budget);
+/* Drop every queued record; the number of samples among them. */
+int64_t k_feed_discard(kfeed *f);
+/* on: k_feed_release copies each record it runs, as it runs it, into a
+ * buffer: k_feed_kept (its *len is UINT64_MAX once a copy failed for want
+ * of memory) and
+ * k_feed_kept_clear. A recording then holds exactly what ran. */
+void k_feed_keep(kfeed *f, int64_t on);
+const uint8_t *k_feed_kept(kfeed *f, uint64_t *len);
+void k_feed_kept_clear(kfeed *f);
 /* out = last_time, lost (low 64 bits), consumed, stopped_at (record index,
  * -1), error_offset, samples (run through probes), lost (high 64 bits). */
 void k_feed_info(kfeed *f, int64_t out[7]);
