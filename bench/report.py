@@ -9,6 +9,7 @@ the docs from a saved run. A value that was not measured prints as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from bench.engines import NOT_AVAILABLE
@@ -436,4 +437,13 @@ def markdown(results: dict, plot_path: Optional[str], plot_note: str) -> str:
     elif plot_note:
         parts.append(f"(No plot: {plot_note}.)")
     parts += [t.markdown() for t in tables(results) if t.title != targets.title]
+    parts += measured_by_hand()
     return "\n\n".join(parts) + "\n"
+
+
+MEASURED = Path(__file__).resolve().parent / "measured"
+
+
+def measured_by_hand() -> list[str]:
+    """The hand-measured sections (bench/measured/*.md but its README), in name order."""
+    return [p.read_text().strip() for p in sorted(MEASURED.glob("*.md")) if p.name != "README.md"]

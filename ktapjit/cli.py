@@ -416,6 +416,7 @@ def _live_options(ns, record_path: Optional[str], err: BinaryIO):
     return LiveOptions(
         pages=ns.buffer_pages, pid=ns.pid or -1, command=ns.command_argv, record_path=record_path,
         status=(lambda text: None) if ns.quiet else (lambda text: _say(err, text)),
+        warn=lambda text: _say(err, f"ktapjit: {text}"),
     )
 
 

@@ -364,28 +364,62 @@ def _perf_open_nr() -> int:
         raise PerfError(f"perf_event_open: unsupported architecture {machine!r}") from None
 
 
+# The kernel's own "not supported" (include/linux/errno.h), which user space's
+# errno.h lacks: uprobe_register returns it for an instruction it cannot probe.
+ENOTSUPP = 524
+
+
+def errno_name(err: int) -> str:
+    """EPERM, ENOTSUPP, ...: the symbolic name of an errno, for messages."""
+    return "ENOTSUPP" if err == ENOTSUPP else errno.errorcode.get(err, f"errno {err}")
+
+
+def _paranoid() -> str:
+    try:
+        with open("/proc/sys/kernel/perf_event_paranoid") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def refusal_reason(err: int, root: bool | None = None) -> str:
+    """Why perf_event_open (or an ioctl) failed, in words that fit whoever
+    runs ktapjit: a permission error means "become root" only to a user who
+    is not; root gets it because the event itself forbids sampling (as
+    irq_vectors:irq_work_exit does) or a security policy says no."""
+    if root is None:
+        root = os.geteuid() == 0
+    if err in (errno.EACCES, errno.EPERM):
+        if root:
+            return (f"the kernel refuses it to perf even for root ({errno_name(err)}: the event "
+                    "may not be sampled, or a security policy such as lockdown forbids it)")
+        return ("permission denied: run as root or lower /proc/sys/kernel/perf_event_paranoid "
+                f"(now {_paranoid()})")
+    if err == ENOTSUPP:
+        return ("the kernel cannot probe that instruction (ENOTSUPP, errno 524: uprobes refuse "
+                "some instructions, e.g. lock-prefixed ones)")
+    if err == errno.ENOENT:
+        return "unknown event (no such tracepoint or event type in this kernel)"
+    if err == errno.ENODEV:
+        return "no such device (event or CPU not supported here)"
+    if err == errno.EOPNOTSUPP:
+        return "operation not supported by this event or kernel"
+    if err == errno.EINVAL:
+        return "invalid argument (this kernel cannot open the event with these settings)"
+    if err == errno.E2BIG:
+        return "perf_event_attr too big or has unknown non-zero fields"
+    if err == errno.EMFILE:
+        return "too many open files (raise ulimit -n)"
+    if err == errno.ESRCH:
+        return "no such process"
+    if err == errno.EBUSY:
+        return "event busy (exclusive use by another tracer)"
+    return os.strerror(err)
+
+
 def explain_errno(err: int, what: str) -> str:
     """Turn a perf errno into a message that says what to do about it."""
-    if err in (errno.EACCES, errno.EPERM):
-        return (f"{what}: permission denied: run as root or lower "
-                "/proc/sys/kernel/perf_event_paranoid")
-    if err == errno.ENOENT:
-        return f"{what}: unknown event (no such tracepoint or event type)"
-    if err == errno.ENODEV:
-        return f"{what}: no such device (event or CPU not supported here)"
-    if err == errno.EOPNOTSUPP:
-        return f"{what}: operation not supported by this event or kernel"
-    if err == errno.EINVAL:
-        return f"{what}: invalid argument (unsupported attr field or flag combination)"
-    if err == errno.E2BIG:
-        return f"{what}: perf_event_attr too big or has unknown non-zero fields"
-    if err == errno.EMFILE:
-        return f"{what}: too many open files (raise ulimit -n)"
-    if err == errno.ESRCH:
-        return f"{what}: no such process"
-    if err == errno.EBUSY:
-        return f"{what}: event busy (exclusive use by another tracer)"
-    return f"{what}: {os.strerror(err)}"
+    return f"{what}: {refusal_reason(err)}"
 
 
 def perf_event_open(attr: perf_event_attr, pid: int, cpu: int,

@@ -52,13 +52,39 @@ READ_FORMAT = abi.PERF_FORMAT_ID | abi.PERF_FORMAT_LOST
 
 @dataclass
 class TraceEvent:
-    """One event to open on every CPU: a tracepoint or a software event."""
+    """One event to open on every CPU: a tracepoint or a software event.
+
+    An ``optional`` event (one a glob expanded to) that the kernel refuses is
+    left out of the session and listed in ``PerfSession.refused``; any other
+    refusal fails the whole session."""
 
     name: str
     attr: abi.perf_event_attr
     filter: str | None = None
     system: str | None = None
     event: str | None = None
+    optional: bool = False
+    label: str | None = None  # how messages name it, when not by ``name`` (a probe as the script wrote it)
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class Refusal:
+    """An optional event the kernel would not open: its errno and why, in words."""
+
+    event: TraceEvent
+    errno: int
+    reason: str
+
+
+# What the kernel answers about one event (it forbids sampling it, cannot
+# probe there, lacks it): a glob skips that event. Running out of fds or
+# memory, or a traced process that is gone, concerns every event: fatal.
+_REFUSALS = frozenset({errno.EPERM, errno.EACCES, abi.ENOTSUPP, errno.EOPNOTSUPP, errno.EINVAL,
+                       errno.ENOENT, errno.ENODEV, errno.EBUSY})
 
 
 def tracepoint_id(system: str, event: str, root: Path | None = None) -> int:
@@ -359,6 +385,7 @@ class PerfSession:
         self._lost_format = True
         self._ids: dict[int, list[int]] = {}
         self._event_by_id: dict[int, TraceEvent] = {}
+        self.refused: list[Refusal] = []  # optional events left out, in the order given
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -374,19 +401,50 @@ class PerfSession:
         self.close()
 
     def open(self) -> None:
+        """Open every event on every CPU; the first event opened on a CPU owns
+        its ring and the others write into it. Optional events the kernel
+        refuses are dropped from ``events`` into ``refused``."""
         self._epoll = select.epoll()
-        for cpu in self.cpus:
-            leader = None
-            for ev in self.events:
-                op = self._open_one(ev, cpu)
-                if leader is None:
-                    leader = op
-                    ring = _Ring(op.fd, cpu, self.pages)
-                    self.rings[cpu] = ring
+        kept = []
+        for ev in self.events:
+            try:
+                opened = self._open_everywhere(ev)
+            except abi.PerfError as exc:
+                if not (ev.optional and exc.errno in _REFUSALS):
+                    raise
+                self.refused.append(Refusal(ev, exc.errno, abi.refusal_reason(exc.errno)))
+                continue
+            kept.append(ev)
+            for op in opened:
+                ring = self.rings.get(op.cpu)
+                if ring is None:
+                    self.rings[op.cpu] = _Ring(op.fd, op.cpu, self.pages)
                     self._epoll.register(op.fd, select.EPOLLIN)
                 else:
-                    abi.perf_ioctl(op.fd, abi.PERF_EVENT_IOC_SET_OUTPUT, leader.fd,
+                    abi.perf_ioctl(op.fd, abi.PERF_EVENT_IOC_SET_OUTPUT, ring.fd,
                                    "PERF_EVENT_IOC_SET_OUTPUT")
+        self.events = kept
+
+    def _open_everywhere(self, ev: TraceEvent) -> list[_Opened]:
+        """``ev`` on every CPU, or on none: a refusal on a later CPU closes
+        the CPUs already opened for it."""
+        opened = []
+        try:
+            for cpu in self.cpus:
+                opened.append(self._open_one(ev, cpu))
+        except abi.PerfError:
+            for op in opened:
+                self._forget(op)
+            raise
+        return opened
+
+    def _forget(self, op: _Opened) -> None:
+        self.opened.remove(op)
+        os.close(op.fd)
+        self._event_by_id.pop(op.id, None)
+        ids = self._ids.get(id(op.event), [])
+        if op.id in ids:
+            ids.remove(op.id)
 
     def _attr_for(self, ev: TraceEvent) -> abi.perf_event_attr:
         attr = stream_layout(abi.perf_event_attr.from_bytes(bytes(ev.attr)),
@@ -403,16 +461,11 @@ class PerfSession:
         return attr
 
     def _open_one(self, ev: TraceEvent, cpu: int) -> _Opened:
-        attr = self._attr_for(ev)
         try:
-            fd = abi.perf_event_open(attr, self.pid, cpu, -1, abi.PERF_FLAG_FD_CLOEXEC)
+            fd = self._perf_event_open(ev, cpu)
         except abi.PerfError as exc:
-            if exc.errno != errno.EINVAL or not self._lost_format:
-                raise abi.PerfError(f"{ev.name}: {exc}", exc.errno) from None
-            # Kernels before 6.0 reject PERF_FORMAT_LOST; fall back to ID only.
-            self._lost_format = False
-            attr = self._attr_for(ev)
-            fd = abi.perf_event_open(attr, self.pid, cpu, -1, abi.PERF_FLAG_FD_CLOEXEC)
+            raise abi.PerfError(f"cannot open {ev.shown}: {abi.refusal_reason(exc.errno)}",
+                                exc.errno) from None
         op = _Opened(ev, cpu, fd, 0)
         self.opened.append(op)  # recorded before anything else can fail
         if ev.filter:
@@ -422,6 +475,22 @@ class PerfSession:
         self._ids.setdefault(id(ev), []).append(op.id)
         self._event_by_id[op.id] = ev
         return op
+
+    def _perf_event_open(self, ev: TraceEvent, cpu: int) -> int:
+        try:
+            return abi.perf_event_open(self._attr_for(ev), self.pid, cpu, -1, abi.PERF_FLAG_FD_CLOEXEC)
+        except abi.PerfError as exc:
+            # Kernels before 6.0 reject PERF_FORMAT_LOST with EINVAL; so does
+            # an event this kernel cannot open. Only the first open can tell:
+            # when it works without LOST, LOST was the problem.
+            if exc.errno != errno.EINVAL or not self._lost_format or self.opened:
+                raise
+            self._lost_format = False
+            try:
+                return abi.perf_event_open(self._attr_for(ev), self.pid, cpu, -1, abi.PERF_FLAG_FD_CLOEXEC)
+            except abi.PerfError:
+                self._lost_format = True
+                raise exc from None
 
     def close(self) -> None:
         """Disable and close everything; safe to call twice and after errors."""

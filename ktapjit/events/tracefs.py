@@ -141,7 +141,12 @@ def _listdir(path: Path) -> list[str]:
 
 
 def list_events(root: Path | None = None) -> list[tuple[str, str]]:
-    """Every (system, event) pair tracefs knows, sorted."""
+    """Every (system, event) pair perf can open, sorted.
+
+    An event perf can open has an ``id`` file (its perf config). ftrace's
+    own entries (``ftrace:bprint``, ``ftrace:kernel_stack``...) have only a
+    ``format``: they describe the trace buffer and are no tracepoints, so
+    ``perf list`` leaves them out, and so does every glob here."""
     events_dir = _events_dir(root)
     if not events_dir.is_dir():
         raise TracefsError(f"{events_dir} does not exist: is this a tracefs mount?")
@@ -151,14 +156,14 @@ def list_events(root: Path | None = None) -> list[tuple[str, str]]:
         if system in _NOT_SYSTEMS or not sys_dir.is_dir():
             continue
         for event in _listdir(sys_dir):
-            if (sys_dir / event).is_dir():
+            if (sys_dir / event / "id").is_file():
                 out.append((system, event))
     out.sort()
     return out
 
 
 # A glob may use *, ? and [..]; anything else is matched literally.
-_GLOB_CHARS = re.compile(r"[*?\[]")
+GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def _split_pattern(pattern: str) -> tuple[str, str]:
@@ -178,7 +183,7 @@ def _split_pattern(pattern: str) -> tuple[str, str]:
 def _match(glob: str, name: str) -> bool:
     # fnmatchcase: tracepoint names are case-sensitive, and it gives exactly
     # *, ? and [..] ([!..] negates, as in the shell).
-    if not _GLOB_CHARS.search(glob):
+    if not GLOB_CHARS.search(glob):
         return glob == name
     return fnmatch.fnmatchcase(name, glob)
 
@@ -210,7 +215,7 @@ def close_matches_hint(pattern: str, events: list[tuple[str, str]]) -> str:
     """``; did you mean a, b?`` for the names of ``events`` close to ``pattern``, or ''."""
     names = [f"{s}:{e}" for s, e in events]
     # Glob characters would only confuse difflib; compare the literal parts.
-    probe = _GLOB_CHARS.sub("", pattern)
+    probe = GLOB_CHARS.sub("", pattern)
     close = difflib.get_close_matches(probe, names, n=3, cutoff=0.6)
     if not close:
         # The event part alone often pins it down (wrong system name).

@@ -4,6 +4,7 @@
     probe:/bin/bash:readline%return [FETCHARGS]  a uprobe (or uretprobe)
     probe:do_sys_open [FETCHARGS]                a kprobe
     sdt:/path:provider:name                      a USDT marker
+    sdt:/path:name                               (ktap's form) the marker in any provider
     ftrace:function                              the function tracer
 
 Errors carry the character offset inside the EVENTDEF text, which the caller
@@ -122,8 +123,12 @@ def _parse_probe(rest: str, text: str, offset: int) -> EventSpec:
 
 
 def _parse_sdt(rest: str, text: str, offset: int) -> SdtSpec:
-    path, sep, tail = rest.rpartition(":")
+    path, sep, name = rest.rpartition(":")
+    # A path holds no ':' (uprobe_events could not take it): what is left of
+    # the last two colons is the path, and a middle part is the provider.
     path2, sep2, provider = path.rpartition(":")
-    if not (sep and sep2 and path2 and provider and tail):
-        raise EventDefError(f"USDT probe '{text}' needs sdt:/path:PROVIDER:NAME", offset)
-    return SdtSpec(path2, provider, tail, text, offset)
+    if not sep2:
+        path2, provider = path, "*"  # ktap's sdt:/path:NAME
+    if not (sep and path2 and provider and name):
+        raise EventDefError(f"USDT probe '{text}' needs sdt:/path:[PROVIDER:]NAME", offset)
+    return SdtSpec(path2, provider, name, text, offset)

@@ -83,6 +83,7 @@ class LiveOptions:
     record_path: Optional[str] = None
     heartbeat: bool = False  # add the clock event (scripts with tick-N timers)
     status: Callable[[str], None] = lambda text: None  # stderr notices (silenced by -q)
+    warn: Callable[[str], None] = lambda text: print(f"ktapjit: {text}", file=sys.stderr)  # not silenced
 
 
 @dataclass
@@ -287,8 +288,51 @@ def _perf_events(bound: list[BoundEvent]):
             if len(kernel_filter.encode("latin-1")) > MAX_FILTER_TEXT:
                 kernel_filter = None  # too long for the kernel: ktapjit alone filters
         callchain = any(b.callchain for b in members)
-        events.append(tracepoint(system, event, filter=kernel_filter, callchain=callchain))
+        ev = tracepoint(system, event, filter=kernel_filter, callchain=callchain)
+        # Only a glob may skip an event the kernel refuses: a name the script
+        # spells out must open.
+        ev.optional = all(b.from_glob for b in members)
+        if system.startswith(GROUP_PREFIX):  # ours: name it as the script does
+            ev.label = event if ev.optional else members[0].eventdef
+        events.append(ev)
     return events, list(groups.values())
+
+
+# How many refused names a warning lists before it says "and N more".
+_NAMES_SHOWN = 5
+
+
+def _names(events) -> str:
+    names = [ev.shown for ev in events]
+    more = len(names) - _NAMES_SHOWN
+    return ", ".join(names[:_NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
+def refusal_summary(refused) -> list[str]:
+    """One line per distinct reason: how many events a glob skipped, the
+    first few names, and why the kernel refused them."""
+    by_reason: dict[str, list] = {}
+    for r in refused:
+        by_reason.setdefault(r.reason, []).append(r.event)
+    lines = []
+    for reason, events in by_reason.items():
+        noun = "event" if len(events) == 1 else "events"
+        lines.append(f"skipped {len(events)} {noun} a glob matched ({_names(events)}): {reason}")
+    return lines
+
+
+def check_globs(bound: list[BoundEvent], refused) -> None:
+    """A glob of which the kernel refused every event traces nothing: an error."""
+    gone = {(r.event.system, r.event.event): r for r in refused}
+    by_glob: dict[str, list[BoundEvent]] = {}
+    for b in bound:
+        if b.from_glob:
+            by_glob.setdefault(b.eventdef, []).append(b)
+    for glob, members in by_glob.items():
+        if all((b.system, b.event) in gone for b in members):
+            reason = gone[(members[0].system, members[0].event)].reason
+            noun = "its event" if len(members) == 1 else f"all {len(members)} of its events"
+            raise EventsError(f"'{glob}' traces nothing: the kernel refused {noun}: {reason}")
 
 
 def _clock_event():
@@ -339,8 +383,12 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                 # CLOCK_MONOTONIC timestamps are comparable with the start time.
                 with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
                                  clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session:
-                    for (_attr, ids, _name), members in zip(session.attrs(), groups):
-                        for b in members:  # the task tracker, last, binds to no probe
+                    check_globs(bound, session.refused)
+                    for line in refusal_summary(session.refused):
+                        options.warn(line)
+                    members_of = {id(ev): members for ev, members in zip(events, groups)}
+                    for ev, (_attr, ids, _name) in zip(session.events, session.attrs()):
+                        for b in members_of.get(id(ev), ()):  # the task tracker binds to no probe
                             plan.attach(ids, b)
                     attrs = session.attr_table()
                     native = _open_native(driver, plan, attrs, start_ns)
@@ -358,7 +406,8 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                         # Enabled before the status line: a user (or a test) starts the
                         # workload on seeing it, and its first events must be traced.
                         session.enable()
-                        options.status(f"Tracing {_count(len(events), 'event')}... Hit Ctrl-C to end.")
+                        opened = len(events) - len(session.refused)
+                        options.status(f"Tracing {_count(opened, 'event')}... Hit Ctrl-C to end.")
                         if child:
                             child.release()
                         unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native)
@@ -405,7 +454,8 @@ def _exclude_ktapjit(events) -> None:
 
 
 def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:
-    tracing = TracingData.from_tracefs(sorted({(b.system, b.event) for b in bound}))
+    refused = {(r.event.system, r.event.event) for r in session.refused}
+    tracing = TracingData.from_tracefs(sorted({(b.system, b.event) for b in bound} - refused))
     # The kernel's build-id tells a replay (and perf) whether its kallsyms fits the kernel frames.
     build_id = running_kernel_build_id()
     fits = build_id is not None and 0 < len(build_id) <= 20  # perf's BUILD_ID_SIZE

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Optional
 from ktapjit.diag import CompileError, Diagnostic, Span
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.tracefs import EventsError, close_matches_hint, select_tracepoints
+from ktapjit.events.tracefs import GLOB_CHARS, EventsError, close_matches_hint, select_tracepoints
 from ktapjit.frontend.eventdef import (
     FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )
@@ -46,6 +46,8 @@ class BoundEvent:
     render: Callable[[dict], bytes]  # argstr
     arg_names: tuple[str, ...] = ()  # the fields arg0, arg1, ... read, in order
     callchain: bool = False  # the probe body calls stack()/ustack(): open the event with callchains
+    eventdef: str = ""  # the EVENTDEF part (one spec) this event came from, as written
+    from_glob: bool = False  # that spec is a glob: the event may be skipped if the kernel refuses it
 
     is_profile = False
 
@@ -142,6 +144,21 @@ def dynamic_key(spec) -> tuple:
     return ("kprobe", spec.function, spec.is_return, spec.fetchargs)
 
 
+def is_glob(spec) -> bool:
+    """Whether a spec is a glob (which may match events the kernel then
+    refuses: those are skipped), not names spelled out."""
+    if isinstance(spec, TracepointSpec):
+        names = (spec.system, spec.event)
+    elif isinstance(spec, UprobeSpec):
+        names = (spec.symbol,)
+    elif isinstance(spec, SdtSpec):
+        # As written: ktap's sdt:/path:NAME stands for provider '*', yet names one marker.
+        names = (spec.text.split(spec.path, 1)[1],)
+    else:
+        names = ()
+    return any(GLOB_CHARS.search(n) for n in names)
+
+
 def has_dynamic_probes(module: Module) -> bool:
     return any(isinstance(spec, DynamicSpec) for probe in module.probes for spec in probe_specs(probe))
 
@@ -200,7 +217,9 @@ def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -
             else:
                 unsupported(spec, span)
             for system, event in pairs:
-                bound.append(bind_event(module, index, system, event, universe.format(system, event), filter_node))
+                b = bind_event(module, index, system, event, universe.format(system, event), filter_node)
+                b.eventdef, b.from_glob = spec.text, is_glob(spec)
+                bound.append(b)
     return bound
 
 

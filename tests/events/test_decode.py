@@ -7,6 +7,7 @@ are checked against `perf script` in test_perfdata.py.
 
 from __future__ import annotations
 
+import errno
 import struct
 from pathlib import Path
 
@@ -337,11 +338,27 @@ def test_ioctl_numbers():
     assert abi.PERF_EVENT_IOC_SET_BPF == 0x40042408
 
 
+@pytest.mark.parametrize("err, root, words", [
+    # Permission: "become root" only to whoever is not root.
+    (errno.EACCES, False, "permission denied: run as root or lower /proc/sys/kernel/perf_event_paranoid (now "),
+    (errno.EPERM, False, "permission denied: run as root or lower /proc/sys/kernel/perf_event_paranoid (now "),
+    (errno.EPERM, True, "the kernel refuses it to perf even for root (EPERM: the event may not be sampled, "
+                        "or a security policy such as lockdown forbids it)"),
+    (errno.EACCES, True, "the kernel refuses it to perf even for root (EACCES: "),
+    # 524 is the kernel's ENOTSUPP (not in user space's errno.h): a uprobe refused.
+    (524, True, "the kernel cannot probe that instruction (ENOTSUPP, errno 524: uprobes refuse some "
+                "instructions, e.g. lock-prefixed ones)"),
+    (errno.ENOENT, True, "unknown event (no such tracepoint or event type in this kernel)"),
+    (errno.EINVAL, True, "invalid argument (this kernel cannot open the event with these settings)"),
+    (errno.EMFILE, False, "too many open files (raise ulimit -n)"),
+])
+def test_refusal_reasons_fit_the_errno_and_who_runs(err, root, words):
+    assert abi.refusal_reason(err, root).startswith(words)
+    assert "run as root" not in abi.refusal_reason(err, True)
+
+
 def test_errno_messages():
-    import errno
-    assert "run as root or lower /proc/sys/kernel/perf_event_paranoid" in \
-        abi.explain_errno(errno.EACCES, "x")
-    assert "permission denied" in abi.explain_errno(errno.EPERM, "x")
-    assert "unknown event" in abi.explain_errno(errno.ENOENT, "x")
+    assert abi.explain_errno(errno.ENOENT, "x") == "x: " + abi.refusal_reason(errno.ENOENT)
+    assert abi.errno_name(524) == "ENOTSUPP" and abi.errno_name(errno.EPERM) == "EPERM"
     assert issubclass(abi.PerfError, Exception)
     assert issubclass(DecodeError, Exception)

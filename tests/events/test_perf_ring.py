@@ -399,3 +399,46 @@ def test_burst_two_cpus_no_loss(workload, capsys):
         print(f"\n[burst x2] {samples} samples, {lost} lost in {elapsed:.2f}s = "
               f"{samples / elapsed:,.0f} events/s")
     assert lost == 0 and samples == 2 * n
+
+
+# --- optional events the kernel refuses -------------------------------------------------------
+
+def _refusable(system: str, event: str):
+    if not Path(f"/sys/kernel/tracing/events/{system}/{event}/id").exists():
+        pytest.skip(f"this kernel has no {system}:{event}")
+    ev = tracepoint(system, event)
+    ev.optional = True
+    return ev
+
+
+@pytest.mark.parametrize("system, event, err", [
+    # Sampling irq_work_exit would raise the irq_work it traces: EPERM, even for root.
+    ("irq_vectors", "irq_work_exit", 1),
+    # ftrace:function has an id, but this kernel has no function tracer for
+    # perf: EINVAL, on the very first open, which must not be taken for a
+    # kernel without PERF_FORMAT_LOST.
+    ("ftrace", "function", 22),
+])
+def test_a_refused_optional_event_is_left_out_and_the_rest_traces(workload, system, event, err):
+    refused = _refusable(system, event)
+    proc = _start(workload, 50)
+    counted = tracepoint("syscalls", "sys_enter_getppid", filter=f"common_pid == {proc.pid}")
+    with PerfSession([refused, counted], pages=8) as s:
+        if not s.refused:
+            pytest.skip(f"this kernel lets perf open {system}:{event}")
+        assert [(r.event, r.errno) for r in s.refused] == [(refused, err)]
+        assert [ev.name for ev in s.events] == ["syscalls:sys_enter_getppid", "dummy:tasks"]
+        records = _decode(s, _run_traced(s, proc))
+        assert s.lost() == 0  # PERF_FORMAT_LOST still in use
+    assert sum(isinstance(r, Sample) for r in records) == 50
+    assert _perf_fds() == 0
+
+
+def test_a_refused_event_named_explicitly_fails_the_session():
+    refused = _refusable("irq_vectors", "irq_work_exit")
+    refused.optional = False
+    with pytest.raises(abi.PerfError) as info:
+        with PerfSession([tracepoint("syscalls", "sys_enter_getppid"), refused], pages=1):
+            pass
+    assert info.value.errno == 1 and str(info.value).startswith("cannot open irq_vectors:irq_work_exit: ")
+    assert _perf_fds() == 0

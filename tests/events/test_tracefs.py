@@ -31,13 +31,19 @@ TRACEFS = Path("/sys/kernel/tracing")
 
 @pytest.fixture
 def fake_root(tmp_path) -> Path:
-    """A tracefs look-alike: events/SYS/EVT/format plus the non-event files."""
+    """A tracefs look-alike: events/SYS/EVT/{format,id} plus the non-event
+    files, and ftrace's own entries (a format and no id, as the kernel has)."""
     events = tmp_path / "events"
     for fmt in FORMATS.glob("*/*/format"):
         dest = events / fmt.parent.parent.name / fmt.parent.name
         dest.mkdir(parents=True)
         shutil.copy(fmt, dest / "format")
+        ident = re.search(r"^ID: (\d+)", fmt.read_text(), re.M).group(1)
+        (dest / "id").write_text(ident + "\n")
         (dest / "enable").write_text("0\n")
+    for name in ("bprint", "kernel_stack"):
+        (events / "ftrace" / name).mkdir(parents=True)
+        (events / "ftrace" / name / "format").write_text(f"name: {name}\nID: 6\nformat:\n")
     for system in events.iterdir():
         (system / "enable").write_text("0\n")
         (system / "filter").write_text("none\n")
@@ -49,6 +55,7 @@ def fake_root(tmp_path) -> Path:
 
 def test_list_events(fake_root):
     events = list_events(fake_root)
+    assert not [e for e in events if e[0] == "ftrace"]  # no id: perf cannot open them
     assert events == sorted(events)
     assert ("sched", "sched_switch") in events
     assert all(system not in ("header_page", "header_event", "enable") for system, _ in events)

@@ -18,6 +18,9 @@ CASES = [
     ("probe:do_sys_open dfd=%ax", [KprobeSpec("do_sys_open", False, ("dfd=%ax",), "probe:do_sys_open dfd=%ax", 0)]),
     ("sdt:/usr/bin/py:python:function__entry", [SdtSpec("/usr/bin/py", "python", "function__entry",
                                                           "sdt:/usr/bin/py:python:function__entry", 0)]),
+    # ktap's form without a provider: the marker in any provider.
+    ("sdt:/usr/bin/py:function__entry", [SdtSpec("/usr/bin/py", "*", "function__entry",
+                                                 "sdt:/usr/bin/py:function__entry", 0)]),
     ("ftrace:function", [FtraceSpec("ftrace:function", 0)]),
 ]
 
@@ -27,7 +30,9 @@ ERRORS = [
     ("sched:a b", 0, "not a tracepoint"),
     ("sched:a$b", 7, "unexpected character '$'"),
     ("probe:/bin/bash", 0, "needs /path/to/binary:SYMBOL"),
-    ("sdt:/x:y", 0, "sdt:/path:PROVIDER:NAME"),
+    ("sdt:/x", 0, "sdt:/path:[PROVIDER:]NAME"),
+    ("sdt:/x:", 0, "sdt:/path:[PROVIDER:]NAME"),
+    ("sdt:/x::y", 0, "sdt:/path:[PROVIDER:]NAME"),
     ("ftrace:other", 0, "only ftrace:function"),
 ]
 

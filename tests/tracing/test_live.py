@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -212,6 +213,73 @@ def test_unknown_event_is_status_2_with_suggestion_and_touches_nothing(workload,
 def test_unknown_glob_is_status_2(workload):
     status, out, err = ktapjit("--", str(workload), "1", script="trace nosuchsys:* { }")
     assert (status, out) == (2, "") and "unknown event 'nosuchsys:*'" in err
+
+
+# --- events the kernel refuses -------------------------------------------------------------------
+#
+# irq_vectors:irq_work_exit may not be sampled, even by root (sampling it would
+# raise the irq_work it traces: the kernel answers EPERM); perf record fails
+# on it too. ftrace's own entries (ftrace:bprint...) have no id: no glob
+# matches them.
+
+REFUSED = "irq_vectors:irq_work_exit"
+EPERM_AS_ROOT = ("the kernel refuses it to perf even for root (EPERM: the event may not be sampled, "
+                 "or a security policy such as lockdown forbids it)")
+needs_refused = pytest.mark.skipif(
+    not (TRACEFS / "events/irq_vectors/irq_work_exit/id").exists() or os.geteuid() != 0,
+    reason=f"needs root and {REFUSED} (x86), which the kernel refuses to sample")
+
+
+@needs_refused
+def test_a_glob_skips_events_the_kernel_refuses_and_says_which_and_why(workload):
+    matched = tracefs_matches("irq_vectors:*")
+    assert REFUSED in matched
+    status, out, err = ktapjit("--", str(workload), "1", script='trace irq_vectors:* { }\ntrace_end { print("end") }')
+    assert (status, out) == (0, "end\n")
+    assert err == (f"ktapjit: skipped 1 event a glob matched ({REFUSED}): {EPERM_AS_ROOT}\n"
+                   + status_line(len(matched) - 1) + "\n")
+
+
+@needs_refused
+def test_an_explicit_event_the_kernel_refuses_fails_saying_why(workload):
+    status, out, err = ktapjit("--", str(workload), "1", script=f'trace {REFUSED} {{ }}\ntrace_end {{ print("end") }}')
+    assert (status, out, err) == (1, "end\n", f"ktapjit: cannot open {REFUSED}: {EPERM_AS_ROOT}\n")
+
+
+@needs_refused
+def test_a_glob_of_which_every_event_is_refused_is_an_error(workload):
+    assert tracefs_matches("irq_vectors:irq_work_ex*") == [REFUSED]
+    status, out, err = ktapjit("--", str(workload), "1", script="trace irq_vectors:irq_work_ex* { }")
+    assert (status, out, err) == (
+        1, "", f"ktapjit: 'irq_vectors:irq_work_ex*' traces nothing: the kernel refused its event: {EPERM_AS_ROOT}\n")
+
+
+def test_ftrace_internal_entries_are_no_events(workload):
+    """ftrace:bprint has a format but no id: perf cannot open it, no glob matches it."""
+    if not (TRACEFS / "events/ftrace/bprint/format").exists():
+        pytest.skip("this kernel has no ftrace:bprint entry")
+    status, out, err = ktapjit("--", str(workload), "1", script="trace *:bprint { }")
+    assert (status, out) == (2, "") and "unknown event '*:bprint'" in err
+
+
+@pytest.mark.slow
+def test_everything_glob_counts_events_for_a_second():
+    """`trace *:*` opens every tracepoint perf can open, skips and reports the
+    ones the kernel refuses, leaves out ktapjit's own dynamic events, and counts.
+    Slow: closing costs the kernel an RCU grace period per tracepoint (about
+    40 ms on the test VM, over 2000 tracepoints; perf stat pays the same)."""
+    # Ticks count from the run's start, before the seconds of attaching: the
+    # first ones may come due before any event is in, so wait for a count.
+    status, out, err = ktapjit(script="var n = 0\ntrace *:* { n += 1 }\ntick-1s { if (n > 0) { print(n > 0); exit() } }")
+    assert (status, out) == (0, "true\n"), err
+    everything = [name for name in tracefs_matches("*:*") if not name.startswith("ktapjit_")]
+    skipped = [line for line in err.splitlines() if line.startswith("ktapjit: skipped ")]
+    counted = [int(m.group(1)) for m in re.finditer(r"ktapjit: skipped (\d+) event", err)]
+    tracing = re.search(r"^Tracing (\d+) events\.\.\. Hit Ctrl-C to end\.$", err, re.M)
+    # The status line counts the tick's clock event too.
+    assert tracing and int(tracing.group(1)) + sum(counted) == len(everything) + 1, err
+    if (TRACEFS / "events/irq_vectors/irq_work_exit/id").exists():
+        assert any(REFUSED in line for line in skipped), err
 
 
 # --- filters: the kernel's selection and ktapjit's agree ---------------------------------------

@@ -294,6 +294,87 @@ trace_end {{ print(t["add"], t["tick"], t["sema"]) }}""")
         f"-e:1:7: error: no uprobe event 'add__return' for 'probe:{prog}:add%return' in recording '{data}'")
 
 
+def test_ktap_usdt_form_without_a_provider_finds_the_marker_in_any_provider(prog):
+    """ktap's sdt:/path:NAME: the marker NAME whatever its provider."""
+    status, out, err, _ = ktapjit("-q", command=(prog, str(N)), script=f"""
+var ticks = 0
+trace sdt:{prog}:tick {{ if (arg2 == 42) {{ ticks += 1 }} }}
+trace_end {{ print(ticks) }}""")
+    assert (status, out, err) == (0, f"{N}\n", "")
+
+
+# --- functions the kernel cannot probe ----------------------------------------------------------
+#
+# uprobes refuse some instructions; perf_event_open then fails with the
+# kernel's ENOTSUPP (524). glibc's pthread_spin_lock starts with one (a
+# lock-prefixed decrement on x86-64).
+
+ENOTSUPP_WORDS = ("the kernel cannot probe that instruction (ENOTSUPP, errno 524: uprobes refuse some "
+                  "instructions, e.g. lock-prefixed ones)")
+
+
+def _mapped_libc() -> str:
+    """The C library this process runs on, as the dynamic linker found it."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and re.search(r"/libc(\.so\.6|-[\d.]+\.so)$", fields[5]):
+            return fields[5]
+    pytest.skip("no libc.so.6 is mapped in this process (not a glibc system?)")
+
+
+@pytest.fixture(scope="module")
+def libc() -> str:
+    return _mapped_libc()
+
+
+def _functions(path: str, glob: str) -> list[str]:
+    """Dynamic function symbols of `path` matching `glob`, one per address
+    (aliases share one uprobe), from binutils' nm."""
+    import fnmatch
+    nm = subprocess.run(["nm", "-D", "--defined-only", path], check=True, capture_output=True, text=True).stdout
+    by_address = {}
+    for line in nm.splitlines():
+        fields = line.split()
+        name = fields[-1].split("@")[0]
+        if len(fields) == 3 and fields[1] in "TWi" and fnmatch.fnmatchcase(name, glob):
+            by_address.setdefault(fields[0], name)
+    return sorted(by_address.values())
+
+
+def test_an_explicit_uprobe_the_kernel_refuses_fails_in_words(libc):
+    # System-wide: a uprobe for one process (-- CMD) is placed lazily, and
+    # refused later, when that process maps the library.
+    status, out, err, _ = ktapjit(script=f"trace probe:{libc}:pthread_spin_lock {{ }}\ntick-100ms {{ exit() }}")
+    if status == 0:
+        pytest.skip("this kernel accepts a uprobe on pthread_spin_lock")
+    assert (status, out, err) == (1, "", f"ktapjit: cannot open probe:{libc}:pthread_spin_lock: {ENOTSUPP_WORDS}\n")
+
+
+def test_a_uprobe_glob_skips_functions_the_kernel_refuses(libc):
+    matched = _functions(libc, "pthread_spin_*")
+    assert "pthread_spin_lock" in matched
+    status, out, err, _ = ktapjit(script=(
+        f'trace probe:{libc}:pthread_spin_* {{ }}\ntick-100ms {{ exit() }}\ntrace_end {{ print("end") }}'))
+    if "skipped" not in err:
+        pytest.skip("this kernel accepts a uprobe on pthread_spin_lock")
+    assert (status, out) == (0, "end\n")
+    assert err == (f"ktapjit: skipped 1 event a glob matched (pthread_spin_lock): {ENOTSUPP_WORDS}\n"
+                   + status_line(len(matched) - 1 + 1) + "\n")  # + tick's clock event
+
+
+@pytest.mark.slow
+def test_a_glob_over_all_of_libc_runs_and_reports_what_it_skipped(libc, engine):
+    """ktap's glibc_func_hist: a uprobe on every libc function, for one command.
+    Slow: the kernel takes about 50 ms per uprobe to take it down again."""
+    if engine == "jit":
+        pytest.skip("attaching and skipping do not depend on the engine: the interp run covers it")
+    status, out, err, _ = ktapjit(script=(
+        f"var n = 0\ntrace probe:{libc}:* {{ n += 1 }}\ntick-1s {{ if (n > 0) {{ exit() }} }}\ntrace_end {{ print(n > 0) }}"))
+    assert (status, out) == (0, "true\n"), err
+    skipped = re.search(r"^ktapjit: skipped (\d+) events? a glob matched \((.*)\): ", err, re.M)
+    assert skipped and "pthread_spin_lock" in skipped.group(2), err
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 def test_unknown_symbol_is_status_2_at_the_eventdef_and_leaves_nothing(prog):
