@@ -153,16 +153,11 @@ def test_bar_shows_bytes_events_rate_and_time_left_then_is_erased(no_delay, synt
 def test_no_bar_with_quiet_or_without_a_terminal(no_delay, synthetic, engine, flags, stderr_is_terminal):
     args = ["run", "--engine", engine, *flags, "--replay", str(synthetic), "-e", COUNT]
     terminal = Terminal()
-    err = terminal.file() if stderr_is_terminal else subprocess_pipe_like()
+    err = terminal.file() if stderr_is_terminal else io.BytesIO()  # a stream that is no terminal
     status, out, _ = run_in_process(args, stderr=err)
     assert (status, out, terminal.finish()) == (0, b"40000\n", b"")
     if not stderr_is_terminal:
         assert err.getvalue() == b""
-
-
-def subprocess_pipe_like():
-    """What a pipe looks like to the CLI: a stream that is not a terminal."""
-    return io.BytesIO()
 
 
 @ENGINES
