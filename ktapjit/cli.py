@@ -112,7 +112,7 @@ def _add_run(commands) -> None:
     run.add_argument("--buffer-pages", type=_power_of_two, default=1024, metavar="N",
                      help="ring buffer pages per CPU, a power of two (default 1024: 4 MiB)")
     run.add_argument("-o", "--output", metavar="FILE", help="write the script's output to FILE")
-    run.add_argument("-q", "--quiet", action="store_true", help="no status messages on stderr")
+    run.add_argument("-q", "--quiet", action="store_true", help="no status messages or progress bar on stderr")
     run.add_argument("-e", dest="program", metavar="PROGRAM", help="run PROGRAM given on the command line")
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="the script file")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="script arguments (arg[1], ...)")
@@ -457,8 +457,14 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     sink = None
     try:
         sink = _open_output(ns, out)
-        opener = lambda: _open_session(ns, module, source, err)  # noqa: E731
-        return _run_engine(ns.engine, ns, module, path, opener, sink, err)
+        progress = _replay_progress(ns, err)
+        shown = sink
+        if progress is not None and _isatty(sink):
+            from ktapjit.tracing.progress import TerminalOutput
+
+            shown = TerminalOutput(sink, progress)  # the bar makes way for the script's lines
+        opener = lambda: _open_session(ns, module, source, err, progress)  # noqa: E731
+        return _run_engine(ns.engine, ns, module, path, opener, shown, err)
     finally:
         if sink is not None and sink is not out:
             sink.close()
@@ -518,7 +524,8 @@ def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: Binar
             trial_out, trial_err = io.BytesIO(), io.BytesIO()
             notices = err if engine == "jit" else io.BytesIO()  # the replay's are dropped
             trial.status = _run_engine(engine, ns, module, path,
-                                       lambda: _open_session(ns, module, source, notices),
+                                       lambda: _open_session(ns, module, source, notices,
+                                                             _replay_progress(ns, err)),
                                        trial_out, trial_err, wrap, notices, start_ns)
             trial.stdout, trial.stderr = trial_out.getvalue(), trial_err.getvalue()
             trials.append(trial)
@@ -587,7 +594,24 @@ def _check_target(ns) -> None:
         raise UsageError(f"cannot run '{ns.command_argv[0]}': command not found")
 
 
-def _open_session(ns, module, source: bytes, err: BinaryIO):
+def _replay_progress(ns, err: BinaryIO):
+    """The replay's progress bar, or None: the one place that decides whether
+    people get one (it shows only once the replay has run ~2 s)."""
+    if ns.replay is None or ns.quiet or not _isatty(err):
+        return None
+    from ktapjit.tracing.progress import ReplayProgress
+
+    return ReplayProgress(err)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no such method; a closed stream
+        return False
+
+
+def _open_session(ns, module, source: bytes, err: BinaryIO, progress=None):
     if ns.replay is None and not (module.probes or module.timers):
         if ns.record or ns.pid or ns.command_argv:
             raise UsageError("this script has no probes or timers: there is nothing to trace")
@@ -595,7 +619,7 @@ def _open_session(ns, module, source: bytes, err: BinaryIO):
     from ktapjit.tracing.session import live_session, replay_session
 
     if ns.replay is not None:
-        session = _bound_session(lambda: replay_session(ns.replay, module), source)
+        session = _bound_session(lambda: replay_session(ns.replay, module, progress), source)
         for warning in session.warnings:
             _say(err, f"ktapjit: warning: {warning}")
         return session

@@ -2,6 +2,7 @@
 driving an engine with the ordered record stream (live, or from perf.data).
 
 May import: ktapjit.diag, ktapjit.frontend (event definitions, filters),
-ktapjit.ir (the Module's probe list), ktapjit.events, ktapjit.semantics.
+ktapjit.ir (the Module's probe list), ktapjit.events, ktapjit.semantics;
+tqdm (progress.py only, and only once a bar is drawn).
 Engines are reached only through the run surface of ktapjit.run_api.
 """

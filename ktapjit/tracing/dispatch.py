@@ -148,11 +148,14 @@ class NativeDriver:
     BATCH = 4096
     unprocessed = 0  # a replay runs every record (StreamDriver's count is for live streams)
 
-    def __init__(self, run, feed, data, base: int):
+    def __init__(self, run, feed, data, base: int, progress=None):
         self.run = run
         self.native = feed  # has last_time, lost, stopped_at, stream_error(), pin(), order()
         self.buffer = data
         self.base = base
+        # Told per batch when the order comes from native code (records from
+        # the Python decoder report through progress.chunks themselves).
+        self.progress = progress
 
     @property
     def last_time(self) -> int:
@@ -199,9 +202,14 @@ class NativeDriver:
 
     def _feed_ordered(self, order: array) -> bool:
         step = 4 * self.BATCH
+        progress, done = self.progress, 0
         for start in range(0, len(order), step):
-            if not self._run(order[start:start + step]):
+            batch = order[start:start + step]
+            if not self._run(batch):
                 return False
+            if progress is not None:
+                done = max(done, batch[-1])
+                progress.update(done, start + len(batch))
         return self.run.tracing
 
     def _run(self, batch: array) -> bool:

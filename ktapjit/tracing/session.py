@@ -56,6 +56,7 @@ class Session:
     live: bool = False  # records come from perf rings (live.run_live)
     kernel_symbols: Optional[KernelSymbolizer] = None  # for stack(); None: this machine's kallsyms
     warnings: list[str] = field(default_factory=list)  # for stderr, once, before the run
+    progress: Optional[object] = None  # a replay's progress.ReplayProgress, told per chunk
 
     def close(self) -> list[str]:
         """Remove what the session created (dynamic events) and put the signal
@@ -72,20 +73,30 @@ class Outcome:
     unprocessed: int = 0  # events read live but not run: a stop's deadline passed first
 
 
-def replay_session(path: str, module: Module) -> Session:
+def replay_session(path: str, module: Module, progress=None) -> Session:
+    """`progress` (a progress.ReplayProgress, or None) is told how far the
+    replay is, once per chunk of records, and closed when it ends."""
     from ktapjit.tracing.replay import open_replay
 
     replay = open_replay(path, module)
+    data = replay.data
 
     def drive(driver) -> int:
-        driver.feed(replay.records())
+        records = replay.records()
+        if progress is None:
+            driver.feed(records)
+            return driver.last_time
+        progress.begin(data.data_size)
+        try:
+            driver.feed(progress.chunks(records, data.data_offset))
+        finally:
+            progress.close()  # before trace_end's output, an error line, or after Ctrl-C
         return driver.last_time
 
-    data = replay.data
     raw = RawStream(data.data_bytes, data.data_offset, data.attr_table)
     return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw,
                    kernel_symbols=replay_kernel_symbols(data.kernel_build_id, data.osrelease),
-                   warnings=replay.warnings)
+                   warnings=replay.warnings, progress=progress)
 
 
 def _recorded_host(data) -> Host:
@@ -197,4 +208,4 @@ def _native_driver(session: Session, run) -> Optional[NativeDriver]:
     feed = offer(session.plan, attrs, session.start_ns)
     if feed is None:
         return None
-    return NativeDriver(run, feed, session.raw.data, session.raw.base)
+    return NativeDriver(run, feed, session.raw.data, session.raw.base, session.progress)
