@@ -23,7 +23,7 @@ run: $(STAMP)
 # The default suite, then the slow fuzzing and soak tests within a bounded budget.
 test: $(STAMP)
 	$(VPY) -m pytest -q
-	timeout 900 $(VPY) -m pytest -q -m slow
+	timeout 1800 $(VPY) -m pytest -q -m slow --durations=15
 	timeout 600 $(VPY) -m pytest -q bench/test_bench_cli_smoke.py
 
 test-slow: $(STAMP)
