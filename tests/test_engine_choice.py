@@ -12,6 +12,7 @@ writes compiled scripts to its `jit/` folder.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,24 @@ def test_without_a_c_compiler_the_jit_says_so_and_nothing_runs(no_compiler, tmp_
 def test_the_fall_back_the_message_names_runs_there(no_compiler):
     proc = ktapjit("run", "--engine", "interp", "-e", HELLO, env=no_compiler)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"hi\nend\n", b"")
+
+
+COMPILER_FAILURES = [
+    # $CC, how the message goes on after "building the JIT runtime failed: "
+    ("false", "false exited with status 1"),  # fails and says nothing
+    ("gcc -fno-such-flag", "gcc: error: unrecognized command-line option"),
+]
+
+
+@pytest.mark.parametrize("cc,reason", COMPILER_FAILURES, ids=[cc for cc, _ in COMPILER_FAILURES])
+def test_a_runtime_build_that_fails_is_one_line(tmp_path, cc, reason):
+    if shutil.which(cc.split()[0]) is None:
+        pytest.skip(f"no {cc.split()[0]} here")
+    proc = ktapjit("run", "-e", HELLO, env={**environment(tmp_path / "cache"), "CC": cc})
+    message = proc.stderr.decode()
+    assert (proc.returncode, proc.stdout) == (2, b"")
+    assert message.startswith(f"ktapjit: building the JIT runtime failed: {reason}"), message
+    assert message.endswith(FALL_BACK) and message.count("\n") == 1, message
 
 
 LIVE_SKIP = live_skip_reason("live tracing", "events/syscalls/sys_enter_getppid/id",
