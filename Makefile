@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/ktapjit run --jit --replay examples/data/demo.data examples/syscount.kp
+	$(VENV)/bin/ktapjit run --replay examples/data/demo.data examples/syscount.kp
 
 # The default suite, then the slow fuzzing and soak tests within a bounded budget.
 test: $(STAMP)

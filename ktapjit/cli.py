@@ -91,7 +91,7 @@ def _build_parser(only: Optional[str] = None) -> _Parser:
     """The whole command line, or (`only`) the top level and one command:
     when argv names its command, the other four are never needed, and
     building them is most of argparse's ~3 ms."""
-    parser = _Parser(prog="ktapjit", description="Run ktap tracing scripts, interpreted or JIT-compiled.")
+    parser = _Parser(prog="ktapjit", description="Run ktap tracing scripts, JIT-compiled or interpreted.")
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, add_command in _COMMANDS.items():
@@ -102,8 +102,9 @@ def _build_parser(only: Optional[str] = None) -> _Parser:
 
 def _add_run(commands) -> None:
     run = commands.add_parser("run", help="run a script", description="Run a ktap script.")
-    run.add_argument("--engine", choices=ENGINES, default="interp",
-                     help="interp: the reference interpreter; jit: native code; compare: both, checked")
+    run.add_argument("--engine", choices=ENGINES, default="jit",
+                     help="jit (the default): native code; interp: the reference interpreter; "
+                          "compare: both, checked")
     run.add_argument("--jit", dest="engine", action="store_const", const="jit", help="same as --engine jit")
     _add_limit_options(run)
     run.add_argument("--replay", metavar="PERF_DATA", help="run over a recording (perf.data) instead of live")
@@ -643,33 +644,41 @@ def _report(faults, sink: BinaryIO, err: BinaryIO) -> None:
         _say(err, fault.render())
 
 
-def _load(engine, module, config: RunConfig, sink: BinaryIO):
-    """The engine's run; a JIT that cannot build (no C compiler, no cache
-    directory) is the machine's problem, told in one line, exit 2."""
-    if engine.name != "jit":
-        return engine.load(module, config, sink.write)
+FALL_BACK = "to run without the JIT: --engine interp"
+
+
+def _load(engine_name: str, module, config: RunConfig, sink: BinaryIO):
+    """The engine's run, before any script code ran. A JIT that cannot run
+    here (no C compiler, no cache directory, no llvmlite, native code that
+    will not build or load) is the machine's problem: one line that says why
+    and how to do without it, exit 2. Never a quiet switch to the
+    interpreter: it is some 100 times slower on events, and the user would
+    not know why."""
+    if engine_name != "jit":
+        from ktapjit.interp.engine import InterpEngine
+
+        return InterpEngine().load(module, config, sink.write)
     from ktapjit.jit.codegen import CodegenError
     from ktapjit.jit.rtlib import RuntimeBuildError
 
     try:
-        return engine.load(module, config, sink.write)
+        from ktapjit.jit.engine import JitEngine  # lowering imports llvmlite
+
+        return JitEngine().load(module, config, sink.write)
     except (RuntimeBuildError, CodegenError) as exc:
-        raise UsageError(str(exc).removeprefix("ktapjit: ")) from None
-
-
-def _engine(name: str):
-    if name == "jit":
-        from ktapjit.jit.engine import JitEngine
-
-        return JitEngine()
-    from ktapjit.interp.engine import InterpEngine
-
-    return InterpEngine()
+        raise UsageError(f"{str(exc).removeprefix('ktapjit: ')}; {FALL_BACK}") from None
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("llvmlite"):
+            raise
+        raise UsageError(f"the JIT needs llvmlite, which is not installed (pip install llvmlite); "
+                         f"{FALL_BACK}") from None
+    except OSError as exc:  # dlopen refused the native code (a noexec cache), no scratch space
+        raise UsageError(f"the JIT cannot run here: {exc.strerror or exc}; {FALL_BACK}") from None
 
 
 def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO,
              wrap, notices: BinaryIO) -> int:
-    run = _load(_engine(engine_name), module, config, sink)
+    run = _load(engine_name, module, config, sink)
     if wrap is not None:
         run = wrap(run)
     outcome = None

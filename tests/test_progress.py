@@ -245,6 +245,10 @@ def big(tmp_path_factory):
     return path
 
 
+# The bar needs seconds of replay: the interpreter's; the JIT runs `big` in well under one.
+SLOW = ["run", "--engine", "interp"]
+
+
 def run_on_terminal(args: list[str], interrupt_when_shown: bool = False) -> tuple[int, bytes, bytes]:
     """`ktapjit ARGS` with stderr on a terminal and stdout a pipe: (status, stdout, what the terminal got)."""
     terminal = Terminal()
@@ -265,7 +269,7 @@ def run_on_terminal(args: list[str], interrupt_when_shown: bool = False) -> tupl
 
 @pytest.mark.slow
 def test_a_long_replay_shows_the_bar_and_the_same_output(big):
-    args = ["run", "--replay", str(big), "-e", COUNT]
+    args = [*SLOW, "--replay", str(big), "-e", COUNT]
     status, out, received = run_on_terminal(args)
     assert (status, out) == (0, b"800000\n")
     shown = frames(received)
@@ -279,12 +283,12 @@ def test_a_long_replay_shows_the_bar_and_the_same_output(big):
 
 @pytest.mark.slow
 def test_a_long_replay_with_quiet_shows_nothing(big):
-    assert run_on_terminal(["run", "-q", "--replay", str(big), "-e", COUNT]) == (0, b"800000\n", b"")
+    assert run_on_terminal([*SLOW, "-q", "--replay", str(big), "-e", COUNT]) == (0, b"800000\n", b"")
 
 
 @pytest.mark.slow
 def test_ctrl_c_erases_the_bar_and_trace_end_runs(big):
-    status, out, received = run_on_terminal(["run", "--replay", str(big), "-e", COUNT], interrupt_when_shown=True)
+    status, out, received = run_on_terminal([*SLOW, "--replay", str(big), "-e", COUNT], interrupt_when_shown=True)
     assert frames(received)
     assert screen(received) == []
     assert status == 0 and 0 < int(out) < 800_000

@@ -69,7 +69,7 @@ def expressions(draw, depth=3):
 
 def run(source: str) -> tuple[int, bytes, bytes]:
     out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", "-e", source], stdout=out, stderr=err)
+    status = main(["run", "--engine", "interp", "-e", source], stdout=out, stderr=err)
     return status, out.getvalue(), err.getvalue()
 
 

@@ -301,9 +301,8 @@ def _compile(compiler: list[str], target: Path) -> None:
         done = subprocess.run(cmd, capture_output=True, timeout=300, check=False)
         if done.returncode != 0:
             detail = done.stderr.decode("utf-8", "replace").strip().splitlines()[:5]
-            raise RuntimeBuildError(
-                "ktapjit: building the JIT runtime failed: " + " | ".join(detail)
-            )
+            reason = " | ".join(detail) or f"{compiler[0]} exited with status {done.returncode}"  # a silent failure
+            raise RuntimeBuildError("ktapjit: building the JIT runtime failed: " + reason)
         os.replace(tmp, target)
     except OSError as e:
         raise RuntimeBuildError(f"ktapjit: building the JIT runtime failed: {e}") from e

@@ -43,4 +43,4 @@ def test_runs_without_a_usable_cache(tmp_path, monkeypatch, cache):
     else:
         assert (status, out.getvalue()) == (2, b"")
         assert err.getvalue() == (b"ktapjit: cannot create the JIT cache directory /dev/null/not-a-directory/rt: "
-                                  b"Not a directory (set KTAPJIT_CACHE_DIR)\n")
+                                  b"Not a directory (set KTAPJIT_CACHE_DIR); to run without the JIT: --engine interp\n")
