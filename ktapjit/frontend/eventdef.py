@@ -6,10 +6,11 @@
     probe:do_sys_open [FETCHARGS]                a kprobe
     sdt:/path:provider:name                      a USDT marker
     sdt:/path:name                               (ktap's form) the marker in any provider
-
-A uprobe's PATH is a path when it holds a '/', else a name (`libc`, `bash`)
-that binding looks up (events.binary_search): the spec keeps it as written.
     ftrace:function                              the function tracer
+
+A uprobe's or marker's PATH is a path when it holds a '/', else a name
+(`libc`, `bash`) that binding looks up (events.binary_search): the spec
+keeps it as written.
 
 Errors carry the character offset inside the EVENTDEF text, which the caller
 turns into a source position.

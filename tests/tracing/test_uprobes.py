@@ -344,6 +344,9 @@ def test_a_library_by_name_is_found_through_ld_so_cache(atoier, libc, tmp_path):
     assert (status, replayed, err) == (0, out, "")
     status, replayed, err, _ = ktapjit("--replay", str(data), script=LIBC_ATOI.replace("libc:", f"{libc}:"))
     assert (status, replayed, err) == (0, out, "")
+    # A name this machine cannot resolve stays as written on replay: the events are found by symbol.
+    status, replayed, err, _ = ktapjit("--replay", str(data), script=LIBC_ATOI.replace("libc:", "libnonesuch:"))
+    assert (status, replayed, err) == (0, out, "")
 
 
 def test_a_library_by_name_and_by_path_share_one_event(atoier, libc):
