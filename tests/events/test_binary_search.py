@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -144,7 +145,8 @@ def test_not_found_says_where_it_looked(world, name):
 def test_this_machines_libc_is_found_by_name():
     if not sys.platform.startswith("linux") or not os.path.exists("/etc/ld.so.cache"):
         pytest.skip("no ld.so.cache")
-    mapped = next((ln.split()[-1] for ln in open("/proc/self/maps") if ln.rstrip().endswith("/libc.so.6")), None)
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    mapped = next((ln.split()[-1] for ln in maps if ln.endswith("/libc.so.6")), None)
     if mapped is None:
         pytest.skip("this process maps no libc.so.6")
     assert os.path.samefile(find_target("libc"), mapped)
