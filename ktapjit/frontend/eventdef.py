@@ -2,10 +2,15 @@
 
     syscalls:sys_enter_*, sched:sched_switch     tracepoints, with globs
     probe:/bin/bash:readline%return [FETCHARGS]  a uprobe (or uretprobe)
+    probe:libc:malloc [FETCHARGS]                a uprobe in a library or program found by name
     probe:do_sys_open [FETCHARGS]                a kprobe
     sdt:/path:provider:name                      a USDT marker
     sdt:/path:name                               (ktap's form) the marker in any provider
     ftrace:function                              the function tracer
+
+A uprobe's or marker's PATH is a path when it holds a '/', else a name
+(`libc`, `bash`) that binding looks up (events.binary_search): the spec
+keeps it as written.
 
 Errors carry the character offset inside the EVENTDEF text, which the caller
 turns into a source position.
@@ -114,10 +119,12 @@ def _parse_probe(rest: str, text: str, offset: int) -> EventSpec:
     is_return = target.endswith("%return")
     if is_return:
         target = target[: -len("%return")]
-    if "/" in target:  # a file (kernel function names have no slash): /usr/bin/x, ./prog
+    # A file: a path (kernel function names have no slash: /usr/bin/x,
+    # ./prog), or a name and a symbol (libc:malloc); a kprobe is one word.
+    if "/" in target or ":" in target:
         path, sep, symbol = target.rpartition(":")
         if not sep or not path or not symbol:
-            raise EventDefError(f"uprobe '{text}' needs /path/to/binary:SYMBOL", offset)
+            raise EventDefError(f"uprobe '{text}' needs /path/to/binary:SYMBOL or LIBRARY:SYMBOL", offset)
         return UprobeSpec(path, symbol, is_return, tuple(fetchargs), text, offset)
     return KprobeSpec(target, is_return, tuple(fetchargs), text, offset)
 

@@ -18,10 +18,12 @@ bind like tracepoints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from ktapjit.diag import CompileError, Diagnostic, Span
+from ktapjit.events.binary_search import find_target, is_bare_name
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.tracefs import GLOB_CHARS, EventsError, close_matches_hint, select_tracepoints
@@ -104,6 +106,14 @@ class EventUniverse:
         reported at the EVENTDEF) when it cannot."""
         raise EventsError(f"'{spec.text}': dynamic probes are not available here")
 
+    def locate(self, spec):
+        """The spec with a library or program given by name (`libc` in
+        `probe:libc:malloc`) replaced by its file; raises EventsError (one
+        line, saying where it looked) when there is none."""
+        if isinstance(spec, (UprobeSpec, SdtSpec)) and is_bare_name(spec.path):
+            return replace(spec, path=find_target(spec.path))
+        return spec
+
 
 def _fail(span: Span, message: str) -> None:
     raise CompileError(Diagnostic(span, message))
@@ -133,14 +143,21 @@ def unsupported(spec, span: Span) -> None:
     _fail(span, f"'{spec.text}' is not supported")
 
 
+def _same_file(path: str) -> str:
+    """One spelling per file: `libc` located in /lib/x86_64-linux-gnu and
+    /usr/lib/x86_64-linux-gnu/libc.so.6 are the same file where /lib is a
+    link to /usr/lib."""
+    return os.path.realpath(path)
+
+
 def dynamic_key(spec) -> tuple:
     """What makes two dynamic specs the same events: probes naming the same
     target with the same fetch args share them (one kernel event, one perf
     event, as probes sharing a tracepoint do), live and on replay alike."""
     if isinstance(spec, UprobeSpec):
-        return ("uprobe", spec.path, spec.symbol, spec.is_return, spec.fetchargs)
+        return ("uprobe", _same_file(spec.path), spec.symbol, spec.is_return, spec.fetchargs)
     if isinstance(spec, SdtSpec):
-        return ("sdt", spec.path, spec.provider, spec.name)
+        return ("sdt", _same_file(spec.path), spec.provider, spec.name)
     return ("kprobe", spec.function, spec.is_return, spec.fetchargs)
 
 
@@ -153,7 +170,8 @@ def is_glob(spec) -> bool:
         names = (spec.symbol,)
     elif isinstance(spec, SdtSpec):
         # As written: ktap's sdt:/path:NAME stands for provider '*', yet names one marker.
-        names = (spec.text.split(spec.path, 1)[1],)
+        # (What follows the path, which holds no ':'; the path may since have been located.)
+        names = (spec.text.split(":", 2)[2],)
     else:
         names = ()
     return any(GLOB_CHARS.search(n) for n in names)
@@ -207,12 +225,13 @@ def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -
             if isinstance(spec, TracepointSpec):
                 pairs = resolve_tracepoints(spec, universe, span, where)
             elif isinstance(spec, DynamicSpec):
-                key = dynamic_key(spec)
-                if key not in dynamic:
-                    try:
+                try:
+                    spec = universe.locate(spec)  # `libc` and its path are one target
+                    key = dynamic_key(spec)
+                    if key not in dynamic:
                         dynamic[key] = universe.dynamic(spec)
-                    except EventsError as exc:
-                        _fail(span, str(exc))
+                except EventsError as exc:
+                    _fail(span, str(exc))
                 pairs = dynamic[key]
             else:
                 unsupported(spec, span)

@@ -13,6 +13,7 @@ import os
 from typing import Optional
 
 from ktapjit.events import perf_abi as abi
+from ktapjit.events.binary_search import TargetNotFound
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, RETURN_SUFFIX, event_name
 from ktapjit.events.elf import is_hex_offset, open_elf
 from ktapjit.events.decode import has_time
@@ -43,6 +44,15 @@ class RecordingUniverse(EventUniverse):
 
     def format(self, system: str, event: str) -> EventFormat:
         return self.schemas[(system, event)]
+
+    def locate(self, spec):
+        """A name this machine cannot resolve stays as written: the events are
+        found by the names the live run gave them, which (but for a hex
+        offset's FILE_0xOFFSET) do not depend on the file."""
+        try:
+            return super().locate(spec)
+        except TargetNotFound:
+            return spec
 
     def dynamic(self, spec) -> list[tuple[str, str]]:
         """The events a live run made for `spec`, found by the names it gave them."""

@@ -303,6 +303,121 @@ trace_end {{ print(ticks) }}""")
     assert (status, out, err) == (0, f"{N}\n", "")
 
 
+# --- targets by name: libraries through ld.so.cache, programs through $PATH --------------------
+
+ATOI_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+/* `atoier N S`: atoi(N) once, then atoi(S) N times; prints N * S. */
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    long sum = 0;
+    for (int i = 0; i < n; i++) sum += atoi(argv[2]);
+    printf("%ld\n", sum);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def atoier(tmp_path_factory) -> str:
+    from tests.cbuild import build_c
+    return str(build_c(tmp_path_factory, "atoier", ATOI_C, "-O0", purpose="the atoi caller"))
+
+
+LIBC_ATOI = """var n, seven = 0, 0
+trace probe:libc:atoi s=+0(%di):string {
+    n += 1
+    if (args.s == "7") { seven += 1 }
+}
+trace_end { print(n, seven) }"""
+
+
+def test_a_library_by_name_is_found_through_ld_so_cache(atoier, libc, tmp_path):
+    """`probe:libc:atoi`: no path, yet the libc this machine's programs load.
+    Recorded, and replayed by the same spelling and by the file's path."""
+    data = tmp_path / "libc.data"
+    status, out, err, child = ktapjit("-q", "--record", str(data), command=(atoier, str(N), "7"),
+                                      script=LIBC_ATOI)
+    assert (status, out, err, child) == (0, f"{N + 1}\t{N}\n", "", [str(7 * N)])
+    status, replayed, err, _ = ktapjit("--replay", str(data), script=LIBC_ATOI)
+    assert (status, replayed, err) == (0, out, "")
+    status, replayed, err, _ = ktapjit("--replay", str(data), script=LIBC_ATOI.replace("libc:", f"{libc}:"))
+    assert (status, replayed, err) == (0, out, "")
+    # A name this machine cannot resolve stays as written on replay: the events are found by symbol.
+    status, replayed, err, _ = ktapjit("--replay", str(data), script=LIBC_ATOI.replace("libc:", "libnonesuch:"))
+    assert (status, replayed, err) == (0, out, "")
+
+
+def test_a_library_by_name_and_by_path_share_one_event(atoier, libc):
+    status, out, err, _ = ktapjit("-q", command=(atoier, "10", "3"), script=f"""
+var t = {{}}
+trace probe:libc.so.6:atoi {{ t[probename] += 1 }}
+trace probe:{libc}:atoi {{ t[probename] += 100 }}
+trace_end {{ for (k, v in pairs(t)) {{ print(k, v) }} }}""")
+    assert (status, out, err) == (0, "atoi\t1111\n", "")
+
+
+def test_a_program_by_name_is_found_through_path(prog, monkeypatch):
+    monkeypatch.setenv("PATH", f"{os.path.dirname(prog)}{os.pathsep}{os.environ.get('PATH', '')}")
+    name = os.path.basename(prog)
+    status, out, err, _ = ktapjit("-q", command=(prog, str(N)), script=f"""
+var n, ticks = 0, 0
+trace probe:{name}:add {{ n += 1 }}
+trace sdt:{name}:ktapjit_test:tick {{ ticks += 1 }}
+trace_end {{ print(n, ticks) }}""")
+    assert (status, out, err) == (0, f"{N}\t{N}\n", "")
+
+
+THROWER_CC = r"""
+#include <cstdlib>
+/* `thrower N`: throws and catches N exceptions. */
+int main(int argc, char **argv) {
+    int n = std::atoi(argv[1]), caught = 0;
+    for (int i = 0; i < n; i++) {
+        try { throw i; } catch (int) { caught++; }
+    }
+    return caught == n ? 0 : 1;
+}
+"""
+
+
+def test_usdt_markers_of_a_library_by_name(tmp_path_factory):
+    """libstdc++'s own markers (libstdcxx:throw, :catch), by the library's name."""
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler (g++) to build the throwing program")
+    from ktapjit.events.binary_search import TargetNotFound, find_target
+    from ktapjit.events.elf import open_elf
+    try:
+        markers = {n.name for n in open_elf(find_target("libstdc++")).find_sdt("libstdcxx", "*")}
+    except TargetNotFound:
+        pytest.skip("no libstdc++ in ld.so.cache")
+    if not {"throw", "catch"} <= markers:
+        pytest.skip("this libstdc++ has no libstdcxx:throw/catch markers")
+    d = tmp_path_factory.mktemp("thrower")
+    (d / "thrower.cc").write_text(THROWER_CC)
+    subprocess.run(["g++", "-O0", "-o", str(d / "thrower"), str(d / "thrower.cc")], check=True)
+    status, out, err, _ = ktapjit("-q", command=(str(d / "thrower"), str(N)), script="""
+var t = {}
+trace sdt:libstdc++:libstdcxx:throw, sdt:libstdc++:libstdcxx:catch { t[probename] += 1 }
+trace_end { print(t["throw"], t["catch"]) }""")
+    assert (status, out, err) == (0, f"{N}\t{N}\n", "")
+
+
+def test_an_unknown_name_is_status_2_saying_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    script = "var n = 0\ntrace sched:sched_switch, probe:libktapjit_nonesuch:malloc { }"
+    status, out, err, _ = ktapjit(script=script)
+    linker_dirs = [d for d in (f"/lib/{os.uname().machine}-linux-gnu", f"/usr/lib/{os.uname().machine}-linux-gnu",
+                               "/lib64", "/usr/lib64", "/lib", "/usr/lib") if os.path.isdir(d)]
+    col = len("trace sched:sched_switch, ") + 1
+    assert (status, out) == (2, "")
+    assert err.splitlines() == [
+        f"-e:2:{col}: error: no library or program 'libktapjit_nonesuch' in /etc/ld.so.cache, "
+        f"{', '.join(linker_dirs)} or $PATH ({tmp_path})",
+        script.splitlines()[1], " " * (col - 1) + "^"]
+
+
 # --- functions the kernel cannot probe ----------------------------------------------------------
 #
 # uprobes refuse some instructions; perf_event_open then fails with the
