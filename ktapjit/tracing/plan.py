@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from ktapjit.diag import CompileError, Diagnostic, Span
-from ktapjit.events.binary_search import find_target, is_bare_name
+from ktapjit.events.probe_targets import find_target, is_bare_name
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.tracefs import GLOB_CHARS, EventsError, close_matches_hint, select_tracepoints

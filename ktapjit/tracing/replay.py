@@ -13,7 +13,7 @@ import os
 from typing import Optional
 
 from ktapjit.events import perf_abi as abi
-from ktapjit.events.binary_search import TargetNotFound
+from ktapjit.events.probe_targets import TargetNotFound
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, RETURN_SUFFIX, event_name
 from ktapjit.events.elf import is_hex_offset, open_elf
 from ktapjit.events.decode import has_time

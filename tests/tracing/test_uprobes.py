@@ -386,7 +386,7 @@ def test_usdt_markers_of_a_library_by_name(tmp_path_factory):
     """libstdc++'s own markers (libstdcxx:throw, :catch), by the library's name."""
     if shutil.which("g++") is None:
         pytest.skip("no C++ compiler (g++) to build the throwing program")
-    from ktapjit.events.binary_search import TargetNotFound, find_target
+    from ktapjit.events.probe_targets import TargetNotFound, find_target
     from ktapjit.events.elf import open_elf
     try:
         markers = {n.name for n in open_elf(find_target("libstdc++")).find_sdt("libstdcxx", "*")}
