@@ -16,7 +16,7 @@ import sys
 from typing import BinaryIO, Optional, Sequence
 
 from ktapjit import __version__
-from ktapjit.diag import CompileError
+from ktapjit.diag import CompileError, counted
 from ktapjit.run_api import Aborted, Host, Limits, RunConfig, monotonic_ns
 
 INT64_MAX = 2**63 - 1  # limits are 64-bit counters in native code
@@ -272,10 +272,6 @@ def _say(stream: BinaryIO, text: str) -> None:
     stream.write(text.encode("utf-8", "replace") + b"\n")
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
     # Anything but a command name first (an option, a typo, nothing) needs the
     # whole parser, for its messages and --help.
@@ -399,16 +395,16 @@ def _cmd_record(ns, err: BinaryIO) -> int:
     if failure is not None:
         _say(err, f"ktapjit: {failure}")
     if not ns.quiet:
-        _say(err, f"Recorded {_count(driver.samples, 'sample')} to {ns.output}")
+        _say(err, f"Recorded {counted(driver.samples, 'sample')} to {ns.output}")
     return EXIT_OK if failure is None else EXIT_RUNTIME
 
 
 def _say_losses(err: BinaryIO, lost: int, unprocessed: int) -> None:
     """Events that never ran: dropped by the kernel, or read and left when a stop's deadline passed."""
     if lost:
-        _say(err, f"{_count(lost, 'event')} lost")
+        _say(err, f"{counted(lost, 'event')} lost")
     if unprocessed:
-        _say(err, f"{_count(unprocessed, 'event')} read but not processed (stopped)")
+        _say(err, f"{counted(unprocessed, 'event')} read but not processed (stopped)")
 
 
 def _live_options(ns, record_path: Optional[str], err: BinaryIO):

@@ -10,13 +10,15 @@ and judges the outcome. The session's own lines (the status line, events
 lost) are about the stream, not the script: they are no part of a trial,
 and the CLI shows the user the live trial's, once.
 
-May import: stdlib, ktapjit.run_api.
+May import: stdlib, ktapjit.diag, ktapjit.run_api.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+from ktapjit.diag import counted
 
 
 class TimedRun:
@@ -131,13 +133,12 @@ def _timing(reference: Trial, candidate: Trial) -> str:
         return "compare: no events; nothing to time per event"
     a, b = reference.ns_per_event, candidate.ns_per_event
     ratio = f" ({a / b:.1f}x)" if a > 0 and b > 0 else ""
-    counts = _count(n) if n == m else f"{reference.engine} {_count(n)}, {candidate.engine} {_count(m)}"
+    if n == m:
+        counts = counted(n, "event")
+    else:
+        counts = f"{reference.engine} {counted(n, 'event')}, {candidate.engine} {counted(m, 'event')}"
     return (f"compare: {counts}; {reference.engine} {a:,.0f} ns/event, "
             f"{candidate.engine} {b:,.0f} ns/event{ratio}")
-
-
-def _count(events: int) -> str:
-    return "1 event" if events == 1 else f"{events} events"
 
 
 def _show(line: bytes) -> str:

@@ -5,11 +5,17 @@ A compile error is collected as a Diagnostic and rendered as
 A runtime error is a RuntimeFault carrying the span of the faulting token;
 code that detects a fault without knowing where it is (the shared semantics)
 raises it with ``span=None`` and the engine fills in the span.
+``counted`` words a count as every message to the user gives it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 event', '2 events'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ktapjit.diag import counted
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.decode import Sample, iter_records
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
@@ -316,8 +317,7 @@ def refusal_summary(refused) -> list[str]:
         by_reason.setdefault(r.reason, []).append(r.event)
     lines = []
     for reason, events in by_reason.items():
-        noun = "event" if len(events) == 1 else "events"
-        lines.append(f"skipped {len(events)} {noun} a glob matched ({_names(events)}): {reason}")
+        lines.append(f"skipped {counted(len(events), 'event')} a glob matched ({_names(events)}): {reason}")
     return lines
 
 
@@ -407,7 +407,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                         # workload on seeing it, and its first events must be traced.
                         session.enable()
                         opened = len(events) - len(session.refused)
-                        options.status(f"Tracing {_count(opened, 'event')}... Hit Ctrl-C to end.")
+                        options.status(f"Tracing {counted(opened, 'event')}... Hit Ctrl-C to end.")
                         if child:
                             child.release()
                         unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native)
@@ -426,10 +426,6 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
     if stop.aborted:  # a second signal during the clean-up: it is done now
         raise Aborted
     return outcome
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _exclude_ktapjit(events) -> None:
