@@ -7,6 +7,11 @@ reads like any other (``read_format``, ``perf_ring.tracepoint``). Its fields are
 the probe address (``__probe_ip``; a return probe has ``__probe_func`` and
 ``__probe_ret_ip``), then the fetch args in order.
 
+A glob's functions are the sites of one event (:meth:`DynamicProbes.add_sites`,
+probe_sites.py): created, checked with trial opens (:func:`trial_open`) so
+that functions the kernel cannot probe are found and left out
+(``DynamicProbes.refused``), and taken down together.
+
 Every event ktapjit creates lives in the group ``ktapjit_<pid>``. Cleanup:
 
 - :class:`DynamicProbes` is a context manager that removes what it created on
@@ -42,11 +47,13 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
+from ktapjit.events import perf_abi as abi
 from ktapjit.events.elf import (
     EM_AARCH64, EM_X86_64, ElfError, ElfFile, SdtArg, SdtNote, is_hex_offset, open_elf,
 )
+from ktapjit.events.probe_sites import SITE_FIELD, site_fetcharg
 from ktapjit.events.tracefs import EventsError, TracefsPermissionError, tracefs_root
 
 __all__ = [
@@ -107,6 +114,7 @@ class ProbeEvent:
     offset: Optional[int] = None  # file offset of a uprobe
     ref_ctr_offset: Optional[int] = None  # file offset of a USDT semaphore
     arg_names: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()  # a glob's probes in this one event, by site index (probe_sites)
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -115,6 +123,20 @@ class ProbeEvent:
     @property
     def is_return(self) -> bool:
         return self.kind in ("uretprobe", "kretprobe")
+
+
+@dataclass(frozen=True)
+class RefusedSite:
+    """A function a glob matched that the kernel cannot probe: left out of
+    its site event, and reported."""
+
+    system: str
+    event: str  # the probe name it would have had
+    errno: int
+
+    @property
+    def shown(self) -> str:
+        return self.event
 
 
 class Availability:
@@ -152,6 +174,53 @@ def event_name(base: str, is_return: bool = False) -> str:
         name = "_" + name
     suffix = RETURN_SUFFIX if is_return else ""
     return name[:MAX_NAME - len(suffix) - 4] + suffix  # room for a _NNN uniquifier
+
+
+def target_name(path: str, target, is_return: bool = False) -> str:
+    """The probe name of one uprobe target (an elf.ResolvedSymbol): its
+    symbol, or FILE_0xOFFSET."""
+    return event_name(target.symbol.name if target.symbol else f"{Path(path).name}_{target.offset:#x}", is_return)
+
+
+def sites_event_name(path: str, is_return: bool = False) -> str:
+    """The event holding a glob's sites in ``path``: ``libc_so_6__sites``."""
+    return event_name(f"{Path(path).name}__sites", is_return)
+
+
+def is_glob_symbol(symbol: str) -> bool:
+    return not is_hex_offset(symbol) and any(ch in symbol for ch in "*?[")
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` with repeats made unique by ``_1``, ``_2``... in order (two
+    static functions of one name), as separate events would be named."""
+    seen: set[str] = set()
+    out = []
+    for base in names:
+        name, n = base, 0
+        while name in seen:
+            n += 1
+            name = f"{base}_{n}"
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def trial_open(root: Path, group: str, event: str) -> Optional[int]:
+    """Open ``group/event`` once with perf, disabled, on one CPU and for all
+    processes, which places every uprobe of it in every process mapping its
+    file: None when the kernel accepts them all, else its errno. A refusal
+    the kernel gives for every event (no memory, no fds) raises."""
+    event_id = int((root / "events" / group / event / "id").read_text())
+    attr = abi.perf_event_attr(type=abi.PERF_TYPE_TRACEPOINT, config=event_id, sample_period=1, disabled=1)
+    try:
+        fd = abi.perf_event_open(attr, -1, min(os.sched_getaffinity(0)))
+    except abi.PerfError as exc:
+        if exc.errno in abi.REFUSALS:
+            return exc.errno
+        raise DynamicProbeError(f"cannot open {group}:{event}: {abi.refusal_reason(exc.errno)}") from None
+    os.close(fd)
+    return None
 
 
 # --- fetch args ------------------------------------------------------------------------------
@@ -581,10 +650,14 @@ class DynamicProbes:
     ``sweep`` (default True) first removes stale groups of dead ktapjit runs.
     """
 
-    def __init__(self, group: Optional[str] = None, root: Optional[Path] = None, sweep: bool = True):
+    def __init__(self, group: Optional[str] = None, root: Optional[Path] = None, sweep: bool = True,
+                 trial: Optional[Callable[[Path, str, str], Optional[int]]] = None):
         self.root = root if root is not None else tracefs_root()
         self.group = group or group_name()
         self.created: list[ProbeEvent] = []
+        self.refused: list[RefusedSite] = []  # functions globs matched that the kernel cannot probe
+        self._pending: set[str] = set()  # events being made, not yet in `created`
+        self._trial = trial or trial_open
         self._names: set[str] = set()
         self._closed = False
         self.swept = sweep_stale(self.root) if sweep else []
@@ -615,7 +688,7 @@ class DynamicProbes:
         except OSError:
             return set()
 
-    def _create(self, control: str, line: str, ev: ProbeEvent, what: str) -> ProbeEvent:
+    def _register_cleanup(self) -> None:
         if self._closed:
             raise DynamicProbeError("DynamicProbes is closed")
         if self._atexit is None:
@@ -623,7 +696,14 @@ class DynamicProbes:
             # unregistering it leaves other instances' hooks alone).
             self._atexit = functools.partial(_atexit_close, weakref.ref(self))
             atexit.register(self._atexit)
+
+    def _create(self, control: str, line: str, ev: ProbeEvent, what: str) -> ProbeEvent:
+        self._register_cleanup()
         _write_control(self.root, control, line, what)
+        return self._record(ev)
+
+    def _record(self, ev: ProbeEvent) -> ProbeEvent:
+        self._pending.discard(ev.event)
         self.created.append(ev)
         self._names.add(ev.event)
         return ev
@@ -651,21 +731,106 @@ class DynamicProbes:
     def add_uprobe(self, path: str, symbol: str, *, is_return: bool = False,
                    fetchargs: Sequence[str] = (), event: Optional[str] = None) -> list[ProbeEvent]:
         """uprobes (or uretprobes) on a function, a glob of functions, or a hex
-        file offset of ``path``; one event per address."""
+        file offset of ``path``: one event per address, but for a glob, whose
+        addresses are the sites of one event (add_sites)."""
         elf = self._elf(path)
         machine = _MACHINE_BY_EM.get(elf.machine, _host_machine())
         targets = elf.resolve(symbol)
         # Check the fetch args once, before anything is created.
         translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
+        if is_glob_symbol(symbol):
+            site = self.add_sites(path, targets, is_return=is_return, fetchargs=fetchargs, machine=machine,
+                                  glob=f"{path}:{symbol}")
+            if site is None:
+                noun = "its function" if len(targets) == 1 else f"all {len(targets)} of its functions"
+                reason = abi.refusal_reason(self.refused[-1].errno)
+                raise DynamicProbeError(f"'{symbol}' traces nothing: the kernel refused {noun}: {reason}")
+            return [site]
         out = []
         for t in targets:
             base = event if (event and len(targets) == 1) else None
             if base is None:
-                base = event_name(t.symbol.name if t.symbol else f"{Path(path).name}_{t.offset:#x}",
-                                  is_return)
+                base = target_name(path, t, is_return)
             out.append(self.add_uprobe_at(path, t.offset, is_return=is_return, fetchargs=fetchargs,
                                           event=base, machine=machine,
                                           target=f"{path}:{t.name}"))
+        return out
+
+    def add_sites(self, path: str, targets, *, is_return: bool, fetchargs: Sequence[str], machine: str,
+                  glob: str) -> Optional[ProbeEvent]:
+        """One event whose sites are ``targets`` (probe_sites), named
+        sites_event_name(path); the functions the kernel cannot probe are left
+        out and listed in ``refused``. None when it refuses every one."""
+        path = os.path.abspath(path)
+        args = translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
+        names = _unique_names([target_name(path, t, is_return) for t in targets])
+        name = self._unique(sites_event_name(path, is_return))
+        kind = "uretprobe" if is_return else "uprobe"
+        offsets = [t.offset for t in targets]
+
+        def lines(indices: Sequence[int], event: str) -> list[str]:
+            return [uprobe_definition(self.group, event, path, offsets[i], is_return=is_return,
+                                      fetchargs=[*args, site_fetcharg(n)]) for n, i in enumerate(indices)]
+
+        everything = range(len(targets))
+        problem = self._try_sites(lines(everything, name), name)
+        if problem is None:
+            kept = list(everything)
+        else:
+            refused = self._refused_sites(everything, lines, name)
+            self.refused.extend(RefusedSite(self.group, names[i], err) for i, err in refused)
+            gone = {i for i, _ in refused}
+            kept = [i for i in everything if i not in gone]
+            if not kept:
+                return None
+            self._write_lines(lines(kept, name), name)
+        ev = ProbeEvent(self.group, name, kind, lines(kept[:1], name)[0], UPROBE_EVENTS, glob,
+                        arg_names=arg_names(args), sites=tuple(names[i] for i in kept))
+        return self._record(ev)
+
+    def _write_lines(self, lines: Sequence[str], event: str) -> None:
+        what = f"cannot create uprobe {self.group}/{event}"
+        self._pending.add(event)  # close() removes it, should this not finish
+        try:
+            for line in lines:
+                _write_control(self.root, UPROBE_EVENTS, line, what)
+        except DynamicProbeError:
+            self._remove_pending(event)
+            raise
+
+    def _remove_pending(self, event: str) -> None:
+        problem = _remove_one(self.root, UPROBE_EVENTS, self.group, event)
+        if problem:
+            raise DynamicProbeError(problem)
+        self._pending.discard(event)
+
+    def _try_sites(self, lines: Sequence[str], event: str) -> Optional[int]:
+        """Create the event and open it once: None when the kernel can probe
+        every site; else the errno of its refusal, with the event removed."""
+        self._register_cleanup()
+        self._write_lines(lines, event)
+        err = self._trial(self.root, self.group, event)
+        if err is not None:
+            self._remove_pending(event)
+        return err
+
+    def _refused_sites(self, indices: Sequence[int], lines, event: str) -> list[tuple[int, int]]:
+        """The sites the kernel refuses, with its errno: halves that open are
+        cleared at once, so k refusals among n sites take about 2k log2(n) trials."""
+        if len(indices) == 1:
+            err = self._try_sites(lines(indices, event), event)
+            if err is None:
+                self._remove_pending(event)
+                return []
+            return [(indices[0], err)]
+        half = len(indices) // 2
+        out = []
+        for part in (indices[:half], indices[half:]):
+            err = self._try_sites(lines(part, event), event)
+            if err is None:
+                self._remove_pending(event)
+            else:
+                out.extend(self._refused_sites(part, lines, event))
         return out
 
     def add_usdt(self, path: str, provider: str, name: str, *,
@@ -733,11 +898,13 @@ class DynamicProbes:
             atexit.unregister(self._atexit)
             self._atexit = None
         problems = []
-        for ev in reversed(self.created):
-            problem = _remove_one(self.root, ev.control, ev.system, ev.event)
+        leftovers = [(UPROBE_EVENTS, name) for name in self._pending]
+        for control, name in [*leftovers, *((ev.control, ev.event) for ev in reversed(self.created))]:
+            problem = _remove_one(self.root, control, self.group, name)
             if problem:
                 problems.append(problem)
         self.created.clear()
+        self._pending.clear()
         return problems
 
 

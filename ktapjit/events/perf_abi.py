@@ -382,6 +382,13 @@ def _paranoid() -> str:
         return "?"
 
 
+# What the kernel answers about one event (it forbids sampling it, cannot
+# probe there, lacks it): a glob skips that event. Running out of fds or
+# memory, or a traced process that is gone, concerns every event: fatal.
+REFUSALS = frozenset({errno.EPERM, errno.EACCES, ENOTSUPP, errno.EOPNOTSUPP, errno.EINVAL,
+                       errno.ENOENT, errno.ENODEV, errno.EBUSY})
+
+
 def refusal_reason(err: int, root: bool | None = None) -> str:
     """Why perf_event_open (or an ioctl) failed, in words that fit whoever
     runs ktapjit: a permission error means "become root" only to a user who

@@ -80,13 +80,6 @@ class Refusal:
     reason: str
 
 
-# What the kernel answers about one event (it forbids sampling it, cannot
-# probe there, lacks it): a glob skips that event. Running out of fds or
-# memory, or a traced process that is gone, concerns every event: fatal.
-_REFUSALS = frozenset({errno.EPERM, errno.EACCES, abi.ENOTSUPP, errno.EOPNOTSUPP, errno.EINVAL,
-                       errno.ENOENT, errno.ENODEV, errno.EBUSY})
-
-
 def tracepoint_id(system: str, event: str, root: Path | None = None) -> int:
     """The tracepoint's id from tracefs ``events/SYSTEM/EVENT/id``."""
     from ktapjit.events.tracefs import UnknownEventError, tracefs_root
@@ -410,7 +403,7 @@ class PerfSession:
             try:
                 opened = self._open_everywhere(ev)
             except abi.PerfError as exc:
-                if not (ev.optional and exc.errno in _REFUSALS):
+                if not (ev.optional and exc.errno in abi.REFUSALS):
                     raise
                 self.refused.append(Refusal(ev, exc.errno, abi.refusal_reason(exc.errno)))
                 continue

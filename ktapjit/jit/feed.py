@@ -351,6 +351,8 @@ def _task_spec(rt, bound, name: str) -> Optional[tuple]:
     if name in _TASK_KINDS:
         return (_TASK_KINDS[name], 0, 0, 0, _NIL)
     if name == "probename":
+        if getattr(bound, "sites", ()):
+            raise Unsupported("probename of a glob's uprobe (a site table lookup)")
         return (KF_CONST, 0, 0, 0, rt.string(bound.probename))
     return None
 

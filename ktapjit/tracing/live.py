@@ -27,6 +27,7 @@ from typing import Callable, Optional
 from ktapjit.diag import counted
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.decode import Sample, iter_records
+from ktapjit.events.probe_sites import SITES_FEATURE, encode_sites
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
 from ktapjit.events.merge import StreamMerger
 from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
@@ -65,6 +66,12 @@ class LiveUniverse(EventUniverse):
 
     def format(self, system: str, event: str) -> EventFormat:
         return read_format(system, event)
+
+    def sites(self, system: str, event: str) -> tuple[str, ...]:
+        for ev in self.probes.created if self.probes is not None else ():
+            if ev.pair == (system, event):
+                return ev.sites
+        return ()
 
     def dynamic(self, spec) -> list[tuple[str, str]]:
         if isinstance(spec, KprobeSpec):
@@ -303,22 +310,29 @@ def _perf_events(bound: list[BoundEvent]):
 _NAMES_SHOWN = 5
 
 
-def _names(events) -> str:
-    names = [ev.shown for ev in events]
+def _names(names: list[str]) -> str:
     more = len(names) - _NAMES_SHOWN
     return ", ".join(names[:_NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
-def refusal_summary(refused) -> list[str]:
+def refusal_summary(refused: list[tuple[str, str]]) -> list[str]:
     """One line per distinct reason: how many events a glob skipped, the
-    first few names, and why the kernel refused them."""
-    by_reason: dict[str, list] = {}
-    for r in refused:
-        by_reason.setdefault(r.reason, []).append(r.event)
+    first few names, and why the kernel refused them. ``refused`` holds
+    (name, reason) pairs."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in refused:
+        by_reason.setdefault(reason, []).append(name)
     lines = []
-    for reason, events in by_reason.items():
-        lines.append(f"skipped {counted(len(events), 'event')} a glob matched ({_names(events)}): {reason}")
+    for reason, names in by_reason.items():
+        lines.append(f"skipped {counted(len(names), 'event')} a glob matched ({_names(names)}): {reason}")
     return lines
+
+
+def _refusals(plan: StreamPlan, session: PerfSession) -> list[tuple[str, str]]:
+    """What globs skipped: functions left out of their site events, and
+    events the kernel would not open."""
+    return ([(site.shown, abi.refusal_reason(site.errno)) for site in plan.refused]
+            + [(r.event.shown, r.reason) for r in session.refused])
 
 
 def check_globs(bound: list[BoundEvent], refused) -> None:
@@ -333,6 +347,14 @@ def check_globs(bound: list[BoundEvent], refused) -> None:
             reason = gone[(members[0].system, members[0].event)].reason
             noun = "its event" if len(members) == 1 else f"all {len(members)} of its events"
             raise EventsError(f"'{glob}' traces nothing: the kernel refused {noun}: {reason}")
+
+
+def _points(events, groups, refused) -> int:
+    """How many probe points the session traces: a site event counts each
+    of its sites, as the events they would otherwise have been."""
+    gone = {id(r.event) for r in refused}
+    return sum(max((b.points for b in members if not b.is_profile), default=1)
+               for ev, members in zip(events, groups) if id(ev) not in gone)
 
 
 def _clock_event():
@@ -384,7 +406,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                 with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
                                  clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session:
                     check_globs(bound, session.refused)
-                    for line in refusal_summary(session.refused):
+                    for line in refusal_summary(_refusals(plan, session)):
                         options.warn(line)
                     members_of = {id(ev): members for ev, members in zip(events, groups)}
                     for ev, (_attr, ids, _name) in zip(session.events, session.attrs()):
@@ -406,7 +428,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                         # Enabled before the status line: a user (or a test) starts the
                         # workload on seeing it, and its first events must be traced.
                         session.enable()
-                        opened = len(events) - len(session.refused)
+                        opened = _points(events, groups, session.refused)
                         options.status(f"Tracing {counted(opened, 'event')}... Hit Ctrl-C to end.")
                         if child:
                             child.release()
@@ -455,7 +477,10 @@ def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) ->
     # The kernel's build-id tells a replay (and perf) whether its kallsyms fits the kernel frames.
     build_id = running_kernel_build_id()
     fits = build_id is not None and 0 < len(build_id) <= 20  # perf's BUILD_ID_SIZE
-    features = {HEADER_BUILD_ID: kernel_build_id_feature(build_id)} if fits else None
+    features = {HEADER_BUILD_ID: kernel_build_id_feature(build_id)} if fits else {}
+    sites = {(b.system, b.event): b.sites for b in bound if b.sites and (b.system, b.event) not in refused}
+    if sites:  # a replay names each site's samples by this table
+        features[SITES_FEATURE] = encode_sites(sites)
     try:
         return PerfDataWriter(path, session.attrs(), tracing, cmdline=["ktapjit", "run", "--record", path],
                               features=features)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from ktapjit.diag import CompileError, Diagnostic, Span
+from ktapjit.events.probe_sites import SITE_FIELD, site_name, site_offset, without_site
 from ktapjit.events.probe_targets import find_target, is_bare_name
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import EventFormat
@@ -50,12 +51,27 @@ class BoundEvent:
     callchain: bool = False  # the probe body calls stack()/ustack(): open the event with callchains
     eventdef: str = ""  # the EVENTDEF part (one spec) this event came from, as written
     from_glob: bool = False  # that spec is a glob: the event may be skipped if the kernel refuses it
+    sites: tuple[str, ...] = ()  # the probes of a site event (events.probe_sites), by index
+    site_offset: int = 0  # where its records hold their site index
 
     is_profile = False
 
     @property
     def probename(self) -> bytes:
         return self.event.encode()
+
+    @property
+    def points(self) -> int:
+        """How many probe points the event stands for."""
+        return len(self.sites) or 1
+
+    def probename_of(self, raw: bytes) -> Optional[bytes]:
+        """The probename of one record: the event's name, or for a site
+        event the name of the record's site (None: not in the table)."""
+        if not self.sites:
+            return self.probename
+        name = site_name(self.sites, raw, self.site_offset)
+        return None if name is None else name.encode()
 
 
 @dataclass(eq=False)
@@ -82,6 +98,7 @@ class StreamPlan:
     bound: list[BoundEvent] = field(default_factory=list)
     profiles: list["BoundProfile"] = field(default_factory=list)  # profile-N timers' cpu-clock events
     by_id: dict[int, list] = field(default_factory=dict)  # BoundEvents, or one BoundProfile
+    refused: list = field(default_factory=list)  # functions globs matched that the kernel cannot probe
 
     def attach(self, sample_ids: Iterable[int], event: BoundEvent) -> None:
         for sid in sample_ids:
@@ -99,6 +116,10 @@ class EventUniverse:
 
     def format(self, system: str, event: str) -> EventFormat:
         raise NotImplementedError
+
+    def sites(self, system: str, event: str) -> tuple[str, ...]:
+        """The probe names of a site event (events.probe_sites), else ()."""
+        return ()
 
     def dynamic(self, spec) -> list[tuple[str, str]]:
         """The (system, event) pairs of a UprobeSpec, SdtSpec or KprobeSpec:
@@ -236,10 +257,24 @@ def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -
             else:
                 unsupported(spec, span)
             for system, event in pairs:
-                b = bind_event(module, index, system, event, universe.format(system, event), filter_node)
-                b.eventdef, b.from_glob = spec.text, is_glob(spec)
+                fmt, sites, offset = _site_format(universe, system, event, span)
+                b = bind_event(module, index, system, event, fmt, filter_node)
+                b.eventdef, b.from_glob, b.sites, b.site_offset = spec.text, is_glob(spec), sites, offset
                 bound.append(b)
     return bound
+
+
+def _site_format(universe: EventUniverse, system: str, event: str, span: Span) -> tuple[EventFormat, tuple, int]:
+    """The format the probes see, the site table and the site index's
+    offset; a site event's format leaves its site field out."""
+    fmt = universe.format(system, event)
+    sites = universe.sites(system, event)
+    if not sites:
+        return fmt, (), 0
+    offset = site_offset(fmt)
+    if offset is None:
+        _fail(span, f"{system}:{event} has a probe site table but its format has no {SITE_FIELD} field")
+    return without_site(fmt), sites, offset
 
 
 def check_timers(module: Module) -> None:

@@ -14,7 +14,8 @@ from typing import Optional
 
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.probe_targets import TargetNotFound
-from ktapjit.events.dynamic_probes import GROUP_PREFIX, RETURN_SUFFIX, event_name
+from ktapjit.events.dynamic_probes import GROUP_PREFIX, RETURN_SUFFIX, event_name, is_glob_symbol, sites_event_name
+from ktapjit.events.probe_sites import SITES_FEATURE, SitesFormatError, decode_sites
 from ktapjit.events.elf import is_hex_offset, open_elf
 from ktapjit.events.decode import has_time
 from ktapjit.events.merge import order_perf_rounds
@@ -32,6 +33,7 @@ class RecordingUniverse(EventUniverse):
         self.data = data
         self.path = path
         self._dynamic: Optional[RecordedDynamicEvents] = None
+        self.site_tables = _site_tables(data, path)
         self.schemas = data.schemas()
         self.ids: dict[tuple[str, str], list] = {}
         for ev in data.attrs:
@@ -45,6 +47,9 @@ class RecordingUniverse(EventUniverse):
     def format(self, system: str, event: str) -> EventFormat:
         return self.schemas[(system, event)]
 
+    def sites(self, system: str, event: str) -> tuple[str, ...]:
+        return self.site_tables.get((system, event), ())
+
     def locate(self, spec):
         """A name this machine cannot resolve stays as written: the events are
         found by the names the live run gave them, which (but for a hex
@@ -57,8 +62,18 @@ class RecordingUniverse(EventUniverse):
     def dynamic(self, spec) -> list[tuple[str, str]]:
         """The events a live run made for `spec`, found by the names it gave them."""
         if self._dynamic is None:
-            self._dynamic = RecordedDynamicEvents(self.tracepoints(), self.path)
+            self._dynamic = RecordedDynamicEvents(self.tracepoints(), self.path, self.site_tables)
         return self._dynamic.find(spec)
+
+
+def _site_tables(data: PerfData, path: str) -> dict:
+    blob = data.features.get(SITES_FEATURE)
+    if blob is None:
+        return {}
+    try:
+        return decode_sites(blob)
+    except SitesFormatError as exc:
+        raise EventsError(f"'{path}': {exc}") from None
 
 
 class RecordedDynamicEvents:
@@ -76,12 +91,13 @@ class RecordedDynamicEvents:
     recorded names and a plain name gives its first event.
     """
 
-    def __init__(self, pairs: list[tuple[str, str]], path: str):
+    def __init__(self, pairs: list[tuple[str, str]], path: str, site_tables: Optional[dict] = None):
         self.path = path
         self.systems: dict[str, list[str]] = {}  # event name -> ktapjit_* systems holding it
         for system, event in pairs:
             if system.startswith(GROUP_PREFIX):
                 self.systems.setdefault(event, []).append(system)
+        self.sites = {event: names for (_system, event), names in (site_tables or {}).items()}
         self.taken: set[str] = set()
 
     def find(self, spec) -> list[tuple[str, str]]:
@@ -111,6 +127,14 @@ class RecordedDynamicEvents:
 
     def _matching_names(self, spec) -> list[str]:
         free = sorted(n for n in self.systems if n not in self.taken)
+        if isinstance(spec, UprobeSpec) and is_glob_symbol(spec.symbol):
+            # A site event of the file's name that is not found: the file is named
+            # otherwise here. Its sites' names say whether it is this glob's.
+            found = [n for n in free if self.sites.get(n) and n.endswith(RETURN_SUFFIX) == spec.is_return
+                     and all(fnmatch.fnmatchcase(_without_return(site, spec.is_return), spec.symbol)
+                             for site in self.sites[n])]
+            if found:
+                return found[:1]
         if isinstance(spec, (UprobeSpec, SdtSpec)) and _is_glob(_pattern(spec)):
             pattern, is_return = _pattern(spec), isinstance(spec, UprobeSpec) and spec.is_return
             found = [n for n in free if n.endswith(RETURN_SUFFIX) == is_return
@@ -157,11 +181,17 @@ def _base_name(spec) -> str:
     return event_name(spec.function.split(":")[-1], spec.is_return)
 
 
+def _without_return(name: str, is_return: bool) -> str:
+    return name[:-len(RETURN_SUFFIX)] if is_return and name.endswith(RETURN_SUFFIX) else name
+
+
 def _live_bases(spec) -> Optional[list[str]]:
     """One base name per event DynamicProbes.add_spec makes for `spec`, read
     from the binary as it does; None when that cannot be done here."""
     if isinstance(spec, KprobeSpec):
         return [_base_name(spec)]
+    if isinstance(spec, UprobeSpec) and is_glob_symbol(spec.symbol):
+        return [sites_event_name(spec.path, spec.is_return)]  # one site event, named by the file
     try:
         elf = open_elf(spec.path)
         if isinstance(spec, UprobeSpec):

@@ -56,7 +56,7 @@ class SampleEvent:
         if name in _TASK_VALUES:
             return task_value(self, name)
         if name == "probename":
-            return self.bound.probename
+            return self.probename()
         if name == "argstr":
             return self.bound.render(self.sample.raw or b"")
         index = _ARG_NAMES[name]
@@ -64,6 +64,13 @@ class SampleEvent:
         if index >= len(args):
             return None
         return self.field(args[index])
+
+    def probename(self) -> bytes:
+        name = self.bound.probename_of(self.sample.raw or b"")
+        if name is None:  # a site index the event's table lacks
+            raise RuntimeFault(f"corrupt {self.bound.system}:{self.bound.event} record at byte offset "
+                               f"{self.sample.offset}: its probe site is not in the event's site table")
+        return name
 
     def field(self, name: str) -> object:
         tables = self._tables

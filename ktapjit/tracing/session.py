@@ -127,8 +127,9 @@ def live_session(module: Module, options) -> Session:
         raise
     # The clock event keeps tick-N timers firing; profile-N samples are their own events.
     options.heartbeat = any(t.kind == "tick" for t in module.timers)
-    session = Session(monotonic_ns(), StreamPlan(bound=list(bound), profiles=bind_profiles(module)), None,
-                      live=True)
+    refused = list(owner.probes.refused) if owner is not None else []
+    session = Session(monotonic_ns(), StreamPlan(bound=list(bound), profiles=bind_profiles(module), refused=refused),
+                      None, live=True)
 
     def drive(driver) -> int:
         try:

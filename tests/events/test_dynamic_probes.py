@@ -360,17 +360,58 @@ def test_usdt_arguments_and_semaphore(programs, clean_uprobes):
     assert again.splitlines()[-1].split()[1] == "0"
 
 
+def _site_lines(dp: DynamicProbes, event: str) -> list[str]:
+    text = (dp.root / "uprobe_events").read_text()
+    return [ln for ln in text.splitlines() if ln.split()[0][2:] == f"{dp.group}/{event}"]
+
+
 @live
-def test_glob_makes_one_event_per_function(programs, clean_uprobes):
+def test_a_glob_is_one_event_whose_sites_are_its_functions(programs, clean_uprobes):
     with DynamicProbes() as dp:
-        events = dp.add_uprobe(str(programs.pie), "[ags]*")
-        names = {e.event for e in events}
-        assert names >= {"add", "greet", "scale"}
-        listed = {(g, e) for _c, g, e in list_dynamic_events()}
-        assert all((dp.group, name) in listed for name in names)
-        # A second probe on the same function gets a new name.
+        [event] = dp.add_uprobe(str(programs.pie), "[ags]*")
+        assert event.event == "probed_pie__sites" and event.kind == "uprobe"
+        assert set(event.sites) >= {"add", "greet", "scale"}
+        # One kernel probe per function, all in the one event, each with its site index.
+        lines = _site_lines(dp, event.event)
+        assert [ln.rsplit(" ", 1)[1] for ln in lines] == [f"ktapjit_site=\\{i}:u32" for i in range(len(event.sites))]
+        # A function by name is an event of its own, as before.
         [again] = dp.add_uprobe(str(programs.pie), "add")
-        assert again.event == "add_1"
+        assert again.event == "add" and again.sites == ()
+    assert not [g for _c, g, _e in list_dynamic_events() if g == group_name()]
+
+
+def _refusing(names: set, offsets: dict):
+    """A trial open that refuses (ENOTSUPP) every site event holding one of `names`,
+    as the kernel refuses a function whose first instruction it cannot probe."""
+    def trial(root, group, event):
+        text = (root / "uprobe_events").read_text()
+        held = {offsets[int(ln.split()[1].rsplit(":", 1)[1], 16)] for ln in text.splitlines()
+                if ln.split()[0][2:] == f"{group}/{event}"}
+        return 524 if held & names else None
+    return trial
+
+
+@live
+@pytest.mark.parametrize("refused", [set(), {"add"}, {"add", "scale"}])
+def test_the_sites_the_kernel_refuses_are_found_and_left_out(programs, clean_uprobes, refused):
+    from ktapjit.events.elf import open_elf
+    offsets = {t.offset: t.name for t in open_elf(str(programs.pie)).resolve("[ags]*")}
+    with DynamicProbes(trial=_refusing(refused, offsets)) as dp:
+        [event] = dp.add_uprobe(str(programs.pie), "[ags]*")
+        assert set(event.sites) == set(offsets.values()) - refused
+        assert sorted((r.event, r.errno) for r in dp.refused) == [(name, 524) for name in sorted(refused)]
+        assert len(_site_lines(dp, event.event)) == len(event.sites)
+    assert not [g for _c, g, _e in list_dynamic_events() if g == group_name()]
+
+
+@live
+def test_a_glob_the_kernel_refuses_entirely_is_an_error_and_leaves_nothing(programs, clean_uprobes):
+    with DynamicProbes(trial=lambda root, group, event: 524) as dp:
+        with pytest.raises(DynamicProbeError) as info:
+            dp.add_uprobe(str(programs.pie), "[as]*")
+        assert str(info.value).startswith("'[as]*' traces nothing: the kernel refused all 2 of its functions: "
+                                          "the kernel cannot probe that instruction (ENOTSUPP")
+        assert _site_lines(dp, "probed_pie__sites") == []
     assert not [g for _c, g, _e in list_dynamic_events() if g == group_name()]
 
 
