@@ -763,6 +763,8 @@ class DynamicProbes:
         out and listed in ``refused``. None when it refuses every one."""
         path = os.path.abspath(path)
         args = translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
+        if SITE_FIELD in arg_names(args):
+            raise DynamicProbeError(f"'{glob}': the fetch arg name '{SITE_FIELD}' is ktapjit's own (the site index)")
         names = _unique_names([target_name(path, t, is_return) for t in targets])
         name = self._unique(sites_event_name(path, is_return))
         kind = "uretprobe" if is_return else "uprobe"
@@ -773,8 +775,7 @@ class DynamicProbes:
                                       fetchargs=[*args, site_fetcharg(n)]) for n, i in enumerate(indices)]
 
         everything = range(len(targets))
-        problem = self._try_sites(lines(everything, name), name)
-        if problem is None:
+        if self._try_sites(lines(everything, name), name) is None:
             kept = list(everything)
         else:
             refused = self._refused_sites(everything, lines, name)

@@ -591,3 +591,13 @@ def test_exit_paths_of_a_separate_process(programs, clean_uprobes):
             hung.kill()
             hung.wait()
         remove_all(group)
+
+
+@live
+def test_the_site_field_name_is_not_a_fetch_arg_name(programs, clean_uprobes):
+    with DynamicProbes() as dp:
+        with pytest.raises(DynamicProbeError) as info:
+            dp.add_uprobe(str(programs.pie), "[as]*", fetchargs=("ktapjit_site=%di:s32",))
+        assert str(info.value) == (f"'{programs.pie}:[as]*': the fetch arg name 'ktapjit_site' is ktapjit's own "
+                                   "(the site index)")
+        assert dp.created == []
