@@ -1344,16 +1344,19 @@ def _lost_record(lost_id: int, count: int, time: int, cpu: int, ident: int) -> b
 # --- perf.data -----------------------------------------------------------------------------------
 
 def write_perf_data(path: str | os.PathLike, stream: SyntheticStream, *,
-                    layout: str = "rounds", cmdline: list[str] | None = None) -> StreamStats:
+                    layout: str = "rounds", cmdline: list[str] | None = None,
+                    features: Mapping[int, bytes] | None = None) -> StreamStats:
     """Write ``stream`` to a perf.data file that ``ktapjit run --replay`` and
     ``perf script -i`` read. ``layout="rounds"`` writes it as a live recording
     does (per round, each CPU's records, then FINISHED_ROUND); ``"merged"``
-    writes the merged order without rounds. Returns the pass's stats."""
+    writes the merged order without rounds. ``features`` ({bit: bytes}) are
+    written as PerfDataWriter's are, e.g. the site tables of a uprobe glob's
+    event (events/probe_sites.py). Returns the pass's stats."""
     if layout not in ("rounds", "merged"):
         raise ValueError(f"layout must be 'rounds' or 'merged', not {layout!r}")
     with PerfDataWriter(path, stream.attrs(), stream.tracing_data(),
                         cmdline=cmdline or ["ktapjit", "synth"], hostname="ktapjit-synth",
-                        nr_cpus=(stream.ncpus, stream.ncpus)) as writer:
+                        nr_cpus=(stream.ncpus, stream.ncpus), features=features) as writer:
         if layout == "merged":
             for chunk in stream.chunks(4 << 20):
                 writer.write_records(chunk)

@@ -205,7 +205,7 @@ class JitRun(RunLifecycle):
             if original is not None:
                 return RuntimeFault(original.message, span)
             if self.feed is not None:  # a corrupt record the native feed filled
-                return RuntimeFault(self.feed.fault(), span)
+                return RuntimeFault(self.feed.fault(fields.err.a), span)
         return RuntimeFault(self.state.error_message(), span)
 
 

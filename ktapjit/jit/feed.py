@@ -5,10 +5,11 @@ record. This module decides whether a session can run that way and, if so,
 describes it to the runtime: the sample layouts (sample_type), which probes
 each sample id runs (tracing.plan.StreamPlan, declaration order), and for
 every bound probe how each event slot its entry reads is filled (a task
-value, a constant, a RAW field at an offset the format fixes, or argstr:
-the print fmt compiled by feed_argstr.py), the format's fixed size and
-dynamic fields (the corrupt-record checks of events/schema.py), and the
-tick timers.
+value, a constant, a RAW field at an offset the format fixes, argstr:
+the print fmt compiled by feed_argstr.py, or a site event's probename: the
+name its u32 site index picks from the event's site table), the format's
+fixed size and dynamic fields (the corrupt-record checks of
+events/schema.py), and the tick timers.
 
 Anything the native path does not reproduce exactly makes ``build_feed``
 return None, and the session runs the per-event Python path (the
@@ -40,7 +41,7 @@ from ktapjit.jit.rtlib import KVal
 # Slot kinds (KF_* in ktrt.h).
 KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST = range(6)
 KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL, KF_ARGSTR = range(6, 12)
-KF_ARRAY_FIELD, KF_DYN_ARRAY = 12, 13
+KF_ARRAY_FIELD, KF_DYN_ARRAY, KF_SITE_NAME = 12, 13, 14
 FEED_STREAM, FEED_BAD, FEED_MORE = rtlib.FEED_STREAM, rtlib.FEED_BAD, rtlib.FEED_MORE
 
 # PERF_SAMPLE_* bits the native layout reads: the fixed head, CALLCHAIN, RAW.
@@ -171,8 +172,9 @@ class NativeFeed:
     def samples(self) -> int:
         return self.info[5]
 
-    def fault(self) -> str:
-        return self.rt.k_feed_fault(self.ptr).decode("utf-8", "replace")
+    def fault(self, slot: int) -> str:
+        """Why the body could not read event slot `slot` of the last record."""
+        return self.rt.k_feed_fault(self.ptr, slot).decode("utf-8", "replace")
 
     def message(self) -> str:
         return self.rt.k_feed_message(self.ptr).decode("utf-8", "replace")
@@ -300,8 +302,11 @@ def _add_probe(rt, ptr: int, group: int, bound, program, module) -> None:
     if bound.matches is not None:
         _add_filter(rt, ptr, probe, module.probes[bound.probe].filter, fmt)
     slots = [(slot, *program.lowered.event_slots[slot]) for slot in program.entry_slots(role)]
-    if ("value", "argstr") in [(kind, name) for _, kind, name in slots]:
+    reads = [(kind, name) for _, kind, name in slots]
+    if ("value", "argstr") in reads:
         _add_argstr(rt, ptr, probe, bound)
+    if ("value", "probename") in reads and bound.sites:
+        _add_sites(rt, ptr, probe, bound)
     for slot, kind, name in slots:
         spec = _slot_spec(rt, bound, kind, name)
         _check_ok(rt.k_feed_slot(ptr, probe, slot, *spec))
@@ -345,14 +350,20 @@ def _add_argstr(rt, ptr: int, probe: int, bound) -> None:
     _check_ok(status)
 
 
+def _add_sites(rt, ptr: int, probe: int, bound) -> None:
+    """The site event's probe names, for its KF_SITE_NAME slot."""
+    names = (KVal * len(bound.sites))(*(rt.string(name.encode()) for name in bound.sites))
+    _check_ok(rt.k_feed_sites(ptr, probe, names, len(names)))
+
+
 def _task_spec(rt, bound, name: str) -> Optional[tuple]:
     """The slot of a value every sample has (sample_event.task_value and
     probename), or None."""
     if name in _TASK_KINDS:
         return (_TASK_KINDS[name], 0, 0, 0, _NIL)
     if name == "probename":
-        if getattr(bound, "sites", ()):
-            raise Unsupported("probename of a glob's uprobe (a site table lookup)")
+        if getattr(bound, "sites", ()):  # the table _add_sites registered
+            return (KF_SITE_NAME, bound.site_offset, 4, 0, _NIL)
         return (KF_CONST, 0, 0, 0, rt.string(bound.probename))
     return None
 

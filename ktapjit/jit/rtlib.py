@@ -165,6 +165,7 @@ _PROTOTYPES = {
     "k_feed_filter": (_INT, [_P, _I64, _P, _I64, ctypes.c_char_p, _I64]),
     "k_feed_timer": (_INT, [_P, _I64, _P]),
     "k_feed_argstr": (_INT, [_P, _I64, _P, _I64, ctypes.c_char_p, _I64]),
+    "k_feed_sites": (_INT, [_P, _I64, _KVP, _I64]),
     "k_argstr_eval": (_INT, [_P, _I64, ctypes.c_char_p, _I64, ctypes.c_char_p, ctypes.c_uint64, _KVP]),
     "k_feed": (_I64, [_P, _P, _P, ctypes.c_uint64, _P, ctypes.c_uint64, ctypes.c_uint64]),
     "k_feed_count": (_I64, [_P, ctypes.c_uint64]),
@@ -176,7 +177,7 @@ _PROTOTYPES = {
     "k_feed_kept": (_P, [_P, ctypes.POINTER(ctypes.c_uint64)]),
     "k_feed_kept_clear": (None, [_P]),
     "k_feed_info": (None, [_P, _I64P]),
-    "k_feed_fault": (ctypes.c_char_p, [_P]),
+    "k_feed_fault": (ctypes.c_char_p, [_P, _I64]),
     "k_feed_message": (ctypes.c_char_p, [_P]),
 }
 

@@ -35,6 +35,7 @@ from tests.tracing import runcli
 
 from ktapjit.cli import main
 from tests.events.test_elf import PROGRAM_C
+from tests.jit.feedspy import spied_feeds
 from tests.tracing.conftest import TRACEFS, live_skip_reason, status_line
 
 
@@ -209,6 +210,20 @@ trace_end {{ for (k, v in pairs(t)) {{ print(k, v) }} }}"""
     for spelling in (prog, "/nonexistent/probed"):
         status, replayed, err, _ = ktapjit("--replay", str(data), script=script.replace(prog, spelling))
         assert (status, sorted(replayed.splitlines()), err) == (0, expected, "")
+
+
+def test_a_globs_probename_runs_on_the_native_event_path(prog, engine):
+    """The JIT names each site from the site table in native code (feed.c's
+    KF_SITE_NAME): the live session does not fall back to the per-event path."""
+    script = f"var t = {{}}\ntrace probe:{prog}:[ags]* {{ t[probename] += 1 }}\n" \
+             "trace_end { for (k, v in pairs(t)) { print(k, v) } }"
+    with spied_feeds() as feeds:
+        status, out, err, _ = ktapjit("-q", command=(prog, str(N)), script=script)
+    assert (status, sorted(out.splitlines()), err) == (0, sorted([f"add\t{N}", f"scale\t{N}", f"greet\t{N // 2}"]), "")
+    if engine == "jit":
+        assert feeds and feeds[0] is not None and feeds[0].samples == 2 * N + N // 2
+    else:
+        assert feeds == []  # the interpreter has no native path
 
 
 def _group_of(data) -> str:

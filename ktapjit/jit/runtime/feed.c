@@ -81,6 +81,8 @@ typedef struct kf_probe {
     krt_filter filter; /* the kernel filter (filter.c); n == 0: none */
     int needs_comm;    /* a slot is execname: look the task's name up */
     krt_argstr argstr; /* the print fmt, for KF_ARGSTR slots (argstr.c) */
+    kval *sites;       /* a site event's probe names, for KF_SITE_NAME slots */
+    int64_t nsites;
 } kf_probe;
 
 typedef struct kf_group {
@@ -132,6 +134,8 @@ struct kfeed {
     uint64_t kept_len, kept_cap;
     krt_buf argbuf;       /* argstr's text, before it is interned */
     char fault[512];   /* the message of the last corrupt record a probe saw */
+    char site_fault[256]; /* the same for a site index, read apart from the fields */
+    int64_t site_slot;    /* the probename slot of KF_SITE_NAME (one slot in every probe), or -1 */
     char message[256]; /* the stream error of K_FEED_STREAM */
 };
 
@@ -214,6 +218,7 @@ kfeed *k_feed_new(int64_t start_ns)
     f->noid_group = -1;
     f->is_pos = -1;
     f->stopped_at = -1;
+    f->site_slot = -1;
     kstr *swapper = k_intern("swapper", 7); /* perf's name of the idle task */
     if (!swapper || map_put(&f->comms, 0, (int64_t)(intptr_t)swapper)) {
         k_feed_free(f);
@@ -236,6 +241,7 @@ void k_feed_free(kfeed *f)
         free(p->dyn);
         krt_filter_free(&p->filter);
         krt_argstr_free(&p->argstr);
+        free(p->sites);
     }
     for (int64_t i = 0; i < f->ngroups; i++)
         free(f->groups[i].probes);
@@ -361,6 +367,8 @@ int k_feed_slot(kfeed *f, int64_t probe, int64_t slot, int64_t kind, int64_t off
     kf_slot s = {slot, kind, offset, size, flags, value};
     p->slots[i] = s;
     p->needs_comm |= kind == KF_EXECNAME;
+    if (kind == KF_SITE_NAME)
+        f->site_slot = slot;
     return K_OK;
 }
 
@@ -390,6 +398,21 @@ int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, co
     return krt_argstr_set(&f->probes[probe].argstr, program, n, blob, nblob);
 }
 
+int k_feed_sites(kfeed *f, int64_t probe, const kval *names, int64_t n)
+{
+    if (probe < 0 || probe >= f->nprobes || n < 0)
+        return -1;
+    kf_probe *p = &f->probes[probe];
+    kval *copy = malloc((size_t)(n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return K_E_NOMEM;
+    memcpy(copy, names, (size_t)n * sizeof *copy);
+    free(p->sites);
+    p->sites = copy;
+    p->nsites = n;
+    return K_OK;
+}
+
 int k_feed_timer(kfeed *f, int64_t period, kcode code)
 {
     int64_t i = push((void **)&f->timers, &f->ntimers, sizeof(kf_timer));
@@ -412,7 +435,7 @@ void k_feed_info(kfeed *f, int64_t out[7])
     out[5] = f->samples;
 }
 
-const char *k_feed_fault(kfeed *f) { return f->fault; }
+const char *k_feed_fault(kfeed *f, int64_t slot) { return slot == f->site_slot ? f->site_fault : f->fault; }
 const char *k_feed_message(kfeed *f) { return f->message; }
 
 /* ---- reading records ---- */
@@ -705,6 +728,22 @@ static kval argstr_val(kfeed *f, const kf_probe *p, const kf_rec *r, const uint8
     return (kval){-1, 0};
 }
 
+/* probename of a site event (BoundEvent.probename_of): the name its u32
+ * site index picks; a record too short for the index, or an index past the
+ * table, fails the read as SampleEvent.probename does. */
+static kval site_val(kfeed *f, const kf_probe *p, const kf_slot *sl, const kf_rec *r, const uint8_t *raw,
+                     uint64_t n)
+{
+    if ((uint64_t)sl->offset + 4 <= n) {
+        uint64_t index = rd(raw + sl->offset, 4);
+        if (index < (uint64_t)p->nsites)
+            return p->sites[index];
+    }
+    snprintf(f->site_fault, sizeof f->site_fault, "%s%llu: its probe site is not in the event's site table",
+             p->prefix, (unsigned long long)r->offset);
+    return (kval){-1, 0};
+}
+
 static void fill_slots(kfeed *f, kstate *s, const kf_probe *p, const kf_task *t, const kf_rec *r,
                        const uint8_t *raw, uint64_t n)
 {
@@ -732,6 +771,9 @@ static void fill_slots(kfeed *f, kstate *s, const kf_probe *p, const kf_task *t,
             break;
         case KF_ARGSTR: /* not decoded: SampleEvent renders argstr from the raw bytes */
             v = argstr_val(f, p, r, raw, n);
+            break;
+        case KF_SITE_NAME: /* not decoded either: probename reads only the index */
+            v = site_val(f, p, sl, r, raw, n);
             break;
         default:
             if (valid < 0)

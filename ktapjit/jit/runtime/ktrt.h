@@ -379,6 +379,7 @@ enum {
     KF_ARGSTR = 11,       /* the print fmt rendered (the probe's k_feed_argstr program) */
     KF_ARRAY_FIELD = 12,  /* a fixed array as a table from 0: size elements, flags elem | signed << 8 */
     KF_DYN_ARRAY = 13,    /* a __data_loc array: size the location's, flags elem | signed << 8 | rel << 9 */
+    KF_SITE_NAME = 14,    /* probename of a site event: the name the u32 at offset indexes (k_feed_sites) */
 };
 
 kfeed *k_feed_new(int64_t start_ns);
@@ -416,6 +417,9 @@ int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, co
  * a valid program). For tests and tools; feeds keep their programs. */
 int k_argstr_eval(const int64_t *program, int64_t n, const char *blob, int64_t nblob, const uint8_t *raw,
                   uint64_t len, kval *out);
+/* The probe's site table (events/probe_sites.py): names[0..n), interned
+ * strings, copied. KF_SITE_NAME slots read it. 0, K_E_NOMEM, or -1. */
+int k_feed_sites(kfeed *f, int64_t probe, const kval *names, int64_t n);
 /* A tick timer, first due at start_ns + period; add in declaration order. */
 int k_feed_timer(kfeed *f, int64_t period, kcode code);
 /* Run records: offsets[0..n) into buf when offsets is not NULL, else every
@@ -453,8 +457,10 @@ void k_feed_kept_clear(kfeed *f);
 /* out = last_time, lost (low 64 bits), consumed, stopped_at (record index,
  * -1), error_offset, samples (run through probes), lost (high 64 bits). */
 void k_feed_info(kfeed *f, int64_t out[7]);
-/* The message of the last corrupt record a probe read; of K_FEED_STREAM. */
-const char *k_feed_fault(kfeed *f);
+/* The message of the last corrupt record a probe failed to read event slot
+ * `slot` of (a site index has its own: one record can fail both ways); of
+ * K_FEED_STREAM. */
+const char *k_feed_fault(kfeed *f, int64_t slot);
 const char *k_feed_message(kfeed *f);
 
 #endif
