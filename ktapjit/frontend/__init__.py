@@ -1,5 +1,5 @@
 """Source text to a resolved AST: the lark grammar, AST nodes with spans, scopes.
 
-May import: ktapjit.diag, ktapjit.cache_paths (lark's cache file) and
-ktapjit.semantics (literal rules). Nothing from ir/, interp/, jit/ or events/.
+May import: ktapjit.diag, ktapjit.cache_paths (lark's cache file),
+ktapjit.semantics (literal rules) and ktapjit.kernel_filter (a filter's syntax). Nothing from ir/, interp/, jit/ or events/.
 """

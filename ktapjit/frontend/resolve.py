@@ -111,7 +111,7 @@ class _Resolver:
         """EVENTDEF and FILTER syntax; whether the events exist is known only when binding."""
         # Imported here: scripts without probes should not pay for them at start-up.
         from ktapjit.frontend.eventdef import EventDefError, parse_eventdef
-        from ktapjit.frontend.filter import FilterSyntaxError, parse_filter
+        from ktapjit.kernel_filter.language import FilterSyntaxError, parse_filter
 
         try:
             parse_eventdef(probe.eventdef)

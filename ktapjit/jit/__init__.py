@@ -2,7 +2,6 @@
 
 May import: ktapjit.diag, ktapjit.ir, ktapjit.semantics, ktapjit.events,
 ktapjit.run_api and ktapjit.run_lifecycle (the run surface and the lifecycle
-every engine shares), ktapjit.cache_paths (where native code is cached).
-tests/test_layers.py lists what breaks this today (the kernel filter
-language, read from frontend/).
+every engine shares), ktapjit.cache_paths (where native code is cached),
+ktapjit.kernel_filter (probe filters, run natively).
 """

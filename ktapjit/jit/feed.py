@@ -21,8 +21,8 @@ with symbols or printk strings. Array fields are tables the runtime makes
 once per probe run (SampleEvent's one table per event); profile-N samples
 run their timer's body with the task's values.
 
-May import: ktapjit.jit (rtlib, feed_filter, feed_argstr), ktapjit.frontend.filter
-(parse_filter), stdlib. Plans, formats and attr tables
+May import: ktapjit.jit (rtlib, feed_argstr), ktapjit.kernel_filter (parse_filter
+and its native compiler), stdlib. Plans, formats and attr tables
 arrive as objects (duck-typed), so this module imports nothing of tracing/.
 """
 
@@ -32,10 +32,10 @@ import ctypes
 from array import array
 from typing import Optional
 
-from ktapjit.frontend.filter import parse_filter
+from ktapjit.kernel_filter.language import parse_filter
 from ktapjit.jit import rtlib
 from ktapjit.jit.feed_argstr import UnsupportedArgstr, compile_argstr
-from ktapjit.jit.feed_filter import UnsupportedFilter, compile_program
+from ktapjit.kernel_filter.native import UnsupportedFilter, compile_program
 from ktapjit.jit.rtlib import KVal
 
 # Slot kinds (KF_* in ktrt.h).

@@ -279,7 +279,7 @@ def _perf_events(bound: list[BoundEvent]):
     none); each probe's own filter is still applied by the dispatcher. The
     event records callchains when any of its probes calls stack()/ustack().
     """
-    from ktapjit.frontend.filter import MAX_FILTER_TEXT
+    from ktapjit.kernel_filter.language import MAX_FILTER_TEXT
 
     groups: dict[tuple[str, str], list[BoundEvent]] = {}
     for b in bound:
@@ -458,7 +458,7 @@ def _exclude_ktapjit(events) -> None:
     more. Software events (profile-N, the clock) take no filter: their
     samples of ktapjit stay, as in `perf record -a`. -p PID and -- CMD do not
     come here: they trace only their own tasks."""
-    from ktapjit.frontend.filter import MAX_FILTER_TEXT
+    from ktapjit.kernel_filter.language import MAX_FILTER_TEXT
 
     tids = sorted(int(name) for name in os.listdir("/proc/self/task"))
     ours = " && ".join(f"common_pid != {tid}" for tid in tids)

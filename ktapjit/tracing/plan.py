@@ -31,7 +31,7 @@ from ktapjit.events.tracefs import GLOB_CHARS, EventsError, close_matches_hint, 
 from ktapjit.frontend.eventdef import (
     FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )
-from ktapjit.frontend.filter import check_filter, compile_filter, filter_to_kernel_text, parse_filter, unreplayable
+from ktapjit.kernel_filter.language import check_filter, compile_filter, filter_to_kernel_text, parse_filter, unreplayable
 from ktapjit.ir.func import Func, Module, ProbeInfo
 from ktapjit.ir.ops import Op
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ktapjit.events.schema import parse_format
-from ktapjit.frontend.filter import (
+from ktapjit.kernel_filter.language import (
     FilterAnd,
     FilterNot,
     FilterOr,

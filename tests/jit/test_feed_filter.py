@@ -1,4 +1,4 @@
-"""Kernel filters on the JIT's native event path (jit/feed_filter.py,
+"""Kernel filters on the JIT's native event path (kernel_filter/native.py,
 runtime/filter.c) against filter.py's compiled matcher.
 
 - End to end: replays of synthetic streams under `--engine jit` (the native
@@ -37,9 +37,9 @@ from ktapjit.events.decode import Sample
 from ktapjit.events.perfdata import read_perf_data
 from ktapjit.events.schema import parse_format
 from ktapjit.events.synth import SyntheticStream, Task, choice, load_format, per_record, write_perf_data
-from ktapjit.frontend import filter as kfilter
+from ktapjit.kernel_filter import language as kfilter
 from ktapjit.jit import rtlib
-from ktapjit.jit.feed_filter import M_END, M_FRONT, M_FULL, M_GLOB, M_MIDDLE, _match_kind, compile_program
+from ktapjit.kernel_filter.native import M_END, M_FRONT, M_FULL, M_GLOB, M_MIDDLE, _match_kind, compile_program
 from tests.jit.feedspy import spied_feeds
 
 # An event of our own: the field kinds no captured format has together.

@@ -31,8 +31,9 @@ and some kernel builds read those strings where others cannot.
 Filter text is the script's bytes decoded as latin-1 (as the parser reads
 scripts), so `.encode("latin-1")` gives back exactly the bytes written.
 
-This module imports only the standard library: the frontend must not import
-the events package, so the event format is duck-typed. A format needs
+This module imports only the standard library: the frontend, which checks a
+filter's syntax, must not import the events package, so the event format is
+duck-typed. A format needs
 ``.name``, ``.fields`` and ``.common_fields`` (each field with ``.name``,
 ``.type``, ``.offset``, ``.size``, ``.signed``, ``.array_len``, ``.dynamic``)
 and, to evaluate from a field dict, ``.encode(fields) -> bytes``.

@@ -1,4 +1,4 @@
-"""Kernel filters (frontend/filter.py) as programs runtime/filter.c evaluates.
+"""Kernel filters (language.py) as programs the JIT runtime's filter.c evaluates.
 
 Every filter filter.py accepts runs natively, with the verdict of
 filter.py's compiled matcher (``compile_filter``) byte for byte:
@@ -27,15 +27,15 @@ all()/any() give. String patterns and CPU bitmaps (bit i of byte i // 8 is
 CPU i) are kept in one byte string beside the program; an instruction names
 its bytes as (offset << 32 | length).
 
-May import: ktapjit.frontend.filter (its field lookup and constants, so that
-both sides resolve a name identically), stdlib.
+Imports language.py (its field lookup and constants, so that both sides
+resolve a name identically) and the standard library.
 """
 
 from __future__ import annotations
 
 from array import array
 
-from ktapjit.frontend import filter as kfilter
+from ktapjit.kernel_filter import language as kfilter
 
 # Instruction codes (KF_F_* in runtime/filter.c).
 (F_FALSE, F_CPU, F_FIELD, F_NOT, F_AND, F_OR, F_STRING,
