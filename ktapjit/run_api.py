@@ -20,19 +20,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from ktapjit.diag import RuntimeFault
-
-DEFAULT_MAX_LOOP = 1_000_000
-DEFAULT_MAX_DEPTH = 200
-DEFAULT_MAX_TABLE = 1_000_000
-DEFAULT_MAX_STRING = 4096
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_loop: int = DEFAULT_MAX_LOOP
-    max_depth: int = DEFAULT_MAX_DEPTH
-    max_table: int = DEFAULT_MAX_TABLE
-    max_string: int = DEFAULT_MAX_STRING
+# A run's config carries the language's limits; they live with the language.
+from ktapjit.semantics.limits import (  # noqa: F401 (names of the run surface)
+    DEFAULT_MAX_DEPTH, DEFAULT_MAX_LOOP, DEFAULT_MAX_STRING, DEFAULT_MAX_TABLE, Limits,
+)
 
 
 def monotonic_ns() -> int:

@@ -1,6 +1,5 @@
 """The SSA IR: op table, functions and blocks, construction from the AST,
 the verifier, the printer and the optimisation passes.
 
-May import: ktapjit.diag, ktapjit.frontend, ktapjit.semantics. (Today the
-pipeline reads Limits from run_api: tests/test_layers.py lists it.)
+May import: ktapjit.diag, ktapjit.frontend, ktapjit.semantics.
 """

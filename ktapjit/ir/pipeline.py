@@ -20,7 +20,7 @@ from ktapjit.ir.passes.deadcode import deadcode
 from ktapjit.ir.passes.fold import fold
 from ktapjit.ir.passes.typeinfer import typeinfer_module
 from ktapjit.ir.ssa_build import build_module
-from ktapjit.run_api import Limits
+from ktapjit.semantics.limits import Limits
 
 
 @dataclass(frozen=True)
