@@ -69,6 +69,9 @@ class RunConfig:
     script_args: tuple[str, ...]  # arg[0] is the script path as given
     start_time_ns: int  # stream time before the first event (LANGUAGE.md: event time)
     host: Host = field(default_factory=Host.local)
+    # False: `out` takes bytes. True (-f json): `out` takes a list of
+    # semantics.output Items, one per output builtin call, in order.
+    structured_output: bool = False
 
 
 @dataclass

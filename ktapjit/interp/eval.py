@@ -29,9 +29,10 @@ from ktapjit.interp.runtime import FLUSH_PIECES, Runtime
 from ktapjit.ir.func import Value
 from ktapjit.ir.ops import ARITH_SYMBOL, Op
 from ktapjit.semantics import agg
-from ktapjit.semantics.folded import format_folded
-from ktapjit.semantics.hist import format_hist
+from ktapjit.semantics.folded import folded_item, format_folded
+from ktapjit.semantics.hist import format_hist, hist_item
 from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN, arith, bnot, neg
+from ktapjit.semantics.output import Item
 from ktapjit.semantics.printf import format_printf
 from ktapjit.semantics.values import (
     Cell,
@@ -339,12 +340,21 @@ def _for_can_step(v, a, rt):
 
 # -- builtins --------------------------------------------------------------------
 
+def _item_maker(rt):
+    """How a text-only output builtin hands on its bytes: as they are, or
+    as an output Item when the run's output is structured (-f json)."""
+    if rt.structured:
+        return Item
+    return lambda kind, text: text
+
+
 @handles(Op.Print)
 def _print(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    as_item = _item_maker(rt)
 
     def step(r):
-        buf.append(print_line([r[x] for x in a], ids))
+        buf.append(as_item("print", print_line([r[x] for x in a], ids)))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step
@@ -353,10 +363,11 @@ def _print(v, a, rt):
 @handles(Op.Printf)
 def _printf(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    as_item = _item_maker(rt)
     fmt, rest = (a[0], a[1:]) if a else (None, ())
 
     def step(r):
-        buf.append(format_printf(None if fmt is None else r[fmt], [r[x] for x in rest], ids))
+        buf.append(as_item("printf", format_printf(None if fmt is None else r[fmt], [r[x] for x in rest], ids)))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step
@@ -365,11 +376,12 @@ def _printf(v, a, rt):
 @handles(Op.PrintHist)
 def _print_hist(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    write = hist_item if rt.structured else format_hist
     t = a[0]
     n = a[1] if len(a) > 1 else None
 
     def step(r):
-        buf.append(format_hist(r[t], None if n is None else r[n], ids))
+        buf.append(write(r[t], None if n is None else r[n], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step
@@ -378,10 +390,11 @@ def _print_hist(v, a, rt):
 @handles(Op.PrintFolded)
 def _print_folded(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    write = folded_item if rt.structured else format_folded
     (t,) = a
 
     def step(r):
-        buf.append(format_folded(r[t], ids))
+        buf.append(write(r[t], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step
@@ -399,10 +412,11 @@ def _aggregate(v, a, rt):
 @handles(Op.PrintAgg)
 def _print_agg(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    write = agg.agg_item if rt.structured else agg.format_agg
     (t,) = a
 
     def step(r):
-        buf.append(agg.format_agg(r[t], ids))
+        buf.append(write(r[t], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step

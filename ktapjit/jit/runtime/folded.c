@@ -78,7 +78,8 @@ static int write_line(kstate *s, kstr *stack, unsigned __int128 count)
         digits[sizeof digits - 1 - n++] = (char)('0' + (int)(count % 10));
         count /= 10;
     } while (count);
-    if (k_out_write(s, stack->data, stack->len) || k_out_write(s, " ", 1) ||
+    if (krt_mark(s, KM_ROW, (int64_t)s->out_len, (int64_t)stack->len, (int64_t)count, 0) ||
+        k_out_write(s, stack->data, stack->len) || k_out_write(s, " ", 1) ||
         k_out_write(s, digits + sizeof digits - n, (uint64_t)n) || k_out_write(s, "\n", 1))
         return K_E_NOMEM;
     return K_OK;
@@ -127,6 +128,8 @@ int k_print_folded(kstate *s, kval table)
         memset(m.slots, 0xff, size * sizeof(int64_t));
         rc = fold_entries(s, t, &m);
     }
+    if (rc == K_OK)
+        rc = krt_mark(s, KM_FOLDED, (int64_t)s->out_len, 0, 0, 0);
     for (int64_t i = 0; rc == K_OK && i < m.n; i++)
         rc = write_line(s, m.keys[i], m.counts[i]);
     free(m.keys);

@@ -1,0 +1,64 @@
+"""The JIT's output as structured items (semantics.output), read from the
+runtime's output marks (runtime/ktrt.h, "Output marks") and the bytes they
+point into: the same items the interpreter builds with the formatters.
+
+May import: ktapjit.semantics.
+"""
+
+from __future__ import annotations
+
+from ktapjit.semantics.output import AggEntry, Item
+
+KM_PRINT, KM_PRINTF, KM_HIST, KM_FOLDED, KM_AGG, KM_ROW, KM_MORE, KM_KEY, KM_STATS = range(1, 10)
+_ITEM_KINDS = {KM_PRINT: "print", KM_PRINTF: "printf", KM_HIST: "print_hist",
+               KM_FOLDED: "print_folded", KM_AGG: "print_agg"}
+_AGG_KINDS = ("hist", "lhist", "stats")
+
+
+def output_items(data: bytes, marks: list[tuple[int, int, int, int, int]]) -> list[Item]:
+    """Split `data` at its item marks and give each item its structure."""
+    starts = [i for i, mark in enumerate(marks) if mark[0] in _ITEM_KINDS]
+    items = []
+    for n, first in enumerate(starts):
+        last = starts[n + 1] if n + 1 < len(starts) else len(marks)
+        end = marks[last][1] if last < len(marks) else len(data)
+        items.append(_item(data, marks[first], marks[first + 1:last], end))
+    return items
+
+
+def _item(data: bytes, head, parts, end: int) -> Item:
+    kind = _ITEM_KINDS[head[0]]
+    text = data[head[1]:end]
+    if kind == "print_hist":
+        rows = tuple((data[at:at + n], a, b) for k, at, n, a, b in parts if k == KM_ROW)
+        return Item(kind, text, rows, more=any(k == KM_MORE for k, *_ in parts))
+    if kind == "print_folded":
+        return Item(kind, text, tuple(_folded_row(data, at, n) for k, at, n, _, _ in parts))
+    if kind == "print_agg":
+        return Item(kind, text, entries=tuple(_agg_entries(data, parts)))
+    return Item(kind, text)
+
+
+def _folded_row(data: bytes, at: int, n: int) -> tuple[bytes, int]:
+    # The count is read from its digits: a merged count may exceed int64.
+    stop = data.index(b"\n", at + n)
+    return data[at:at + n], int(data[at + n + 1:stop])
+
+
+def _agg_entries(data: bytes, parts):
+    entry = None
+    for kind, at, n, a, b in parts:
+        if kind == KM_KEY:
+            if entry is not None:
+                yield _agg_entry(*entry)
+            entry = [data[at:at + n], _AGG_KINDS[a], [], None]
+        elif kind == KM_ROW:
+            entry[2].append((data[at:at + n], a, b))
+        elif kind == KM_STATS:
+            entry[3] = (at, n, a, b)
+    if entry is not None:
+        yield _agg_entry(*entry)
+
+
+def _agg_entry(key: bytes, kind: str, buckets: list, stats) -> AggEntry:
+    return AggEntry(key, kind, tuple(buckets), stats)

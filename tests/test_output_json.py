@@ -1,0 +1,113 @@
+"""`ktapjit run -f json`: each output event is one JSON object a line
+(docs/output-json.md), the same bytes from every engine.
+
+Each case is a script and the exact NDJSON it writes; every case runs on
+the interpreter, the JIT and `--engine compare`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from ktapjit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "data" / "demo.data"
+SYSCOUNT = ROOT / "examples" / "syscount.kp"
+ENGINES = ("interp", "jit", "compare")
+
+END_OK = '{"v":1,"type":"end","status":0}'
+
+CASES = [
+    ("print and printf",
+     'print("a", 1, nil)\nprintf("%d-%s", 7, "x")\nprintf("\\n")',
+     ['{"v":1,"type":"print","text":"a\\t1\\tnil"}',
+      '{"v":1,"type":"printf","text":"7-x"}',
+      '{"v":1,"type":"printf","text":"\\n"}',
+      END_OK]),
+    ("non-UTF-8 bytes are base64; UTF-8 stays a string",
+     'print("caf\\xc3\\xa9")\nprint("\\xff\\xfe")',
+     ['{"v":1,"type":"print","text":"café"}',
+      '{"v":1,"type":"print","text":{"base64":"//4="}}',
+      END_OK]),
+    ("print_hist rows, and rows left out",
+     'var t = {}\nt["a"] = 3\nt["b\\xff"] = 1\nt[5] = 10\nprint_hist(t, 2)',
+     ['{"v":1,"type":"print_hist","rows":[{"key":"5","count":10,"bar":27},'
+      '{"key":"a","count":3,"bar":8}],"more":true}',
+      END_OK]),
+    ("print_agg: hist, lhist and stats",
+     'var a = {}\nhist(a, "h", 5)\nhist(a, "h", 9)\nlhist(a, "l", 7, 0, 10, 2)\n'
+     'stats(a, "s", 4)\nstats(a, "s", -9)\nprint_agg(a)',
+     ['{"v":1,"type":"print_agg","entries":['
+      '{"key":"h","kind":"hist","buckets":[{"range":"[4, 8)","count":1,"bar":52},'
+      '{"range":"[8, 16)","count":1,"bar":52}]},'
+      '{"key":"l","kind":"lhist","buckets":[{"range":"[6, 8)","count":1,"bar":52}]},'
+      '{"key":"s","kind":"stats","count":2,"average":-2,"total":-5,"min":-9,"max":4}]}',
+      END_OK]),
+    ("print_folded rows",
+     'var f = {}\nf["leaf+0x1\\nroot"] = 2\nf["leaf\\nroot"] = 3\nprint_folded(f)',
+     ['{"v":1,"type":"print_folded","rows":[{"stack":"root;leaf","count":5}]}', END_OK]),
+    ("a runtime error: its location, then trace_end, then status 1",
+     'print("before")\nvar x = 1 + nil\ntrace_end { print("end") }',
+     ['{"v":1,"type":"print","text":"before"}',
+      '{"v":1,"type":"error","message":"attempt to perform arithmetic on a nil value","file":"-e","line":2,"col":11}',
+      '{"v":1,"type":"print","text":"end"}',
+      '{"v":1,"type":"end","status":1}']),
+]
+
+
+def run(*argv: str) -> tuple[int, bytes, bytes]:
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(list(argv), stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name,script,expected", CASES, ids=[c[0] for c in CASES])
+def test_script_output_as_ndjson(name, script, expected, engine):
+    status, out, err = run("run", "-f", "json", "--engine", engine, "-e", script)
+    assert out.decode("utf-8").splitlines() == expected
+    assert status == json.loads(expected[-1])["status"]
+    if engine == "compare":
+        assert err.startswith(b"compare: identical output")
+    else:
+        assert err == b""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_replay_of_the_demo_recording(engine):
+    status, out, err = run("run", "-f", "json", "--engine", engine, "--replay", str(DEMO), str(SYSCOUNT))
+    lines = out.decode("utf-8").splitlines()
+    objects = [json.loads(line) for line in lines]
+    assert status == 0
+    assert lines[0] == '{"v":1,"type":"printf","text":"1264 system calls, 40 different ones\\n"}'
+    assert objects[1]["type"] == "print_hist" and objects[1]["more"] is True
+    assert objects[1]["rows"][0] == {"key": "openat", "count": 269, "bar": 8}
+    assert lines[-1] == END_OK
+    assert all(o["v"] == 1 for o in objects)
+
+
+def test_engines_write_the_same_bytes():
+    outputs = {run("run", "-f", "json", "--engine", e, "--replay", str(DEMO), str(SYSCOUNT))[1]
+               for e in ("interp", "jit")}
+    assert len(outputs) == 1
+
+
+def test_compare_checks_the_json():
+    """A script whose JSON differs would be caught: here the two trials'
+    JSON are compared and found identical, errors and status included."""
+    status, out, err = run("run", "-f", "json", "--engine", "compare", "-e", 'print(1)\nvar x = nil + 1')
+    assert status == 1
+    assert out.decode().splitlines()[-1] == '{"v":1,"type":"end","status":1}'
+    assert err.splitlines()[0] == b"compare: identical output (%d bytes, 0 stderr lines, status 1)" % len(out)
+
+
+@pytest.mark.parametrize("engine", ("interp", "jit"))
+def test_text_is_the_default_and_unchanged(engine):
+    args = ("--engine", engine, "--replay", str(DEMO), str(SYSCOUNT))
+    assert run("run", *args) == run("run", "-f", "text", *args)
+    assert run("run", *args)[1].startswith(b"1264 system calls, 40 different ones\n")
