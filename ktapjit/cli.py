@@ -664,9 +664,9 @@ def _report(faults, sink: BinaryIO, err: BinaryIO) -> None:
 
 
 def _is_json(sink) -> bool:
-    from ktapjit.output_json import JsonOutput  # noqa: PLC0415 - light: json, base64
-
-    return isinstance(sink, JsonOutput)
+    """Whether the run writes -f json; a text run never imports output_json."""
+    module = sys.modules.get("ktapjit.output_json")
+    return module is not None and isinstance(sink, module.JsonOutput)
 
 
 FALL_BACK = "to run without the JIT: --engine interp"

@@ -6,7 +6,9 @@ run: `start()` executes the top-level statements; the stream driver
 `run_profile` per sample of a `profile-N` timer's cpu-clock event and
 `run_timer` per due `tick-N` timer; `finish()` runs trace_end and returns the Result.
 Output is bytes, handed to `out` as the engine produces it, so the
-interpreter and the JIT can be compared byte for byte.
+interpreter and the JIT can be compared byte for byte; with
+`RunConfig.structured_output` (-f json) it is a list of semantics.output
+Items instead, one per output builtin call.
 
 The JIT will also take whole chunks of records natively; this per-event
 surface stays the reference the chunked path is tested against.

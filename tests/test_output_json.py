@@ -7,6 +7,7 @@ the interpreter, the JIT and `--engine compare`.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from ktapjit.cli import main
+from ktapjit.diag import RuntimeFault
+from ktapjit.output_json import JsonOutput
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "data" / "demo.data"
@@ -111,3 +114,53 @@ def test_text_is_the_default_and_unchanged(engine):
     args = ("--engine", engine, "--replay", str(DEMO), str(SYSCOUNT))
     assert run("run", *args) == run("run", "-f", "text", *args)
     assert run("run", *args)[1].startswith(b"1264 system calls, 40 different ones\n")
+
+
+@pytest.mark.parametrize("write,expected", [
+    (lambda o: o.lost(3, 0), ['{"v":1,"type":"lost","events":3}']),
+    (lambda o: o.lost(0, 2), ['{"v":1,"type":"unprocessed","events":2}']),
+    (lambda o: o.lost(0, 0), []),
+    (lambda o: o.stream_error("corrupt record at byte offset 8"),
+     ['{"v":1,"type":"error","message":"corrupt record at byte offset 8","stream":true}']),
+    (lambda o: o.error(RuntimeFault("boom")), ['{"v":1,"type":"error","message":"boom"}']),
+    (lambda o: o.end(141), ['{"v":1,"type":"end","status":141}']),
+])
+def test_session_objects(write, expected):
+    """The objects about the stream and the run, not the script's output:
+    a live run's losses, a broken stream, an error without a place."""
+    stream = io.BytesIO()
+    write(JsonOutput(stream))
+    assert stream.getvalue().decode().splitlines() == expected
+
+
+def conformance_names() -> list[str]:
+    from tests.test_conformance import case_names
+
+    return case_names()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", conformance_names())
+def test_every_conformance_case_as_json(name, monkeypatch):
+    """Every case of the language suite, as JSON on both engines: the same
+    bytes (compare says so), one object a line, the end object last with
+    the case's exit status; the printed texts are the text output's."""
+    from tests.test_conformance import CASE_DIR, load_case
+
+    case = load_case(name)
+    monkeypatch.chdir(CASE_DIR)
+    if case.status == 2:
+        pytest.skip("a compile error: no run, no JSON")
+    status, out, err = run("run", "-f", "json", "--engine", "compare", *case.opts, case.script, *case.args)
+    assert b"compare: identical output" in err, err
+    objects = [json.loads(line) for line in out.decode("utf-8").splitlines()]
+    assert objects[-1] == {"v": 1, "type": "end", "status": case.status} == {**objects[-1], "status": status}
+    if all(o["type"] in ("print", "printf", "error", "end") for o in objects):
+        printed = b"".join(text_bytes(o["text"]) + (b"\n" if o["type"] == "print" else b"")
+                           for o in objects if "text" in o)
+        assert printed == case.stdout
+
+
+def text_bytes(text) -> bytes:
+    """The bytes a JSON text stands for (docs/language-notes.md)."""
+    return base64.b64decode(text["base64"]) if isinstance(text, dict) else text.encode("utf-8")

@@ -340,21 +340,26 @@ def _for_can_step(v, a, rt):
 
 # -- builtins --------------------------------------------------------------------
 
-def _item_maker(rt):
-    """How a text-only output builtin hands on its bytes: as they are, or
-    as an output Item when the run's output is structured (-f json)."""
-    if rt.structured:
-        return Item
-    return lambda kind, text: text
+def _item_step(rt, make):
+    """The step of a text-only output builtin when the run's output is
+    structured (-f json): it hands on `make(r)`, an output Item."""
+    buf, flush = rt.buf, rt.flush
+
+    def step(r):
+        buf.append(make(r))
+        if len(buf) >= FLUSH_PIECES:
+            flush()
+    return step
 
 
 @handles(Op.Print)
 def _print(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
-    as_item = _item_maker(rt)
+    if rt.structured:
+        return _item_step(rt, lambda r: Item("print", print_line([r[x] for x in a], ids)))
 
     def step(r):
-        buf.append(as_item("print", print_line([r[x] for x in a], ids)))
+        buf.append(print_line([r[x] for x in a], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step
@@ -363,11 +368,13 @@ def _print(v, a, rt):
 @handles(Op.Printf)
 def _printf(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
-    as_item = _item_maker(rt)
     fmt, rest = (a[0], a[1:]) if a else (None, ())
+    if rt.structured:
+        return _item_step(rt, lambda r: Item("printf", format_printf(None if fmt is None else r[fmt],
+                                                                     [r[x] for x in rest], ids)))
 
     def step(r):
-        buf.append(as_item("printf", format_printf(None if fmt is None else r[fmt], [r[x] for x in rest], ids)))
+        buf.append(format_printf(None if fmt is None else r[fmt], [r[x] for x in rest], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step
