@@ -549,13 +549,14 @@ def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: Binar
 
 
 def _trial_output(ns, stream: BinaryIO):
-    """Where a compare trial's output goes: with -f json its error, loss and
-    end objects are output too, and so compared."""
+    """Where a compare trial's output goes: with -f json its error and end
+    objects are output too, and so compared; events lost stay the session's
+    lines on stderr, shown once and not compared, as in text."""
     if ns.format != "json":
         return stream
     from ktapjit.output_json import JsonOutput
 
-    return JsonOutput(stream)
+    return JsonOutput(stream, with_losses=False)
 
 
 def _close_session(session, err: BinaryIO) -> None:
@@ -719,7 +720,7 @@ def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryI
             outcome = drive_run(session, run, module, config.limits.max_table)
     except KeyboardInterrupt:
         pass  # Ctrl-C during the top level: like at any other time, trace_end runs
-    if outcome is not None and _is_json(sink):
+    if outcome is not None and _is_json(sink) and sink.with_losses:
         sink.lost(outcome.lost, outcome.unprocessed)
     elif outcome is not None:
         _say_losses(notices, outcome.lost, outcome.unprocessed)

@@ -62,10 +62,13 @@ def _object(kind: str, **fields) -> dict:
 
 
 class JsonOutput:
-    """Writes the objects of one run to a binary stream, a line each."""
+    """Writes the objects of one run to a binary stream, a line each.
+    with_losses=False: lost-event counts are not this output's (an
+    --engine compare trial: they describe the stream, not the script)."""
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: BinaryIO, with_losses: bool = True):
         self.stream = stream
+        self.with_losses = with_losses
 
     def items(self, items: list[Item]) -> None:
         self.stream.write(b"".join(_line(item_object(item)) for item in items))

@@ -13,6 +13,7 @@ KM_PRINT, KM_PRINTF, KM_HIST, KM_FOLDED, KM_AGG, KM_ROW, KM_MORE, KM_KEY, KM_STA
 _ITEM_KINDS = {KM_PRINT: "print", KM_PRINTF: "printf", KM_HIST: "print_hist",
                KM_FOLDED: "print_folded", KM_AGG: "print_agg"}
 _AGG_KINDS = ("hist", "lhist", "stats")
+_U64 = (1 << 64) - 1
 
 
 def output_items(data: bytes, marks: list[tuple[int, int, int, int, int]]) -> list[Item]:
@@ -33,16 +34,15 @@ def _item(data: bytes, head, parts, end: int) -> Item:
         rows = tuple((data[at:at + n], a, b) for k, at, n, a, b in parts if k == KM_ROW)
         return Item(kind, text, rows, more=any(k == KM_MORE for k, *_ in parts))
     if kind == "print_folded":
-        return Item(kind, text, tuple(_folded_row(data, at, n) for k, at, n, _, _ in parts))
+        return Item(kind, text, tuple((data[at:at + n], _uint128(a, b)) for k, at, n, a, b in parts))
     if kind == "print_agg":
         return Item(kind, text, entries=tuple(_agg_entries(data, parts)))
     return Item(kind, text)
 
 
-def _folded_row(data: bytes, at: int, n: int) -> tuple[bytes, int]:
-    # The count is read from its digits: a merged count may exceed int64.
-    stop = data.index(b"\n", at + n)
-    return data[at:at + n], int(data[at + n + 1:stop])
+def _uint128(low: int, high: int) -> int:
+    """A print_folded count: a merged sum of counts may exceed int64."""
+    return (low & _U64) | (high & _U64) << 64
 
 
 def _agg_entries(data: bytes, parts):

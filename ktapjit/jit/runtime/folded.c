@@ -72,14 +72,16 @@ static int map_add(fold_map *m, kstr *key, int64_t count)
 
 static int write_line(kstate *s, kstr *stack, unsigned __int128 count)
 {
+    if (krt_mark(s, KM_ROW, (int64_t)s->out_len, (int64_t)stack->len, (int64_t)(uint64_t)count,
+                 (int64_t)(uint64_t)(count >> 64)))
+        return K_E_NOMEM;
     char digits[48];
     int n = 0;
     do {
         digits[sizeof digits - 1 - n++] = (char)('0' + (int)(count % 10));
         count /= 10;
     } while (count);
-    if (krt_mark(s, KM_ROW, (int64_t)s->out_len, (int64_t)stack->len, (int64_t)count, 0) ||
-        k_out_write(s, stack->data, stack->len) || k_out_write(s, " ", 1) ||
+    if (k_out_write(s, stack->data, stack->len) || k_out_write(s, " ", 1) ||
         k_out_write(s, digits + sizeof digits - n, (uint64_t)n) || k_out_write(s, "\n", 1))
         return K_E_NOMEM;
     return K_OK;

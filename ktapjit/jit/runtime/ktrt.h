@@ -205,7 +205,8 @@ int k_out_write(kstate *s, const char *p, uint64_t len);
  *   KM_PRINT, KM_PRINTF, KM_FOLDED, KM_AGG: an item starts at `at`
  *   KM_HIST: a print_hist item starts at `at`
  *   KM_ROW: a row of the current item: its key or label is out[at..at+len),
- *           a its count, b its bar length (print_folded: b is 0)
+ *           a its count, b its bar length (print_folded: a and b are the
+ *           low and high 64 bits of its count, a merged sum of counts)
  *   KM_MORE: print_hist left rows out
  *   KM_KEY: a print_agg entry: its key is out[at..at+len), a its kind (KM_AGG_*)
  *   KM_STATS: a stats entry's numbers: at count, len total, a min, b max */
