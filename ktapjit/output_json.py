@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from json.encoder import encode_basestring
 from typing import BinaryIO
 
 from ktapjit.semantics.agg import stats_average
@@ -71,7 +72,7 @@ class JsonOutput:
         self.with_losses = with_losses
 
     def items(self, items: list[Item]) -> None:
-        self.stream.write(b"".join(_line(item_object(item)) for item in items))
+        self.stream.write(b"".join([_item_line(item) for item in items]))
 
     def error(self, fault) -> None:
         """A runtime error (diag.RuntimeFault), with its location when it has one."""
@@ -101,5 +102,22 @@ class JsonOutput:
         self.stream.write(_line(obj))
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# The line of a print or printf of UTF-8 text, without building its object:
+# _ENCODER writes a string with this same function.
+_TEXT_HEADS = {kind: f'{{"v":{VERSION},"type":"{kind}","text":' for kind in ("print", "printf")}
+
+
+def _item_line(item: Item) -> bytes:
+    head = _TEXT_HEADS.get(item.kind)
+    if head is not None:
+        text = item.text.removesuffix(b"\n") if item.kind == "print" else item.text
+        try:
+            return (head + encode_basestring(text.decode("utf-8")) + "}\n").encode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return _line(item_object(item))
+
+
 def _line(obj: dict) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    return _ENCODER.encode(obj).encode("utf-8") + b"\n"

@@ -12,6 +12,7 @@ from ktapjit.semantics.output import AggEntry, Item
 KM_PRINT, KM_PRINTF, KM_HIST, KM_FOLDED, KM_AGG, KM_ROW, KM_MORE, KM_KEY, KM_STATS = range(1, 10)
 _ITEM_KINDS = {KM_PRINT: "print", KM_PRINTF: "printf", KM_HIST: "print_hist",
                KM_FOLDED: "print_folded", KM_AGG: "print_agg"}
+_TEXT_ONLY = ("print", "printf")
 _AGG_KINDS = ("hist", "lhist", "stats")
 _U64 = (1 << 64) - 1
 
@@ -19,17 +20,22 @@ _U64 = (1 << 64) - 1
 def output_items(data: bytes, marks: list[tuple[int, int, int, int, int]]) -> list[Item]:
     """Split `data` at its item marks and give each item its structure."""
     starts = [i for i, mark in enumerate(marks) if mark[0] in _ITEM_KINDS]
+    starts.append(len(marks))
+    ends = [marks[i][1] for i in starts[1:-1]]
+    ends.append(len(data))
     items = []
-    for n, first in enumerate(starts):
-        last = starts[n + 1] if n + 1 < len(starts) else len(marks)
-        end = marks[last][1] if last < len(marks) else len(data)
-        items.append(_item(data, marks[first], marks[first + 1:last], end))
+    for first, last, end in zip(starts, starts[1:], ends):
+        head = marks[first]
+        kind = _ITEM_KINDS[head[0]]
+        if first + 1 == last and kind in _TEXT_ONLY:  # the common case: print and printf
+            items.append(Item(kind, data[head[1]:end]))
+        else:
+            items.append(_item(data, kind, head[1], marks[first + 1:last], end))
     return items
 
 
-def _item(data: bytes, head, parts, end: int) -> Item:
-    kind = _ITEM_KINDS[head[0]]
-    text = data[head[1]:end]
+def _item(data: bytes, kind: str, start: int, parts, end: int) -> Item:
+    text = data[start:end]
     if kind == "print_hist":
         rows = tuple((data[at:at + n], a, b) for k, at, n, a, b in parts if k == KM_ROW)
         return Item(kind, text, rows, more=any(k == KM_MORE for k, *_ in parts))

@@ -30,6 +30,7 @@ import os
 import platform
 import shlex
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -415,8 +416,7 @@ class State:
         self.rt.k_out_marks_take(self.ptr, ctypes.byref(p), ctypes.byref(n))
         if not n.value:
             return []
-        flat = (ctypes.c_int64 * (5 * n.value)).from_address(p.value)
-        return [tuple(flat[i:i + 5]) for i in range(0, 5 * n.value, 5)]
+        return list(struct.iter_unpack("=5q", ctypes.string_at(p.value, 40 * n.value)))
 
     def error_message(self) -> str:
         n = self.rt.k_err_message(self.ptr, None, 0)
