@@ -78,7 +78,9 @@ class JsonOutput:
         """A runtime error (diag.RuntimeFault), with its location when it has one."""
         where = {}
         if fault.span is not None:
-            where = {"file": fault.span.file, "line": fault.span.line, "col": fault.span.col}
+            # A script path is the bytes given (surrogate-escaped): a string only when UTF-8.
+            file = json_bytes(fault.span.file.encode("utf-8", "surrogateescape"))
+            where = {"file": file, "line": fault.span.line, "col": fault.span.col}
         self._write(_object("error", message=fault.message, **where))
 
     def stream_error(self, message: str) -> None:
