@@ -113,6 +113,9 @@ def _add_run(commands) -> None:
     run.add_argument("--buffer-pages", type=_power_of_two, default=1024, metavar="N",
                      help="ring buffer pages per CPU, a power of two (default 1024: 4 MiB)")
     run.add_argument("-o", "--output", metavar="FILE", help="write the script's output to FILE")
+    run.add_argument("-f", "--format", choices=("text", "json"), default="text",
+                     help="text (the default): as the script writes it; json: one JSON object a line "
+                          "(docs/output-json.md)")
     run.add_argument("-q", "--quiet", action="store_true", help="no status messages or progress bar on stderr")
     run.add_argument("-e", dest="program", metavar="PROGRAM", help="run PROGRAM given on the command line")
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="the script file")
@@ -456,6 +459,10 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
         sink = _open_output(ns, out)
         progress = _replay_progress(ns, err)
         shown = sink
+        if ns.format == "json":
+            from ktapjit.output_json import JsonOutput
+
+            shown = JsonOutput(sink)
         if progress is not None and _isatty(sink):
             from ktapjit.tracing.progress import TerminalOutput
 
@@ -481,7 +488,8 @@ def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO
         elif start_ns is None:
             start_ns = monotonic_ns()
         host = session.host if session is not None else Host.local()
-        config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns, host=host)
+        config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns, host=host,
+                           structured_output=ns.format == "json")
         return _execute(engine, module, config, session, sink, err, wrap, notices)
     finally:
         _close_session(session, notices)
@@ -523,7 +531,7 @@ def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: Binar
             trial.status = _run_engine(engine, ns, module, path,
                                        lambda: _open_session(ns, module, source, notices,
                                                              _replay_progress(ns, err)),
-                                       trial_out, trial_err, wrap, notices, start_ns)
+                                       _trial_output(ns, trial_out), trial_err, wrap, notices, start_ns)
             trial.stdout, trial.stderr = trial_out.getvalue(), trial_err.getvalue()
             trials.append(trial)
     jit, interp = trials
@@ -538,6 +546,17 @@ def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: Binar
     for line in lines:
         _say(err, line)
     return jit.status if same else EXIT_MISMATCH
+
+
+def _trial_output(ns, stream: BinaryIO):
+    """Where a compare trial's output goes: with -f json its error and end
+    objects are output too, and so compared; events lost stay the session's
+    lines on stderr, shown once and not compared, as in text."""
+    if ns.format != "json":
+        return stream
+    from ktapjit.output_json import JsonOutput
+
+    return JsonOutput(stream, with_losses=False)
 
 
 def _close_session(session, err: BinaryIO) -> None:
@@ -593,8 +612,9 @@ def _check_target(ns) -> None:
 
 def _replay_progress(ns, err: BinaryIO):
     """The replay's progress bar, or None: the one place that decides whether
-    people get one (it shows only once the replay has run ~2 s)."""
-    if ns.replay is None or ns.quiet or not _isatty(err):
+    people get one (it shows only once the replay has run ~2 s). Not with
+    -f json: its output is for programs."""
+    if ns.replay is None or ns.quiet or ns.format == "json" or not _isatty(err):
         return None
     from ktapjit.tracing.progress import ReplayProgress
 
@@ -633,11 +653,21 @@ def _open_output(ns, out: BinaryIO) -> BinaryIO:
 
 
 def _report(faults, sink: BinaryIO, err: BinaryIO) -> None:
-    """Runtime errors, in order with the output before them (so 2>&1 reads right)."""
+    """Runtime errors, in order with the output before them (so 2>&1 reads
+    right); with -f json, error objects in the output."""
     if faults:
         sink.flush()
     for fault in faults:
-        _say(err, fault.render())
+        if _is_json(sink):
+            sink.error(fault)
+        else:
+            _say(err, fault.render())
+
+
+def _is_json(sink) -> bool:
+    """Whether the run writes -f json; a text run never imports output_json."""
+    module = sys.modules.get("ktapjit.output_json")
+    return module is not None and isinstance(sink, module.JsonOutput)
 
 
 FALL_BACK = "to run without the JIT: --engine interp"
@@ -653,14 +683,14 @@ def _load(engine_name: str, module, config: RunConfig, sink: BinaryIO):
     if engine_name != "jit":
         from ktapjit.interp.engine import InterpEngine
 
-        return InterpEngine().load(module, config, sink.write)
+        return InterpEngine().load(module, config, _writer(sink))
     from ktapjit.jit.codegen import CodegenError
     from ktapjit.jit.rtlib import RuntimeBuildError
 
     try:
         from ktapjit.jit.engine import JitEngine  # lowering imports llvmlite
 
-        return JitEngine().load(module, config, sink.write)
+        return JitEngine().load(module, config, _writer(sink))
     except (RuntimeBuildError, CodegenError) as exc:
         raise UsageError(f"{str(exc).removeprefix('ktapjit: ')}; {FALL_BACK}") from None
     except ModuleNotFoundError as exc:
@@ -670,6 +700,11 @@ def _load(engine_name: str, module, config: RunConfig, sink: BinaryIO):
                          f"{FALL_BACK}") from None
     except OSError as exc:  # dlopen refused the native code (a noexec cache), no scratch space
         raise UsageError(f"the JIT cannot run here: {exc.strerror or exc}; {FALL_BACK}") from None
+
+
+def _writer(sink):
+    """What an engine hands its output to: bytes, or (-f json) output items."""
+    return sink.items if _is_json(sink) else sink.write
 
 
 def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO,
@@ -685,17 +720,25 @@ def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryI
             outcome = drive_run(session, run, module, config.limits.max_table)
     except KeyboardInterrupt:
         pass  # Ctrl-C during the top level: like at any other time, trace_end runs
-    if outcome is not None:
+    if outcome is not None and _is_json(sink) and sink.with_losses:
+        sink.lost(outcome.lost, outcome.unprocessed)
+    elif outcome is not None:
         _say_losses(notices, outcome.lost, outcome.unprocessed)
     # An error is reported when it happens: before trace_end runs (LANGUAGE.md).
     reported = len(run.errors)
     _report(run.errors, sink, err)
     result = run.finish(outcome.end_ns if outcome else None)
     _report(result.errors[reported:], sink, err)
+    status = result.status
     if outcome is not None and outcome.stream_error is not None:
-        _say(err, f"ktapjit: {outcome.stream_error}")
-        return EXIT_RUNTIME
-    return result.status
+        if _is_json(sink):
+            sink.stream_error(str(outcome.stream_error))
+        else:
+            _say(err, f"ktapjit: {outcome.stream_error}")
+        status = EXIT_RUNTIME
+    if _is_json(sink):
+        sink.end(status)
+    return status
 
 
 def entry() -> None:

@@ -6,7 +6,9 @@ run: `start()` executes the top-level statements; the stream driver
 `run_profile` per sample of a `profile-N` timer's cpu-clock event and
 `run_timer` per due `tick-N` timer; `finish()` runs trace_end and returns the Result.
 Output is bytes, handed to `out` as the engine produces it, so the
-interpreter and the JIT can be compared byte for byte.
+interpreter and the JIT can be compared byte for byte; with
+`RunConfig.structured_output` (-f json) it is a list of semantics.output
+Items instead, one per output builtin call.
 
 The JIT will also take whole chunks of records natively; this per-event
 surface stays the reference the chunked path is tested against.
@@ -60,6 +62,9 @@ class RunConfig:
     script_args: tuple[str, ...]  # arg[0] is the script path as given
     start_time_ns: int  # stream time before the first event (LANGUAGE.md: event time)
     host: Host = field(default_factory=Host.local)
+    # False: `out` takes bytes. True (-f json): `out` takes a list of
+    # semantics.output Items, one per output builtin call, in order.
+    structured_output: bool = False
 
 
 @dataclass

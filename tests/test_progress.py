@@ -161,6 +161,16 @@ def test_no_bar_with_quiet_or_without_a_terminal(no_delay, synthetic, engine, fl
 
 
 @ENGINES
+def test_no_bar_with_json_output(no_delay, synthetic, engine):
+    """-f json is for programs: no bar, even on a terminal."""
+    args = ["run", "--engine", engine, "-f", "json", "--replay", str(synthetic), "-e", COUNT]
+    terminal = Terminal()
+    status, out, _ = run_in_process(args, stderr=terminal.file())
+    assert terminal.finish() == b""
+    assert (status, out) == (0, b'{"v":1,"type":"print","text":"40000"}\n{"v":1,"type":"end","status":0}\n')
+
+
+@ENGINES
 def test_a_short_replay_prints_nothing_at_all(engine):
     """The command a user types, on a terminal, with the real delay."""
     terminal = Terminal()

@@ -40,7 +40,8 @@ class InterpRun(RunLifecycle):
     def __init__(self, module: Module, config: RunConfig, out: Callable[[bytes], None], strict: bool = False):
         super().__init__(module, config)
         self.strict = strict
-        self.rt = Runtime(config.limits, len(module.global_names), config.start_time_ns, out, config.host)
+        self.rt = Runtime(config.limits, len(module.global_names), config.start_time_ns, out, config.host,
+                          config.structured_output)
         self.machine = Machine(self.rt)
 
     def _set_time(self, time_ns: int) -> None:

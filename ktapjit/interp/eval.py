@@ -29,9 +29,10 @@ from ktapjit.interp.runtime import FLUSH_PIECES, Runtime
 from ktapjit.ir.func import Value
 from ktapjit.ir.ops import ARITH_SYMBOL, Op
 from ktapjit.semantics import agg
-from ktapjit.semantics.folded import format_folded
-from ktapjit.semantics.hist import format_hist
+from ktapjit.semantics.folded import folded_item, format_folded
+from ktapjit.semantics.hist import format_hist, hist_item
 from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN, arith, bnot, neg
+from ktapjit.semantics.output import Item
 from ktapjit.semantics.printf import format_printf
 from ktapjit.semantics.values import (
     Cell,
@@ -339,9 +340,23 @@ def _for_can_step(v, a, rt):
 
 # -- builtins --------------------------------------------------------------------
 
+def _item_step(rt, make):
+    """The step of a text-only output builtin when the run's output is
+    structured (-f json): it hands on `make(r)`, an output Item."""
+    buf, flush = rt.buf, rt.flush
+
+    def step(r):
+        buf.append(make(r))
+        if len(buf) >= FLUSH_PIECES:
+            flush()
+    return step
+
+
 @handles(Op.Print)
 def _print(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    if rt.structured:
+        return _item_step(rt, lambda r: Item("print", print_line([r[x] for x in a], ids)))
 
     def step(r):
         buf.append(print_line([r[x] for x in a], ids))
@@ -354,6 +369,9 @@ def _print(v, a, rt):
 def _printf(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
     fmt, rest = (a[0], a[1:]) if a else (None, ())
+    if rt.structured:
+        return _item_step(rt, lambda r: Item("printf", format_printf(None if fmt is None else r[fmt],
+                                                                     [r[x] for x in rest], ids)))
 
     def step(r):
         buf.append(format_printf(None if fmt is None else r[fmt], [r[x] for x in rest], ids))
@@ -365,11 +383,12 @@ def _printf(v, a, rt):
 @handles(Op.PrintHist)
 def _print_hist(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    write = hist_item if rt.structured else format_hist
     t = a[0]
     n = a[1] if len(a) > 1 else None
 
     def step(r):
-        buf.append(format_hist(r[t], None if n is None else r[n], ids))
+        buf.append(write(r[t], None if n is None else r[n], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step
@@ -378,10 +397,11 @@ def _print_hist(v, a, rt):
 @handles(Op.PrintFolded)
 def _print_folded(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    write = folded_item if rt.structured else format_folded
     (t,) = a
 
     def step(r):
-        buf.append(format_folded(r[t], ids))
+        buf.append(write(r[t], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step
@@ -399,10 +419,11 @@ def _aggregate(v, a, rt):
 @handles(Op.PrintAgg)
 def _print_agg(v, a, rt):
     ids, buf, flush = rt.identities, rt.buf, rt.flush
+    write = agg.agg_item if rt.structured else agg.format_agg
     (t,) = a
 
     def step(r):
-        buf.append(agg.format_agg(r[t], ids))
+        buf.append(write(r[t], ids))
         if len(buf) >= FLUSH_PIECES:
             flush()
     return step

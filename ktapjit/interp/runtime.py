@@ -50,9 +50,10 @@ class InternalError(RuntimeFault):
 class Runtime:
     """Per-run state: globals, identities, output, time and the current event."""
 
-    __slots__ = ("limits", "host", "globals", "identities", "buf", "_out", "now_ns", "event")
+    __slots__ = ("limits", "host", "globals", "identities", "buf", "_out", "now_ns", "event", "structured")
 
-    def __init__(self, limits, nglobals: int, start_time_ns: int, out: Callable[[bytes], None], host=None):
+    def __init__(self, limits, nglobals: int, start_time_ns: int, out: Callable[[bytes], None], host=None,
+                 structured: bool = False):
         self.limits = limits
         self.host = host or Host.local()  # num_cpus(), arch(), kernel_v()
         self.globals: list = [None] * nglobals
@@ -61,11 +62,13 @@ class Runtime:
         self._out = out
         self.now_ns = start_time_ns
         self.event: Optional[EventContext] = None
+        # Structured: buf holds semantics.output Items and `out` takes a list of them.
+        self.structured = structured
 
     def flush(self) -> None:
         buf = self.buf
         if buf:
-            data = b"".join(buf)
+            data = list(buf) if self.structured else b"".join(buf)
             buf.clear()  # in place: handlers hold buf.append
             self._out(data)
 

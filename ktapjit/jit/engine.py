@@ -28,6 +28,7 @@ from ktapjit.diag import RuntimeFault
 from ktapjit.jit import abi, rtlib
 from ktapjit.jit.compile import NativeProgram, compile_native
 from ktapjit.jit.lower import entry_functions
+from ktapjit.jit.marks import output_items
 from ktapjit.jit.rtlib import KVal
 from ktapjit.run_api import RunConfig
 from ktapjit.run_lifecycle import EXITED, FAILED, RETURNED, RunLifecycle
@@ -60,6 +61,9 @@ class JitRun(RunLifecycle):
                                    max_loop=limits.max_loop, max_depth=limits.max_depth)
         # One view of the state's public fields: set_time runs per event.
         self.fields = fields = self.state.fields
+        self.structured = config.structured_output
+        if self.structured:
+            self.rt.k_out_marks_on(self.state.ptr)
         fields.now_ns = config.start_time_ns
         fields.stack_budget = _stack_budget(limits.max_depth)
         lowered = program.lowered
@@ -131,7 +135,11 @@ class JitRun(RunLifecycle):
             return step()
         finally:
             data = self.state.take_output()
-            if data:
+            if self.structured:
+                items = output_items(data, self.state.take_marks())
+                if items:
+                    self.out(items)
+            elif data:
                 self.out(data)
 
     def _fed(self, step) -> bool:

@@ -30,6 +30,7 @@ import os
 import platform
 import shlex
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -124,6 +125,8 @@ _PROTOTYPES = {
     "k_type_name": (ctypes.c_char_p, [_I64]),
     "k_out_take": (None, [_P, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_uint64)]),
     "k_out_write": (_INT, [_P, ctypes.c_char_p, ctypes.c_uint64]),
+    "k_out_marks_on": (None, [_P]),
+    "k_out_marks_take": (None, [_P, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_uint64)]),
     "k_key_hash": (ctypes.c_uint64, [_KV]),
     "k_table_new": (_P, [_P]),
     "k_table_get": (_INT, [_P, _KV, _KVP]),
@@ -406,6 +409,15 @@ class State:
         p, n = ctypes.c_void_p(), ctypes.c_uint64()
         self.rt.k_out_take(self.ptr, ctypes.byref(p), ctypes.byref(n))
         return ctypes.string_at(p.value, n.value) if n.value else b""
+
+    def take_marks(self) -> list[tuple[int, int, int, int, int]]:
+        """The output marks recorded since the last take (ktrt.h, "Output
+        marks"), as (kind, at, len, a, b); take them with the output."""
+        p, n = ctypes.c_void_p(), ctypes.c_uint64()
+        self.rt.k_out_marks_take(self.ptr, ctypes.byref(p), ctypes.byref(n))
+        if not n.value:
+            return []
+        return list(struct.iter_unpack("=5q", ctypes.string_at(p.value, 40 * n.value)))
 
     def error_message(self) -> str:
         n = self.rt.k_err_message(self.ptr, None, 0)

@@ -1,5 +1,6 @@
 """Language semantics shared by every engine: values, integer arithmetic,
-printf and print_hist formatting, aggregations (hist, lhist, stats, print_agg).
+printf and print_hist formatting, aggregations (hist, lhist, stats, print_agg),
+and the structured output items (output.py) the engines hand -f json.
 
 The reference interpreter calls these functions directly; the JIT's native
 runtime is tested against them. Each function raises RuntimeFault with

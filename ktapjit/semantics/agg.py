@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ktapjit.diag import RuntimeFault
 from ktapjit.semantics.intmath import INT64_MIN, wrap
+from ktapjit.semantics.output import AggEntry, Item
 from ktapjit.semantics.values import Identities, Table, type_name, value_text
 
 LHIST_MAX_BUCKETS = 1000
@@ -161,6 +162,11 @@ def _not_an_aggregation(name: str) -> RuntimeFault:
 
 def format_agg(table: object, identities: Identities) -> bytes:
     """The bytes ``print_agg(table)`` writes."""
+    return agg_item(table, identities).text
+
+
+def agg_item(table: object, identities: Identities) -> Item:
+    """What ``print_agg(table)`` writes, with its entries (output.AggEntry)."""
     if type(table) is not Table:
         raise RuntimeFault(f"print_agg: expected a table, got {type_name(table)}")
     entries = list(table.items())
@@ -168,7 +174,8 @@ def format_agg(table: object, identities: Identities) -> bytes:
     for _, agg in entries:
         if not is_well_formed(agg):
             raise RuntimeFault("print_agg: values must be aggregations (hist, lhist or stats)")
-    return b"".join(_entry(value_text(key, identities), agg) for key, agg in entries)
+    shown = tuple(_agg_entry(value_text(key, identities), agg) for key, agg in entries)
+    return Item("print_agg", b"".join(_entry_text(entry) for entry in shown), entries=shown)
 
 
 def is_well_formed(agg: object) -> bool:
@@ -202,31 +209,45 @@ def _is_bucket(agg: Table, kind: bytes, key: int) -> bool:
     return key == hi or (key < hi and (key - lo) % step == 0)
 
 
-def _entry(key_text: bytes, agg: Table) -> bytes:
+def stats_average(count: int, total: int) -> int:
+    """A stats' average: total / count truncated toward zero."""
+    return abs(total) // count * (-1 if total < 0 else 1)
+
+
+def _agg_entry(key_text: bytes, agg: Table) -> AggEntry:
     kind = agg.get(_KIND)
     if kind == b"stats":
-        count, total, least, most = (agg.get(f) for f in FIELDS[b"stats"])
-        average = abs(total) // count * (-1 if total < 0 else 1)  # truncated toward zero
-        return key_text + b": count %d, average %d, total %d, min %d, max %d\n" % (
-            count, average, total, least, most)
-    return key_text + b":\n" + _histogram_rows(agg, kind) + b"\n"
+        return AggEntry(key_text, "stats", stats=tuple(agg.get(f) for f in FIELDS[b"stats"]))
+    return AggEntry(key_text, kind.decode(), buckets=_histogram_rows(agg, kind))
 
 
-def _histogram_rows(agg: Table, kind: bytes) -> bytes:
+def _entry_text(entry: AggEntry) -> bytes:
+    if entry.stats is not None:
+        count, total, least, most = entry.stats
+        return entry.key + b": count %d, average %d, total %d, min %d, max %d\n" % (
+            count, stats_average(count, total), total, least, most)
+    return entry.key + b":\n" + b"".join(_row(*bucket) for bucket in entry.buckets) + b"\n"
+
+
+def _histogram_rows(agg: Table, kind: bytes) -> tuple:
+    """The buckets print_agg shows: (label, count, bar length), ascending."""
     counts = {k: c for k, c in agg.items() if type(k) is int}
     if not counts:
-        return b""
+        return ()
     keys = bucket_keys(agg)
     shown = keys[keys.index(min(counts)):keys.index(max(counts)) + 1]
     most = max(counts.values())
     label = _hist_label if kind == b"hist" else _lhist_labeller(agg)
-    return b"".join(_row(label(keys, k), counts.get(k, 0), most) for k in shown)
+    return tuple((label(keys, k).encode(), counts.get(k, 0), _bar(counts.get(k, 0), most)) for k in shown)
 
 
-def _row(label: str, count: int, most: int) -> bytes:
-    bar = b"@" * (count * BAR_WIDTH // most) if most else b""
-    return (label.ljust(LABEL_WIDTH).encode() + b"%*d" % (COUNT_WIDTH, count) + b" |"
-            + bar.ljust(BAR_WIDTH) + b"|\n")
+def _bar(count: int, most: int) -> int:
+    return count * BAR_WIDTH // most if most else 0
+
+
+def _row(label: bytes, count: int, bar: int) -> bytes:
+    return (label.ljust(LABEL_WIDTH) + b"%*d" % (COUNT_WIDTH, count) + b" |"
+            + (b"@" * bar).ljust(BAR_WIDTH) + b"|\n")
 
 
 def _hist_label(keys: list[int], key: int) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from ktapjit.diag import RuntimeFault
+from ktapjit.semantics.output import Item
 from ktapjit.semantics.values import Identities, Table, type_name, value_text
 
 _OFFSET = re.compile(rb"\+0x[0-9a-fA-F]+$")
@@ -22,6 +23,11 @@ _OFFSET = re.compile(rb"\+0x[0-9a-fA-F]+$")
 
 def format_folded(table: object, identities: Identities) -> bytes:
     """The bytes ``print_folded(table)`` writes."""
+    return folded_item(table, identities).text
+
+
+def folded_item(table: object, identities: Identities) -> Item:
+    """What ``print_folded(table)`` writes, with its rows (stack, count)."""
     if type(table) is not Table:
         raise RuntimeFault(f"print_folded: expected a table, got {type_name(table)}")
     entries = list(table.items())
@@ -33,7 +39,8 @@ def format_folded(table: object, identities: Identities) -> bytes:
     for key, count in entries:
         stack = fold(value_text(key, identities))
         merged[stack] = merged.get(stack, 0) + count
-    return b"".join(b"%s %d\n" % (stack, count) for stack, count in merged.items())
+    rows = tuple(merged.items())
+    return Item("print_folded", b"".join(b"%s %d\n" % row for row in rows), rows)
 
 
 def fold(text: bytes) -> bytes:

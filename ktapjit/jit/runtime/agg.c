@@ -377,6 +377,8 @@ static int write_row(kstate *s, const char *label, int64_t count, int64_t most)
 {
     uint64_t bar = most ? (uint64_t)((unsigned __int128)count * AGG_BAR / (uint64_t)most) : 0;
     char line[128 + AGG_BAR];
+    if (krt_mark(s, KM_ROW, (int64_t)s->out_len, (int64_t)strlen(label), count, (int64_t)bar))
+        return K_E_NOMEM;
     int n = snprintf(line, sizeof line, "%-16s%8lld |", label, (long long)count);
     memset(line + n, '@', bar);
     memset(line + n + bar, ' ', AGG_BAR - bar);
@@ -420,13 +422,18 @@ static int write_entry(kstate *s, kval key, kval value)
     uint64_t len;
     if (krt_text(s, key, scratch, &text, &len))
         return K_E_NOMEM;
-    if (k_out_write(s, text, len))
-        return K_E_NOMEM;
     int kind = agg_kind(value);
     ktable *a = TABLE(value);
+    int64_t km = kind == AGG_HIST ? KM_AGG_HIST : kind == AGG_LHIST ? KM_AGG_LHIST : KM_AGG_STATS;
+    if (krt_mark(s, KM_KEY, (int64_t)s->out_len, (int64_t)len, km, 0))
+        return K_E_NOMEM;
+    if (k_out_write(s, text, len))
+        return K_E_NOMEM;
     if (kind != AGG_STATS)
         return k_out_write(s, ":\n", 2) ? K_E_NOMEM : write_histogram(s, kind, a);
     int64_t count = field(a, F_COUNT).payload, total = field(a, F_SUM).payload;
+    if (krt_mark(s, KM_STATS, count, total, field(a, F_MIN).payload, field(a, F_MAX).payload))
+        return K_E_NOMEM;
     char line[160];
     int n = snprintf(line, sizeof line, ": count %lld, average %lld, total %lld, min %lld, max %lld\n",
                      (long long)count, (long long)(total / count), (long long)total,
@@ -448,7 +455,8 @@ int k_print_agg(kstate *s, kval table)
         if (e->key.tag != KT_NIL && !well_formed(e->value))
             return k_fail(s, K_E_PRINT_AGG_VALUES, 0, 0);
     }
-    uint64_t start = s->out_len;
+    uint64_t start = s->out_len, marks = s->n_marks;
+    rc = krt_mark(s, KM_AGG, (int64_t)start, 0, 0, 0);
     for (uint32_t i = 0; rc == K_OK && i < t->used; i++) {
         const kentry *e = &t->entries[i];
         if (e->key.tag != KT_NIL)
@@ -456,6 +464,7 @@ int k_print_agg(kstate *s, kval table)
     }
     if (rc) {
         s->out_len = start;
+        krt_marks_cut(s, marks);
         return k_fail(s, K_E_NOMEM, 0, 0);
     }
     return K_OK;

@@ -97,6 +97,8 @@ int k_stringof(kstate *s, kval v, kval *out)
 int k_print(kstate *s, const kval *args, int64_t n)
 {
     char scratch[KRT_TEXT_SCRATCH];
+    if (krt_mark(s, KM_PRINT, (int64_t)s->out_len, 0, 0, 0))
+        return K_E_NOMEM;
     for (int64_t i = 0; i < n; i++) {
         const char *p;
         uint64_t len;
@@ -451,7 +453,9 @@ int k_printf(kstate *s, kval fmt, const kval *args, int64_t nargs)
 
     /* Pass 2: render. */
     argi = 0;
-    uint64_t start = s->out_len;
+    uint64_t start = s->out_len, marks = s->n_marks;
+    if ((rc = krt_mark(s, KM_PRINTF, (int64_t)start, 0, 0, 0)) != 0)
+        return rc;
     char scratch[KRT_TEXT_SCRATCH];
     for (pos = 0;;) {
         const unsigned char *pct = pos < n ? memchr(f + pos, '%', n - pos) : NULL;
@@ -488,6 +492,7 @@ int k_printf(kstate *s, kval fmt, const kval *args, int64_t nargs)
     return K_OK;
 fail:
     s->out_len = start; /* only out of memory gets here */
+    krt_marks_cut(s, marks);
     return rc;
 }
 
@@ -521,6 +526,8 @@ static int hist_row(kstate *s, kval key, int64_t count, unsigned __int128 total)
     uint64_t label_fill = len < 31 ? 31 - len : 0;
     uint64_t bar = total ? (uint64_t)((unsigned __int128)count * HIST_BAR / total) : 0;
     rc = krt_out_reserve(s, label_fill + len + 2 + HIST_BAR + 32);
+    if (!rc)
+        rc = krt_mark(s, KM_ROW, (int64_t)(s->out_len + label_fill), (int64_t)len, count, (int64_t)bar);
     if (rc)
         return rc;
     char *o = s->out + s->out_len;
@@ -576,14 +583,20 @@ int k_print_hist(kstate *s, kval table, kval nrows)
         }
     }
     qsort(sorted, m, sizeof *sorted, hrow_cmp);
-    uint64_t start = s->out_len;
-    int rc = k_out_write(s, header, sizeof header - 1);
+    uint64_t start = s->out_len, marks = s->n_marks;
+    int rc = krt_mark(s, KM_HIST, (int64_t)start, 0, 0, 0);
+    if (!rc)
+        rc = k_out_write(s, header, sizeof header - 1);
     for (uint32_t i = 0; !rc && i < m && (int64_t)i < rows; i++)
         rc = hist_row(s, sorted[i].key, sorted[i].count, total);
     if (!rc && (int64_t)m > rows)
+        rc = krt_mark(s, KM_MORE, (int64_t)s->out_len, 0, 0, 0);
+    if (!rc && (int64_t)m > rows)
         rc = k_out_write(s, cut, sizeof cut - 1);
     free(sorted);
-    if (rc)
+    if (rc) {
         s->out_len = start;
+        krt_marks_cut(s, marks);
+    }
     return rc;
 }

@@ -72,6 +72,9 @@ static int map_add(fold_map *m, kstr *key, int64_t count)
 
 static int write_line(kstate *s, kstr *stack, unsigned __int128 count)
 {
+    if (krt_mark(s, KM_ROW, (int64_t)s->out_len, (int64_t)stack->len, (int64_t)(uint64_t)count,
+                 (int64_t)(uint64_t)(count >> 64)))
+        return K_E_NOMEM;
     char digits[48];
     int n = 0;
     do {
@@ -127,6 +130,8 @@ int k_print_folded(kstate *s, kval table)
         memset(m.slots, 0xff, size * sizeof(int64_t));
         rc = fold_entries(s, t, &m);
     }
+    if (rc == K_OK)
+        rc = krt_mark(s, KM_FOLDED, (int64_t)s->out_len, 0, 0, 0);
     for (int64_t i = 0; rc == K_OK && i < m.n; i++)
         rc = write_line(s, m.keys[i], m.counts[i]);
     free(m.keys);

@@ -173,6 +173,10 @@ typedef struct kstate {
     ktable *all_tables;  /* every table of this run, freed with the state */
     struct karena *arena;    /* cells and closures, freed with the state */
     struct kscratch *scratch; /* pairs snapshots, freed when k_enter returns */
+    struct kmark *marks; /* output marks (k_out_marks_on), freed with the state */
+    uint64_t n_marks;
+    uint64_t marks_cap;
+    int marks_on;
 } kstate;
 
 kstate *k_state_new(int64_t max_table, int64_t max_string, int64_t max_loop, int64_t max_depth);
@@ -193,6 +197,31 @@ const char *k_type_name(int64_t tag);
 void k_out_take(kstate *s, const char **ptr, uint64_t *len);
 /* Append raw bytes to the output (0 or K_E_NOMEM). */
 int k_out_write(kstate *s, const char *p, uint64_t len);
+
+/* Output marks: where each output item starts and what it holds, so that
+ * `-f json` structures the output without reading its text back. Recorded
+ * only once k_out_marks_on was called. `at` is an offset into the pending
+ * output; the meaning of len, a and b depends on the kind:
+ *   KM_PRINT, KM_PRINTF, KM_FOLDED, KM_AGG: an item starts at `at`
+ *   KM_HIST: a print_hist item starts at `at`
+ *   KM_ROW: a row of the current item: its key or label is out[at..at+len),
+ *           a its count, b its bar length (print_folded: a and b are the
+ *           low and high 64 bits of its count, a merged sum of counts)
+ *   KM_MORE: print_hist left rows out
+ *   KM_KEY: a print_agg entry: its key is out[at..at+len), a its kind (KM_AGG_*)
+ *   KM_STATS: a stats entry's numbers: at count, len total, a min, b max */
+enum { KM_PRINT = 1, KM_PRINTF, KM_HIST, KM_FOLDED, KM_AGG, KM_ROW, KM_MORE, KM_KEY, KM_STATS };
+enum { KM_AGG_HIST = 0, KM_AGG_LHIST = 1, KM_AGG_STATS = 2 };
+typedef struct kmark {
+    int64_t kind, at, len, a, b;
+} kmark;
+void k_out_marks_on(kstate *s);
+/* Hand the pending marks to the caller (taken with the output they describe). */
+void k_out_marks_take(kstate *s, const kmark **ptr, uint64_t *n);
+/* Record a mark when marks are on (0 or K_E_NOMEM). */
+int krt_mark(kstate *s, int64_t kind, int64_t at, int64_t len, int64_t a, int64_t b);
+/* Forget the marks after the first n (a failed item's). */
+void krt_marks_cut(kstate *s, uint64_t n);
 
 /* ---- tables ---------------------------------------------------------------- */
 

@@ -44,6 +44,7 @@ void k_state_free(kstate *s)
     krt_scratch_free(s);
     free(s->tail_args);
     free(s->out);
+    free(s->marks);
     free(s);
 }
 
@@ -193,6 +194,40 @@ void k_out_take(kstate *s, const char **ptr, uint64_t *len)
     *ptr = s->out;
     *len = s->out_len;
     s->out_len = 0;
+}
+
+void k_out_marks_on(kstate *s)
+{
+    s->marks_on = 1;
+}
+
+void k_out_marks_take(kstate *s, const kmark **ptr, uint64_t *n)
+{
+    *ptr = s->marks;
+    *n = s->n_marks;
+    s->n_marks = 0;
+}
+
+int krt_mark(kstate *s, int64_t kind, int64_t at, int64_t len, int64_t a, int64_t b)
+{
+    if (!s->marks_on)
+        return K_OK;
+    if (s->n_marks == s->marks_cap) {
+        uint64_t cap = s->marks_cap ? s->marks_cap * 2 : 64;
+        kmark *p = realloc(s->marks, cap * sizeof *p);
+        if (!p)
+            return k_fail(s, K_E_NOMEM, 0, 0);
+        s->marks = p;
+        s->marks_cap = cap;
+    }
+    s->marks[s->n_marks++] = (kmark){kind, at, len, a, b};
+    return K_OK;
+}
+
+void krt_marks_cut(kstate *s, uint64_t n)
+{
+    if (s->n_marks > n)
+        s->n_marks = n;
 }
 
 /* ---- identities ---- */
