@@ -35,8 +35,10 @@ RULES: dict[str, frozenset[str]] = {
                       "kernel_filter"}),
     "tracing": frozenset({"diag", "frontend", "ir", "events", "semantics", "run_api", "kernel_filter"}),
     "compare": frozenset({"diag"}),
+    "output_json": frozenset({"diag", "semantics"}),
     "cli": frozenset({"diag", "cache_paths", "frontend", "ir", "interp", "jit", "events", "tracing",
-                      "run_api", "run_lifecycle", "semantics", "compare", "kernel_filter"}),
+                      "run_api", "run_lifecycle", "semantics", "compare", "kernel_filter",
+                      "output_json"}),
     "__main__": frozenset({"cli"}),
 }
 
