@@ -137,12 +137,12 @@ def test_session_objects(write, expected):
     assert stream.getvalue().decode().splitlines() == expected
 
 
-def test_a_script_path_that_is_not_utf8(tmp_path, monkeypatch):
-    # The interpreter: the JIT cannot yet take such a path (its cache key encodes it as UTF-8).
+@pytest.mark.parametrize("engine", ["interp", "jit", "compare"])
+def test_a_script_path_that_is_not_utf8(tmp_path, monkeypatch, engine):
     monkeypatch.chdir(tmp_path)
     name = b"bad\xff.kp"
     (tmp_path / os.fsdecode(name)).write_bytes(b"var x = nil + 1")
-    status, out, _ = run("run", "-f", "json", "--engine", "interp", os.fsdecode(name))
+    status, out, _ = run("run", "-f", "json", "--engine", engine, os.fsdecode(name))
     assert status == 1
     assert out.decode().splitlines()[0] == ('{"v":1,"type":"error","message":"attempt to perform arithmetic '
                                            'on a nil value","file":{"base64":"YmFk/y5rcA=="},"line":1,"col":13}')

@@ -17,6 +17,8 @@ May import: llvmlite.ir, ktapjit.ir, ktapjit.jit.abi, ktapjit.diag.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -58,10 +60,20 @@ class Lowered:
     nglobals: int = 0
 
 
+def _module_name(path: str) -> str:
+    """The LLVM module's name: the script's path, its bytes outside ASCII
+    escaped. A path is bytes (os.fsdecode keeps undecodable ones as
+    surrogates), and LLVM's IR text, hashed and parsed as UTF-8, has no room
+    for surrogates."""
+    if not path:
+        return "script"
+    return os.fsencode(path).decode("ascii", "backslashreplace")
+
+
 class ModuleLowering:
     def __init__(self, module: Module, triple: str = ""):
         self.module = module
-        self.llmod = ir.Module(name=module.path or "script")
+        self.llmod = ir.Module(name=_module_name(module.path))
         if triple:
             self.llmod.triple = triple
         self.sites: list[Optional[Span]] = []
