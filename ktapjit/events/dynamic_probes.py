@@ -53,7 +53,7 @@ from ktapjit.events import perf_abi as abi
 from ktapjit.events.elf import (
     EM_AARCH64, EM_X86_64, ElfError, ElfFile, SdtArg, SdtNote, is_hex_offset, open_elf,
 )
-from ktapjit.events.probe_sites import SITE_FIELD, site_fetcharg
+from ktapjit.events.probe_sites import SITE_FIELD, SiteTable, site_fetcharg
 from ktapjit.events.tracefs import EventsError, TracefsPermissionError, tracefs_root
 
 __all__ = [
@@ -114,11 +114,16 @@ class ProbeEvent:
     offset: Optional[int] = None  # file offset of a uprobe
     ref_ctr_offset: Optional[int] = None  # file offset of a USDT semaphore
     arg_names: tuple[str, ...] = ()
-    sites: tuple[str, ...] = ()  # a glob's probes in this one event, by site index (probe_sites)
+    site_table: Optional[SiteTable] = None  # a glob's probes in this one event (probe_sites)
 
     @property
     def pair(self) -> tuple[str, str]:
         return (self.system, self.event)
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The probe names of a site event, by site index; () for others."""
+        return self.site_table.names if self.site_table is not None else ()
 
     @property
     def is_return(self) -> bool:
@@ -206,17 +211,26 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
+# What the kernel answers about one site it cannot probe (ENOTSUPP for an
+# instruction uprobes refuse); anything else (no permission, no memory, no
+# fds) concerns every site alike, and halving would only repeat it.
+_SITE_REFUSALS = frozenset({abi.ENOTSUPP, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOENT})
+
+
 def trial_open(root: Path, group: str, event: str) -> Optional[int]:
     """Open ``group/event`` once with perf, disabled, on one CPU and for all
     processes, which places every uprobe of it in every process mapping its
     file: None when the kernel accepts them all, else its errno. A refusal
-    the kernel gives for every event (no memory, no fds) raises."""
-    event_id = int((root / "events" / group / event / "id").read_text())
+    that is not about one site raises."""
+    try:
+        event_id = int((root / "events" / group / event / "id").read_text())
+    except (OSError, ValueError) as exc:
+        raise DynamicProbeError(f"cannot read the id of {group}:{event}: {exc}") from None
     attr = abi.perf_event_attr(type=abi.PERF_TYPE_TRACEPOINT, config=event_id, sample_period=1, disabled=1)
     try:
         fd = abi.perf_event_open(attr, -1, min(os.sched_getaffinity(0)))
     except abi.PerfError as exc:
-        if exc.errno in abi.REFUSALS:
+        if exc.errno in _SITE_REFUSALS:
             return exc.errno
         raise DynamicProbeError(f"cannot open {group}:{event}: {abi.refusal_reason(exc.errno)}") from None
     os.close(fd)
@@ -739,8 +753,8 @@ class DynamicProbes:
         # Check the fetch args once, before anything is created.
         translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
         if is_glob_symbol(symbol):
-            site = self.add_sites(path, targets, is_return=is_return, fetchargs=fetchargs, machine=machine,
-                                  glob=f"{path}:{symbol}")
+            site = self.add_sites(path, symbol, targets, is_return=is_return, fetchargs=fetchargs,
+                                  machine=machine)
             if site is None:
                 noun = "its function" if len(targets) == 1 else f"all {len(targets)} of its functions"
                 reason = abi.refusal_reason(self.refused[-1].errno)
@@ -756,15 +770,16 @@ class DynamicProbes:
                                           target=f"{path}:{t.name}"))
         return out
 
-    def add_sites(self, path: str, targets, *, is_return: bool, fetchargs: Sequence[str], machine: str,
-                  glob: str) -> Optional[ProbeEvent]:
+    def add_sites(self, path: str, symbol: str, targets, *, is_return: bool, fetchargs: Sequence[str],
+                  machine: str) -> Optional[ProbeEvent]:
         """One event whose sites are ``targets`` (probe_sites), named
         sites_event_name(path); the functions the kernel cannot probe are left
         out and listed in ``refused``. None when it refuses every one."""
         path = os.path.abspath(path)
         args = translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
         if SITE_FIELD in arg_names(args):
-            raise DynamicProbeError(f"'{glob}': the fetch arg name '{SITE_FIELD}' is ktapjit's own (the site index)")
+            raise DynamicProbeError(f"'{path}:{symbol}': the fetch arg name '{SITE_FIELD}' is ktapjit's own "
+                                    "(the site index)")
         names = _unique_names([target_name(path, t, is_return) for t in targets])
         name = self._unique(sites_event_name(path, is_return))
         kind = "uretprobe" if is_return else "uprobe"
@@ -775,18 +790,20 @@ class DynamicProbes:
                                       fetchargs=[*args, site_fetcharg(n)]) for n, i in enumerate(indices)]
 
         everything = range(len(targets))
-        if self._try_sites(lines(everything, name), name) is None:
+        err = self._try_sites(lines(everything, name), name)
+        if err is None:
             kept = list(everything)
         else:
-            refused = self._refused_sites(everything, lines, name)
-            self.refused.extend(RefusedSite(self.group, names[i], err) for i, err in refused)
+            refused = self._refused_sites(everything, lines, name, err)
+            self.refused.extend(RefusedSite(self.group, names[i], code) for i, code in refused)
             gone = {i for i, _ in refused}
             kept = [i for i in everything if i not in gone]
             if not kept:
                 return None
             self._write_lines(lines(kept, name), name)
-        ev = ProbeEvent(self.group, name, kind, lines(kept[:1], name)[0], UPROBE_EVENTS, glob,
-                        arg_names=arg_names(args), sites=tuple(names[i] for i in kept))
+        table = SiteTable(path, symbol, is_return, tuple(names[i] for i in kept))
+        ev = ProbeEvent(self.group, name, kind, lines(kept[:1], name)[0], UPROBE_EVENTS, f"{path}:{symbol}",
+                        arg_names=arg_names(args), site_table=table)
         return self._record(ev)
 
     def _write_lines(self, lines: Sequence[str], event: str) -> None:
@@ -815,23 +832,20 @@ class DynamicProbes:
             self._remove_pending(event)
         return err
 
-    def _refused_sites(self, indices: Sequence[int], lines, event: str) -> list[tuple[int, int]]:
-        """The sites the kernel refuses, with its errno: halves that open are
-        cleared at once, so k refusals among n sites take about 2k log2(n) trials."""
+    def _refused_sites(self, indices: Sequence[int], lines, event: str, err: int) -> list[tuple[int, int]]:
+        """The sites the kernel refuses among ``indices``, which it refused as a
+        whole with ``err``: halves that open are cleared at once, so k refusals
+        among n sites take about 2k log2(n) trials."""
         if len(indices) == 1:
-            err = self._try_sites(lines(indices, event), event)
-            if err is None:
-                self._remove_pending(event)
-                return []
             return [(indices[0], err)]
         half = len(indices) // 2
         out = []
         for part in (indices[:half], indices[half:]):
-            err = self._try_sites(lines(part, event), event)
-            if err is None:
+            part_err = self._try_sites(lines(part, event), event)
+            if part_err is None:
                 self._remove_pending(event)
             else:
-                out.extend(self._refused_sites(part, lines, event))
+                out.extend(self._refused_sites(part, lines, event, part_err))
         return out
 
     def add_usdt(self, path: str, provider: str, name: str, *,

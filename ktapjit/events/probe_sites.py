@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from ktapjit.events.schema import EventFormat
@@ -54,10 +54,11 @@ def site_offset(fmt: EventFormat) -> Optional[int]:
 def without_site(fmt: EventFormat) -> EventFormat:
     """``fmt`` as the probes see it: no site field, in the fields or in the
     print format. The other fields keep their offsets."""
-    fields = [f for f in fmt.fields if f.name != SITE_FIELD]
-    text = re.sub(rf" {SITE_FIELD}=%u\"", '"', fmt.print_fmt, count=1)
-    text = re.sub(rf",\s*REC->{SITE_FIELD}\s*$", "", text, count=1)
-    return replace(fmt, fields=fields, print_fmt=text)
+    text, in_format = re.subn(rf" {SITE_FIELD}=%u\"", '"', fmt.print_fmt, count=1)
+    text, in_args = re.subn(rf",\s*REC->{SITE_FIELD}\s*$", "", text, count=1)
+    if not (in_format and in_args):
+        return fmt  # a print format of another shape: argstr shows the site rather than break
+    return replace(fmt, fields=[f for f in fmt.fields if f.name != SITE_FIELD], print_fmt=text)
 
 
 def site_name(sites: tuple[str, ...], raw: bytes, offset: int) -> Optional[str]:
@@ -69,10 +70,23 @@ def site_name(sites: tuple[str, ...], raw: bytes, offset: int) -> Optional[str]:
     return sites[index] if index < len(sites) else None
 
 
-def encode_sites(tables: Mapping[tuple[str, str], tuple[str, ...]]) -> bytes:
+@dataclass(frozen=True)
+class SiteTable:
+    """What a recording keeps of one site event: the file and glob it was
+    made for (so a replay finds it for the same glob, or a broader one,
+    wherever the file is there) and its probes' names by site index."""
+
+    path: str
+    glob: str  # the SYMBOL glob as written
+    is_return: bool
+    names: tuple[str, ...]
+
+
+def encode_sites(tables: Mapping[tuple[str, str], SiteTable]) -> bytes:
     """The SITES_FEATURE section: every site event's table, by SYSTEM:EVENT."""
-    body = {"version": _VERSION, "events": {f"{s}:{e}": list(names) for (s, e), names in sorted(tables.items())}}
-    text = json.dumps(body, separators=(",", ":")).encode()
+    events = {f"{s}:{e}": {"path": t.path, "glob": t.glob, "return": t.is_return, "names": list(t.names)}
+              for (s, e), t in sorted(tables.items())}
+    text = json.dumps({"version": _VERSION, "events": events}, separators=(",", ":")).encode()
     return text + b"\0" * (8 - len(text) % 8)  # NUL-padded to 8 bytes, as perf's strings are
 
 
@@ -80,7 +94,7 @@ class SitesFormatError(ValueError):
     """A SITES_FEATURE section ktapjit cannot read."""
 
 
-def decode_sites(blob: bytes) -> dict[tuple[str, str], tuple[str, ...]]:
+def decode_sites(blob: bytes) -> dict[tuple[str, str], SiteTable]:
     """The tables encode_sites wrote; SitesFormatError (one line) otherwise."""
     try:
         body = json.loads(blob.rstrip(b"\0").decode())
@@ -89,10 +103,21 @@ def decode_sites(blob: bytes) -> dict[tuple[str, str], tuple[str, ...]]:
         raise SitesFormatError(f"probe site table is not readable: {exc}") from None
     if version != _VERSION:
         raise SitesFormatError(f"probe site table version {version!r}, not {_VERSION}")
-    out = {}
-    for key, names in events.items():
-        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-            raise SitesFormatError(f"probe site table of {key} holds a name that is not a string")
-        system, _, event = key.partition(":")
-        out[(system, event)] = tuple(names)
-    return out
+    if not isinstance(events, dict):
+        raise SitesFormatError("probe site table is not readable: its events are not an object")
+    return {_event_key(key): _table(key, entry) for key, entry in events.items()}
+
+
+def _event_key(key: str) -> tuple[str, str]:
+    system, _, event = key.partition(":")
+    return system, event
+
+
+def _table(key: str, entry) -> SiteTable:
+    fields = entry if isinstance(entry, dict) else {}
+    path, glob, is_return, names = (fields.get(k) for k in ("path", "glob", "return", "names"))
+    if not (isinstance(path, str) and isinstance(glob, str) and isinstance(is_return, bool)):
+        raise SitesFormatError(f"probe site table of {key} lacks its path, glob or kind")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise SitesFormatError(f"probe site table of {key} holds a name that is not a string")
+    return SiteTable(path, glob, is_return, tuple(names))

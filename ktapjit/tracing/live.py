@@ -416,7 +416,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                     native = _open_native(driver, plan, attrs, start_ns)
                     head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
                     if options.record_path:
-                        writer = _open_recording(options.record_path, session, bound)
+                        writer = _open_recording(options.record_path, session, bound, plan.site_tables)
                         writer.write_records(head)
                     if native:
                         driver.feed_bytes(head)
@@ -471,14 +471,14 @@ def _exclude_ktapjit(events) -> None:
         event.filter = text
 
 
-def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:
+def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent], site_tables) -> PerfDataWriter:
     refused = {(r.event.system, r.event.event) for r in session.refused}
     tracing = TracingData.from_tracefs(sorted({(b.system, b.event) for b in bound} - refused))
     # The kernel's build-id tells a replay (and perf) whether its kallsyms fits the kernel frames.
     build_id = running_kernel_build_id()
     fits = build_id is not None and 0 < len(build_id) <= 20  # perf's BUILD_ID_SIZE
     features = {HEADER_BUILD_ID: kernel_build_id_feature(build_id)} if fits else {}
-    sites = {(b.system, b.event): b.sites for b in bound if b.sites and (b.system, b.event) not in refused}
+    sites = {pair: table for pair, table in site_tables.items() if pair not in refused}
     if sites:  # a replay names each site's samples by this table
         features[SITES_FEATURE] = encode_sites(sites)
     try:

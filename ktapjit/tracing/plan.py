@@ -99,6 +99,7 @@ class StreamPlan:
     profiles: list["BoundProfile"] = field(default_factory=list)  # profile-N timers' cpu-clock events
     by_id: dict[int, list] = field(default_factory=dict)  # BoundEvents, or one BoundProfile
     refused: list = field(default_factory=list)  # functions globs matched that the kernel cannot probe
+    site_tables: dict = field(default_factory=dict)  # (system, event) -> probe_sites.SiteTable, live
 
     def attach(self, sample_ids: Iterable[int], event: BoundEvent) -> None:
         for sid in sample_ids:

@@ -33,7 +33,7 @@ class RecordingUniverse(EventUniverse):
         self.data = data
         self.path = path
         self._dynamic: Optional[RecordedDynamicEvents] = None
-        self.site_tables = _site_tables(data, path)
+        self._site_tables: Optional[dict] = None  # read when a probe binds to a site event
         self.schemas = data.schemas()
         self.ids: dict[tuple[str, str], list] = {}
         for ev in data.attrs:
@@ -47,8 +47,15 @@ class RecordingUniverse(EventUniverse):
     def format(self, system: str, event: str) -> EventFormat:
         return self.schemas[(system, event)]
 
+    @property
+    def site_tables(self) -> dict:
+        if self._site_tables is None:
+            self._site_tables = _site_tables(self.data, self.path)
+        return self._site_tables
+
     def sites(self, system: str, event: str) -> tuple[str, ...]:
-        return self.site_tables.get((system, event), ())
+        table = self.site_tables.get((system, event)) if system.startswith(GROUP_PREFIX) else None
+        return table.names if table is not None else ()
 
     def locate(self, spec):
         """A name this machine cannot resolve stays as written: the events are
@@ -97,7 +104,7 @@ class RecordedDynamicEvents:
         for system, event in pairs:
             if system.startswith(GROUP_PREFIX):
                 self.systems.setdefault(event, []).append(system)
-        self.sites = {event: names for (_system, event), names in (site_tables or {}).items()}
+        self.tables = {event: table for (_system, event), table in (site_tables or {}).items()}
         self.taken: set[str] = set()
 
     def find(self, spec) -> list[tuple[str, str]]:
@@ -115,8 +122,14 @@ class RecordedDynamicEvents:
         return name
 
     def _exact_names(self, spec) -> Optional[list[str]]:
-        """The names a live run gave, when the binary can be read here and
-        they are all in the recording; else None."""
+        """The names a live run gave, when they are all in the recording; else
+        None. A glob's is its site event, when its table fits the glob; a
+        recording made before site events has one event per function, named
+        from the binary when it can be read here."""
+        if isinstance(spec, UprobeSpec) and is_glob_symbol(spec.symbol):
+            name = self._unique(sites_event_name(spec.path, spec.is_return), set())
+            if name in self.systems and name in self.tables and _fits(self.tables[name], spec):
+                return [name]
         bases = _live_bases(spec)
         if not bases:
             return None
@@ -128,11 +141,9 @@ class RecordedDynamicEvents:
     def _matching_names(self, spec) -> list[str]:
         free = sorted(n for n in self.systems if n not in self.taken)
         if isinstance(spec, UprobeSpec) and is_glob_symbol(spec.symbol):
-            # A site event of the file's name that is not found: the file is named
-            # otherwise here. Its sites' names say whether it is this glob's.
-            found = [n for n in free if self.sites.get(n) and n.endswith(RETURN_SUFFIX) == spec.is_return
-                     and all(fnmatch.fnmatchcase(_without_return(site, spec.is_return), spec.symbol)
-                             for site in self.sites[n])]
+            # The file is named otherwise here (or not found): the site event
+            # whose table says it is of this file, for this glob or a narrower one.
+            found = [n for n in free if n in self.tables and _fits(self.tables[n], spec)]
             if found:
                 return found[:1]
         if isinstance(spec, (UprobeSpec, SdtSpec)) and _is_glob(_pattern(spec)):
@@ -159,6 +170,10 @@ class RecordedDynamicEvents:
         if not hint:
             shown = ", ".join(f"{s}:{n}" for s, n in known[:5]) + (", ..." if len(known) > 5 else "")
             hint = f"; it has {shown}"
+        globs = [f"'{t.path}:{t.glob}'" for t in self.tables.values()]
+        if globs:  # the file probed with a glob, of which this asks a part
+            hint += (f"; its glob events ({', '.join(globs[:3])}{', ...' if len(globs) > 3 else ''}) replay "
+                     "with that glob or a broader one")
         return head + hint
 
 
@@ -181,17 +196,36 @@ def _base_name(spec) -> str:
     return event_name(spec.function.split(":")[-1], spec.is_return)
 
 
-def _without_return(name: str, is_return: bool) -> str:
-    return name[:-len(RETURN_SUFFIX)] if is_return and name.endswith(RETURN_SUFFIX) else name
+def _fits(table, spec) -> bool:
+    """Whether a recorded site table (probe_sites.SiteTable) is of `spec`'s
+    file and kind, and made for its glob or a narrower one: then every probe
+    it names is one the glob asks for. (A narrower glob on replay, or one
+    function by name, would need only some of its sites: not done.)"""
+    if table.is_return != spec.is_return or not _same_file_name(table.path, spec.path):
+        return False
+    return table.glob == spec.symbol or all(fnmatch.fnmatchcase(name, spec.symbol) for name in _bare(table))
+
+
+def _same_file_name(recorded: str, path: str) -> bool:
+    """The recorded file is `path` (by its name: a recording moves between
+    machines), or the library `path` names (`libc` for libc.so.6)."""
+    name = os.path.basename(recorded)
+    if "/" in path:
+        return name == os.path.basename(path)
+    return name == path or name.startswith(path + ".so")
+
+
+def _bare(table) -> list[str]:
+    """The table's probe names as functions: without the return suffix."""
+    return [n[:-len(RETURN_SUFFIX)] if table.is_return and n.endswith(RETURN_SUFFIX) else n for n in table.names]
 
 
 def _live_bases(spec) -> Optional[list[str]]:
-    """One base name per event DynamicProbes.add_spec makes for `spec`, read
-    from the binary as it does; None when that cannot be done here."""
+    """One base name per event DynamicProbes.add_spec made for `spec` before
+    globs became site events, read from the binary as it does; None when
+    that cannot be done here."""
     if isinstance(spec, KprobeSpec):
         return [_base_name(spec)]
-    if isinstance(spec, UprobeSpec) and is_glob_symbol(spec.symbol):
-        return [sites_event_name(spec.path, spec.is_return)]  # one site event, named by the file
     try:
         elf = open_elf(spec.path)
         if isinstance(spec, UprobeSpec):

@@ -127,9 +127,11 @@ def live_session(module: Module, options) -> Session:
         raise
     # The clock event keeps tick-N timers firing; profile-N samples are their own events.
     options.heartbeat = any(t.kind == "tick" for t in module.timers)
-    refused = list(owner.probes.refused) if owner is not None else []
-    session = Session(monotonic_ns(), StreamPlan(bound=list(bound), profiles=bind_profiles(module), refused=refused),
-                      None, live=True)
+    made = owner.probes if owner is not None else None
+    plan = StreamPlan(bound=list(bound), profiles=bind_profiles(module),
+                      refused=list(made.refused) if made else [],
+                      site_tables={ev.pair: ev.site_table for ev in made.created if ev.site_table} if made else {})
+    session = Session(monotonic_ns(), plan, None, live=True)
 
     def drive(driver) -> int:
         try:

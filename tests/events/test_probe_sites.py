@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.probe_sites import (
-    SitesFormatError, decode_sites, encode_sites, site_fetcharg, site_name, site_offset, without_site,
+    SiteTable, SitesFormatError, decode_sites, encode_sites, site_fetcharg, site_name, site_offset, without_site,
 )
 from ktapjit.events.schema import parse_format
 
@@ -85,12 +85,12 @@ def test_the_site_argument_is_an_immediate_the_kernel_stores_in_each_record():
     assert site_fetcharg(17) == "ktapjit_site=\\17:u32"
 
 
-names = st.lists(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12),
-                 min_size=1, max_size=6).map(tuple)
+text = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12)
+tables = st.builds(SiteTable, text, text, st.booleans(), st.lists(text, min_size=1, max_size=6).map(tuple))
 
 
 @given(st.dictionaries(st.tuples(st.sampled_from(["ktapjit_1", "ktapjit_22"]),
-                                 st.sampled_from(["a__sites", "b__sites__return"])), names, max_size=4))
+                                 st.sampled_from(["a__sites", "b__sites__return"])), tables, max_size=4))
 def test_the_site_tables_of_a_recording_read_back(tables):
     blob = encode_sites(tables)
     assert len(blob) % 8 == 0
@@ -101,7 +101,9 @@ def test_the_site_tables_of_a_recording_read_back(tables):
     (b"{", "probe site table is not readable: "),
     (b'{"version": 2, "events": {}}', "probe site table version 2, not 1"),
     (b'{"version": 1}', "probe site table is not readable: 'events'"),
-    (b'{"version": 1, "events": {"ktapjit_1:a": [1]}}',
+    (b'{"version": 1, "events": []}', "probe site table is not readable: its events are not an object"),
+    (b'{"version": 1, "events": {"ktapjit_1:a": [1]}}', "probe site table of ktapjit_1:a lacks its path, glob or kind"),
+    (b'{"version": 1, "events": {"ktapjit_1:a": {"path": "/l", "glob": "*", "return": false, "names": [1]}}}',
      "probe site table of ktapjit_1:a holds a name that is not a string"),
     (b"\xff\xfe", "probe site table is not readable: "),
 ])

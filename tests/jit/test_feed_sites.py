@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events.probe_sites import SITES_FEATURE, encode_sites
+from ktapjit.events.probe_sites import SITES_FEATURE, SiteTable, encode_sites
 from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
 from tests.events.test_probe_sites import ENTRY, RETURN
 from tests.jit.feedspy import spied_feeds
@@ -25,8 +25,9 @@ GROUP = "ktapjit_4242"
 # over /nonexistent/probed names them (dynamic_probes.sites_event_name).
 ENTRY_FMT = ENTRY.replace("name: libc_so_6__sites\n", "name: probed__sites\n")
 RETURN_FMT = RETURN.replace("name: libc_so_6__sites__return\n", "name: probed__sites__return\n")
-SITES = {(GROUP, "probed__sites"): ("add", "scale", "greet"),
-         (GROUP, "probed__sites__return"): ("add__return", "scale__return")}
+SITES = {(GROUP, "probed__sites"): SiteTable("/nonexistent/probed", "*", False, ("add", "scale", "greet")),
+         (GROUP, "probed__sites__return"): SiteTable("/nonexistent/probed", "*", True,
+                                                      ("add__return", "scale__return"))}
 GLOB = "probe:/nonexistent/probed:*"
 
 
@@ -72,7 +73,7 @@ def test_every_site_is_named_from_the_recordings_table(feeds, recording):
     out, _, _ = agree(feeds, recording, f"var t = {{}}\ntrace {GLOB} {{ t[probename] += 1 }}\n"
                                         f"trace {GLOB}%return {{ t[probename] += 1 }}\n"
                                         "trace_end { for (k, v in pairs(t)) { print(k) } }")
-    assert sorted(out.split()) == sorted(n.encode() for names in SITES.values() for n in names)
+    assert sorted(out.split()) == sorted(n.encode() for table in SITES.values() for n in table.names)
 
 
 def _damaged(recording: Path, tmp_path: Path, nth: int, edit) -> tuple[Path, int]:
