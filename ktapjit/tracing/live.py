@@ -608,9 +608,12 @@ def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, s
           native: bool = False, rates=None) -> int:
     """Run the drained rounds until the trace ends; the number of samples
     read but not run, because a stop's deadline passed first. A RateReport
-    (`rates`, -v) gets a tick between rounds."""
+    (`rates`, -v) gets a tick between rounds, and between the records or
+    native steps of one."""
     rounds = _NativeRounds(driver, attrs) if native else _PythonRounds(driver, attrs)
     go_on = lambda: not stop.overdue()  # noqa: E731
+    if rates is not None:  # -v: on time also when one round runs for seconds (a slow probe)
+        go_on = lambda: rates.tick() or not stop.overdue()  # noqa: E731
     # Full garbage collections hold the GIL, and so keep the reader from the
     # rings, for as long as they scan: leave what existed before tracing (the
     # compiled script, the modules, an in-process caller's heap) out of them.

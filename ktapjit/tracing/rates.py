@@ -4,9 +4,10 @@ Every RATES_SECONDS one stderr line gives the samples read from the rings
 per second over the last interval and the samples the kernel dropped in
 it, then the totals; when the trace ends, one line sums it up. The counts
 are the session's own (the ring reader's sample count, the kernel's lost
-counters), read between rounds by the thread that runs the script, so a
-line never lands inside another stderr line and none comes after the
-trace ended. Time is CLOCK_MONOTONIC, the session's clock.
+counters), written by the thread that runs the script, between rounds and
+between the records (or native steps) of one, so a line never lands
+inside another stderr line and none comes after the trace ended. Time is
+CLOCK_MONOTONIC, the session's clock.
 """
 
 from __future__ import annotations
@@ -30,18 +31,21 @@ class RateReport:
         self.interval = interval
         self.start = self.last = time.monotonic()  # the events were enabled just now
         self.last_read = self.last_lost = 0
+        self.due = self.start + interval
 
     def tick(self) -> None:
-        """A line if the interval has passed since the last one."""
+        """A line if the interval has passed since the last one. Called as
+        often as once per record: returns at once until then."""
         now = time.monotonic()
-        span = now - self.last
-        if span < self.interval:
+        if now < self.due:
             return
+        span = now - self.last
         read, lost = self.read(), self.lost()
         rate = (read - self.last_read) / span
         self.say(f"{rate:,.0f} events/s, {_lost(lost - self.last_lost)} (last {span:.1f} s); "
                  f"total {counted(read, 'event', grouped=True)}, {_lost(lost)}")
         self.last, self.last_read, self.last_lost = now, read, lost
+        self.due = now + self.interval
 
     def summary(self, read: int, lost: int, unprocessed: int) -> None:
         """The whole trace: what was read, in how long, what never ran."""

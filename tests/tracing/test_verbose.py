@@ -42,7 +42,8 @@ int main(int argc, char **argv) {
 COUNT = "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }"
 RATES = re.compile(r"^ktapjit: ([\d,]+) events/s, ([\d,]+) lost \(last (\d+\.\d) s\); "
                    r"total ([\d,]+) events?, ([\d,]+) lost$")
-SUMMARY = re.compile(r"^ktapjit: ([\d,]+) events? in (\d+\.\d) s \(([\d,]+) events/s\), ([\d,]+) lost$")
+SUMMARY = re.compile(r"^ktapjit: ([\d,]+) events? in (\d+\.\d) s \(([\d,]+) events/s\), ([\d,]+) lost"
+                     r"(?:, ([\d,]+) read but not processed)?$")
 
 
 def number(text: str) -> int:
@@ -104,6 +105,27 @@ def test_ctrl_c_ends_the_lines_with_the_summary(procs, burst):
     assert (status, out, len(lines)) == (0, "1000\n", 3), err
     assert RATES.match(lines[1]) and number(RATES.match(lines[1]).group(4)) == 1000, err
     assert SUMMARY.match(lines[2]) and number(SUMMARY.match(lines[2]).group(1)) == 1000, err
+
+
+@pytest.mark.slow
+def test_a_stop_under_load_sums_up_what_ran_and_what_did_not(procs, burst):
+    """A probe far slower than the syscall: a backlog builds, Ctrl-C cuts it.
+    The rates lines still come every 2 s, and every sample read either ran
+    (the script's count) or was left (the summary's 'read but not
+    processed', also the usual stderr line)."""
+    script = "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1\n for (i = 1, 3000) { } }\ntrace_end { print(n) }"
+    live = procs.ktapjit("-v", "-e", script, "--", burst, "100000000", "0", "0")
+    assert live.wait_tracing() == status_line(1)
+    time.sleep(3)
+    status, out, err = live.stop(signal.SIGINT, timeout=60)
+    summaries = [m for m in map(SUMMARY.match, err.splitlines()) if m]
+    assert status == 0 and len(summaries) == 1, err
+    # On time while one long round runs (the interpreter takes seconds over one drain pass).
+    assert RATES.match(err.splitlines()[1]), err
+    summary = summaries[0]
+    left = number(summary.group(5) or "0")
+    assert number(summary.group(1)) == int(out) + left, (out, err)
+    assert left == 0 or f"\n{left} events read but not processed (stopped)\n" in err, err
 
 
 @pytest.mark.parametrize("args, message", [
