@@ -117,6 +117,9 @@ def _add_run(commands) -> None:
                      help="text (the default): as the script writes it; json: one JSON object a line "
                           "(docs/output-json.md)")
     run.add_argument("-q", "--quiet", action="store_true", help="no status messages or progress bar on stderr")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="live only: every 2 s, the events/s read and the events lost, on stderr, "
+                          "and a summary at the end (not with -q or --replay)")
     run.add_argument("-e", dest="program", metavar="PROGRAM", help="run PROGRAM given on the command line")
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="the script file")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="script arguments (arg[1], ...)")
@@ -417,6 +420,7 @@ def _live_options(ns, record_path: Optional[str], err: BinaryIO):
         pages=ns.buffer_pages, pid=ns.pid or -1, command=ns.command_argv, record_path=record_path,
         status=(lambda text: None) if ns.quiet else (lambda text: _say(err, text)),
         warn=lambda text: _say(err, f"ktapjit: {text}"),
+        rates=(lambda text: _say(err, f"ktapjit: {text}")) if getattr(ns, "verbose", False) else None,
     )
 
 
@@ -575,6 +579,10 @@ def _split_command(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _check_mode_options(ns) -> None:
+    if ns.verbose and ns.quiet:
+        raise UsageError("-v (rates on stderr) and -q (nothing on stderr) contradict each other: give one")
+    if ns.verbose and ns.replay is not None:
+        raise UsageError("-v reports a live trace's rates: a replay has none (its progress bar shows on a terminal)")
     if ns.replay is not None:
         for flag, given in (("--record", ns.record), ("-p", ns.pid), ("-- CMD", ns.command_argv)):
             if given:

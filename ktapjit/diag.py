@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-def counted(n: int, noun: str) -> str:
-    """'1 event', '2 events'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def counted(n: int, noun: str, grouped: bool = False) -> str:
+    """'1 event', '2 events'; grouped: '12,345 events' (for counts that grow large)."""
+    shown = f"{n:,}" if grouped else f"{n}"
+    return f"{shown} {noun}" if n == 1 else f"{shown} {noun}s"
 
 
 @dataclass(frozen=True, slots=True)

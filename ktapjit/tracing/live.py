@@ -92,6 +92,7 @@ class LiveOptions:
     heartbeat: bool = False  # add the clock event (scripts with tick-N timers)
     status: Callable[[str], None] = lambda text: None  # stderr notices (silenced by -q)
     warn: Callable[[str], None] = lambda text: print(f"ktapjit: {text}", file=sys.stderr)  # not silenced
+    rates: Optional[Callable[[str], None]] = None  # -v: where the rates lines go (tracing/rates.py)
 
 
 @dataclass
@@ -399,7 +400,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
         writer = None
         try:
             # The reader thread exists before the events (and after the fork).
-            with _Reader() as reader:
+            with _Reader(counting=options.rates is not None) as reader:
                 if pid == -1:
                     _exclude_ktapjit(events)
                 # CLOCK_MONOTONIC timestamps are comparable with the start time.
@@ -432,11 +433,14 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                         options.status(f"Tracing {counted(opened, 'event')}... Hit Ctrl-C to end.")
                         if child:
                             child.release()
-                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native)
+                        rates = _rate_report(options.rates, reader, session, driver)
+                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native, rates)
                     finally:
                         reader.stop()  # before the rings are unmapped
                         stop.halt = None  # and the fds closed
                     lost = session.lost()
+                    if rates is not None:
+                        rates.summary(reader.samples, max(lost, driver.lost), unprocessed)
             outcome = LiveOutcome(driver.last_time, lost, unprocessed)
         finally:
             try:
@@ -448,6 +452,21 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
     if stop.aborted:  # a second signal during the clean-up: it is done now
         raise Aborted
     return outcome
+
+
+def _rate_report(say, reader: "_Reader", session: PerfSession, driver):
+    """-v: the RateReport of this session, or None."""
+    if say is None:
+        return None
+    from ktapjit.tracing.rates import RateReport
+
+    return RateReport(say, lambda: reader.samples, lambda: _lost_so_far(session, driver))
+
+
+def _lost_so_far(session: PerfSession, driver) -> int:
+    """The kernel's lost counters (-1 without PERF_FORMAT_LOST), or the
+    PERF_RECORD_LOST the engine has run, if more, as the end of the run says."""
+    return max(session.lost(), driver.lost)
 
 
 def _exclude_ktapjit(events) -> None:
@@ -509,11 +528,16 @@ class _Reader(threading.Thread):
     The thread starts before the perf events open, idle until `read_from`,
     so that its id is known to the kernel filters that leave ktapjit out
     (a perf event's filter can be set only once).
+
+    When `counting` (-v), `samples` counts the samples read, once per pass
+    (before it is queued), the main thread's own drains (`drain`) included.
     """
 
-    def __init__(self):
+    def __init__(self, counting: bool = False):
         super().__init__(name="ktapjit-ring-reader", daemon=True)
         self.session: Optional[PerfSession] = None
+        self.counting = counting
+        self.samples = 0
         self.passes: queue.SimpleQueue = queue.SimpleQueue()  # lists of (cpu, bytes), or an exception
         self._stopping = threading.Event()
         self._attached = threading.Event()
@@ -528,9 +552,20 @@ class _Reader(threading.Thread):
             while not self._stopping.is_set():
                 chunks = self.session.read_chunks(POLL_SECONDS)
                 if chunks:
+                    self._count(chunks)
                     self.passes.put(chunks)
         except BaseException as exc:  # re-raised in the main thread by next_pass()
             self.passes.put(exc)
+
+    def drain(self) -> list[tuple[int, bytes]]:
+        """What the rings hold now, read by the calling thread once this one has stopped."""
+        chunks = self.session.drain()
+        self._count(chunks)
+        return chunks
+
+    def _count(self, chunks) -> None:
+        if self.counting:
+            self.samples += _count_samples(chunks)
 
     def next_pass(self, timeout: float) -> list[tuple[int, bytes]]:
         """The oldest queued drain pass ([] if none came within `timeout`)."""
@@ -570,11 +605,15 @@ _SWITCH_INTERVAL = 0.001  # seconds; see _loop
 
 
 def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, stop: _StopFlag,
-          native: bool = False) -> int:
+          native: bool = False, rates=None) -> int:
     """Run the drained rounds until the trace ends; the number of samples
-    read but not run, because a stop's deadline passed first."""
+    read but not run, because a stop's deadline passed first. A RateReport
+    (`rates`, -v) gets a tick between rounds, and between the records or
+    native steps of one."""
     rounds = _NativeRounds(driver, attrs) if native else _PythonRounds(driver, attrs)
     go_on = lambda: not stop.overdue()  # noqa: E731
+    if rates is not None:  # -v: on time also when one round runs for seconds (a slow probe)
+        go_on = lambda: rates.tick() or not stop.overdue()  # noqa: E731
     # Full garbage collections hold the GIL, and so keep the reader from the
     # rings, for as long as they scan: leave what existed before tracing (the
     # compiled script, the modules, an in-process caller's heap) out of them.
@@ -594,9 +633,11 @@ def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, s
                 if done:
                     session.disable()
                     reader.stop()  # no more polling: the last drain is ours
-                    chunks = reader.next_pass(0) or session.drain()
+                    chunks = reader.next_pass(0) or reader.drain()
                 else:
                     chunks = reader.next_pass(POLL_SECONDS)
+                if rates is not None:
+                    rates.tick()
                 # One drain pass is one round, released by perf's rule, and the
                 # recording marks it with FINISHED_ROUND so a replay orders alike.
                 if chunks:
@@ -611,7 +652,7 @@ def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, s
             # A stop's deadline cut the backlog (else this counts nothing).
             session.disable()
             reader.stop()
-            return rounds.abandon() + _count_samples(_leftover_passes(reader, session))
+            return rounds.abandon() + _count_samples(_leftover_passes(reader))
     finally:
         reader.stop()
         sys.setswitchinterval(interval)
@@ -634,14 +675,14 @@ def _record_pass(writer: Optional[PerfDataWriter], chunks, rounds, go_on) -> Non
         raise
 
 
-def _leftover_passes(reader: _Reader, session: PerfSession):
+def _leftover_passes(reader: _Reader):
     """Every chunk the stopped reader queued, then what the rings still hold."""
     while True:
         chunks = reader.next_pass(0)
         if not chunks:
             break
         yield from chunks
-    yield from session.drain()
+    yield from reader.drain()
 
 
 _HEADER = struct.Struct("<IxxH")  # perf_event_header: type, (misc), size
