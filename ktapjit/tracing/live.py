@@ -92,6 +92,7 @@ class LiveOptions:
     heartbeat: bool = False  # add the clock event (scripts with tick-N timers)
     status: Callable[[str], None] = lambda text: None  # stderr notices (silenced by -q)
     warn: Callable[[str], None] = lambda text: print(f"ktapjit: {text}", file=sys.stderr)  # not silenced
+    between_rounds: Callable[[], None] = lambda: None  # on the main thread, at least every POLL_SECONDS
 
 
 @dataclass
@@ -432,7 +433,8 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                         options.status(f"Tracing {counted(opened, 'event')}... Hit Ctrl-C to end.")
                         if child:
                             child.release()
-                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native)
+                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native,
+                                            options.between_rounds)
                     finally:
                         reader.stop()  # before the rings are unmapped
                         stop.halt = None  # and the fds closed
@@ -570,7 +572,7 @@ _SWITCH_INTERVAL = 0.001  # seconds; see _loop
 
 
 def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, stop: _StopFlag,
-          native: bool = False) -> int:
+          native: bool = False, between_rounds: Callable[[], None] = lambda: None) -> int:
     """Run the drained rounds until the trace ends; the number of samples
     read but not run, because a stop's deadline passed first."""
     rounds = _NativeRounds(driver, attrs) if native else _PythonRounds(driver, attrs)
@@ -608,6 +610,7 @@ def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, s
                     if not rounds.finish(go_on):
                         return 0
                     break  # the reader's backlog and the last drain are all in
+                between_rounds()  # the engine is between steps: its tables may be read
             # A stop's deadline cut the backlog (else this counts nothing).
             session.disable()
             reader.stop()
