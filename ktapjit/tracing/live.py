@@ -519,6 +519,7 @@ class _Reader(threading.Thread):
         self.passes: queue.SimpleQueue = queue.SimpleQueue()  # lists of (cpu, bytes), or an exception
         self._stopping = threading.Event()
         self._attached = threading.Event()
+        self.quiet_passes = 0  # complete drain passes that found every ring empty since the last queued one
 
     def read_from(self, session: PerfSession) -> None:
         self.session = session
@@ -530,7 +531,10 @@ class _Reader(threading.Thread):
             while not self._stopping.is_set():
                 chunks = self.session.read_chunks(POLL_SECONDS)
                 if chunks:
+                    self.quiet_passes = 0  # before the put: a quiet pass seen later came after it
                     self.passes.put(chunks)
+                else:
+                    self.quiet_passes += 1
         except BaseException as exc:  # re-raised in the main thread by next_pass()
             self.passes.put(exc)
 
@@ -610,6 +614,12 @@ def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, s
                     if not rounds.finish(go_on):
                         return 0
                     break  # the reader's backlog and the last drain are all in
+                elif reader.quiet_passes:
+                    # Every queued pass ran and an empty pass came after the last:
+                    # an empty round, so perf's rule releases all records held.
+                    # Without it, a burst's last round would wait for more events.
+                    if not rounds.end_round(go_on):
+                        return 0
                 between_rounds()  # the engine is between steps: its tables may be read
             # A stop's deadline cut the backlog (else this counts nothing).
             session.disable()
