@@ -457,7 +457,7 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     _check_mode_options(ns)
     module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
     if ns.engine == "compare":
-        if ns.metrics is not None:
+        if ns.metrics is not None or ns.exports:
             raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
         return _cmd_compare(ns, module, path, source, out, err)
     sink = None

@@ -49,10 +49,10 @@ def test_bad_metrics_options(args, message):
         assert message.fullmatch(line), line
 
 
-def test_compare_refuses_metrics():
+@pytest.mark.parametrize("args", [["--metrics", "0", "--export", "calls"], ["--export", "calls"]])
+def test_compare_refuses_metrics(args):
     out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", "--engine", "compare", "--metrics", "0", "--export", "calls", "-e", SCRIPT],
-                  stdout=out, stderr=err)
+    status = main(["run", "--engine", "compare", *args, "-e", SCRIPT], stdout=out, stderr=err)
     assert (status, err.getvalue()) == (2, b"ktapjit: --metrics needs one engine: --engine interp or jit, not compare\n")
 
 
