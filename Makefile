@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench setup clean
+.PHONY: run test test-slow bench setup test-tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -15,18 +15,32 @@ $(STAMP): pyproject.toml
 	$(VPY) -m compileall -q ktapjit bench > /dev/null
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) test-tools
+
+# The Prometheus server the --metrics tests scrape with: installed when
+# missing, as root, where apt-get exists; otherwise those tests skip and say
+# why. Never fails the build.
+test-tools:
+	@if ! command -v prometheus > /dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends prometheus > /dev/null) \
+	    || echo "make: could not install prometheus: its tests will skip"; \
+	  else \
+	    echo "make: prometheus is not installed (needs root and apt-get): its tests will skip"; \
+	  fi; \
+	fi
 
 run: $(STAMP)
 	$(VENV)/bin/ktapjit run --replay examples/data/demo.data examples/syscount.kp
 
 # The default suite, then the slow fuzzing and soak tests within a bounded budget.
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(VPY) -m pytest -q
 	timeout 1800 $(VPY) -m pytest -q -m slow --durations=15
 	timeout 600 $(VPY) -m pytest -q bench/test_bench_cli_smoke.py
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) test-tools
 	$(VPY) -m pytest -q -m slow
 
 # The benchmark tables and plot of docs/benchmarks.md (several minutes).

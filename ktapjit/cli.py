@@ -121,6 +121,12 @@ def _add_run(commands) -> None:
                      help="live only: every 2 s, the events/s read and the events lost, on stderr, "
                           "and a summary at the end (not with -q or --replay)")
     run.add_argument("-e", dest="program", metavar="PROGRAM", help="run PROGRAM given on the command line")
+    run.add_argument("--metrics", metavar="[ADDR:]PORT",
+                     help="serve the --export globals at http://ADDR:PORT/metrics for Prometheus while tracing "
+                          "(ADDR 127.0.0.1 by default; port 0 picks a free one)")
+    run.add_argument("--export", dest="exports", action="append", default=[], metavar="NAME[:TYPE]",
+                     help="with --metrics: export global NAME as a counter (default), gauge, histogram "
+                          "(hist/lhist aggregations) or summary (stats aggregations)")
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="the script file")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="script arguments (arg[1], ...)")
 
@@ -421,6 +427,7 @@ def _live_options(ns, record_path: Optional[str], err: BinaryIO):
         status=(lambda text: None) if ns.quiet else (lambda text: _say(err, text)),
         warn=lambda text: _say(err, f"ktapjit: {text}"),
         rates=(lambda text: _say(err, f"ktapjit: {text}")) if getattr(ns, "verbose", False) else None,
+        between_rounds=ns.exporter.tick if getattr(ns, "exporter", None) is not None else lambda: None,
     )
 
 
@@ -457,8 +464,11 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     _check_mode_options(ns)
     module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
     if ns.engine == "compare":
+        if ns.metrics is not None or ns.exports:
+            raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
         return _cmd_compare(ns, module, path, source, out, err)
     sink = None
+    ns.exporter = _open_exporter(ns, module, err)
     try:
         sink = _open_output(ns, out)
         progress = _replay_progress(ns, err)
@@ -472,10 +482,41 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
 
             shown = TerminalOutput(sink, progress)  # the bar makes way for the script's lines
         opener = lambda: _open_session(ns, module, source, err, progress)  # noqa: E731
-        return _run_engine(ns.engine, ns, module, path, opener, shown, err)
+        wrap = None if ns.exporter is None else lambda run: ns.exporter.attach(run, module.global_names)
+        return _run_engine(ns.engine, ns, module, path, opener, shown, err, wrap)
     finally:
+        if ns.exporter is not None:
+            ns.exporter.server.close()
         if sink is not None and sink is not out:
             sink.close()
+
+
+def _open_exporter(ns, module, err: BinaryIO):
+    """The --metrics server, bound before anything is traced, or None."""
+    if ns.metrics is None:
+        if ns.exports:
+            raise UsageError("--export needs --metrics [ADDR:]PORT")
+        return None
+    if ns.replay is not None:
+        raise UsageError("--metrics serves a live trace and cannot be combined with --replay")
+    from ktapjit.metrics.exporter import ExportError, check_exports, open_exporter, parse_export
+    from ktapjit.metrics.server import AddressError, parse_address
+
+    try:
+        address = parse_address(ns.metrics)
+        exports = [parse_export(text) for text in ns.exports]
+        check_exports(exports, module.global_names)
+    except (AddressError, ExportError) as exc:
+        raise UsageError(str(exc)) from None
+    if not exports:
+        raise UsageError("--metrics needs at least one --export NAME[:TYPE]")
+    try:
+        exporter = open_exporter(address, exports)
+    except OSError as exc:
+        raise UsageError(f"--metrics {ns.metrics}: cannot serve there: {exc.strerror or exc}") from None
+    if not ns.quiet:
+        _say(err, f"Serving metrics at {exporter.server.url}")
+    return exporter
 
 
 def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO, err: BinaryIO,

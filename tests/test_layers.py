@@ -36,9 +36,10 @@ RULES: dict[str, frozenset[str]] = {
     "tracing": frozenset({"diag", "frontend", "ir", "events", "semantics", "run_api", "kernel_filter"}),
     "compare": frozenset({"diag"}),
     "output_json": frozenset({"diag", "semantics"}),
+    "metrics": frozenset({"diag", "semantics"}),
     "cli": frozenset({"diag", "cache_paths", "frontend", "ir", "interp", "jit", "events", "tracing",
                       "run_api", "run_lifecycle", "semantics", "compare", "kernel_filter",
-                      "output_json"}),
+                      "output_json", "metrics"}),
     "__main__": frozenset({"cli"}),
 }
 

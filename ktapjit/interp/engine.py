@@ -64,3 +64,7 @@ class InterpRun(RunLifecycle):
 
     def _set_global(self, index: int, value) -> None:
         self.rt.globals[index] = value
+
+    def global_value(self, index: int):
+        """Global slot `index` as it is now: read it before the next step changes it."""
+        return self.rt.globals[index]

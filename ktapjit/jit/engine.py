@@ -98,6 +98,11 @@ class JitRun(RunLifecycle):
     def _set_global(self, index: int, value) -> None:
         self.globals[index] = self._kval(value)  # a Table: the interpreter's checks made it, then this copy
 
+    def global_value(self, index: int):
+        """Global slot `index` as a script value (a table: a Python copy), for
+        an exporter reading between steps."""
+        return self._python(self.globals[index], depth=2)
+
     # -- the native event path
 
     def native_feed(self, plan, attrs, start_ns: int):
@@ -181,6 +186,34 @@ class JitRun(RunLifecycle):
                     raise RuntimeFault(self.state.error_message())
             return KVal(rtlib.TABLE, native)
         raise TypeError(f"no native value for {type(value).__name__}")
+
+    def _python(self, v: KVal, depth: int):
+        """A native value as the interpreter's; tables `depth` levels deep
+        (deeper ones, and functions, are None)."""
+        rt, tag = self.rt, v.tag
+        if tag == rtlib.INTEGER:
+            return v.payload
+        if tag == rtlib.STRING:
+            return rt.string_bytes(v)
+        if tag == rtlib.BOOLEAN:
+            return bool(v.payload)
+        if tag != rtlib.TABLE or depth == 0:
+            return None
+        table = Table(self.config.limits.max_table)
+        snap = rt.k_table_keys(v.payload)
+        if not snap:
+            raise MemoryError("k_table_keys")
+        try:
+            value = KVal()
+            for i in range(rt.k_snapshot_len(snap)):
+                key = rt.k_snapshot_get(snap, i)
+                rt.k_table_get(v.payload, key, ctypes.byref(value))
+                py_key = self._python(key, 0)
+                if py_key is not None:
+                    table.set(py_key, self._python(value, depth - 1))
+        finally:
+            rt.k_snapshot_free(snap)
+        return table
 
     def _fill_slots(self, func, event) -> None:
         slots, faults = self.slots, self.slot_faults

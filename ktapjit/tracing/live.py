@@ -93,6 +93,7 @@ class LiveOptions:
     status: Callable[[str], None] = lambda text: None  # stderr notices (silenced by -q)
     warn: Callable[[str], None] = lambda text: print(f"ktapjit: {text}", file=sys.stderr)  # not silenced
     rates: Optional[Callable[[str], None]] = None  # -v: where the rates lines go (tracing/rates.py)
+    between_rounds: Callable[[], None] = lambda: None  # on the main thread, at least every POLL_SECONDS
 
 
 @dataclass
@@ -434,7 +435,8 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                         if child:
                             child.release()
                         rates = _rate_report(options.rates, reader, session, driver)
-                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native, rates)
+                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native, rates,
+                                            options.between_rounds)
                     finally:
                         reader.stop()  # before the rings are unmapped
                         stop.halt = None  # and the fds closed
@@ -541,6 +543,7 @@ class _Reader(threading.Thread):
         self.passes: queue.SimpleQueue = queue.SimpleQueue()  # lists of (cpu, bytes), or an exception
         self._stopping = threading.Event()
         self._attached = threading.Event()
+        self.quiet_passes = 0  # complete drain passes that found every ring empty since the last queued one
 
     def read_from(self, session: PerfSession) -> None:
         self.session = session
@@ -553,7 +556,10 @@ class _Reader(threading.Thread):
                 chunks = self.session.read_chunks(POLL_SECONDS)
                 if chunks:
                     self._count(chunks)
+                    self.quiet_passes = 0  # before the put: a quiet pass seen later came after it
                     self.passes.put(chunks)
+                else:
+                    self.quiet_passes += 1
         except BaseException as exc:  # re-raised in the main thread by next_pass()
             self.passes.put(exc)
 
@@ -605,7 +611,7 @@ _SWITCH_INTERVAL = 0.001  # seconds; see _loop
 
 
 def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, stop: _StopFlag,
-          native: bool = False, rates=None) -> int:
+          native: bool = False, rates=None, between_rounds: Callable[[], None] = lambda: None) -> int:
     """Run the drained rounds until the trace ends; the number of samples
     read but not run, because a stop's deadline passed first. A RateReport
     (`rates`, -v) gets a tick between rounds, and between the records or
@@ -649,6 +655,13 @@ def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, s
                     if not rounds.finish(go_on):
                         return 0
                     break  # the reader's backlog and the last drain are all in
+                elif reader.quiet_passes:
+                    # Every queued pass ran and an empty pass came after the last:
+                    # an empty round, so perf's rule releases all records held.
+                    # Without it, a burst's last round would wait for more events.
+                    if not rounds.end_round(go_on):
+                        return 0
+                between_rounds()  # the engine is between steps: its tables may be read
             # A stop's deadline cut the backlog (else this counts nothing).
             session.disable()
             reader.stop()
