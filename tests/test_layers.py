@@ -50,8 +50,6 @@ KNOWN_BREAKS: dict[tuple[str, str], str] = {
 
 # Private names read across packages today, and what removes them.
 KNOWN_PRIVATE: dict[tuple[str, str], str] = {
-    ("jit", "_by_id"): "#12 item 1: jit loads a typed feed plan, not AttrTable's state",
-    ("jit", "_plans"): "#12 item 1: as above",
 }
 
 

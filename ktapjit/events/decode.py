@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Iterator, Mapping, NamedTuple
 
 from ktapjit.events import perf_abi as abi
@@ -340,6 +341,15 @@ class AttrTable:
 
     def info(self, sample_id: int) -> AttrInfo:
         return self._by_id[sample_id].info
+
+    def layout_by_id(self) -> Mapping[int, object]:
+        """Sample id -> the layout (``.info``) its records are read with; one
+        layout object per distinct AttrInfo, so ids that share one share it."""
+        return MappingProxyType(self._by_id)
+
+    def layouts(self) -> list:
+        """Every distinct layout of the table, in the order first added."""
+        return list(self._plans.values())
 
     def resolver(self) -> "_Resolver":
         return _Resolver(self)

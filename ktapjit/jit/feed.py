@@ -253,8 +253,8 @@ def _add_layouts(rt, ptr: int, plan, attrs, program, module=None) -> None:
     if resolver.error:
         raise Unsupported(resolver.error)
     # The attr table's own id -> layout map: the resolver's view of it.
-    by_id = attrs._by_id
-    plans = list(dict.fromkeys([resolver.first, *by_id.values()]) if resolver.first else attrs._plans.values())
+    by_id = attrs.layout_by_id()
+    plans = list(dict.fromkeys([resolver.first, *by_id.values()]) if resolver.first else attrs.layouts())
     index = {}
     for p in plans:
         info = p.info
