@@ -45,7 +45,6 @@ RULES: dict[str, frozenset[str]] = {
 
 # Imports that break a rule today, and what removes them (issue 12, the house).
 KNOWN_BREAKS: dict[tuple[str, str], str] = {
-    ("events", "frontend"): "#12 item 2: EVENTDEF handling moves out of events/",
 }
 
 # Private names read across packages today, and what removes them.

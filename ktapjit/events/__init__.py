@@ -2,6 +2,5 @@
 perf.data files, live perf rings and synthetic streams.
 
 May import: ktapjit.diag only. The language packages never reach in here except
-through the engines. (Today dynamic_probes reads EVENTDEF specs from frontend/:
-tests/test_layers.py lists it, with the issue that removes it.)
+through the engines.
 """

@@ -879,19 +879,6 @@ class DynamicProbes:
                         arg_names=arg_names(line.split()[2:]))
         return self._create(KPROBE_EVENTS, line, ev, f"cannot create {kind} on {function}")
 
-    def add_spec(self, spec) -> list[ProbeEvent]:
-        """Events for a frontend UprobeSpec, SdtSpec or KprobeSpec."""
-        from ktapjit.frontend.eventdef import KprobeSpec, SdtSpec, UprobeSpec
-        if isinstance(spec, UprobeSpec):
-            return self.add_uprobe(spec.path, spec.symbol, is_return=spec.is_return,
-                                   fetchargs=spec.fetchargs)
-        if isinstance(spec, SdtSpec):
-            return self.add_usdt(spec.path, spec.provider, spec.name)
-        if isinstance(spec, KprobeSpec):
-            return [self.add_kprobe(spec.function, is_return=spec.is_return,
-                                    fetchargs=spec.fetchargs)]
-        raise TypeError(f"not a dynamic probe spec: {spec!r}")
-
     def _elf(self, path: str) -> ElfFile:
         return open_elf(path)
 

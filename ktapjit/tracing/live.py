@@ -39,7 +39,9 @@ from ktapjit.events.tracefs import EventsError, list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Aborted
-from ktapjit.tracing.plan import BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers
+from ktapjit.tracing.plan import (
+    BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers, create_dynamic,
+)
 
 POLL_SECONDS = 0.1
 HEARTBEAT_NS = 10_000_000
@@ -80,7 +82,7 @@ class LiveUniverse(EventUniverse):
                 raise DynamicProbeError(available.reason)
         if self.probes is None:
             raise DynamicProbeError(f"'{spec.text}': no DynamicProbes to create it with")
-        return [event.pair for event in self.probes.add_spec(spec)]
+        return [event.pair for event in create_dynamic(self.probes, spec)]
 
 
 @dataclass

@@ -137,6 +137,18 @@ class EventUniverse:
         return spec
 
 
+def create_dynamic(probes, spec) -> list:
+    """The events (events.dynamic_probes.ProbeEvent) a UprobeSpec, SdtSpec or
+    KprobeSpec needs, made through `probes` (a DynamicProbes)."""
+    if isinstance(spec, UprobeSpec):
+        return probes.add_uprobe(spec.path, spec.symbol, is_return=spec.is_return, fetchargs=spec.fetchargs)
+    if isinstance(spec, SdtSpec):
+        return probes.add_usdt(spec.path, spec.provider, spec.name)
+    if isinstance(spec, KprobeSpec):
+        return [probes.add_kprobe(spec.function, is_return=spec.is_return, fetchargs=spec.fetchargs)]
+    raise TypeError(f"not a dynamic probe spec: {spec!r}")
+
+
 def _fail(span: Span, message: str) -> None:
     raise CompileError(Diagnostic(span, message))
 

@@ -221,7 +221,7 @@ def _bare(table) -> list[str]:
 
 
 def _live_bases(spec) -> Optional[list[str]]:
-    """One base name per event DynamicProbes.add_spec made for `spec` before
+    """One base name per event plan.create_dynamic made for `spec` before
     globs became site events, read from the binary as it does; None when
     that cannot be done here."""
     if isinstance(spec, KprobeSpec):

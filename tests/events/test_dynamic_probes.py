@@ -26,6 +26,7 @@ from ktapjit.events.dynamic_probes import (
 )
 from ktapjit.events.elf import NoSuchSymbolError, SdtNote, parse_sdt_args
 from ktapjit.frontend.eventdef import parse_eventdef
+from ktapjit.tracing.plan import create_dynamic
 from tests.livecheck import live_skip_reason
 from tests.events.test_elf import Programs, build_programs
 
@@ -264,7 +265,7 @@ def test_uprobe_uretprobe_exact_counts_and_args(programs, clean_uprobes):
                            f"probe:{path}:greet s=+0(%di):string, "
                            f"probe:{path}:scale $arg1:s64 k=$arg2")
     with DynamicProbes() as dp:
-        events = [e for spec in specs for e in dp.add_spec(spec)]
+        events = [e for spec in specs for e in create_dynamic(dp, spec)]
         assert [e.event for e in events] == ["add", "add__return", "greet", "scale"]
         assert all(e.system == group_name() for e in events)
         lines = (TRACEFS / "uprobe_events").read_text()
@@ -342,7 +343,7 @@ def test_usdt_arguments_and_semaphore(programs, clean_uprobes):
     path = str(programs.pie)
     specs = parse_eventdef(f"sdt:{path}:ktapjit_test:tick, sdt:{path}:ktapjit_test:sema")
     with DynamicProbes() as dp:
-        events = [e for spec in specs for e in dp.add_spec(spec)]
+        events = [e for spec in specs for e in create_dynamic(dp, spec)]
         tick, sema = events
         assert tick.ref_ctr_offset is None and sema.ref_ctr_offset
         assert f"({sema.ref_ctr_offset:#x})" in sema.definition
@@ -468,7 +469,7 @@ def test_kprobe_on_this_kernel_gives_the_reason(clean_uprobes):
         pytest.skip("this kernel has kprobe_events")
     with DynamicProbes() as dp:
         with pytest.raises(KprobesUnavailable) as err:
-            dp.add_spec(parse_eventdef("probe:do_sys_open dfd=%di")[0])
+            create_dynamic(dp, parse_eventdef("probe:do_sys_open dfd=%di")[0])
     assert str(err.value) == ("kprobes are not available: this kernel was built without "
                               "CONFIG_KPROBE_EVENTS (no /sys/kernel/tracing/kprobe_events)")
 
