@@ -18,8 +18,8 @@ from typing import BinaryIO, Optional, Sequence
 from ktapjit import __version__
 from ktapjit.diag import CompileError, counted
 from ktapjit.run_api import Aborted, Host, Limits, RunConfig, monotonic_ns
+from ktapjit.semantics.intmath import INT64_MAX  # limits are 64-bit counters in native code
 
-INT64_MAX = 2**63 - 1  # limits are 64-bit counters in native code
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1

@@ -624,7 +624,7 @@ def _compile_index(node: tuple, ev: EventFormat | None) -> Callable[[bytes], int
 # ----------------------------------------------------------------------------
 # C printf for the conversions print fmts use
 
-_LEN_BITS = {-2: 8, -1: 16, 0: 32, 1: 64, 2: 64}
+LEN_BITS = {-2: 8, -1: 16, 0: 32, 1: 64, 2: 64}  # the bits of hh h - l ll
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,7 +640,7 @@ class _Spec:
 
 
 def _format_int(spec: _Spec, value: int, width: int | None, prec: int | None) -> bytes:
-    bits = _LEN_BITS[spec.ls]
+    bits = LEN_BITS[spec.ls]
     value &= (1 << bits) - 1
     conv = spec.conv
     flags = spec.flags

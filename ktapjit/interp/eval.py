@@ -31,7 +31,7 @@ from ktapjit.ir.ops import ARITH_SYMBOL, Op
 from ktapjit.semantics import agg
 from ktapjit.semantics.folded import folded_item, format_folded
 from ktapjit.semantics.hist import format_hist, hist_item
-from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN, arith, bnot, neg
+from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN, TIME_DIVISORS, arith, bnot, neg
 from ktapjit.semantics.output import Item
 from ktapjit.semantics.printf import format_printf
 from ktapjit.semantics.values import (
@@ -447,12 +447,9 @@ def _kernel_v(v, a, rt):
     return lambda r: text
 
 
-_TIME_DIVISORS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
-
-
 @handles(Op.Time)
 def _time(v, a, rt):
-    divisor = _TIME_DIVISORS[v.aux]
+    divisor = TIME_DIVISORS[v.aux]
 
     def step(r):
         t = rt.now_ns

@@ -31,7 +31,7 @@ from array import array
 from dataclasses import dataclass
 
 from ktapjit.events.printfmt import (
-    PrintFmtError, atom_value, cast_mask, const_value, parse_print_fmt,
+    LEN_BITS, PrintFmtError, atom_value, cast_mask, const_value, parse_print_fmt,
 )
 
 WIDTH = 4  # words an instruction: op, a, b, c
@@ -39,7 +39,6 @@ MAX_STACK = 32  # KA_STACK in argstr.c
 
 _MASK = (1 << 64) - 1
 _READ_SIZES = (1, 2, 4, 8)
-_LEN_BITS = {-2: 8, -1: 16, 0: 32, 1: 64, 2: 64}  # hh h - l ll (printfmt._format_int)
 # Conversion flags (printfmt's spec.flags), as argstr.c's F_* bits.
 _FLAG_BITS = {"#": 1, "-": 2, "+": 4, "0": 8}
 # Where a '*' argument goes: argstr.c's STAR_*.
@@ -238,7 +237,7 @@ def _conversion(e: _Emitter, spec, node: tuple, len_node: tuple | None) -> None:
         e.emit("StrSpec", flags | star << 8, width, prec)
     else:
         _num(e, node)
-        e.emit("Int", ord(spec.conv) | flags << 8 | _LEN_BITS[spec.ls] << 16 | star << 24, width, prec)
+        e.emit("Int", ord(spec.conv) | flags << 8 | LEN_BITS[spec.ls] << 16 | star << 24, width, prec)
     if star:
         e.depth -= 1  # the '*' argument was popped too
     if spec.conv == "s":

@@ -29,9 +29,9 @@ from ktapjit.ir.func import Block, Func, Module, Value
 from ktapjit.ir.ops import Op
 from ktapjit.jit import abi
 from ktapjit.jit.abi import I1, I32, I64, KVAL, KVALP
+from ktapjit.semantics.intmath import TIME_DIVISORS
 
 STRINGS_GLOBAL = "ktap_strings"
-_TIME_DIVISORS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 # Ops whose arguments go to the runtime in the argv array.
 _ARGV_OPS = (Op.Call, Op.Print, Op.Printf, Op.Hist, Op.LHist, Op.Stats)
 _EVENT_OPS = {Op.EventValue: "value", Op.EventField: "field", Op.Stack: "stack"}
@@ -789,7 +789,7 @@ for _i, _op in enumerate((Op.NumCpus, Op.Arch, Op.KernelV)):  # abi.HOST_SLOTS' 
 @lowers(Op.Time)
 def _time(fl, v):
     now = fl.b.load(fl.state_field("now_ns"))
-    divisor = _TIME_DIVISORS[v.aux]
+    divisor = TIME_DIVISORS[v.aux]
     return _c(abi.INTEGER), now if divisor == 1 else fl.b.sdiv(now, _c(divisor))
 
 

@@ -16,6 +16,8 @@ from ktapjit.semantics.values import type_name
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 UINT64_MASK = (1 << 64) - 1
+# gettimeofday_ns/us/ms/s: the clock's nanoseconds divided (truncating) by these.
+TIME_DIVISORS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
 
 def wrap(x: int) -> int:

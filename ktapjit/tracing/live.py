@@ -40,7 +40,7 @@ from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Aborted
 from ktapjit.tracing.plan import (
-    BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, check_timers, create_dynamic,
+    BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, create_dynamic,
 )
 
 POLL_SECONDS = 0.1
@@ -108,7 +108,6 @@ class LiveOutcome:
 def bind_live(module: Module, probes=None) -> list[BoundEvent]:
     """Bind before anything runs, so a bad event stops the script before its top level.
     Dynamic events are created through `probes` (a DynamicProbes)."""
-    check_timers(module)
     return bind_tracepoints(module, LiveUniverse(probes))
 
 

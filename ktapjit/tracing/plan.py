@@ -290,10 +290,6 @@ def _site_format(universe: EventUniverse, system: str, event: str, span: Span) -
     return without_site(fmt), sites, offset
 
 
-def check_timers(module: Module) -> None:
-    """Every timer kind is supported now (profile-N since the probes issue)."""
-
-
 def bind_profiles(module: Module) -> list[BoundProfile]:
     """One cpu-clock event per `profile-N` timer, in declaration order, named
     `ktapjit:TEXT` (`ktapjit:TEXT_1`, `_2`... for repeats of one TEXT): the

@@ -25,7 +25,7 @@ from ktapjit.events.tracefs import EventsError, close_matches_hint, tracepoints_
 from ktapjit.frontend.eventdef import KprobeSpec, SdtSpec, UprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.diag import CompileError, Diagnostic
-from ktapjit.tracing.plan import EventUniverse, StreamPlan, bind_profiles, bind_tracepoints, check_timers
+from ktapjit.tracing.plan import EventUniverse, StreamPlan, bind_profiles, bind_tracepoints
 
 
 class RecordingUniverse(EventUniverse):
@@ -274,7 +274,6 @@ def _through_first_time(records) -> list:
 
 def open_replay(path: str, module: Module) -> Replay:
     """Read the file's headers, bind the probes, and find the stream's start."""
-    check_timers(module)
     data = read_perf_data(path)
     warnings = [_unfinished_warning(data, path)] if data.recovery else []
     universe = RecordingUniverse(data, path)
