@@ -51,8 +51,9 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.elf import (
-    EM_AARCH64, EM_X86_64, ElfError, ElfFile, SdtArg, SdtNote, is_hex_offset, open_elf,
+    EM_AARCH64, EM_X86_64, ElfError, ElfFile, SdtArg, SdtNote, is_glob, is_hex_offset, open_elf,
 )
+from ktapjit.events.perf_ring import tracepoint_id
 from ktapjit.events.probe_sites import SITE_FIELD, SiteTable, site_fetcharg
 from ktapjit.events.tracefs import EventsError, TracefsPermissionError, tracefs_root
 
@@ -193,19 +194,27 @@ def sites_event_name(path: str, is_return: bool = False) -> str:
 
 
 def is_glob_symbol(symbol: str) -> bool:
-    return not is_hex_offset(symbol) and any(ch in symbol for ch in "*?[")
+    """Whether a uprobe's SYMBOL is a glob, as ElfFile.resolve reads it."""
+    return not is_hex_offset(symbol) and is_glob(symbol)
+
+
+def unique_name(base: str, *taken) -> str:
+    """``base``, or ``base_1``, ``base_2``... the first that none of the
+    ``taken`` collections holds: how a second event of one name is named."""
+    name, n = base, 0
+    while any(name in names for names in taken):
+        n += 1
+        name = f"{base}_{n}"
+    return name
 
 
 def _unique_names(names: Sequence[str]) -> list[str]:
-    """``names`` with repeats made unique by ``_1``, ``_2``... in order (two
-    static functions of one name), as separate events would be named."""
+    """``names`` with repeats made unique in order (two static functions of
+    one name), as separate events would be named."""
     seen: set[str] = set()
     out = []
     for base in names:
-        name, n = base, 0
-        while name in seen:
-            n += 1
-            name = f"{base}_{n}"
+        name = unique_name(base, seen)
         seen.add(name)
         out.append(name)
     return out
@@ -222,11 +231,8 @@ def trial_open(root: Path, group: str, event: str) -> Optional[int]:
     processes, which places every uprobe of it in every process mapping its
     file: None when the kernel accepts them all, else its errno. A refusal
     that is not about one site raises."""
-    try:
-        event_id = int((root / "events" / group / event / "id").read_text())
-    except (OSError, ValueError) as exc:
-        raise DynamicProbeError(f"cannot read the id of {group}:{event}: {exc}") from None
-    attr = abi.perf_event_attr(type=abi.PERF_TYPE_TRACEPOINT, config=event_id, sample_period=1, disabled=1)
+    attr = abi.perf_event_attr(type=abi.PERF_TYPE_TRACEPOINT, config=tracepoint_id(group, event, root),
+                               sample_period=1, disabled=1)
     try:
         fd = abi.perf_event_open(attr, -1, min(os.sched_getaffinity(0)))
     except abi.PerfError as exc:
@@ -688,13 +694,7 @@ class DynamicProbes:
     # -- creation ------------------------------------------------------------------------
 
     def _unique(self, base: str) -> str:
-        existing = self._names | self._existing_events()
-        if base not in existing:
-            return base
-        n = 1
-        while f"{base}_{n}" in existing:
-            n += 1
-        return f"{base}_{n}"
+        return unique_name(base, self._names, self._existing_events())
 
     def _existing_events(self) -> set[str]:
         try:

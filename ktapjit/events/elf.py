@@ -192,7 +192,8 @@ def is_hex_offset(text: str) -> bool:
     return re.fullmatch(r"0[xX][0-9a-fA-F]+", text) is not None
 
 
-def _glob(text: str) -> bool:
+def is_glob(text: str) -> bool:
+    """Whether a symbol name is a glob (``* ? [..]``), for find_functions."""
     return any(ch in text for ch in "*?[")
 
 
@@ -422,7 +423,7 @@ class ElfFile:
         per address, preferring a global name, so aliases (``malloc`` and
         ``__libc_malloc``) are probed once. Sorted by address."""
         funcs = self.function_symbols()
-        if not _glob(name_or_glob):
+        if not is_glob(name_or_glob):
             found = [s for s in funcs if s.name == name_or_glob]
             if not found and "@" in name_or_glob:
                 # malloc@GLIBC_2.2.5 / malloc@@GLIBC_2.2.5: the version is not in the name.
@@ -464,7 +465,7 @@ class ElfFile:
     def _no_symbol_message(self, name: str) -> str:
         has_symtab = self.has_table(".symtab")
         has_dynsym = self.has_table(".dynsym")
-        what = "functions matching" if _glob(name) else "function symbol"
+        what = "functions matching" if is_glob(name) else "function symbol"
         if not has_symtab and not has_dynsym:
             return (f"no {what} '{name}' in '{self.path}': it is stripped (no .symtab and no "
                     f".dynsym); probe a hex file offset instead")
@@ -551,7 +552,7 @@ class ElfFile:
 
 
 def _match(pattern: str, name: str) -> bool:
-    return fnmatch.fnmatchcase(name, pattern) if _glob(pattern) else pattern == name
+    return fnmatch.fnmatchcase(name, pattern) if is_glob(pattern) else pattern == name
 
 
 def _preference(sym: Symbol) -> tuple:

@@ -196,12 +196,13 @@ def is_bare_name(target: str) -> bool:
     return "/" not in target
 
 
-def _matches(soname: str, name: str) -> bool:
+def names_library(soname: str, name: str) -> bool:
+    """Whether a library name (`libc`, `libc.so.6`) names the file `soname`."""
     return soname == name or soname.startswith(name + ".so")
 
 
 def _from_cache(name: str, entries: Sequence[CacheEntry], machine: str) -> Optional[str]:
-    found = [e for e in entries if _matches(e.name, name) and os.path.isfile(e.path)]
+    found = [e for e in entries if names_library(e.name, name) and os.path.isfile(e.path)]
     host = _HOST_ABI.get(machine)
     if host is not None:
         found.sort(key=lambda e: (e.flags & _REQUIRED_MASK) != host)  # stable: cache order within

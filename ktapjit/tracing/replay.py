@@ -13,10 +13,12 @@ import os
 from typing import Optional
 
 from ktapjit.events import perf_abi as abi
-from ktapjit.events.probe_targets import TargetNotFound
-from ktapjit.events.dynamic_probes import GROUP_PREFIX, RETURN_SUFFIX, event_name, is_glob_symbol, sites_event_name
+from ktapjit.events.probe_targets import TargetNotFound, names_library
+from ktapjit.events.dynamic_probes import (
+    GROUP_PREFIX, RETURN_SUFFIX, event_name, is_glob_symbol, sites_event_name, unique_name,
+)
 from ktapjit.events.probe_sites import SITES_FEATURE, SitesFormatError, decode_sites
-from ktapjit.events.elf import is_hex_offset, open_elf
+from ktapjit.events.elf import is_glob, is_hex_offset, open_elf
 from ktapjit.events.decode import has_time
 from ktapjit.events.merge import order_perf_rounds
 from ktapjit.events.perfdata import PerfData, TracingData, read_perf_data
@@ -115,11 +117,7 @@ class RecordedDynamicEvents:
         return [(system, name) for name in names for system in self.systems[name]]
 
     def _unique(self, base: str, reserved: set) -> str:
-        name, n = base, 0
-        while name in self.taken or name in reserved:
-            n += 1
-            name = f"{base}_{n}"
-        return name
+        return unique_name(base, self.taken, reserved)
 
     def _exact_names(self, spec) -> Optional[list[str]]:
         """The names a live run gave, when they are all in the recording; else
@@ -146,7 +144,7 @@ class RecordedDynamicEvents:
             found = [n for n in free if n in self.tables and _fits(self.tables[n], spec)]
             if found:
                 return found[:1]
-        if isinstance(spec, (UprobeSpec, SdtSpec)) and _is_glob(_pattern(spec)):
+        if isinstance(spec, (UprobeSpec, SdtSpec)) and is_glob(_pattern(spec)):
             pattern, is_return = _pattern(spec), isinstance(spec, UprobeSpec) and spec.is_return
             found = [n for n in free if n.endswith(RETURN_SUFFIX) == is_return
                      and fnmatch.fnmatchcase(n[:-len(RETURN_SUFFIX)] if is_return else n, pattern)]
@@ -181,10 +179,6 @@ def _pattern(spec) -> str:
     return spec.symbol if isinstance(spec, UprobeSpec) else spec.name
 
 
-def _is_glob(text: str) -> bool:
-    return any(ch in text for ch in "*?[")
-
-
 def _base_name(spec) -> str:
     """The name DynamicProbes gives a plain (non-glob) target."""
     if isinstance(spec, UprobeSpec):
@@ -212,7 +206,7 @@ def _same_file_name(recorded: str, path: str) -> bool:
     name = os.path.basename(recorded)
     if "/" in path:
         return name == os.path.basename(path)
-    return name == path or name.startswith(path + ".so")
+    return names_library(name, path)
 
 
 def _bare(table) -> list[str]:
