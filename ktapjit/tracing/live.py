@@ -69,11 +69,11 @@ class LiveUniverse(EventUniverse):
     def format(self, system: str, event: str) -> EventFormat:
         return read_format(system, event)
 
-    def sites(self, system: str, event: str) -> tuple[str, ...]:
+    def site_table(self, system: str, event: str):
         for ev in self.probes.created if self.probes is not None else ():
             if ev.pair == (system, event):
-                return ev.sites
-        return ()
+                return ev.site_table
+        return None
 
     def dynamic(self, spec) -> list[tuple[str, str]]:
         if isinstance(spec, KprobeSpec):
@@ -419,7 +419,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                     native = _open_native(driver, plan, attrs, start_ns)
                     head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
                     if options.record_path:
-                        writer = _open_recording(options.record_path, session, bound, plan.site_tables)
+                        writer = _open_recording(options.record_path, session, bound)
                         writer.write_records(head)
                     if native:
                         driver.feed_bytes(head)
@@ -493,14 +493,15 @@ def _exclude_ktapjit(events) -> None:
         event.filter = text
 
 
-def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent], site_tables) -> PerfDataWriter:
+def _open_recording(path: str, session: PerfSession, bound: list[BoundEvent]) -> PerfDataWriter:
     refused = {(r.event.system, r.event.event) for r in session.refused}
     tracing = TracingData.from_tracefs(sorted({(b.system, b.event) for b in bound} - refused))
     # The kernel's build-id tells a replay (and perf) whether its kallsyms fits the kernel frames.
     build_id = running_kernel_build_id()
     fits = build_id is not None and 0 < len(build_id) <= 20  # perf's BUILD_ID_SIZE
     features = {HEADER_BUILD_ID: kernel_build_id_feature(build_id)} if fits else {}
-    sites = {pair: table for pair, table in site_tables.items() if pair not in refused}
+    sites = {(b.system, b.event): b.site_table for b in bound
+             if b.site_table is not None and (b.system, b.event) not in refused}
     if sites:  # a replay names each site's samples by this table
         features[SITES_FEATURE] = encode_sites(sites)
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from ktapjit.diag import CompileError, Diagnostic, Span
-from ktapjit.events.probe_sites import SITE_FIELD, site_name, site_offset, without_site
+from ktapjit.events.probe_sites import SITE_FIELD, SiteTable, site_name, site_offset, without_site
 from ktapjit.events.probe_targets import find_target, is_bare_name
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import EventFormat
@@ -51,7 +51,7 @@ class BoundEvent:
     callchain: bool = False  # the probe body calls stack()/ustack(): open the event with callchains
     eventdef: str = ""  # the EVENTDEF part (one spec) this event came from, as written
     from_glob: bool = False  # that spec is a glob: the event may be skipped if the kernel refuses it
-    sites: tuple[str, ...] = ()  # the probes of a site event (events.probe_sites), by index
+    site_table: Optional[SiteTable] = None  # a site event's (events.probe_sites), else None
     site_offset: int = 0  # where its records hold their site index
 
     is_profile = False
@@ -59,6 +59,11 @@ class BoundEvent:
     @property
     def probename(self) -> bytes:
         return self.event.encode()
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The probe names of a site event, by site index; () for others."""
+        return self.site_table.names if self.site_table is not None else ()
 
     @property
     def points(self) -> int:
@@ -99,7 +104,6 @@ class StreamPlan:
     profiles: list["BoundProfile"] = field(default_factory=list)  # profile-N timers' cpu-clock events
     by_id: dict[int, list] = field(default_factory=dict)  # BoundEvents, or one BoundProfile
     refused: list = field(default_factory=list)  # functions globs matched that the kernel cannot probe
-    site_tables: dict = field(default_factory=dict)  # (system, event) -> probe_sites.SiteTable, live
 
     def attach(self, sample_ids: Iterable[int], event: BoundEvent) -> None:
         for sid in sample_ids:
@@ -118,9 +122,9 @@ class EventUniverse:
     def format(self, system: str, event: str) -> EventFormat:
         raise NotImplementedError
 
-    def sites(self, system: str, event: str) -> tuple[str, ...]:
-        """The probe names of a site event (events.probe_sites), else ()."""
-        return ()
+    def site_table(self, system: str, event: str) -> Optional[SiteTable]:
+        """The table of a site event (events.probe_sites), else None."""
+        return None
 
     def dynamic(self, spec) -> list[tuple[str, str]]:
         """The (system, event) pairs of a UprobeSpec, SdtSpec or KprobeSpec:
@@ -270,24 +274,25 @@ def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -
             else:
                 unsupported(spec, span)
             for system, event in pairs:
-                fmt, sites, offset = _site_format(universe, system, event, span)
+                fmt, table, offset = _site_format(universe, system, event, span)
                 b = bind_event(module, index, system, event, fmt, filter_node)
-                b.eventdef, b.from_glob, b.sites, b.site_offset = spec.text, is_glob(spec), sites, offset
+                b.eventdef, b.from_glob, b.site_table, b.site_offset = spec.text, is_glob(spec), table, offset
                 bound.append(b)
     return bound
 
 
-def _site_format(universe: EventUniverse, system: str, event: str, span: Span) -> tuple[EventFormat, tuple, int]:
+def _site_format(universe: EventUniverse, system: str, event: str,
+                 span: Span) -> tuple[EventFormat, Optional[SiteTable], int]:
     """The format the probes see, the site table and the site index's
     offset; a site event's format leaves its site field out."""
     fmt = universe.format(system, event)
-    sites = universe.sites(system, event)
-    if not sites:
-        return fmt, (), 0
+    table = universe.site_table(system, event)
+    if table is None:
+        return fmt, None, 0
     offset = site_offset(fmt)
     if offset is None:
         _fail(span, f"{system}:{event} has a probe site table but its format has no {SITE_FIELD} field")
-    return without_site(fmt), sites, offset
+    return without_site(fmt), table, offset
 
 
 def bind_profiles(module: Module) -> list[BoundProfile]:

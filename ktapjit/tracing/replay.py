@@ -55,9 +55,8 @@ class RecordingUniverse(EventUniverse):
             self._site_tables = _site_tables(self.data, self.path)
         return self._site_tables
 
-    def sites(self, system: str, event: str) -> tuple[str, ...]:
-        table = self.site_tables.get((system, event)) if system.startswith(GROUP_PREFIX) else None
-        return table.names if table is not None else ()
+    def site_table(self, system: str, event: str):
+        return self.site_tables.get((system, event)) if system.startswith(GROUP_PREFIX) else None
 
     def locate(self, spec):
         """A name this machine cannot resolve stays as written: the events are

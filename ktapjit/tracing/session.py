@@ -127,10 +127,8 @@ def live_session(module: Module, options) -> Session:
         raise
     # The clock event keeps tick-N timers firing; profile-N samples are their own events.
     options.heartbeat = any(t.kind == "tick" for t in module.timers)
-    made = owner.probes if owner is not None else None
-    plan = StreamPlan(bound=list(bound), profiles=bind_profiles(module),
-                      refused=list(made.refused) if made else [],
-                      site_tables={ev.pair: ev.site_table for ev in made.created if ev.site_table} if made else {})
+    refused = list(owner.probes.refused) if owner is not None else []
+    plan = StreamPlan(bound=list(bound), profiles=bind_profiles(module), refused=refused)
     session = Session(monotonic_ns(), plan, None, live=True)
 
     def drive(driver) -> int:
