@@ -59,6 +59,39 @@ int main(int argc, char **argv) {
 """
 
 
+# `burst N MS M`: N getppid syscalls, a sleep of MS ms, then M more: counts
+# that are exact while the trace goes on.
+BURST_C = r"""
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+int main(int argc, char **argv) {
+    long n = atol(argv[1]), ms = atol(argv[2]), m = atol(argv[3]);
+    for (long i = 0; i < n; i++) syscall(SYS_getppid);
+    usleep(ms * 1000);
+    for (long i = 0; i < m; i++) syscall(SYS_getppid);
+    return 0;
+}
+"""
+
+# `spin`: getppid syscalls as fast as one CPU makes them, forever (a load);
+# beat() is a function a uprobe can take.
+SPIN_C = r"""
+#include <unistd.h>
+#include <sys/syscall.h>
+
+__attribute__((noinline)) void beat(long i) { __asm__ volatile("" :: "r"(i)); }
+
+int main(void) {
+    for (long i = 0;; i++) {
+        syscall(SYS_getppid);
+        beat(i);
+    }
+}
+"""
+
+
 # --- may we trace live at all? -------------------------------------------------------------
 
 def live_skip_reason() -> Optional[str]:
@@ -82,6 +115,16 @@ def live_skip_reason() -> Optional[str]:
 @pytest.fixture(scope="session")
 def workload(tmp_path_factory) -> Path:
     return build_c(tmp_path_factory, "work", WORKLOAD_C, "-O2", purpose="the workload")
+
+
+@pytest.fixture(scope="session")
+def burst(tmp_path_factory) -> str:
+    return str(build_c(tmp_path_factory, "burst", BURST_C, "-O2", purpose="the burst workload"))
+
+
+@pytest.fixture(scope="session")
+def spin(tmp_path_factory) -> Path:
+    return build_c(tmp_path_factory, "spin", SPIN_C, "-O2", purpose="the load")
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """`ktapjit run --metrics` on a live trace, as a user runs it (a subprocess,
 real tracepoints, real HTTP), and scraped by a real Prometheus server.
 
-The workload `burst N S` makes exactly N getppid syscalls and then sleeps S
-seconds, so the exported counts are exact while the trace goes on.
+The workload `burst N MS 0` (tests/tracing/conftest.py) makes exactly N
+getppid syscalls and then sleeps MS ms, so the exported counts are exact
+while the trace goes on.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import urllib.request
 
 import pytest
 
-from tests.cbuild import build_c
 from tests.tracing.conftest import live_skip_reason
 
 _REASON = live_skip_reason()
@@ -30,29 +30,6 @@ if _REASON:
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("clean_tracing_state")]
 
-BURST_C = r"""
-#include <stdlib.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-
-int main(int argc, char **argv) {
-    long n = atol(argv[1]);
-    for (long i = 0; i < n; i++)
-        syscall(SYS_getppid);
-    sleep(atoi(argv[2]));
-    return 0;
-}
-"""
-
-SPIN_C = r"""
-#include <unistd.h>
-#include <sys/syscall.h>
-
-int main(void) {
-    for (;;)
-        syscall(SYS_getppid);
-}
-"""
 
 SCRIPT = """var calls = {}
 var lat = {}
@@ -62,16 +39,6 @@ trace syscalls:sys_enter_getppid {
 }
 """
 EXPORTS = ["--export", "calls", "--export", "lat:histogram"]
-
-
-@pytest.fixture(scope="module")
-def burst(tmp_path_factory):
-    return build_c(tmp_path_factory, "burst", BURST_C, "-O2", purpose="the burst workload")
-
-
-@pytest.fixture(scope="module")
-def spin(tmp_path_factory):
-    return build_c(tmp_path_factory, "spin", SPIN_C, "-O2", purpose="the spinning workload")
 
 
 def serving(live, timeout: float = 30.0) -> str:
@@ -112,7 +79,7 @@ def wait_for_lines(url: str, lines: list[str], timeout: float = 20.0) -> str:
 
 
 def test_exact_counts_are_served_while_tracing(procs, burst):
-    live = procs.ktapjit("--metrics", "0", *EXPORTS, "-e", SCRIPT, "--", str(burst), "1000", "30")
+    live = procs.ktapjit("--metrics", "0", *EXPORTS, "-e", SCRIPT, "--", str(burst), "1000", "30000", "0")
     url = serving(live)
     text = wait_for_lines(url, ['ktapjit_calls{key="burst"} 1000',
                                 'ktapjit_lat_bucket{key="burst",le="7"} 1000',
@@ -125,7 +92,7 @@ def test_exact_counts_are_served_while_tracing(procs, burst):
 
 
 def test_stop_with_a_scrape_in_flight_exits_cleanly(procs, burst):
-    live = procs.ktapjit("--metrics", "0", *EXPORTS, "-e", SCRIPT, "--", str(burst), "10", "30")
+    live = procs.ktapjit("--metrics", "0", *EXPORTS, "-e", SCRIPT, "--", str(burst), "10", "30000", "0")
     url = serving(live)
     host, port = urllib.parse.urlsplit(url).netloc.split(":")
     stalled = socket.create_connection((host, int(port)))
@@ -245,7 +212,7 @@ def test_prometheus_scrapes_exact_counts(procs, burst, tmp_path):
     reason = prometheus_skip_reason()
     if reason:
         pytest.skip(reason)
-    live = procs.ktapjit("--metrics", "0", *EXPORTS, "-e", SCRIPT, "--", str(burst), "1000", "60")
+    live = procs.ktapjit("--metrics", "0", *EXPORTS, "-e", SCRIPT, "--", str(burst), "1000", "60000", "0")
     url = serving(live)
     prometheus = Prometheus(tmp_path, urllib.parse.urlsplit(url).netloc)
     try:

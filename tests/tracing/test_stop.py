@@ -21,7 +21,6 @@ import time
 
 import pytest
 
-from tests.cbuild import build_c
 from tests.tracing.conftest import TRACEFS, live_skip_reason, status_line
 from tests.tracing.runcli import ktapjit
 
@@ -31,19 +30,6 @@ if _REASON:
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("clean_tracing_state")]
 
-SPIN_C = r"""
-#include <unistd.h>
-#include <sys/syscall.h>
-
-__attribute__((noinline)) void beat(long i) { __asm__ volatile("" :: "r"(i)); }
-
-int main(void) {
-    for (long i = 0;; i++) {
-        syscall(SYS_getppid);
-        beat(i);
-    }
-}
-"""
 
 # A probe body that costs far more than the syscall that makes its event,
 # under either engine: the rings fill faster than the script runs.
@@ -61,11 +47,6 @@ UNPROCESSED = re.compile(r"^(\d+) events read but not processed \(stopped\)$", r
 # Far above the ~2 s a stop takes (docs/events.md has the measured figures),
 # far below the 9 to 240 s it took when the whole backlog ran first.
 GENEROUS = 15.0
-
-
-@pytest.fixture(scope="module")
-def spin(tmp_path_factory):
-    return build_c(tmp_path_factory, "spin", SPIN_C, "-O2", purpose="the load")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from tests.cbuild import build_c
 from tests.tracing.conftest import live_skip_reason, status_line
 from tests.tracing.runcli import ktapjit
 
@@ -25,19 +24,6 @@ if _REASON:
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("clean_tracing_state")]
 
-BURST_C = r"""
-#include <stdlib.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-
-int main(int argc, char **argv) {
-    long n = atol(argv[1]), ms = atol(argv[2]), m = atol(argv[3]);
-    for (long i = 0; i < n; i++) syscall(SYS_getppid);
-    usleep(ms * 1000);
-    for (long i = 0; i < m; i++) syscall(SYS_getppid);
-    return 0;
-}
-"""
 
 COUNT = "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }"
 RATES = re.compile(r"^ktapjit: ([\d,]+) events/s, ([\d,]+) lost \(last (\d+\.\d) s\); "
@@ -48,11 +34,6 @@ SUMMARY = re.compile(r"^ktapjit: ([\d,]+) events? in (\d+\.\d) s \(([\d,]+) even
 
 def number(text: str) -> int:
     return int(text.replace(",", ""))
-
-
-@pytest.fixture(scope="module")
-def burst(tmp_path_factory):
-    return str(build_c(tmp_path_factory, "burst", BURST_C, "-O2", purpose="the workload"))
 
 
 def test_rates_lines_and_a_summary_that_match_the_scripts_count(burst):
