@@ -108,8 +108,27 @@ def _lark_tree(text: str, path: str) -> Node:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
-        raise CompileError(_syntax_diagnostic(exc, text, path)) from None
+        diagnostic = _syntax_diagnostic(exc, text, path)
+        raise CompileError(_ffi_diagnostic(text, path, diagnostic) or diagnostic) from None
     return _from_lark(tree)
+
+
+# ktap's FFI: `ffi.cdef[[ C declarations ]]`, `ffi.C.func(...)`, `ffi.cast(...)`.
+_FFI_USE = re.compile(r"\bffi\s*\.\s*(cdef|C|cast|new|sizeof|string|free)\b")
+FFI_UNSUPPORTED = "ktap's FFI (ffi.cdef, ffi.C, ffi.cast) calls kernel functions from the script; ktapjit does not support it"
+
+
+def _ffi_diagnostic(text: str, path: str, syntax: Diagnostic):
+    """A syntax error at or after a use of ktap's FFI is reported as that use:
+    its `ffi.cdef[[...]]` is not this language's syntax, and the FFI is not
+    supported anyway (resolve reports the uses that do parse)."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if number > syntax.span.line:
+            break
+        match = _FFI_USE.search(line.split("#", 1)[0])
+        if match is not None:
+            return Diagnostic(_span_at(path, number, match.start() + 1), FFI_UNSUPPORTED)
+    return None
 
 
 def _from_lark(tree) -> Node:

@@ -16,17 +16,39 @@ from typing import Optional
 
 from ktapjit.diag import CompileError, Diagnostics, Span
 from ktapjit.frontend import ast
+from ktapjit.frontend.parse import FFI_UNSUPPORTED
 
-# Builtins callable by name. `table.new` is reached through the `table` name.
+# ktap's library namespaces: `ns.member(...)` calls a builtin while `ns` is
+# not a declared name (a script may declare its own `ansi`).
+LIBRARIES = {
+    "table": frozenset({"new"}),
+    "ansi": frozenset({"clear_screen", "set_color", "set_color2", "set_color3", "reset_color", "new_line"}),
+}
+# Builtins callable by name, and the library namespaces (not values either).
 BUILTINS = frozenset({
     "print", "printf", "print_hist", "print_folded", "len", "delete", "stringof", "num_cpus",
     "hist", "lhist", "stats", "print_agg", "arch", "kernel_v", "exit", "gettimeofday_ns", "gettimeofday_us",
-    "gettimeofday_ms", "gettimeofday_s", "pairs", "stack", "ustack", "table",
-})
+    "gettimeofday_ms", "gettimeofday_s", "pairs", "stack", "ustack",
+}) | LIBRARIES.keys()
 # Builtins that read the current event: probe bodies only, like event values.
 EVENT_BUILTINS = frozenset({"stack", "ustack"})
 
 ARG_GLOBAL = "arg"
+KDEBUG_SHAPE = (
+    "kdebug.tracepoint takes an event name and a function literal, at top level; "
+    "or write `trace *:NAME { ... }`"
+)
+
+
+def _is_kdebug_tracepoint(callee: ast.Expr) -> bool:
+    return (
+        isinstance(callee, ast.Index) and isinstance(callee.obj, ast.Name) and callee.obj.ident == "kdebug"
+        and isinstance(callee.key, ast.StrLit) and callee.key.value == b"tracepoint"
+    )
+
+
+# builtin_name's answer for `ns.member` whose member the library lacks: reported.
+_NOT_IN_LIBRARY = "<not in library>"
 
 
 @dataclass
@@ -80,10 +102,31 @@ class _Resolver:
                     self.declare_global(name.ident, name.span)
             elif isinstance(stmt, ast.FuncDecl):
                 self.declare_global(stmt.name.ident, stmt.name.span)
+        if "kdebug" not in self.global_scope.names:
+            main.body.stmts = [self.kdebug_as_trace(stmt) for stmt in main.body.stmts]
         self.register_probes(main.body.stmts)
         self.ctx = _FuncContext(main, None, None)
         for stmt in main.body.stmts:
             self.top_level_stmt(stmt)
+
+    def kdebug_as_trace(self, stmt: ast.Stmt) -> ast.Stmt:
+        """ktap's `kdebug.tracepoint("NAME", function () {...})` at top level is
+        `trace *:NAME {...}`: ktap found the tracepoint by its name alone, in
+        any subsystem, and ran the function with the event's values."""
+        call = stmt.call if isinstance(stmt, ast.CallStmt) else None
+        if call is None or not _is_kdebug_tracepoint(call.callee):
+            return stmt
+        args = call.args
+        if (
+            len(args) != 2 or not isinstance(args[0], ast.StrLit)
+            or not isinstance(args[1], ast.FuncExpr) or args[1].params
+        ):
+            self.diags.error(call.span, KDEBUG_SHAPE)
+            return stmt
+        name, body = args[0].value.decode("latin-1"), args[1]
+        eventdef = f"*:{name}"
+        body.name = f"trace {eventdef}"
+        return ast.Trace(eventdef, args[0].span, None, None, body, stmt.span)
 
     def declare_global(self, name: str, span: Span) -> ast.Variable:
         var = self.global_scope.names.get(name)
@@ -182,6 +225,10 @@ class _Resolver:
         if var is None:
             if name.ident in BUILTINS and not assigning:
                 self.diags.error(name.span, f"builtin '{name.ident}' is not a value")
+            elif name.ident == "ffi":
+                self.diags.error(name.span, FFI_UNSUPPORTED)
+            elif name.ident == "kdebug":
+                self.diags.error(name.span, KDEBUG_SHAPE)
             else:
                 verb = "assignment to" if assigning else "use of"
                 self.diags.error(name.span, f"{verb} undeclared name '{name.ident}'")
@@ -329,7 +376,7 @@ class _Resolver:
         builtin = self.builtin_name(expr.callee)
         if builtin is None:
             self.expr(expr.callee)
-        else:
+        elif builtin is not _NOT_IN_LIBRARY:
             expr.builtin = builtin
             self.check_builtin_placement(expr)
         for arg in expr.args:
@@ -337,18 +384,22 @@ class _Resolver:
 
     def builtin_name(self, callee: ast.Expr) -> Optional[str]:
         if isinstance(callee, ast.Name):
-            if callee.ident in BUILTINS and callee.ident != "table" and self.scope.lookup(callee.ident) is None:
+            if callee.ident in BUILTINS and callee.ident not in LIBRARIES and self.scope.lookup(callee.ident) is None:
                 return callee.ident
             return None
         if (
             isinstance(callee, ast.Index)
             and isinstance(callee.obj, ast.Name)
-            and callee.obj.ident == "table"
+            and callee.obj.ident in LIBRARIES
             and isinstance(callee.key, ast.StrLit)
-            and callee.key.value == b"new"
-            and self.scope.lookup("table") is None
+            and self.scope.lookup(callee.obj.ident) is None
         ):
-            return "table.new"
+            library, member = callee.obj.ident, callee.key.value.decode("latin-1")
+            if member in LIBRARIES[library]:
+                return f"{library}.{member}"
+            if library != "table":  # `table.x` keeps its "not a value" error
+                self.diags.error(callee.obj.span, f"library '{library}' has no function '{member}'")
+                return _NOT_IN_LIBRARY
         return None
 
     def check_builtin_placement(self, call: ast.Call) -> None:

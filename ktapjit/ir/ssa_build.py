@@ -22,6 +22,17 @@ from ktapjit.ir.func import Block, Func, Module, ProbeInfo, TimerInfo, Value
 from ktapjit.ir.ops import BINARY_OPS, UNARY_OPS, Op, info
 
 _TIME_UNITS = {"gettimeofday_ns": "ns", "gettimeofday_us": "us", "gettimeofday_ms": "ms", "gettimeofday_s": "s"}
+# ktap's ansi library (its runtime/lib_ansi.c): each call prints an escape
+# sequence, so it is a printf of a constant format with the call's numbers.
+_ANSI_FORMATS = {
+    "ansi.clear_screen": b"\x1b[1;1H\x1b[J",
+    "ansi.set_color": b"\x1b[%dm",
+    "ansi.set_color2": b"\x1b[%d;%dm",
+    "ansi.reset_color": b"\x1b[0;0m",
+    "ansi.new_line": b"\n",
+}
+# set_color3 leaves out the attribute when it is 0, as ktap's does.
+_ANSI_COLOR3 = b"\x1b[%d;%d;%dm"
 _VALUE_BUILTINS = {"num_cpus": Op.NumCpus, "arch": Op.Arch, "kernel_v": Op.KernelV}
 # Aggregation updates: op and argument count (missing arguments are nil).
 _AGGREGATIONS = {"hist": (Op.Hist, 3), "lhist": (Op.LHist, 6), "stats": (Op.Stats, 3)}
@@ -506,6 +517,23 @@ class _FuncBuilder:
     def expr_FuncExpr(self, expr: ast.FuncExpr) -> Value:
         return self.closure(expr)
 
+    def ansi_printf(self, fmt: bytes, args: list[Value], span: Span) -> Value:
+        self.emit(Op.Printf, [self.const(fmt), *args], span=span)
+        return self.const(None)
+
+    def ansi_set_color3(self, fg: Value, bg: Value, attr: Value, span: Span) -> Value:
+        with_attr, without_attr, merge = self.func.new_block(), self.func.new_block(), self.func.new_block()
+        self.branch(self.emit(BINARY_OPS["!="], [attr, self.const(0)], span=span), with_attr, without_attr)
+        for block, fmt, args in ((with_attr, _ANSI_COLOR3, [fg, bg, attr]),
+                                 (without_attr, _ANSI_FORMATS["ansi.set_color2"], [fg, bg])):
+            self.seal(block)
+            self.start_block(block)
+            self.ansi_printf(fmt, args, span)
+            self.jump(merge)
+        self.seal(merge)
+        self.start_block(merge)
+        return self.const(None)
+
     def closure(self, node: ast.FuncExpr) -> Value:
         func = _FuncBuilder(node, "function", self.funcs).build()
         cells = [self.read_var(var, self.block) for var in node.free_vars]
@@ -559,6 +587,10 @@ class _FuncBuilder:
             return self.emit(Op.Time, [], aux=_TIME_UNITS[name])
         if name in ("stack", "ustack"):
             return self.emit(Op.Stack, [], aux="kernel" if name == "stack" else "user", span=span)
+        if name in _ANSI_FORMATS:
+            return self.ansi_printf(_ANSI_FORMATS[name], [arg(i) for i in range(_ANSI_FORMATS[name].count(b"%d"))], span)
+        if name == "ansi.set_color3":
+            return self.ansi_set_color3(arg(0), arg(1), arg(2), span)
         if name == "exit":
             self.block.set_kind("Exit")
             self.dead_block()

@@ -47,6 +47,17 @@ CASES = [
     ("tick-99999999999999999999s { }", 1, 1, "timer period out of range"),
     ("var x = " + "(" * 201 + "1" + ")" * 201, 1, 9 + 200, "nesting deeper than 200"),
     ("var x = -" + "-" * 200 + "1", 1, 9 + 200, "nesting deeper than 200"),
+    # ktap's library: unknown members, its FFI, and kdebug.tracepoint's shape
+    ("ansi.blink()", 1, 1, "library 'ansi' has no function 'blink'"),
+    ("var x = ansi", 1, 9, "builtin 'ansi' is not a value"),
+    ("ffi.cdef[[\n  int printk(char *fmt, ...);\n]]", 1, 1, "ktap's FFI"),
+    ("print(1)\n  ffi.cdef [[ void f(void); ]]\nffi.C.f()", 2, 3, "ktap's FFI"),
+    ('trace a:b { ffi.C.printk("x") }', 1, 13, "ktap's FFI"),
+    ('kdebug.tracepoint(name, function () { })', 1, 1, "takes an event name and a function literal"),
+    ('kdebug.tracepoint("a", function (x) { })', 1, 1, "write `trace *:NAME"),
+    ('kdebug.tracepoint("a")', 1, 1, "takes an event name"),
+    ('if (1) { kdebug.tracepoint("a", function () { }) }', 1, 10, "at top level"),
+    ('kdebug.tracepoint("a:", function () { })', 1, 19, "is not a tracepoint"),
 ]
 
 ACCEPTED = [
@@ -62,6 +73,11 @@ ACCEPTED = [
     "profile-10ms { print(pid, stack()) }",
     "if (1) { var a = 1 } print(1)",
     "function f() { return\n1 }",
+    "ansi.clear_screen() ansi.set_color(31) ansi.set_color2(1, 2) ansi.set_color3(1, 2, 3) ansi.reset_color() ansi.new_line()",
+    "var ansi = {}\nansi.blink = 1",
+    'kdebug.tracepoint("sys_enter_open", function () { print(execname) })',
+    'var kdebug = {}\nkdebug.tracepoint = 1',
+    '# ffi.cdef[[ ]]\nprint(1)',
 ]
 
 
