@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from bench import streams
 from bench.engines import EngineInfo, compile_source
@@ -101,14 +101,30 @@ def run_baseline(ctx: Context) -> dict:
         path = streams.recording(w, ctx.profile.handler_events, layout="merged")
         columns = decode_columns(path, w.columns)
         timing = baseline_numba.measure(w.baseline, w.name, columns, ctx.profile.baseline_min_s)
-        row = {**timing.as_json(), "available": True}
         output = ctx.interp_output.get(w.name)
-        # The kernel must compute what the script computes: its summary line
-        # must be a line of the interpreter's output on the same stream.
-        row["agrees_with_interp"] = None if output is None else \
-            timing.expected_line in output.decode("utf-8", "replace").splitlines()
+        row = {**timing.as_json(), "available": True, "agrees_with_interp": _agrees(timing, output),
+               "raw": _raw_baseline(ctx, w, path, output)}
         rows.append(row)
     return {"events": ctx.profile.handler_events, "rows": rows}
+
+
+def _agrees(timing, output) -> Optional[bool]:
+    # A kernel must compute what the script computes: its summary line must
+    # be a line of the interpreter's output on the same stream.
+    return None if output is None else timing.expected_line in output.decode("utf-8", "replace").splitlines()
+
+
+def _raw_baseline(ctx: Context, w, path, output) -> dict:
+    """The same question answered by numba walking the recording's bytes."""
+    from bench import baseline_raw
+
+    if w.baseline not in baseline_raw.KERNELS:
+        return {"available": False, "reason": "no raw-record kernel for this workload"}
+    try:
+        timing = baseline_raw.measure(w.baseline, w.name, path, ctx.profile.baseline_min_s)
+    except baseline_raw.Unavailable as exc:
+        return {"available": False, "reason": str(exc)}
+    return {**timing.as_json(), "available": True, "agrees_with_interp": _agrees(timing, output)}
 
 
 # -- end-to-end replay ----------------------------------------------------------------------
