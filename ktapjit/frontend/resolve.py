@@ -40,6 +40,19 @@ KDEBUG_SHAPE = (
 )
 
 
+def _expr_span(expr: ast.Expr) -> Span:
+    """Where an expression starts: its leftmost token."""
+    while True:
+        if isinstance(expr, (ast.Binary, ast.Logical)):
+            expr = expr.left
+        elif isinstance(expr, ast.Index):
+            expr = expr.obj
+        elif isinstance(expr, ast.Call):
+            expr = expr.callee
+        else:
+            return expr.span
+
+
 def _is_kdebug_tracepoint(callee: ast.Expr) -> bool:
     return (
         isinstance(callee, ast.Index) and isinstance(callee.obj, ast.Name) and callee.obj.ident == "kdebug"
@@ -407,6 +420,16 @@ class _Resolver:
             self.diags.error(call.callee.span, "'pairs' is only allowed as the iterator of a for-in loop")
         elif call.builtin in EVENT_BUILTINS:
             self.check_event_context(call.callee.span, f"{call.builtin}()")
+            self.check_stack_arguments(call)
+
+    def check_stack_arguments(self, call: ast.Call) -> None:
+        # The frames kept are fixed per call site, like ktap's: the callchain
+        # depth a probe needs is then known when its event is opened.
+        for arg in call.args[:2]:
+            if not isinstance(arg, ast.IntLit):
+                self.diags.error(_expr_span(arg), f"{call.builtin}(depth, skip) takes integer constants")
+        if len(call.args) > 2:
+            self.diags.error(_expr_span(call.args[2]), f"{call.builtin}() takes at most 2 arguments (depth, skip)")
 
     def check_event_context(self, span: Span, what: str) -> None:
         assert self.ctx is not None

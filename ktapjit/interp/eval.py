@@ -473,8 +473,8 @@ def _event_field(v, a, rt):
 
 @handles(Op.Stack)
 def _stack(v, a, rt):
-    which = v.aux
-    return lambda r: rt.current_event().stack(which)
+    request = v.aux  # a semantics.stack_request.StackRequest
+    return lambda r: rt.current_event().stack(request)
 
 
 def _check_table() -> None:

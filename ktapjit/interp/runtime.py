@@ -34,8 +34,8 @@ class EventContext(Protocol):
     def field(self, name: str) -> object:
         """``args.NAME``; None when the event has no such field."""
 
-    def stack(self, which: str) -> object:
-        """``stack()`` (which == "kernel") or ``ustack()`` (which == "user")."""
+    def stack(self, request) -> object:
+        """``stack()`` or ``ustack()``: a semantics.stack_request.StackRequest."""
 
 
 class InternalError(RuntimeFault):

@@ -118,7 +118,7 @@ OPS: list[OpInfo] = [
     OpInfo("EventValue", 0, "any", EVENT,
            doc="aux in pid tid cpu uid execname probename argstr arg0..arg9"),
     OpInfo("EventField", 0, "any", EVENT, doc="args.<aux>; nil when the event has no such field"),
-    OpInfo("Stack", 0, "any", EVENT, doc="stack() (aux 'kernel') or ustack() (aux 'user')"),
+    OpInfo("Stack", 0, "any", EVENT, doc="stack() or ustack(): aux is the semantics.stack_request.StackRequest"),
 ]
 
 

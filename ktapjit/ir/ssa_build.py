@@ -20,6 +20,7 @@ from ktapjit.diag import Span
 from ktapjit.frontend import ast
 from ktapjit.ir.func import Block, Func, Module, ProbeInfo, TimerInfo, Value
 from ktapjit.ir.ops import BINARY_OPS, UNARY_OPS, Op, info
+from ktapjit.semantics.stack_request import StackRequest
 
 _TIME_UNITS = {"gettimeofday_ns": "ns", "gettimeofday_us": "us", "gettimeofday_ms": "ms", "gettimeofday_s": "s"}
 # ktap's ansi library (its runtime/lib_ansi.c): each call prints an escape
@@ -56,6 +57,12 @@ def build_module(program: ast.Program) -> Module:
     if program.trace_end is not None:
         module.trace_end = _FuncBuilder(program.trace_end.body, "trace_end", funcs).build()
     return module
+
+
+def _stack_request(name: str, args: list[ast.Expr]) -> StackRequest:
+    # resolve checked that the arguments, if any, are integer literals.
+    depth, skip = [a.value for a in args] + [None, 0][len(args):]
+    return StackRequest("kernel" if name == "stack" else "user", depth, skip)
 
 
 class _Loop:
@@ -586,7 +593,7 @@ class _FuncBuilder:
         if name in _TIME_UNITS:
             return self.emit(Op.Time, [], aux=_TIME_UNITS[name])
         if name in ("stack", "ustack"):
-            return self.emit(Op.Stack, [], aux="kernel" if name == "stack" else "user", span=span)
+            return self.emit(Op.Stack, [], aux=_stack_request(name, expr.args), span=span)
         if name in _ANSI_FORMATS:
             return self.ansi_printf(_ANSI_FORMATS[name], [arg(i) for i in range(_ANSI_FORMATS[name].count(b"%d"))], span)
         if name == "ansi.set_color3":

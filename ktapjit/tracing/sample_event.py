@@ -83,12 +83,12 @@ class SampleEvent:
             tables[name] = value
         return value
 
-    def stack(self, which: str) -> object:
+    def stack(self, request) -> object:
         """As for profile samples (tracing/stacks.py); nil when the event was
         recorded without callchains (its probes did not call stack())."""
         if self.stacks is None:
             return None
-        return self.stacks.render(self.sample, which)
+        return self.stacks.render(self.sample, request)
 
     def _script_value(self, value: object) -> object:
         # Integers are int64 in the language: an unsigned 64-bit field (a
@@ -129,5 +129,5 @@ class ProfileEvent:
     def field(self, name: str) -> object:
         return None
 
-    def stack(self, which: str) -> object:
-        return self.stacks.render(self.sample, which)
+    def stack(self, request) -> object:
+        return self.stacks.render(self.sample, request)

@@ -31,6 +31,7 @@ from typing import Optional
 
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.symbolize import KernelSymbolizer, UserSymbolizer, running_kernel_build_id
+from ktapjit.semantics.stack_request import StackRequest
 
 _MAX = abi.PERF_CONTEXT_MAX
 _KERNEL = abi.PERF_CONTEXT_KERNEL
@@ -105,16 +106,16 @@ class Stacks:
 
     # -- stack strings
 
-    def render(self, sample, which: str) -> Optional[bytes]:
-        """stack() (which == "kernel") or ustack() ("user") of `sample`;
+    def render(self, sample, request: StackRequest) -> Optional[bytes]:
+        """The stack() or ustack() text `request` asks for of `sample`;
         None when the sample has no callchain."""
         if sample.callchain is None:
             return None
         kernel, user = split_callchain(sample.callchain)
-        if which == "kernel":
+        if request.part == "kernel":
             cache, sym = self._kcache, self.kernel.symbolize
             frames = []
-            for addr in kernel:
+            for addr in request.frames(kernel):
                 text = cache.get(addr)
                 if text is None:
                     text = cache[addr] = sym(addr)
@@ -123,7 +124,7 @@ class Stacks:
             pid = sample.pid or 0
             cache, sym = self._ucache.setdefault(pid, {}), self.user.symbolize
             frames = []
-            for addr in user:
+            for addr in request.frames(user):
                 text = cache.get(addr)
                 if text is None:
                     text = cache[addr] = sym(pid, addr)

@@ -47,6 +47,9 @@ CASES = [
     ("tick-99999999999999999999s { }", 1, 1, "timer period out of range"),
     ("var x = " + "(" * 201 + "1" + ")" * 201, 1, 9 + 200, "nesting deeper than 200"),
     ("var x = -" + "-" * 200 + "1", 1, 9 + 200, "nesting deeper than 200"),
+    ("trace a:b { print(stack(n)) }", 1, 25, "stack(depth, skip) takes integer constants"),
+    ("trace a:b { print(ustack(1, 1 + 1)) }", 1, 29, "ustack(depth, skip) takes integer constants"),
+    ("trace a:b { print(stack(1, 2, 3)) }", 1, 31, "at most 2 arguments"),
     # ktap's library: unknown members, its FFI, and kdebug.tracepoint's shape
     ("ansi.blink()", 1, 1, "library 'ansi' has no function 'blink'"),
     ("var x = ansi", 1, 9, "builtin 'ansi' is not a value"),
@@ -71,6 +74,7 @@ ACCEPTED = [
     "var table = {}\ntable.new = 1",
     "trace a:b { print(pid, tid, cpu, uid, execname, probename, argstr, arg0, arg9, args.x, stack(), ustack()) }",
     "profile-10ms { print(pid, stack()) }",
+    "profile-10ms { print(stack(5), stack(5, 2), ustack(0, 0)) }",
     "if (1) { var a = 1 } print(1)",
     "function f() { return\n1 }",
     "ansi.clear_screen() ansi.set_color(31) ansi.set_color2(1, 2) ansi.set_color3(1, 2, 3) ansi.reset_color() ansi.new_line()",

@@ -145,5 +145,5 @@ class FakeEvent:
     def field(self, name):
         return self.values.get("args." + name)
 
-    def stack(self, which):
-        return self.values.get(which + "stack")
+    def stack(self, request):
+        return self.values.get(request.part + "stack")

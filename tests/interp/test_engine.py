@@ -7,6 +7,7 @@ from ktapjit.interp.engine import InterpEngine, script_arg_value
 from ktapjit.interp.runtime import InternalError
 from ktapjit.ir.ops import Op
 from ktapjit.run_api import Limits, Result
+from ktapjit.semantics.stack_request import StackRequest
 
 from tests.interp.irkit import FakeEvent, FuncBuilder, Session, at, module, run_module
 
@@ -194,7 +195,7 @@ def test_trace_end_time_defaults_to_the_last_time_seen():
 def test_event_values_come_from_the_event():
     fb = FuncBuilder("probe", "probe")
     fb.print(fb.op(Op.EventValue, aux="pid"), fb.op(Op.EventValue, aux="execname"),
-             fb.op(Op.EventField, aux="fd"), fb.op(Op.EventField, aux="nope"), fb.op(Op.Stack, aux="kernel"))
+             fb.op(Op.EventField, aux="fd"), fb.op(Op.EventField, aux="nope"), fb.op(Op.Stack, aux=StackRequest("kernel")))
     fb.ret()
     s = Session(module(body("main"), probes=[fb.func]))
     s.run.start()

@@ -15,6 +15,7 @@ import pytest
 
 from ktapjit.events import perf_abi as abi
 from ktapjit.events.perf_ring import online_cpus
+from ktapjit.semantics.stack_request import StackRequest
 from ktapjit.tracing.stacks import Stacks, split_callchain
 from tests.cbuild import build_c
 from tests.tracing.conftest import live_skip_reason
@@ -89,11 +90,27 @@ def test_stack_strings_join_frames_innermost_first():
     stacks = Stacks(kernel)
     chain = (abi.PERF_CONTEXT_KERNEL, 0xffffffff81000010, 0xffffffff81001020, abi.PERF_CONTEXT_USER, 0x1234)
     sample = Sample(1, 0, 7, 7, 1, 0, 1, None, chain, None)
-    assert stacks.render(sample, "kernel") == b"inner+0x10\nouter+0x20"
-    assert stacks.render(sample, "user") == b"[unknown]"  # pid 7 has no mappings
+    assert stacks.render(sample, KERNEL) == b"inner+0x10\nouter+0x20"
+    assert stacks.render(sample, USER) == b"[unknown]"  # pid 7 has no mappings
     no_kernel = Sample(1, 0, 7, 7, 1, 0, 1, None, (abi.PERF_CONTEXT_USER, 0x1234), None)
-    assert stacks.render(no_kernel, "kernel") == b""
-    assert stacks.render(Sample(1, 0, 7, 7, 1, 0, 1, None, None, None), "kernel") is None
+    assert stacks.render(no_kernel, KERNEL) == b""
+    assert stacks.render(Sample(1, 0, 7, 7, 1, 0, 1, None, None, None), KERNEL) is None
+
+
+KERNEL, USER = StackRequest("kernel"), StackRequest("user")
+FRAMES = "a b c d e".split()
+
+
+@pytest.mark.parametrize("depth,skip,kept", [
+    (None, 0, "a b c d e"),  # stack(): every frame
+    (2, 0, "a b"),  # stack(2)
+    (2, 1, "b c"),  # stack(2, 1): the innermost frame left out
+    (10, 3, "d e"),  # fewer frames than asked for
+    (0, 0, ""),
+    (3, 9, ""),  # everything skipped
+])
+def test_stack_depth_and_skip_keep_frames_like_ktap(depth, skip, kept):
+    assert list(StackRequest("kernel", depth, skip).frames(FRAMES)) == kept.split()
 
 
 def test_replay_without_profile_samples_is_a_binding_error():

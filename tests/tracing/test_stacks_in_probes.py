@@ -144,3 +144,20 @@ trace_end {{ for (st, v in pairs(s)) {{ printf("user %d\\n%s\\n--\\n", v, st) }}
     assert all(frames[0] == "ask_parent+0x0" for _, _, frames in rows), out
     assert any(f.startswith("main+") for _, _, frames in rows for f in frames), out
     assert ktapjit("--replay", str(data), script=script) == (0, out, "")
+
+
+@live_test
+def test_ustack_depth_and_skip_pick_frames(ask):
+    """ktap's stack(depth, skip): ustack(1) is the probed frame alone, and
+    ustack(1, 1) the frame that called it."""
+    script = f"""var s = {{}}
+trace probe:{ask}:ask_parent {{ s[ustack(1) .. "|" .. ustack(1, 1) .. "|" .. ustack(0)] += 1 }}
+trace_end {{ for (st, v in pairs(s)) {{ printf("%s %d\\n", st, v) }} }}
+"""
+    status, out, err = ktapjit("-q", "--", str(ask), "4", script=script)
+    assert (status, err) == (0, ""), err
+    (line,) = out.splitlines()
+    key, count = line.split()
+    first, caller, none = key.split("|")
+    assert (first, count, none) == ("ask_parent+0x0", "4", ""), out
+    assert caller.startswith("main+"), out
