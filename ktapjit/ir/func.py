@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from ktapjit.diag import Span
 from ktapjit.ir.ops import BlockKind, Op
+from ktapjit.ir.types import TypeSet
 
 
 class Value:
@@ -26,7 +27,7 @@ class Value:
         self.args = args
         self.aux = aux
         self.span = span
-        self.type: Optional[str] = None  # filled by type inference
+        self.type: Optional[TypeSet] = None  # filled by type inference
         self.block = block
 
     def __repr__(self) -> str:
