@@ -26,13 +26,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Optional, TextIO
 
 from ktapjit.diag import CompileError, Diagnostics
+from ktapjit.frontend import ast
 from ktapjit.frontend.parse import parse_program
 from ktapjit.frontend.resolve import resolve_program
+from ktapjit.ir.func import Module
 from ktapjit.ir.pipeline import IR_GOALS, IR_STEPS, Step, check_steps, step
 from ktapjit.semantics.limits import Limits
+
+if TYPE_CHECKING:
+    from ktapjit.jit.codegen import Optimized
+    from ktapjit.jit.lower import Lowered
 
 
 @dataclass
@@ -48,10 +54,10 @@ class Compilation:
     target: Optional[str] = None  # a jit.codegen.TARGETS name; None: this machine
     assembly: bool = False  # codegen makes assembly text, not an object
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
-    program: Any = None  # the AST (frontend.ast.Program), resolved in place
-    module: Any = None  # the IR (ir.func.Module)
-    lowered: Any = None  # jit.lower.Lowered: LLVM IR text and the engine's tables
-    optimized: Any = None  # jit.codegen.Optimized
+    program: Optional[ast.Program] = None  # the AST, resolved in place
+    module: Optional[Module] = None  # the IR
+    lowered: Optional["Lowered"] = None  # LLVM IR text and the engine's tables
+    optimized: Optional["Optimized"] = None  # an LLVM module after O2
     machine_code: bytes | str | None = None  # an ELF relocatable object, or assembly text
     timings: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds)
 
