@@ -36,13 +36,10 @@ class EngineInfo:
 
 
 def compile_source(source: bytes, path: str = "-e"):
-    """Source -> optimised Module, as `ktapjit run` compiles (frontend, SSA, passes)."""
-    from ktapjit.frontend.parse import parse_program
-    from ktapjit.frontend.resolve import resolve_program
-    from ktapjit.ir.pipeline import PassContext, compile_module
-    from ktapjit.run_api import Limits
+    """Source -> optimised Module, as `ktapjit run` compiles it."""
+    from ktapjit.compiler import compile_script
 
-    return compile_module(resolve_program(parse_program(source, path)), PassContext(limits=Limits()))
+    return compile_script(source, path).module
 
 
 def _interp_factory():

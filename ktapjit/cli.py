@@ -152,7 +152,9 @@ def _add_list(commands) -> None:
 def _add_ir(commands) -> None:
     ir = commands.add_parser("ir", help="print a script's SSA IR", description="Print the SSA IR of a script.")
     ir.add_argument("-O0", dest="optimize", action="store_false", help="skip the optional passes")
-    ir.add_argument("--dump-after", metavar="PASS", help="print the IR after PASS instead of at the end")
+    ir.add_argument("--dump-after", metavar="STEP",
+                    help="print what STEP made instead of the final IR: the AST (parse, resolve), the IR, "
+                         "LLVM IR (lower, optimise) or assembly (codegen), for this machine")
     ir.add_argument("-e", dest="program", metavar="PROGRAM", help="compile PROGRAM given on the command line")
     ir.add_argument("script", nargs="?", metavar="SCRIPT")
     _add_limit_options(ir)
@@ -165,7 +167,8 @@ def _add_asm(commands) -> None:
     asm.add_argument("--target", choices=TARGETS, default=None,
                      help="the machine to generate code for (default: this one)")
     asm.add_argument("-o", "--output", metavar="FILE", help="write an ELF object file instead of assembly")
-    asm.add_argument("--llvm-ir", action="store_true", help="print the LLVM IR before optimisation instead")
+    asm.add_argument("--llvm-ir", action="store_true",
+                     help="print the LLVM IR before optimisation instead (as `ktapjit ir --dump-after lower`)")
     asm.add_argument("-e", dest="program", metavar="PROGRAM", help="compile PROGRAM given on the command line")
     asm.add_argument("script", nargs="?", metavar="SCRIPT")
     _add_limit_options(asm)  # limits are read at run time; --debug verify still applies
@@ -187,6 +190,8 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
                         help=f"bytes per string made by .. or stringof (default {defaults.max_string})")
     parser.add_argument("--debug", choices=("verify",), action="append", default=[],
                         help="verify: check the IR after every pass")
+    parser.add_argument("--time-steps", action="store_true",
+                        help="print how long each compile step took, in ms, on stderr")
 
 
 def _limits(ns) -> Limits:
@@ -212,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
             (out if exc.status == 0 else err).write(exc.message.encode())
         return exc.status
     except CompileError as exc:
-        _say(err, exc.diagnostic.render(getattr(exc, "source", None)))
+        _say(err, exc.render())
         return EXIT_USAGE
     except KeyboardInterrupt:  # before the script ran (compiling, binding)
         _say(err, "ktapjit: interrupted")
@@ -300,7 +305,7 @@ def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
     if ns.command == "ir":
         return _cmd_ir(ns, out, err)
     if ns.command == "asm":
-        return _cmd_asm(ns, out)
+        return _cmd_asm(ns, out, err)
     if ns.command == "list":
         return _cmd_list(ns, out)
     if ns.command == "record":
@@ -323,58 +328,52 @@ def _load_source(ns) -> tuple[str, bytes]:
         raise UsageError(f"cannot read script '{ns.script}': {exc.strerror or exc}") from None
 
 
-def _compile(path: str, source: bytes, limits: Limits, verify: bool = False, optimize: bool = True,
-             dump_after: Optional[str] = None, dump_to=None):
-    from ktapjit.frontend.parse import parse_program
-    from ktapjit.frontend.resolve import resolve_program
-    from ktapjit.ir.pipeline import PassContext, compile_module
+def _compile(path: str, source: bytes, limits: Limits, ns=None, err: Optional[BinaryIO] = None, **steps):
+    """The script through compile_script; `steps` are its options (until,
+    optimize, dump_after, target, ...). With `ns`, --debug verify and
+    --time-steps apply (the step times go to `err`)."""
+    from ktapjit.compiler import compile_script, format_timings
 
-    try:
-        program = resolve_program(parse_program(source, path))
-    except CompileError as exc:
-        exc.source = source
-        raise
-    ctx = PassContext(limits=limits, verify=verify, optimize=optimize, dump_after=dump_after, dump_to=dump_to)
-    return compile_module(program, ctx)
+    if ns is not None:
+        steps.setdefault("verify", "verify" in ns.debug)
+    unit = compile_script(source, path, limits=limits, **steps)
+    if ns is not None and ns.time_steps and err is not None:
+        err.write(format_timings(unit).encode())
+    return unit
 
 
 def _cmd_ir(ns, out: BinaryIO, err: BinaryIO) -> int:
-    from ktapjit.ir.pipeline import PIPELINE
+    from ktapjit.compiler import STEP_NAMES
     from ktapjit.ir.printer import format_module
 
     path, source = _load_source(ns)
     if ns.dump_after is None:
-        module = _compile(path, source, _limits(ns), verify="verify" in ns.debug, optimize=ns.optimize)
-        out.write(format_module(module).encode())
+        unit = _compile(path, source, _limits(ns), ns, err, optimize=ns.optimize)
+        out.write(format_module(unit.module).encode())
         return EXIT_OK
-    names = ["build ssa"] + [p.name for p in PIPELINE]
-    if ns.dump_after not in names:
-        raise UsageError(f"unknown pass '{ns.dump_after}'; passes: {', '.join(names)}")
+    if ns.dump_after not in STEP_NAMES:
+        raise UsageError(f"unknown pass '{ns.dump_after}'; passes: {', '.join(STEP_NAMES)}")
     dump = io.StringIO()
-    _compile(path, source, _limits(ns), verify=True, optimize=ns.optimize, dump_after=ns.dump_after, dump_to=dump)
+    _compile(path, source, _limits(ns), ns, err, verify=True, optimize=ns.optimize, until=ns.dump_after,
+             dump_after=ns.dump_after, dump_to=dump)
     out.write(dump.getvalue().encode())
     return EXIT_OK
 
 
-def _cmd_asm(ns, out: BinaryIO) -> int:
-    from ktapjit.jit import codegen
-    from ktapjit.jit.lower import lower_module
+def _cmd_asm(ns, out: BinaryIO, err: BinaryIO) -> int:
+    from ktapjit.compiler import shown_after
 
     path, source = _load_source(ns)
-    module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
-    target = ns.target or codegen.host_target()
-    triple = codegen.TARGETS.get(target, "")
-    lowered = lower_module(module, triple)
-    if ns.llvm_ir:
-        out.write(lowered.llvm_ir.encode())
-        return EXIT_OK
-    optimized = codegen.optimize(lowered.llvm_ir, target)
-    if ns.output is None:
-        out.write(codegen.emit_assembly(optimized).encode())
+    # --llvm-ir is --dump-after lower, without the header: the text LLVM reads.
+    until = "lower" if ns.llvm_ir else "codegen"
+    unit = _compile(path, source, _limits(ns), ns, err, target=ns.target, assembly=ns.output is None,
+                    until=until)
+    if ns.llvm_ir or ns.output is None:
+        out.write(shown_after(unit, until).encode())
         return EXIT_OK
     try:
         with open(ns.output, "wb") as handle:
-            handle.write(codegen.emit_object(optimized))
+            handle.write(unit.machine_code)
     except OSError as exc:
         raise UsageError(f"cannot write object file '{ns.output}': {exc.strerror or exc}") from None
     return EXIT_OK
@@ -391,7 +390,7 @@ def _cmd_record(ns, err: BinaryIO) -> int:
         source = recording_script(ns.events)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    module = _compile("-e", source, Limits())
+    module = _compile("-e", source, Limits()).module
     session = _bound_session(lambda: live_session(module, _live_options(ns, ns.output, err)), source)
     driver = RecordingDriver(session.start_ns)
     failure = None
@@ -462,7 +461,7 @@ def _cmd_list(ns, out: BinaryIO) -> int:
 def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     path, source = _load_source(ns)
     _check_mode_options(ns)
-    module = _compile(path, source, _limits(ns), verify="verify" in ns.debug)
+    module = _compile(path, source, _limits(ns), ns, err).module
     if ns.engine == "compare":
         if ns.metrics is not None or ns.exports:
             raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")

@@ -72,12 +72,17 @@ def _caret_prefix(text: str, col: int) -> str:
 
 @dataclass(slots=True)
 class Diagnostics:
-    """Collected, not thrown: a pass records errors and the runner stops after it."""
+    """Collected, not thrown: a pass records errors and the runner stops after
+    it. `source` is the script text the spans point into, for rendering."""
 
     errors: list[Diagnostic] = field(default_factory=list)
+    source: bytes | None = None
 
     def error(self, span: Span, message: str, hint: str | None = None) -> None:
         self.errors.append(Diagnostic(span, message, hint))
+
+    def add(self, diagnostic: Diagnostic) -> None:
+        self.errors.append(diagnostic)
 
     def __bool__(self) -> bool:
         return bool(self.errors)
@@ -87,11 +92,16 @@ class Diagnostics:
 
 
 class CompileError(Exception):
-    """Raised at the boundary (parse/resolve) with the diagnostic to report."""
+    """Raised at a boundary (a compile step, binding a probe) with the
+    diagnostic to report and, once known, the source it points into."""
 
-    def __init__(self, diagnostic: Diagnostic):
+    def __init__(self, diagnostic: Diagnostic, source: bytes | None = None):
         super().__init__(diagnostic.message)
         self.diagnostic = diagnostic
+        self.source = source
+
+    def render(self) -> str:
+        return self.diagnostic.render(self.source)
 
 
 class RuntimeFault(Exception):

@@ -37,9 +37,10 @@ RULES: dict[str, frozenset[str]] = {
     "compare": frozenset({"diag"}),
     "output_json": frozenset({"diag", "semantics"}),
     "metrics": frozenset({"diag", "semantics"}),
+    "compiler": frozenset({"diag", "frontend", "ir", "semantics", "jit"}),
     "cli": frozenset({"diag", "cache_paths", "frontend", "ir", "interp", "jit", "events", "tracing",
                       "run_api", "run_lifecycle", "semantics", "compare", "kernel_filter",
-                      "output_json", "metrics"}),
+                      "output_json", "metrics", "compiler"}),
     "__main__": frozenset({"cli"}),
 }
 

@@ -87,11 +87,13 @@ class _FuncContext:
     loop_depth: int = 0
 
 
-def resolve_program(program: ast.Program) -> ast.Program:
-    """Resolve in place; raises CompileError with the first diagnostic."""
-    diags = Diagnostics()
+def resolve_program(program: ast.Program, diags: Optional[Diagnostics] = None) -> ast.Program:
+    """Resolve in place. Problems go to `diags` when given (the caller
+    decides when to stop); without it, the first one is raised as a CompileError."""
+    collect = diags is not None
+    diags = diags if collect else Diagnostics()
     _Resolver(program, diags).run()
-    if diags:
+    if diags and not collect:
         raise CompileError(diags.first())
     return program
 

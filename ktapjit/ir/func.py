@@ -1,7 +1,7 @@
 """IR containers: values, blocks, functions and the module (a whole script).
 
 A Func is a list of Blocks, entry first. A Block holds its instructions
-(phis first), a kind from ops.BLOCK_KINDS, the kind's control values and its
+(phis first), a BlockKind, the kind's control values and its
 successors. Values are named by id (`v12`), blocks by id (`b3`); ids are
 unique within a function.
 """
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ktapjit.diag import Span
-from ktapjit.ir.ops import Op
+from ktapjit.ir.ops import BlockKind, Op
+from ktapjit.ir.types import TypeSet
 
 
 class Value:
@@ -26,7 +27,7 @@ class Value:
         self.args = args
         self.aux = aux
         self.span = span
-        self.type: Optional[str] = None  # filled by type inference
+        self.type: Optional[TypeSet] = None  # filled by type inference
         self.block = block
 
     def __repr__(self) -> str:
@@ -39,7 +40,7 @@ class Block:
     def __init__(self, bid: int, func: "Func"):
         self.id = bid
         self.instrs: list[Value] = []
-        self.kind = "Plain"
+        self.kind = BlockKind.Plain
         self.controls: list[Value] = []
         self.succs: list[Block] = []
         self.preds: list[Block] = []
@@ -57,10 +58,11 @@ class Block:
             out.append(v)
         return out
 
-    def set_kind(self, kind: str, controls: list[Value] = (), succs: list["Block"] = (), span=None) -> None:
+    def set_kind(self, kind: BlockKind | str, controls: list[Value] = (), succs: list["Block"] = (),
+                 span=None) -> None:
         """Make this block's terminator. Successors learn their new predecessor."""
         assert not self.succs, f"{self} already terminated"
-        self.kind = kind
+        self.kind = BlockKind(kind)
         self.controls = list(controls)
         self.succs = list(succs)
         self.span = span
@@ -68,7 +70,7 @@ class Block:
             succ.preds.append(self)
 
     def terminated(self) -> bool:
-        return self.kind != "Plain" or bool(self.succs)
+        return self.kind is not BlockKind.Plain or bool(self.succs)
 
 
 @dataclass(eq=False)

@@ -13,7 +13,7 @@ Flags:
   COMM    commutative
   EVENT   reads the current event: only in probe bodies
 
-Block kinds are the second table, BLOCK_KINDS.
+Block kinds are the BlockKind enum; their shapes are the second table, BLOCK_KINDS.
 """
 
 from __future__ import annotations
@@ -146,21 +146,29 @@ ARITH_SYMBOL = {
 }
 
 
+class BlockKind(enum.StrEnum):
+    """How a block ends. A StrEnum: a kind prints as, and equals, its name."""
+
+    Plain = "Plain"
+    If = "If"
+    Return = "Return"
+    TailCall = "TailCall"
+    Exit = "Exit"
+
+
 @dataclass(frozen=True)
-class BlockKind:
-    name: str
+class BlockShape:
     ncontrols: int  # VARIADIC for TailCall
     nsuccs: int
     doc: str
 
 
 BLOCK_KINDS = {
-    "Plain": BlockKind("Plain", 0, 1, "jump to succs[0]"),
-    "If": BlockKind("If", 1, 2, "succs[0] when controls[0] is true (not nil/false), else succs[1]"),
-    "Return": BlockKind("Return", VARIADIC, 0, "return controls[0], or nil with no control"),
-    "TailCall": BlockKind("TailCall", VARIADIC, 0,
-                          "replace this call with controls[0](controls[1:]); span is the `(`"),
-    "Exit": BlockKind("Exit", 0, 0, "exit(): stop the current block; see LANGUAGE.md Builtins"),
+    BlockKind.Plain: BlockShape(0, 1, "jump to succs[0]"),
+    BlockKind.If: BlockShape(1, 2, "succs[0] when controls[0] is true (not nil/false), else succs[1]"),
+    BlockKind.Return: BlockShape(VARIADIC, 0, "return controls[0], or nil with no control"),
+    BlockKind.TailCall: BlockShape(VARIADIC, 0, "replace this call with controls[0](controls[1:]); span is the `(`"),
+    BlockKind.Exit: BlockShape(0, 0, "exit(): stop the current block; see LANGUAGE.md Builtins"),
 }
 
 
@@ -174,6 +182,7 @@ def _check_table() -> None:
     for sym, op in BINARY_OPS.items():
         assert INFO[op].nargs == 2, sym
     assert set(ARITH_SYMBOL) <= set(BINARY_OPS.values())
+    assert set(BLOCK_KINDS) == set(BlockKind), "every block kind has a shape"
 
 
 _check_table()

@@ -1,100 +1,104 @@
-"""The pass pipeline, as data, and its runner.
+"""The IR steps of the compile pipeline, as data, and the rule every step
+list keeps.
 
-Each step names a pass function `fn(func, ctx) -> changed`. The runner
-verifies the IR after construction and after every step when asked (tests,
-`--debug=verify`), times each step, and can dump the IR after a named step.
-ORDER lists the orderings the pipeline relies on, each with its reason; it
-is checked at import.
+A Step says what it needs and what it makes: facts about the compilation
+("resolved", "ssa", "pruned", "types", ...). A step that rewrites the IR
+also says which facts it breaks: fold turns branches into jumps and leaves
+unreachable blocks behind, so it breaks "pruned", which deadcode makes again;
+any rewrite breaks "types", so typeinfer comes after the last one.
+check_steps walks a list in order, with and without its optional steps (the
+optimisations -O0 skips), and fails at import when a step needs a fact no
+earlier step made or left standing, or when the list ends without its goals.
+
+The runner is ktapjit/compiler.py: it strings the frontend steps, these and
+the native steps into one list. A step's `run(unit)` reads and updates the
+compilation unit; an IR pass reads `unit.module` and takes `unit` as its
+context (passes read `ctx.limits`).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional, TextIO
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
-from ktapjit.frontend import ast
-from ktapjit.ir.func import Module
 from ktapjit.ir.passes.copyelim import copyelim
 from ktapjit.ir.passes.deadcode import deadcode
 from ktapjit.ir.passes.fold import fold
 from ktapjit.ir.passes.typeinfer import typeinfer_module
 from ktapjit.ir.ssa_build import build_module
-from ktapjit.semantics.limits import Limits
 
 
 @dataclass(frozen=True)
-class Pass:
+class Step:
     name: str
-    fn: Callable
-    required: bool = False
+    run: Callable  # run(unit) -> None
+    needs: frozenset[str]
+    makes: frozenset[str]
+    breaks: frozenset[str] = frozenset()
+    optional: bool = False  # an optimisation: -O0 skips it
+    stage: str = "ir"  # "frontend" | "ir" | "native": what exists after it, and what a dump shows
     doc: str = ""
-    whole_module: bool = False  # fn(module, ctx) instead of fn(func, ctx) per function
 
 
-PIPELINE = [
-    Pass("early copyelim", copyelim, doc="trivial phis left by SSA construction"),
-    Pass("fold", fold, doc="constants and branches on constants"),
-    Pass("deadcode", deadcode, required=True, doc="unreachable blocks, unused values, RPO layout"),
-    Pass("late copyelim", copyelim, doc="phis made trivial by removed edges"),
-    Pass("typeinfer", typeinfer_module, required=True, whole_module=True,
-         doc="the dynamic types each value may have (an analysis)"),
+def step(name: str, run: Callable, needs: Iterable[str] = (), makes: Iterable[str] = (),
+         breaks: Iterable[str] = (), optional: bool = False, stage: str = "ir", doc: str = "") -> Step:
+    return Step(name, run, frozenset(needs), frozenset(makes), frozenset(breaks), optional, stage, doc)
+
+
+def check_steps(steps: list[Step], have: Iterable[str], goals: Iterable[str]) -> None:
+    """Fail unless every step finds what it needs, with and without the optional
+    steps, and the list ends with its goals (at -O0, those only optional steps make)."""
+    names = [s.name for s in steps]
+    assert len(set(names)) == len(names), f"step names must be unique: {names}"
+    optional_only = set().union(*(s.makes for s in steps if s.optional)) - set().union(
+        *(s.makes for s in steps if not s.optional))
+    for optimize in (True, False):
+        facts = set(have)
+        for s in steps:
+            if s.optional and not optimize:
+                continue
+            missing = s.needs - facts
+            assert not missing, f"step '{s.name}' needs {sorted(missing)}: no earlier step makes it, or one breaks it"
+            assert s.makes, f"step '{s.name}' makes nothing"
+            facts = (facts - s.breaks) | s.makes
+        wanted = set(goals) if optimize else set(goals) - optional_only
+        assert wanted <= facts, f"the steps end without {sorted(wanted - facts)} (optimize={optimize})"
+
+
+def per_function(fn: Callable) -> Callable:
+    """A pass written per function, `fn(func, ctx)`, as a step over the module."""
+    def run(unit) -> None:
+        for func in unit.module.funcs:
+            fn(func, unit)
+    return run
+
+
+def _build(unit) -> None:
+    unit.module = build_module(unit.program)
+
+
+def _typeinfer(unit) -> None:
+    typeinfer_module(unit.module, unit)
+
+
+IR_STEPS = [
+    step("build ssa", _build, needs={"resolved"}, makes={"ssa"},
+         doc="the resolved AST to SSA form: one Func per body"),
+    step("early copyelim", per_function(copyelim), needs={"ssa"}, makes={"minimal phis"}, breaks={"types"},
+         optional=True, doc="trivial phis left by SSA construction"),
+    step("fold", per_function(fold), needs={"ssa"}, makes={"folded"},
+         breaks={"pruned", "minimal phis", "types"}, optional=True,
+         doc="constants and branches on constants; leaves unreachable blocks behind"),
+    step("deadcode", per_function(deadcode), needs={"ssa"}, makes={"pruned"}, breaks={"minimal phis", "types"},
+         doc="unreachable blocks, unused values, RPO layout; removed edges can make phis trivial"),
+    step("late copyelim", per_function(copyelim), needs={"ssa"}, makes={"minimal phis"}, breaks={"types"},
+         optional=True, doc="phis made trivial by removed edges"),
+    step("typeinfer", _typeinfer, needs={"ssa"}, makes={"types"},
+         doc="the dynamic types each value may have (an analysis: changes no op)"),
 ]
 
-ORDER = [
-    ("fold", "deadcode", "fold turns branches into jumps and leaves unreachable blocks behind"),
-    ("deadcode", "late copyelim", "removing dead predecessors makes phis trivial"),
-    ("late copyelim", "typeinfer", "types are inferred on the final IR; later rewrites would invalidate them"),
-]
+# What the engines rely on in the final IR: deadcode's layout, typeinfer's
+# sets, and (when optimising) folded constants with no trivial phis.
+IR_GOALS = frozenset({"ssa", "pruned", "types", "folded", "minimal phis"})
 
-
-def _check_order() -> None:
-    names = [p.name for p in PIPELINE]
-    assert len(set(names)) == len(names), "pass names must be unique"
-    for before, after, reason in ORDER:
-        assert names.index(before) < names.index(after), f"{before} must run before {after}: {reason}"
-
-
-_check_order()
-
-
-@dataclass
-class PassContext:
-    limits: Limits = field(default_factory=Limits)
-    verify: bool = False
-    optimize: bool = True
-    dump_after: Optional[str] = None
-    dump_to: Optional[TextIO] = None
-    timings: list[tuple[str, float]] = field(default_factory=list)
-
-
-def compile_module(program: ast.Program, ctx: PassContext) -> Module:
-    """Resolved AST to an optimised, verified Module."""
-    start = time.perf_counter()
-    module = build_module(program)
-    ctx.timings.append(("build ssa", time.perf_counter() - start))
-    _after_step(module, "build ssa", ctx)
-    for step in PIPELINE:
-        if not (ctx.optimize or step.required):
-            continue
-        start = time.perf_counter()
-        if step.whole_module:
-            step.fn(module, ctx)
-        else:
-            for func in module.funcs:
-                step.fn(func, ctx)
-        ctx.timings.append((step.name, time.perf_counter() - start))
-        _after_step(module, step.name, ctx)
-    return module
-
-
-def _after_step(module: Module, name: str, ctx: PassContext) -> None:
-    # The verifier and the printer are imported only when asked for: `ktapjit run` needs neither.
-    if ctx.verify:
-        from ktapjit.ir.verify import verify_module
-
-        verify_module(module, after=name)
-    if ctx.dump_after == name and ctx.dump_to is not None:
-        from ktapjit.ir.printer import format_module
-
-        ctx.dump_to.write(f"# after {name}\n{format_module(module)}\n")
+check_steps(IR_STEPS, have={"resolved"}, goals=IR_GOALS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ktapjit.ir.func import Block, Func, Module, Value
 from ktapjit.ir.ops import Op
+from ktapjit.ir.types import type_name
 
 
 def format_module(module: Module) -> str:
@@ -79,7 +80,7 @@ def format_value(value: Value, module: Module | None = None) -> str:
     if value.args:
         text += " " + " ".join(map(str, value.args))
     if value.type is not None:
-        text += f" : {value.type}"
+        text += f" : {type_name(value.type)}"
     if value.span is not None:
         text += f"  @{value.span.line}:{value.span.col}"
     return text

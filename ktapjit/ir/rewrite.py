@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ktapjit.ir.func import Block, Func, Value
+from ktapjit.ir.ops import BlockKind
 
 
 def replace_uses(func: Func, mapping: dict[Value, Value]) -> None:
@@ -39,5 +40,5 @@ def make_jump(block: Block, target: Block) -> None:
             remove_edge(block, succ)
     if block.succs.count(target) == 2:  # both arms went to target
         remove_edge(block, target)
-    block.kind = "Plain"
+    block.kind = BlockKind.Plain
     block.controls = []

@@ -19,7 +19,7 @@ from typing import Optional
 from ktapjit.diag import Span
 from ktapjit.frontend import ast
 from ktapjit.ir.func import Block, Func, Module, ProbeInfo, TimerInfo, Value
-from ktapjit.ir.ops import BINARY_OPS, UNARY_OPS, Op, info
+from ktapjit.ir.ops import BINARY_OPS, UNARY_OPS, BlockKind, Op, info
 from ktapjit.semantics.stack_request import StackRequest
 
 _TIME_UNITS = {"gettimeofday_ns": "ns", "gettimeofday_us": "us", "gettimeofday_ms": "ms", "gettimeofday_s": "s"}
@@ -97,7 +97,7 @@ class _FuncBuilder:
             self.declare(param.var, self.emit(Op.Param, [], aux=i))
         self.stmts(self.node.body.stmts)
         if not self.block.terminated():
-            self.block.set_kind("Return")
+            self.block.set_kind(BlockKind.Return)
         self.apply_forwarding()
         return self.func
 
@@ -131,10 +131,10 @@ class _FuncBuilder:
 
     def jump(self, target: Block) -> None:
         if not self.block.terminated():
-            self.block.set_kind("Plain", succs=[target])
+            self.block.set_kind(BlockKind.Plain, succs=[target])
 
     def branch(self, cond: Value, if_true: Block, if_false: Block) -> None:
-        self.block.set_kind("If", controls=[cond], succs=[if_true, if_false])
+        self.block.set_kind(BlockKind.If, controls=[cond], succs=[if_true, if_false])
 
     def dead_block(self) -> None:
         """Code after return/break/exit: a fresh block with no predecessors."""
@@ -445,12 +445,12 @@ class _FuncBuilder:
         if self.is_tail_call(value):
             callee = self.expr(value.callee)
             args = [self.expr(a) for a in value.args]
-            self.block.set_kind("TailCall", controls=[callee, *args], span=value.span)
+            self.block.set_kind(BlockKind.TailCall, controls=[callee, *args], span=value.span)
         elif value is not None:
             result = self.expr(value)  # may end in another block (`a || b` does)
-            self.block.set_kind("Return", controls=[result])
+            self.block.set_kind(BlockKind.Return, controls=[result])
         else:
-            self.block.set_kind("Return")
+            self.block.set_kind(BlockKind.Return)
         self.dead_block()
 
     def is_tail_call(self, value: Optional[ast.Expr]) -> bool:
@@ -599,7 +599,7 @@ class _FuncBuilder:
         if name == "ansi.set_color3":
             return self.ansi_set_color3(arg(0), arg(1), arg(2), span)
         if name == "exit":
-            self.block.set_kind("Exit")
+            self.block.set_kind(BlockKind.Exit)
             self.dead_block()
             return self.const(None)
         raise AssertionError(f"builtin {name} has no lowering")

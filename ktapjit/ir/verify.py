@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ktapjit.ir.dominators import Dominance
 from ktapjit.ir.func import Func, Module, Value
-from ktapjit.ir.ops import BLOCK_KINDS, INFO, VARIADIC, Op
+from ktapjit.ir.ops import BLOCK_KINDS, INFO, VARIADIC, BlockKind, Op
 
 
 class VerifyError(Exception):
@@ -46,9 +46,9 @@ def _check_blocks(func: Func, problems: list[str]) -> None:
             continue
         if kind.ncontrols != VARIADIC and len(block.controls) != kind.ncontrols:
             problems.append(f"{block}: {block.kind} wants {kind.ncontrols} controls")
-        if block.kind == "Return" and len(block.controls) > 1:
+        if block.kind == BlockKind.Return and len(block.controls) > 1:
             problems.append(f"{block}: Return takes at most one control")
-        if block.kind == "TailCall" and not block.controls:
+        if block.kind == BlockKind.TailCall and not block.controls:
             problems.append(f"{block}: TailCall needs a callee")
         if len(block.succs) != kind.nsuccs:
             problems.append(f"{block}: {block.kind} wants {kind.nsuccs} successors")

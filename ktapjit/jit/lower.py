@@ -27,6 +27,7 @@ from llvmlite import ir
 from ktapjit.diag import Span
 from ktapjit.ir.func import Block, Func, Module, Value
 from ktapjit.ir.ops import Op
+from ktapjit.ir.types import TypeSet
 from ktapjit.jit import abi
 from ktapjit.jit.abi import I1, I32, I64, KVAL, KVALP
 from ktapjit.semantics.intmath import TIME_DIVISORS
@@ -38,6 +39,16 @@ _EVENT_OPS = {Op.EventValue: "value", Op.EventField: "field", Op.Stack: "stack"}
 _COMPARE = {Op.Lt: "<", Op.Le: "<=", Op.Gt: ">", Op.Ge: ">="}
 _INT_BINARY = {Op.Add: "add", Op.Sub: "sub", Op.Mul: "mul", Op.BAnd: "and_", Op.BOr: "or_",
                Op.BXor: "xor"}
+
+
+# The tag of a value typeinfer proved to have exactly one type.
+_EXACT_TAGS = {TypeSet.NIL: abi.NIL, TypeSet.BOOL: abi.BOOLEAN, TypeSet.INT: abi.INTEGER,
+               TypeSet.STRING: abi.STRING, TypeSet.TABLE: abi.TABLE, TypeSet.FUNCTION: abi.FUNCTION}
+
+
+def exact_tag(value: Value) -> Optional[int]:
+    """The tag `value` always has, or None when its type is not one type (or not inferred)."""
+    return _EXACT_TAGS.get(value.type)
 
 
 def _c(n: int) -> ir.Constant:
@@ -280,7 +291,7 @@ class FuncLowering:
         TERMINATORS[block.kind](self, block)
 
     def _phi(self, value: Value) -> None:
-        tag = abi.EXACT_TAGS.get(value.type or "")
+        tag = exact_tag(value)
         tag_phi = None if tag is not None else self.b.phi(I64, name=f"v{value.id}.tag")
         payload_phi = self.b.phi(I64, name=f"v{value.id}")
         self.phis.append((value, tag_phi, payload_phi))
@@ -329,7 +340,7 @@ class FuncLowering:
 
     def arg(self, value: Value) -> tuple[ir.Value, ir.Value]:
         tag, payload = self.vals[value]
-        exact = abi.EXACT_TAGS.get(value.type or "")
+        exact = exact_tag(value)
         if exact is not None and not isinstance(tag, ir.Constant):
             tag = _c(exact)
         return tag, payload

@@ -7,9 +7,8 @@ written as the CLI prints it, ``MESSAGE at LINE:COL`` (the path is t.kp).
 
 import pytest
 
-from ktapjit.frontend import parse, resolve
+from ktapjit.compiler import compile_script
 from ktapjit.interp.engine import InterpEngine
-from ktapjit.ir import ssa_build
 from ktapjit.run_api import Limits, RunConfig
 from tests.interp.irkit import FakeEvent
 
@@ -17,8 +16,7 @@ PATH = "t.kp"
 
 
 def compile_source(src: str):
-    program = resolve.resolve_program(parse.parse_program(src.encode(), PATH))
-    return ssa_build.build_module(program)
+    return compile_script(src.encode(), PATH, until="build ssa").module
 
 
 

@@ -2,23 +2,19 @@
 
 import re
 
-from ktapjit.frontend.parse import parse_program
-from ktapjit.frontend.resolve import resolve_program
-from ktapjit.ir.pipeline import PassContext
+from ktapjit.compiler import Compilation, compile_script
 from ktapjit.ir.printer import format_func
-from ktapjit.ir.ssa_build import build_module
 from ktapjit.ir.verify import verify_module
 from ktapjit.run_api import Limits
 
 
 def build(source: str):
-    module = build_module(resolve_program(parse_program(source.encode(), "t.kp")))
-    verify_module(module, after="build ssa")
-    return module
+    """The verified IR straight from SSA construction, before any pass."""
+    return compile_script(source.encode(), "t.kp", until="build ssa", verify=True).module
 
 
 def ctx(**limits):
-    return PassContext(limits=Limits(**limits), verify=True)
+    return Compilation("t.kp", b"", limits=Limits(**limits), verify=True)
 
 
 def text(func) -> str:

@@ -3,7 +3,7 @@
 import pytest
 
 from ktapjit.ir.func import Func
-from ktapjit.ir.ops import Op
+from ktapjit.ir.ops import BlockKind, Op
 from ktapjit.ir.verify import VerifyError, verify_func
 from ktapjit.diag import Span
 
@@ -74,3 +74,11 @@ def test_block_kind_shape_is_checked():
     entry.set_kind("If")
     with pytest.raises(VerifyError, match="wants 1 controls"):
         verify_func(func)
+
+
+def test_a_block_kind_is_one_of_the_enum():
+    func, entry = straight_line()
+    with pytest.raises(ValueError, match="'Retrun' is not a valid BlockKind"):
+        entry.set_kind("Retrun")
+    entry.set_kind("Return")
+    assert entry.kind is BlockKind.Return and entry.kind == "Return"

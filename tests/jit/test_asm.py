@@ -11,11 +11,7 @@ import pytest
 
 from ktapjit.cli import main
 from ktapjit.diag import CompileError
-from ktapjit.frontend.parse import parse_program
-from ktapjit.frontend.resolve import resolve_program
-from ktapjit.ir.pipeline import PassContext, compile_module
-from ktapjit.jit import codegen
-from ktapjit.jit.lower import lower_module
+from ktapjit.compiler import compile_script
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.kp"))
@@ -32,12 +28,11 @@ def elf_machine(obj: bytes) -> int:
 def aarch64_object(path: Path) -> bytes | None:
     """The AArch64 object of a script, or None when it does not compile."""
     try:
-        module = compile_module(resolve_program(parse_program(path.read_bytes(), path.name)), PassContext())
+        unit = compile_script(path.read_bytes(), path.name, target="aarch64", until="codegen")
     except CompileError:
         return None
-    lowered = lower_module(module, codegen.TARGETS["aarch64"])
-    obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, "aarch64"))
-    for symbol in lowered.entries.values():
+    obj = unit.machine_code
+    for symbol in unit.lowered.entries.values():
         assert symbol.encode() in obj, f"{path.name}: entry {symbol} missing from the object"
     return obj
 

@@ -9,14 +9,12 @@ import io
 import pytest
 
 from ktapjit.cli import main
-from ktapjit.frontend.parse import parse_program
-from ktapjit.frontend.resolve import resolve_program
-from ktapjit.ir.pipeline import PassContext, compile_module
+from ktapjit.compiler import compile_script
 from ktapjit.jit.compile import compile_native
 
 
 def module_of(source: bytes):
-    return compile_module(resolve_program(parse_program(source, "-e")), PassContext())
+    return compile_script(source, "-e").module
 
 
 def test_second_compile_is_a_cache_hit(tmp_path, monkeypatch):

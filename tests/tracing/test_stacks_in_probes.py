@@ -62,9 +62,8 @@ def parse(out: str) -> list[tuple[str, int, list[str]]]:
 # --- without tracing ---------------------------------------------------------------------
 
 def compile_module(src: str):
-    from ktapjit.frontend import parse, resolve
-    from ktapjit.ir import ssa_build
-    return ssa_build.build_module(resolve.resolve_program(parse.parse_program(src.encode(), "t.kp")))
+    from ktapjit.compiler import compile_script
+    return compile_script(src.encode(), "t.kp", until="build ssa").module
 
 
 def test_only_probes_calling_stack_ask_for_callchains():

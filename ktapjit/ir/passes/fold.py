@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ktapjit.diag import RuntimeFault
 from ktapjit.ir.func import Func, Value
-from ktapjit.ir.ops import ARITH_SYMBOL, Op
+from ktapjit.ir.ops import ARITH_SYMBOL, BlockKind, Op
 from ktapjit.ir.rewrite import make_jump, replace_uses
 from ktapjit.semantics import intmath, values
 
@@ -35,7 +35,7 @@ def fold(func: Func, ctx) -> bool:
             block.instrs = [v for v in block.instrs if v not in forward]
         changed = True
     for block in func.blocks:
-        if block.kind == "If" and block.controls[0].op is Op.Const:
+        if block.kind is BlockKind.If and block.controls[0].op is Op.Const:
             taken = block.succs[0] if values.is_true(block.controls[0].aux) else block.succs[1]
             make_jump(block, taken)
             changed = True

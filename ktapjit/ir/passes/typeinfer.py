@@ -1,7 +1,7 @@
 """typeinfer: which dynamic types each value may have at run time.
 
-An analysis: it changes no op, only sets `Value.type` to a TypeSet, printed
-as `int`, `int|nil`, `any`. The JIT keeps a value unboxed when its set is a
+An analysis: it changes no op, only sets `Value.type` to a TypeSet
+(ir/types.py), printed as `int`, `int|nil`, `any`. The JIT keeps a value unboxed when its set is a
 single type and checks tags where it is not; the interpreter ignores types.
 
 Within a function it is a forward dataflow to a fixpoint (phis join their
@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from ktapjit.frontend.resolve import ARG_GLOBAL
 from ktapjit.ir.func import Func, Module, Value
+from ktapjit.ir import types
 from ktapjit.ir.ops import Op
+from ktapjit.ir.types import TypeSet
 
-NIL, BOOL, INT, STRING, TABLE, FUNCTION, CELL, KEYS = (1 << i for i in range(8))
-VALUE_TYPES = NIL | BOOL | INT | STRING | TABLE | FUNCTION
-ANY = VALUE_TYPES
+# The dataflow runs on plain ints (a TypeSet's bits): IntFlag arithmetic is
+# slow, and the sets become TypeSets once, at the end.
+NIL, BOOL, INT, STRING = int(TypeSet.NIL), int(TypeSet.BOOL), int(TypeSet.INT), int(TypeSet.STRING)
+TABLE, FUNCTION, CELL, KEYS = int(TypeSet.TABLE), int(TypeSet.FUNCTION), int(TypeSet.CELL), int(TypeSet.KEYS)
+ANY = int(types.ANY)
 
-_NAMES = [(NIL, "nil"), (BOOL, "bool"), (INT, "int"), (STRING, "string"), (TABLE, "table"),
-          (FUNCTION, "function"), (CELL, "cell"), (KEYS, "keys")]
 
 # Ops whose result type does not depend on their arguments.
 _FIXED = {
@@ -46,15 +48,6 @@ _FIXED = {
 # for every stream.
 _EVENT_VALUE_TYPES = {"pid": INT | NIL, "tid": INT | NIL, "cpu": INT | NIL, "uid": NIL,
                       "execname": STRING, "probename": STRING, "argstr": STRING | NIL}
-
-
-def type_name(types: int) -> str:
-    if types & VALUE_TYPES == VALUE_TYPES:
-        rest = types & ~VALUE_TYPES
-        return "|".join(["any"] + [n for bit, n in _NAMES if rest & bit])
-    if not types:
-        return "none"
-    return "|".join(n for bit, n in _NAMES if types & bit)
 
 
 def _const_type(aux) -> int:
@@ -86,7 +79,7 @@ def typeinfer_module(module: Module, ctx=None) -> bool:
                         globals_[value.aux] = joined
                         changed = True
     for value, t in types.items():
-        value.type = type_name(t)
+        value.type = TypeSet(t)
     return True
 
 
