@@ -35,11 +35,12 @@ RULES: dict[str, frozenset[str]] = {
                       "kernel_filter"}),
     "tracing": frozenset({"diag", "frontend", "ir", "events", "semantics", "run_api", "kernel_filter"}),
     "compare": frozenset({"diag"}),
+    "bpf": frozenset({"diag", "ir", "semantics", "events"}),
     "output_json": frozenset({"diag", "semantics"}),
     "metrics": frozenset({"diag", "semantics"}),
     "cli": frozenset({"diag", "cache_paths", "frontend", "ir", "interp", "jit", "events", "tracing",
                       "run_api", "run_lifecycle", "semantics", "compare", "kernel_filter",
-                      "output_json", "metrics"}),
+                      "output_json", "metrics", "bpf"}),
     "__main__": frozenset({"cli"}),
 }
 
