@@ -317,17 +317,18 @@ class _Analysis:
         return _BOTTOM
 
     def where(self, value: Value) -> Span:
-        """The value's position; for ops that carry none, the first user's that does,
-        or its first argument's."""
+        """The value's position; for ops that carry none, the first user's that
+        does, else the last one's before it in its block."""
         if value.span is not None:
             return value.span
         for user in self.users_of(value.block.func).get(value, []):
             span = user.span if isinstance(user, Value) else None
             if span is not None:
                 return span
-        for arg in value.args:  # a store: where its value is made (`+=`)
-            if arg.span is not None:
-                return arg.span
+        block = value.block.instrs  # a store: the statement it ends (`+=`, the last operand)
+        for before in reversed(block[:block.index(value)]):
+            if before.span is not None:
+                return before.span
         return self.where_block(value.block)
 
     def where_block(self, block: Block) -> Span:
@@ -396,12 +397,15 @@ class _Analysis:
         if op is Op.Call:
             return self.call(args[0], args[1:], self.where(v), stack, record)
         if op is Op.Closure:
-            why("function expression (a closure)", self.where(v))
+            why("function expression (a closure)", v.aux.span)
             return _kind("function", func=None if v.args else v.aux)
         if op is Op.CellNew:
-            why("variable captured by a closure", self.where(v))
+            closures = [u for u in self.users_of(v.block.func).get(v, []) if isinstance(u, Value) and u.op is Op.Closure]
+            why("variable captured by a closure", closures[0].aux.span if closures else self.where(v))
         if op in (Op.CellNew, Op.CellGet, Op.FreeCell):
             return _TOP
+        if op is Op.SnapshotKey:  # a key of a table: keys are checked where they are stored
+            return _kind("bool", "int", "string", strlen=KERNEL_STRING_MAX)
         if op is Op.StringOf:
             why("stringof() (its text numbers tables and functions in print order)", self.where(v))
             return _RESULT_KINDS["string"]
@@ -497,7 +501,8 @@ class _Analysis:
         consumed = record is not None and v in record[0]
         self.access(record, _Access(cell, "read", _SCALAR_KEY, self.where(v), consumed=consumed))
         value = self.values_in.get(cell, _BOTTOM).join(_NIL)
-        return replace(value, key=("global", slot) if slot in self.main_only else None)
+        # Only a function global set once at top level is inlined (func_globals).
+        return replace(value, func=None, key=("global", slot) if slot in self.main_only else None)
 
     def global_set(self, v: Value, value: _Abs, record) -> None:
         slot = v.aux
@@ -531,8 +536,9 @@ class _Analysis:
             return _TOP
         if record is not None:
             self.check_fixed(key, f"the key of `{self.cell_name(cell)}`", self.where(v))
-        self.access(record, _Access(cell, "read", key.key, self.where(v), consumed=record is not None and v in record[0]))
-        return self.values_in.get(cell, _BOTTOM).join(_NIL)
+        consumed = record is not None and v in record[0]
+        self.access(record, _Access(cell, "read", key.key, self.where(v), consumed=consumed))
+        return replace(self.values_in.get(cell, _BOTTOM).join(_NIL), func=None)  # a function in a table: not inlined
 
     def table_set(self, v: Value, args: list[_Abs], record) -> None:
         table, key, value = args
@@ -759,10 +765,10 @@ class _Verdict:
         writes = [a for _b, a in accesses if a.kind == "write"]
         for body, a in accesses:
             if a.kind == "read" and not a.consumed:
-                self.why(body, f"reads `{name}`, which {_who(writers)} writes: the value read depends on "
+                self.why(body, f"reads `{name}`, which {_who(writers)}: the value read depends on "
                                "the order of events", a.span)
             elif a.kind == "len":
-                self.why(body, f"len() of `{name}`, which {_who(writers)} writes: it depends on the order "
+                self.why(body, f"len() of `{name}`, which {_who(writers)}: it depends on the order "
                                "of events", a.span)
             elif a.kind == "delete":
                 self.why(body, f"delete() of `{name}` at event time", a.span)
@@ -808,7 +814,9 @@ def _may_alias(a: Optional[tuple], b: Optional[tuple]) -> bool:
 
 
 def _who(writers: list[str]) -> str:
-    return writers[0] if len(writers) == 1 else f"{writers[0]} and {len(writers) - 1} more"
+    if len(writers) == 1:
+        return f"{writers[0]} writes"
+    return f"{writers[0]} and {len(writers) - 1} other{'s' if len(writers) > 2 else ''} write"
 
 
 def _family_text(family: tuple) -> str:
