@@ -8,6 +8,7 @@ change in placement shows in review.
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ktapjit.bpf.placement import KERNEL, USER, FieldShape, place_module
+from ktapjit.cli import main
 from ktapjit.frontend.parse import parse_program
 from ktapjit.frontend.resolve import resolve_program
 from ktapjit.ir.pipeline import PassContext, compile_module
@@ -416,3 +418,44 @@ def test_examples(name):
 
 def test_every_example_is_pinned():
     assert sorted(EXAMPLES) == example_paths()
+
+
+# ------------------------------------------------------------ ktapjit plan
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(list(argv), stdout=out, stderr=err)
+    return status, out.getvalue().decode(), err.getvalue().decode()
+
+
+def test_plan_prints_one_line_per_probe():
+    status, out, err = cli("plan", str(ROOT / "examples" / "sysdist.kp"))
+    assert (status, out, err) == (0, "raw_syscalls:sys_enter\tkernel\nraw_syscalls:sys_exit\tkernel\n", "")
+
+
+def test_plan_gives_the_reasons_with_their_positions():
+    status, out, err = cli("plan", "-e", "var n = 0\ntrace a:b { n += 1 }\ntrace c:d { print(pid); n = arg1 }")
+    assert status == 0 and err == ""
+    assert out == ("a:b\tuser\t-e:2:15: `n` is updated in more than one way (+=, =)\n"
+                   "c:d\tuser\t-e:3:18: print() writes output, in event order; "
+                   "-e:3:29: stores a computed value into `n`: the last writer wins\n")
+
+
+def test_plan_honours_the_limits():
+    script = "var n = 0\ntrace a:b { while (n < arg1) { n += 1 } }"
+    assert cli("plan", "-e", script)[1] == f"a:b\tuser\t-e:2:22: reads `n`, which trace a:b writes: {ORDER}\n"
+    status, out, _err = cli("plan", "--max-loop", "9000000", "-e", "trace a:b { while (true) { } }")
+    assert (status, out) == (0, "a:b\tuser\t-e:1:13: loop: --max-loop 9000000 is above bpf_loop()'s 8388608\n")
+
+
+@pytest.mark.parametrize("argv, status, first_line", [
+    (["plan", "-e", "trace a:b { print(1 }"], 2, "-e:1:21: error: syntax error near '}'"),
+    (["plan", "/nonexistent.kp"], 2, "ktapjit: cannot read script '/nonexistent.kp': No such file or directory"),
+    (["plan"], 2, "ktapjit: no script given: pass SCRIPT or -e PROGRAM"),
+    (["plan", "--bogus", "x.kp"], 2, "ktapjit: unrecognized arguments: --bogus (see 'ktapjit --help')"),
+])
+def test_plan_errors_are_one_line_and_no_traceback(argv, status, first_line):
+    got, out, err = cli(*argv)
+    assert (got, out, err.splitlines()[0]) == (status, "", first_line)
+    assert "Traceback" not in err
