@@ -781,8 +781,9 @@ class _Verdict:
                     self.why(body, f"`{name}` is updated in more than one way ({shown})", a.span)
 
     def settle(self, cells) -> None:
-        """Kernel writers of a cell user space reads at event time move to user
-        space; so do all users of per-thread state when one of them is in user space."""
+        """Kernel writers of a cell that user space reads or deletes while
+        events run move to user space; so do all users of per-thread state
+        when one of them is in user space."""
         changed = True
         while changed:
             changed = False
@@ -798,14 +799,14 @@ class _Verdict:
                             changed |= self.why(body, f"`{name}` is per-thread state also used by "
                                                       f"{other.name}, which runs in user space", a.span)
                     continue
-                readers = [(b, a) for b, a in user_side if a.kind in ("read", "len", "iterate") and not a.consumed]
-                if not readers:
+                users = [(b, a) for b, a in user_side if a.kind != "write" and not a.consumed]
+                if not users:
                     continue
-                reader, where = readers[0]
+                user, where = users[0]
                 for body, a in accesses:
                     if a.kind in ("write", "delete") and not self.reasons[id(body)]:
-                        changed |= self.why(body, f"`{name}` is read at event time in user space by "
-                                                  f"{reader.name} ({where.span.location()})", a.span)
+                        changed |= self.why(body, f"`{name}` is also used while events run by {user.name}, "
+                                                  f"in user space ({where.span.location()})", a.span)
 
 
 def _may_alias(a: Optional[tuple], b: Optional[tuple]) -> bool:

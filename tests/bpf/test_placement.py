@@ -130,7 +130,7 @@ CASES = [
     # -- what user space reads while events run
     ("a tick reads a counter", "var n = 0\ntrace a:b { n += 1 }\ntick-1s { print(n) }",
      "a:b user\n"
-     "  2:15 `n` is read at event time in user space by tick-1s (t.kp:3:16)\n"
+     "  2:15 `n` is also used while events run by tick-1s, in user space (t.kp:3:16)\n"
      "tick-1s user\n"
      "  3:1 tick-1s runs in user space, in stream time\n"
      "  3:16 print() writes output, in event order\n"
@@ -143,7 +143,8 @@ CASES = [
      "  3:26 print() writes output, in event order"),
     # -- whole-table operations
     ("delete", "var t = {}\ntrace a:b { t[pid] += 1 }\ntrace c:d { delete(t) }",
-     "a:b kernel\nc:d user\n  3:19 delete() of `t` at event time"),
+     "a:b user\n  2:14 `t` is also used while events run by trace c:d, in user space (t.kp:3:19)\n"
+     "c:d user\n  3:19 delete() of `t` at event time"),
     ("delete a cell among counts", "var t = {}\ntrace a:b { t[pid] += 1 }\ntrace c:d { t[pid] = nil }",
      "a:b user\n"
      "  2:14 `t` is updated in more than one way (+=, = nil (delete))\n"
