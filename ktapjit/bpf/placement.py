@@ -501,6 +501,8 @@ class _Analysis:
         consumed = record is not None and v in record[0]
         self.access(record, _Access(cell, "read", _SCALAR_KEY, self.where(v), consumed=consumed))
         value = self.values_in.get(cell, _BOTTOM).join(_NIL)
+        if record is not None:
+            self.check_fixed(value, f"the value of `{self.cell_name(cell)}`", self.where(v), reading=True)
         # Only a function global set once at top level is inlined (func_globals).
         return replace(value, func=None, key=("global", slot) if slot in self.main_only else None)
 
@@ -538,7 +540,10 @@ class _Analysis:
             self.check_fixed(key, f"the key of `{self.cell_name(cell)}`", self.where(v))
         consumed = record is not None and v in record[0]
         self.access(record, _Access(cell, "read", key.key, self.where(v), consumed=consumed))
-        return replace(self.values_in.get(cell, _BOTTOM).join(_NIL), func=None)  # a function in a table: not inlined
+        value = self.values_in.get(cell, _BOTTOM).join(_NIL)
+        if record is not None:
+            self.check_fixed(value, f"a value of `{self.cell_name(cell)}`", self.where(v), reading=True)
+        return replace(value, func=None)  # a function kept in a table is never inlined
 
     def table_set(self, v: Value, args: list[_Abs], record) -> None:
         table, key, value = args
@@ -586,9 +591,11 @@ class _Analysis:
         if cell is not None:
             self.access(record, _Access(cell, kind, None, self.where(v)))
 
-    def check_fixed(self, value: _Abs, what: str, span: Span) -> None:
-        """Keys and values in kernel maps need a fixed-size encoding."""
-        bad = [k for k in _NOT_ENCODABLE if k in value.kinds]
+    def check_fixed(self, value: _Abs, what: str, span: Span, reading: bool = False) -> None:
+        """Keys and values in kernel maps need a fixed-size encoding. A value
+        read may also name a table global: the kernel reads that map."""
+        named = reading and value.table is not None and value.table.startswith("t")
+        bad = [k for k in _NOT_ENCODABLE if k in value.kinds and not (named and k == "table")]
         if bad:
             self.body.why(f"{what} may be a {bad[0]} (no fixed-size encoding)", span)
         elif "string" in value.kinds and value.strlen is None:

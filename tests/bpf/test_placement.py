@@ -156,6 +156,9 @@ CASES = [
      "a:b user\n"
      "  2:36 len() of `t`, which trace a:b writes: it depends on the order of events"),
     ("len of a string", "var n = 0\ntrace a:b { n += len(execname) }", "a:b kernel"),
+    ("a read-only table of unbounded strings", "var names = {}\nnames[1] = arg[1]\nvar n = 0\n"
+     'trace a:b { if (names[pid] == "x") { n += 1 } }',
+     "a:b user\n  4:22 a value of `names` is a string of unbounded size"),
     ("a read-only table", 'var names = {"read", "write"}\nvar t = {}\n'
      'trace a:b { t[names[arg1] || "other"] += len(names) }', "a:b kernel"),
     # -- output
@@ -201,7 +204,9 @@ CASES = [
      "  2:63 call of a function value the analysis cannot resolve"),
     ("a function from a table", "var fs = {}\nfs[1] = function() { return 1 }\nvar n = 0\n"
      "trace a:b { n += fs[1]() }",
-     "a:b user\n  4:23 call of a function value the analysis cannot resolve"),
+     "a:b user\n"
+     "  4:20 a value of `fs` may be a function (no fixed-size encoding)\n"
+     "  4:23 call of a function value the analysis cannot resolve"),
     ("a function reassigned at event time", "function f() { return 1 }\nfunction g() { return 2 }\nvar n = 0\n"
      "trace a:b { f = g }\ntrace c:d { n += f() }",
      "a:b user\n"
@@ -209,7 +214,8 @@ CASES = [
      "  4:1 the value stored in `f` may be a function (no fixed-size encoding)\n"
      "c:d user\n"
      "  5:19 call of a function value the analysis cannot resolve\n"
-     f"  5:19 reads `f`, which trace a:b writes: {ORDER}"),
+     f"  5:19 reads `f`, which trace a:b writes: {ORDER}\n"
+     "  5:19 the value of `f` may be a function (no fixed-size encoding)"),
     # -- loops, limits and exit
     ("a bounded loop", "var n = 0\ntrace a:b { for (i = 1, 10) { n += i } }", "a:b kernel"),
     ("a loop without a static bound", "var n = 0\ntrace a:b { var x = arg1\n while (x > 1) { x = x >> 1; n += 1 } }",
@@ -234,7 +240,8 @@ CASES = [
      "a:b user\n"
      "  2:17 `t` is updated in more than one way (+=, hist())\n"
      "c:d user\n"
-     "  3:14 `t` is updated in more than one way (+=, hist())"),
+     "  3:14 `t` is updated in more than one way (+=, hist())\n"
+     "  3:14 a value of `t` may be a table (no fixed-size encoding)"),
     # -- events
     ("tick", "var n = 0\ntick-10ms { n += 1 }", "tick-10ms user\n  2:1 tick-10ms runs in user space, in stream time"),
     ("profile", "var t = {}\nprofile-10ms { t[execname] += 1 }", "profile-10ms kernel"),
