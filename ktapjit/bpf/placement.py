@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Optional, Union
 from ktapjit.diag import Span
 from ktapjit.ir.dominators import Dominance
 from ktapjit.ir.func import Block, Func, Module, ProbeInfo, TimerInfo, Value
-from ktapjit.ir.ops import ALLOC, CUPDATE, EVENT, OUTPUT, PURE, Op, info
+from ktapjit.ir.ops import CUPDATE, EVENT, OUTPUT, PURE, Op, info
 from ktapjit.semantics.limits import Limits
 
 # Strings the kernel builds or keys by live in fixed-size slots; this is the
@@ -56,8 +56,6 @@ _SCALAR_KEY = ("cell",)
 _UPDATE_FAMILY = {Op.Add: "+=", Op.Sub: "+=", Op.Mul: "*=", Op.BOr: "|=", Op.BAnd: "&=", Op.BXor: "^="}
 _MAX_OPS = {Op.Gt: "max", Op.Ge: "max", Op.Lt: "min", Op.Le: "min"}
 _FLIPPED = {"max": "min", "min": "max"}
-_TABLE_OPERAND = {Op.TableGet, Op.TableSet, Op.Len, Op.Delete, Op.PairsSnapshot, Op.Hist, Op.LHist,
-                  Op.Stats, Op.PrintHist, Op.PrintFolded, Op.PrintAgg}
 _BUILTIN = {Op.Print: "print", Op.Printf: "printf", Op.PrintHist: "print_hist", Op.PrintFolded: "print_folded",
             Op.PrintAgg: "print_agg", Op.Hist: "hist", Op.LHist: "lhist", Op.Stats: "stats"}
 
@@ -260,6 +258,7 @@ class _Analysis:
 
     def run(self) -> list[Placement]:
         for _round in range(6):  # the values tables hold, to a fixpoint (widened at the end)
+            self.memo: dict[tuple, _Abs] = {}
             bodies = self.bodies()
             for body in bodies:
                 self.eval_body(body)
@@ -280,6 +279,11 @@ class _Analysis:
     # -- one function, over abstract values
 
     def eval_func(self, func: Func, args: list[_Abs], stack: tuple, record: bool) -> _Abs:
+        # Without recording, a call's result depends only on its arguments and
+        # on what tables hold this round: nested calls are evaluated once each.
+        memo_key = (func, tuple(args))
+        if not record and memo_key in self.memo:
+            return self.memo[memo_key]
         env: dict[Value, _Abs] = {}
         for round_ in range(8):
             changed, _ret = self.walk(func, args, env, stack, None, widen=round_ >= 3)
@@ -287,6 +291,7 @@ class _Analysis:
                 break
         consumed, families = self.patterns(func, env) if record else (set(), {})
         _changed, ret = self.walk(func, args, env, stack, (consumed, families) if record else None, widen=True)
+        self.memo[memo_key] = ret
         return ret
 
     def walk(self, func: Func, args, env, stack, record, widen: bool) -> tuple[bool, _Abs]:
@@ -400,7 +405,8 @@ class _Analysis:
             why("function expression (a closure)", v.aux.span)
             return _kind("function", func=None if v.args else v.aux)
         if op is Op.CellNew:
-            closures = [u for u in self.users_of(v.block.func).get(v, []) if isinstance(u, Value) and u.op is Op.Closure]
+            users = self.users_of(v.block.func).get(v, [])
+            closures = [u for u in users if isinstance(u, Value) and u.op is Op.Closure]
             why("variable captured by a closure", closures[0].aux.span if closures else self.where(v))
         if op in (Op.CellNew, Op.CellGet, Op.FreeCell):
             return _TOP

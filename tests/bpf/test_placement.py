@@ -135,6 +135,9 @@ CASES = [
      "  3:1 tick-1s runs in user space, in stream time\n"
      "  3:16 print() writes output, in event order\n"
      f"  3:16 reads `n`, which trace a:b writes: {ORDER}"),
+    ("a user-space probe prints the table", "var t = {}\ntrace a:b { t[pid] += 1 }\ntrace c:d { print_hist(t) }",
+     "a:b user\n  2:14 `t` is also used while events run by trace c:d, in user space (t.kp:3:23)\n"
+     "c:d user\n  3:23 print_hist() writes output, in event order"),
     ("trace_end reads after the events", "var n = 0\ntrace a:b { n += 1 }\ntrace_end { print(n) }", "a:b kernel"),
     ("top level writes before the events", "var n = 0\nn = 5\ntrace a:b { n += 1 }", "a:b kernel"),
     ("a user-space probe adds too", "var n = 0\ntrace a:b { n += 1 }\ntrace c:d { n += 1; print(1) }",
@@ -285,7 +288,8 @@ def test_calls_deeper_than_max_depth_stay_in_user_space():
 @pytest.mark.parametrize("shape, expected", [
     (FieldShape("int"), "a:b kernel"),
     (FieldShape("string", 16), "a:b kernel"),
-    (FieldShape("string", 256), "a:b user\n  2:14 the key of `t` is a string of up to 256 bytes, above the kernel's 128"),
+    (FieldShape("string", 256),
+     "a:b user\n  2:14 the key of `t` is a string of up to 256 bytes, above the kernel's 128"),
     (FieldShape("string", None), "a:b user\n  2:14 the key of `t` is a string of unbounded size"),
 ])
 def test_event_formats_decide_a_fields_size(shape, expected):
