@@ -174,8 +174,19 @@ def _add_asm(commands) -> None:
     _add_limit_options(asm)  # limits are read at run time; --debug verify still applies
 
 
+def _add_plan(commands) -> None:
+    plan = commands.add_parser("plan", help="say where each probe runs: kernel or user space",
+                               description="Print, for each probe and timer, whether --engine bpf runs it in the "
+                                           "kernel or in user space, and for user space why: the construct "
+                                           "and its position (docs/bpf.md).")
+    plan.add_argument("-e", dest="program", metavar="PROGRAM", help="plan PROGRAM given on the command line")
+    plan.add_argument("script", nargs="?", metavar="SCRIPT")
+    _add_limit_options(plan)  # --max-loop and --max-depth decide some placements
+
+
 # In the order `ktapjit --help` lists them.
-_COMMANDS = {"run": _add_run, "record": _add_record, "list": _add_list, "ir": _add_ir, "asm": _add_asm}
+_COMMANDS = {"run": _add_run, "record": _add_record, "list": _add_list, "ir": _add_ir, "asm": _add_asm,
+             "plan": _add_plan}
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -308,6 +319,8 @@ def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
         return _cmd_asm(ns, out, err)
     if ns.command == "list":
         return _cmd_list(ns, out)
+    if ns.command == "plan":
+        return _cmd_plan(ns, out)
     if ns.command == "record":
         return _cmd_record(ns, err)
     raise UsageError(f"unknown command '{ns.command}'")
@@ -357,6 +370,17 @@ def _cmd_ir(ns, out: BinaryIO, err: BinaryIO) -> int:
     _compile(path, source, _limits(ns), ns, err, verify=True, optimize=ns.optimize, until=ns.dump_after,
              dump_after=ns.dump_after, dump_to=dump)
     out.write(dump.getvalue().encode())
+    return EXIT_OK
+
+
+def _cmd_plan(ns, out: BinaryIO) -> int:
+    from ktapjit.bpf.placement import place_module
+
+    path, source = _load_source(ns)
+    limits = _limits(ns)
+    module = _compile(path, source, limits, verify="verify" in ns.debug).module
+    for placement in place_module(module, limits):
+        out.write(placement.render().encode("utf-8", "surrogateescape") + b"\n")
     return EXIT_OK
 
 

@@ -35,12 +35,13 @@ RULES: dict[str, frozenset[str]] = {
                       "kernel_filter"}),
     "tracing": frozenset({"diag", "frontend", "ir", "events", "semantics", "run_api", "kernel_filter"}),
     "compare": frozenset({"diag"}),
+    "bpf": frozenset({"diag", "ir", "semantics", "events"}),
     "output_json": frozenset({"diag", "semantics"}),
     "metrics": frozenset({"diag", "semantics"}),
     "compiler": frozenset({"diag", "frontend", "ir", "semantics", "jit"}),
     "cli": frozenset({"diag", "cache_paths", "frontend", "ir", "interp", "jit", "events", "tracing",
                       "run_api", "run_lifecycle", "semantics", "compare", "kernel_filter",
-                      "output_json", "metrics", "compiler"}),
+                      "output_json", "metrics", "compiler", "bpf"}),
     "__main__": frozenset({"cli"}),
 }
 

@@ -12,6 +12,9 @@ Flags:
   ALLOC   makes a new identity (a table, a cell, a function)
   COMM    commutative
   EVENT   reads the current event: only in probe bodies
+  OUTPUT  writes to the script's output, in event order (print and friends)
+  CUPDATE a commutative update of one table cell: updates in any order give
+          the same cell (the aggregations); ktapjit.bpf may run it in the kernel
 
 Block kinds are the BlockKind enum; their shapes are the second table, BLOCK_KINDS.
 """
@@ -27,6 +30,8 @@ EFFECT = 4
 ALLOC = 8
 COMM = 16
 EVENT = 32
+OUTPUT = 64
+CUPDATE = 128
 
 VARIADIC = -1
 
@@ -99,17 +104,17 @@ OPS: list[OpInfo] = [
     OpInfo("ForCont", 3, "bool", PURE, doc="a0 <= a1 when a2 > 0, a0 >= a1 when a2 < 0 (integers)"),
     OpInfo("ForCanStep", 2, "bool", PURE, doc="a0 + a1 stays within int64 (integers)"),
     # -- builtins
-    OpInfo("Print", VARIADIC, "none", EFFECT, doc="print(a0, ...)"),
-    OpInfo("Printf", VARIADIC, "none", TRAP | EFFECT, doc="printf(a0, a1, ...); no args: a nil format"),
-    OpInfo("PrintHist", VARIADIC, "none", TRAP | EFFECT, min_args=1,
+    OpInfo("Print", VARIADIC, "none", EFFECT | OUTPUT, doc="print(a0, ...)"),
+    OpInfo("Printf", VARIADIC, "none", TRAP | EFFECT | OUTPUT, doc="printf(a0, a1, ...); no args: a nil format"),
+    OpInfo("PrintHist", VARIADIC, "none", TRAP | EFFECT | OUTPUT, min_args=1,
            doc="print_hist(a0 [, a1])"),
-    OpInfo("PrintFolded", 1, "none", TRAP | EFFECT, doc="print_folded(a0): folded stack lines"),
+    OpInfo("PrintFolded", 1, "none", TRAP | EFFECT | OUTPUT, doc="print_folded(a0): folded stack lines"),
     # aggregations (docs/language-notes.md): update the aggregation table a0[a1] with a2
-    OpInfo("Hist", 3, "none", TRAP | EFFECT | ALLOC, doc="hist(a0, a1, a2): power-of-two buckets"),
-    OpInfo("LHist", 6, "none", TRAP | EFFECT | ALLOC,
+    OpInfo("Hist", 3, "none", TRAP | EFFECT | ALLOC | CUPDATE, doc="hist(a0, a1, a2): power-of-two buckets"),
+    OpInfo("LHist", 6, "none", TRAP | EFFECT | ALLOC | CUPDATE,
            doc="lhist(a0, a1, a2, a3 min, a4 max, a5 step): linear buckets"),
-    OpInfo("Stats", 3, "none", TRAP | EFFECT | ALLOC, doc="stats(a0, a1, a2): count, sum, min, max"),
-    OpInfo("PrintAgg", 1, "none", TRAP | EFFECT, doc="print_agg(a0): every aggregation of a0"),
+    OpInfo("Stats", 3, "none", TRAP | EFFECT | ALLOC | CUPDATE, doc="stats(a0, a1, a2): count, sum, min, max"),
+    OpInfo("PrintAgg", 1, "none", TRAP | EFFECT | OUTPUT, doc="print_agg(a0): every aggregation of a0"),
     OpInfo("NumCpus", 0, "int", PURE, doc="num_cpus()"),
     OpInfo("Arch", 0, "string", PURE, doc="arch()"),
     OpInfo("KernelV", 0, "string", PURE, doc="kernel_v()"),
@@ -179,6 +184,8 @@ def _check_table() -> None:
     for row in OPS:
         assert not (row.flags & PURE and row.flags & (TRAP | EFFECT | ALLOC)), row.name
         assert row.nargs == VARIADIC or row.min_args == 0, row.name
+        assert not (row.flags & (OUTPUT | CUPDATE)) or row.flags & EFFECT, row.name
+        assert not (row.flags & OUTPUT and row.flags & CUPDATE), row.name
     for sym, op in BINARY_OPS.items():
         assert INFO[op].nargs == 2, sym
     assert set(ARITH_SYMBOL) <= set(BINARY_OPS.values())
