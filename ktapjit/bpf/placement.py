@@ -439,7 +439,7 @@ class _Analysis:
     def event_value(self, v: Value, why) -> _Abs:
         name = v.aux
         if v.op is Op.Stack:
-            why("stack()" if v.aux == "kernel" else "ustack()", self.where(v))
+            why(str(v.aux), self.where(v))  # a StackRequest prints as the call: stack(), ustack(2, 1)
             return _RESULT_KINDS["string"]
         if v.op is Op.EventValue and name in ("pid", "tid", "cpu"):
             return _kind("int", "nil", key=("event", name))

@@ -18,17 +18,14 @@ from hypothesis import strategies as st
 
 from ktapjit.bpf.placement import KERNEL, USER, FieldShape, place_module
 from ktapjit.cli import main
-from ktapjit.frontend.parse import parse_program
-from ktapjit.frontend.resolve import resolve_program
-from ktapjit.ir.pipeline import PassContext, compile_module
+from ktapjit.compiler import compile_script
 from ktapjit.semantics.limits import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def compile_text(source: str, path: str = "t.kp"):
-    program = resolve_program(parse_program(source.encode(), path))
-    return compile_module(program, PassContext(verify=True))
+    return compile_script(source.encode(), path, verify=True).module
 
 
 def plan(source: str, limits: Limits = Limits(), shapes=None, path: str = "t.kp") -> str:
