@@ -31,6 +31,7 @@ RULES: dict[str, frozenset[str]] = {
     "run_lifecycle": frozenset({"diag", "frontend", "run_api", "semantics"}),
     "interp": frozenset({"diag", "ir", "frontend", "semantics", "run_api", "run_lifecycle"}),
     "events": frozenset({"diag"}),
+    "bpf": frozenset({"diag", "events"}),
     "jit": frozenset({"diag", "cache_paths", "ir", "semantics", "events", "run_api", "run_lifecycle",
                       "kernel_filter"}),
     "tracing": frozenset({"diag", "frontend", "ir", "events", "semantics", "run_api", "kernel_filter"}),

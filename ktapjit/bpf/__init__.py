@@ -1,0 +1,22 @@
+"""The kernel layer of the BPF engine: bpf(2) through ctypes, the maps and
+programs it creates (owned, closed on every exit path), eBPF objects built
+by llvmlite and loaded with their map relocations, attaching programs to
+perf event fds, and the ``ktapjit_src`` map that lets ``ktapjit ps`` show
+what runs in the kernel (docs/bpf-kernel.md).
+
+How a lowering declares maps: the LLVM IR module declares one external
+global per map, named after it (``@counts = external global i8``), and uses
+its address where a helper takes a map (``bpf_map_lookup_elem(@counts,
+...)``). The BPF backend emits an ``ld_imm64`` with an R_BPF_64_64
+relocation against that undefined symbol; ``load_object`` is given a
+``{name: Map}`` dict and patches each such instruction into a
+``BPF_PSEUDO_MAP_FD`` load of the map's fd. Every global function definition
+is one program (put each in its own section, e.g. ``ktapjit/NAME``); calls
+between BPF functions are not supported: the lowering inlines them.
+
+Errors are ``BpfError``: ``str()`` is one line a user can act on.
+
+May import: ktapjit.diag and ktapjit.events (the perf_event ABI: ioctls on
+the perf fds programs attach to). Nothing imports llvmlite at package
+import; only ``build`` does, when called.
+"""
