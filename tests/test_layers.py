@@ -38,7 +38,7 @@ RULES: dict[str, frozenset[str]] = {
     "compare": frozenset({"diag"}),
     "output_json": frozenset({"diag", "semantics"}),
     "metrics": frozenset({"diag", "semantics"}),
-    "cli": frozenset({"diag", "cache_paths", "frontend", "ir", "interp", "jit", "events", "tracing",
+    "cli": frozenset({"diag", "cache_paths", "frontend", "ir", "interp", "jit", "events", "tracing", "bpf",
                       "run_api", "run_lifecycle", "semantics", "compare", "kernel_filter",
                       "output_json", "metrics"}),
     "__main__": frozenset({"cli"}),

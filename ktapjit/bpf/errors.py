@@ -42,3 +42,13 @@ def failure(what: str, err: int) -> BpfError:
     if err == errno.ENOSYS:
         return UnsupportedError(f"{what}: this kernel has no bpf(2) system call (CONFIG_BPF_SYSCALL)", err)
     return BpfError(f"{what}: {os.strerror(err)}", err)
+
+
+def report(exc: BpfError, verbose: bool = False) -> str:
+    """What the user sees: the one line, and with ``verbose`` (``-v``) the
+    verifier's log under it."""
+    text = str(exc)
+    log = getattr(exc, "log", "")
+    if verbose and log:
+        text += "\nverifier log:\n" + log.rstrip("\n")
+    return text

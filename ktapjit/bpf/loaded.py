@@ -59,6 +59,11 @@ def _read_carrier(map_id: int) -> LoadedSession | None:
     return LoadedSession(carried, map_id) if carried is not None else None
 
 
+def one_line(text: str) -> str:
+    """A command line on one row: its newlines and tabs shown as \\n and \\t."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
 def render(sessions: list[LoadedSession], verbose: bool = False) -> list[str]:
     """``ktapjit ps``'s lines: one per program; with ``verbose``, each
     session's source follows its programs."""
@@ -66,7 +71,7 @@ def render(sessions: list[LoadedSession], verbose: bool = False) -> list[str]:
     for session in sessions:
         carried = session.carried
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(carried.started_ns / 1e9))
-        command = shlex.join(carried.argv)
+        command = one_line(shlex.join(carried.argv))
         for _prog_id, name in session.programs:
             lines.append(f"{carried.pid:>7}  {started:19}  {name:15}  {command}")
         if verbose:

@@ -12,7 +12,7 @@ from tests.bpf.conftest import needs_bpf, open_fds, our_program_ids
 
 from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.build import compile_ir
-from ktapjit.bpf.errors import BpfError, VerifierError
+from ktapjit.bpf.errors import BpfError, VerifierError, report
 from ktapjit.bpf.loader import load_object
 from ktapjit.bpf.object_file import R_BPF_64_64, BpfObject
 from ktapjit.bpf.objects import BpfSession
@@ -140,6 +140,8 @@ def test_a_program_the_verifier_rejects_names_it_in_one_line_and_keeps_the_log(n
     assert caught.value.program == name
     assert "invalid bpf_context access off=16384" in caught.value.log
     assert caught.value.log.count("\n") >= 2  # the whole log, instruction by instruction
+    assert report(caught.value) == message
+    assert report(caught.value, verbose=True) == f"{message}\nverifier log:\n{caught.value.log.rstrip()}"
 
 
 def test_an_unsupported_program_type_names_the_feature():
