@@ -351,8 +351,15 @@ def next_id(cmd: int, start: int) -> int | None:
     if err == errno.ENOENT:
         return None
     if err:
-        raise failure("listing BPF objects", err)
+        raise _listing_failure(err)
     return attr.next_id
+
+
+def _listing_failure(err: int) -> BpfError:
+    # The kernel lets only CAP_SYS_ADMIN walk or open other processes' objects.
+    if err in (errno.EPERM, errno.EACCES):
+        return BpfError("listing BPF objects: permission denied: needs root (CAP_SYS_ADMIN)", err)
+    return failure("listing BPF objects", err)
 
 
 def prog_ids() -> list[int]:
@@ -376,7 +383,7 @@ def fd_by_id(cmd: int, id_: int) -> int | None:
     if err == errno.ENOENT:
         return None
     if err:
-        raise failure("opening a BPF object by id", err)
+        raise _listing_failure(err)
     return rc
 
 

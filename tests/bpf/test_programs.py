@@ -179,3 +179,16 @@ def test_the_session_closes_every_fd_on_every_exit_path(outcome, raised):
             _load_then(outcome, name)
     assert open_fds() - before == set()
     assert our_program_ids({name, (name + "x")[:15]}) == []
+
+
+def test_a_log_too_long_for_its_first_buffer_is_read_whole(monkeypatch):
+    name = unique("t_grow")
+    obj = compile_ir(PAST_CONTEXT_IR.format(name=name))
+    logs = []
+    for start in (sc.LOG_START, 16):  # 16 bytes: the kernel answers ENOSPC, the loader grows it
+        monkeypatch.setattr(sc, "LOG_START", start)
+        with BpfSession() as s, pytest.raises(VerifierError) as caught:
+            load_object(s, obj, {}, sc.BPF_PROG_TYPE_TRACEPOINT)
+        logs.append(caught.value.log)
+    assert len(logs[0]) > 64
+    assert logs[1] == logs[0]

@@ -91,4 +91,4 @@ def test_ps_without_privileges_says_what_is_needed():
             "sys.exit(cli.main(['ps']))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (1, "")
-    assert done.stderr == "ktapjit: listing BPF objects: permission denied: needs root or CAP_BPF+CAP_PERFMON\n"
+    assert done.stderr == "ktapjit: listing BPF objects: permission denied: needs root (CAP_SYS_ADMIN)\n"
