@@ -86,6 +86,9 @@ class Map(_Owned):
         if self.percpu:
             if isinstance(value, bytes):
                 value = [value] * possible_cpus()
+            if len(value) != possible_cpus():  # the kernel reads one slot per possible CPU
+                raise BpfError(f"BPF map '{self.name}': {len(value)} per-CPU values, "
+                               f"the machine has {possible_cpus()} possible CPUs")
             raw = b"".join(self._value(v).ljust(self.slot, b"\0") for v in value)
         else:
             raw = self._value(value)
@@ -95,7 +98,7 @@ class Map(_Owned):
         return sc.map_delete(self.live_fd(), self._key(key))
 
     def keys(self) -> list[bytes]:
-        """Every key, in the kernel's order; a key deleted meanwhile restarts nothing."""
+        """Every key, in the kernel's order."""
         out, key = [], None
         while (key := sc.map_next_key(self.live_fd(), key, self.key_size)) is not None:
             out.append(key)

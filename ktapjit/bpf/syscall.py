@@ -215,8 +215,12 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
 def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
     kbuf = ctypes.create_string_buffer(key, len(key))
     vbuf = ctypes.create_string_buffer(value, len(value))
-    _checked(BPF_MAP_UPDATE_ELEM, MapElemAttr(map_fd=fd, key=_address(kbuf), value=_address(vbuf),
-                                              flags=flags), "BPF map update")
+    rc, err = bpf(BPF_MAP_UPDATE_ELEM, MapElemAttr(map_fd=fd, key=_address(kbuf), value=_address(vbuf),
+                                                   flags=flags))
+    if err == errno.EPERM:  # whoever holds the fd may write it, unless it is frozen
+        raise BpfError("BPF map update: the map is frozen (read-only to user space)", err)
+    if err:
+        raise failure("BPF map update", err)
 
 
 def map_delete(fd: int, key: bytes) -> bool:
