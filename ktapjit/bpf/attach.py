@@ -11,9 +11,11 @@ Where a program runs depends on the event kind. A tracepoint or uprobe
 program joins the tracepoint's own program list (one per trace event, not
 per perf event): it runs on every hit on every CPU, whichever task, while
 any perf event it was attached through stays open, and attaching it again
-through a second CPU's fd is EEXIST. So it is attached once, through the
-first fd, and a pid filter must be in the program (the perf event's pid
-does not filter it). A cpu-clock program belongs to its one perf event, so
+through a second CPU's fd is EEXIST. A uprobe the uprobe PMU makes is a
+trace event of its own per CPU's fd, each firing on every CPU: attached
+through each, the program would run once per CPU for one call. So it is
+attached once, through the first fd, and a pid filter must be in the
+program (the perf event's pid does not filter it). A cpu-clock program belongs to its one perf event, so
 it is attached to each CPU's. ``attach_all`` does the right one.
 """
 

@@ -27,6 +27,23 @@ int main(int argc, char **argv) {
 }
 """
 
+# `beats N`: blocks until a byte arrives on stdin, then calls beat() N times
+# (a function a uprobe can take).
+BEATS_C = r"""
+#include <stdlib.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void beat(long i) { __asm__ volatile("" :: "r"(i)); }
+
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    char c;
+    if (read(0, &c, 1) != 1) return 2;
+    for (long i = 0; i < n; i++) beat(i);
+    return 0;
+}
+"""
+
 
 def bpf_skip_reason() -> Optional[str]:
     reason = tracefs_skip_reason("BPF (bpf(2), perf_event_open on tracepoints)",
@@ -87,3 +104,8 @@ def no_leaks():
 @pytest.fixture(scope="session")
 def getppid_workload(tmp_path_factory):
     return build_c(tmp_path_factory, "getppid", GETPPID_C, "-O2", purpose="the getppid workload")
+
+
+@pytest.fixture(scope="session")
+def beats_workload(tmp_path_factory):
+    return build_c(tmp_path_factory, "beats", BEATS_C, "-O2", purpose="the uprobe workload")

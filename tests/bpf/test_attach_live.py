@@ -19,6 +19,8 @@ from ktapjit.bpf.build import compile_ir
 from ktapjit.bpf.loader import load_object
 from ktapjit.bpf.objects import BpfSession
 from ktapjit.events import perf_abi
+from ktapjit.events.dynamic_probes import uprobe_pmu_event
+from ktapjit.events.elf import symbol_file_offset
 from ktapjit.events.perf_ring import PerfSession, software_event, tracepoint
 
 pytestmark = needs_bpf
@@ -68,6 +70,35 @@ def test_a_tracepoint_program_counts_every_getppid_of_the_workload_exactly(getpp
             assert work.wait(timeout=60) == 0
             assert total(counts.lookup(KEY0)) == N
             os.getppid()  # not the workload's: not counted
+            assert total(counts.lookup(KEY0)) == N
+    finally:
+        work.kill()
+        work.wait()
+    assert open_fds() - before == set()
+    assert _gone(name)
+
+
+@pytest.mark.parametrize("is_return", [False, True], ids=["uprobe", "uretprobe"])
+def test_a_uprobe_program_counts_every_call_of_the_workload_exactly(beats_workload, is_return):
+    """A uprobe made by the uprobe PMU is opened once per CPU, each its own
+    trace event; the program attached through the first fd sees the calls
+    on every CPU, once each (attached through all, it would count each
+    call once per CPU)."""
+    name = unique("t_beat")
+    [target] = symbol_file_offset(str(beats_workload), "beat")
+    event = uprobe_pmu_event(str(beats_workload), target.offset, is_return=is_return)
+    before = open_fds()
+    work = subprocess.Popen([str(beats_workload), str(N)], stdin=subprocess.PIPE)
+    try:
+        with BpfSession() as bpf, PerfSession([event], pages=1, track_tasks=False) as perf:
+            counts = bpf.create_map("counts", sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1)
+            obj = compile_ir(COUNT_IR.format(name=name, tgid=work.pid))
+            kind = "uretprobe" if is_return else "uprobe"
+            program = load_object(bpf, obj, {"counts": counts}, prog_type_for(kind))[name]
+            attach_all([op.fd for op in perf.opened], program)
+            work.stdin.write(b"go")
+            work.stdin.close()
+            assert work.wait(timeout=60) == 0
             assert total(counts.lookup(KEY0)) == N
     finally:
         work.kill()
