@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.errors import BpfError
 from ktapjit.bpf.object_file import (R_BPF_64_32, R_BPF_64_64, SHN_UNDEF, STT_FUNC, STT_SECTION, BpfObject,
-                                     Symbol)
+                                     Relocation, Symbol)
 from ktapjit.bpf.objects import BpfSession, Map, Program
 
 LICENSE = "GPL"
@@ -47,7 +47,7 @@ def program_code(obj: BpfObject, function: Symbol, maps: Mapping[str, Map]) -> b
     return bytes(code)
 
 
-def _callee(obj: BpfObject, rel, imm: int) -> str:
+def _callee(obj: BpfObject, rel: Relocation, imm: int) -> str:
     """The name of a call's target: a local function is reached through its
     section's symbol plus the call's displacement, (imm + 1) instructions."""
     if rel.symbol.name and rel.symbol.type != STT_SECTION:
@@ -58,7 +58,7 @@ def _callee(obj: BpfObject, rel, imm: int) -> str:
     return named[0] if named else obj.sections[rel.symbol.section].name
 
 
-def patch_reference(code: bytearray, at: int, rel, program: str, maps: Mapping[str, Map]) -> None:
+def patch_reference(code: bytearray, at: int, rel: Relocation, program: str, maps: Mapping[str, Map]) -> None:
     name = rel.symbol.name
     if rel.type != R_BPF_64_64 or code[at] != LD_IMM64:
         raise BpfError(f"BPF program '{program}': unsupported relocation type {rel.type} against '{name}'")

@@ -291,7 +291,7 @@ def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL") -> 
     rc, err = _load(prog_type, insns, name, license, None)
     if not err:
         return rc
-    if err in (errno.EPERM,):
+    if err == errno.EPERM:
         raise BpfError(f"cannot load BPF program '{name}': {PERMISSION}", err)
     log = _refusal_log(prog_type, insns, name, license)
     if err == errno.EINVAL and not log.strip():

@@ -10,7 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from tests.bpf.conftest import needs_bpf
 
 from ktapjit.bpf import source_map
