@@ -16,6 +16,7 @@ import sys
 from typing import BinaryIO, Optional, Sequence
 
 from ktapjit import __version__
+from ktapjit.bpf.errors import BpfError
 from ktapjit.diag import CompileError, counted
 from ktapjit.run_api import Aborted, Host, Limits, RunConfig, monotonic_ns
 from ktapjit.semantics.intmath import INT64_MAX  # limits are 64-bit counters in native code
@@ -184,9 +185,16 @@ def _add_plan(commands) -> None:
     _add_limit_options(plan)  # --max-loop and --max-depth decide some placements
 
 
+def _add_ps(commands) -> None:
+    ps = commands.add_parser("ps", help="list the ktapjit programs running in the kernel",
+                             description="List the BPF programs ktapjit sessions have loaded, by any "
+                                         "process: pid, start time, program, command line.")
+    ps.add_argument("-v", "--verbose", action="store_true", help="also show each session's script source")
+
+
 # In the order `ktapjit --help` lists them.
 _COMMANDS = {"run": _add_run, "record": _add_record, "list": _add_list, "ir": _add_ir, "asm": _add_asm,
-             "plan": _add_plan}
+             "plan": _add_plan, "ps": _add_ps}
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -230,6 +238,9 @@ def main(argv: Optional[Sequence[str]] = None, stdout: Optional[BinaryIO] = None
     except CompileError as exc:
         _say(err, exc.render())
         return EXIT_USAGE
+    except BpfError as exc:  # bpf(2) refused: no permission, a verifier rejection, a missing feature
+        _say(err, f"ktapjit: {exc}")
+        return EXIT_RUNTIME
     except KeyboardInterrupt:  # before the script ran (compiling, binding)
         _say(err, "ktapjit: interrupted")
         return EXIT_INTERRUPTED
@@ -323,6 +334,8 @@ def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
         return _cmd_plan(ns, out)
     if ns.command == "record":
         return _cmd_record(ns, err)
+    if ns.command == "ps":
+        return _cmd_ps(ns, out)
     raise UsageError(f"unknown command '{ns.command}'")
 
 
@@ -470,6 +483,13 @@ def _bound_session(open_session, source: bytes):
     except CompileError as exc:  # binding errors point into the script
         exc.source = source
         raise
+
+
+def _cmd_ps(ns, out: BinaryIO) -> int:
+    from ktapjit.bpf.loaded import loaded_sessions, render
+
+    out.write("".join(line + "\n" for line in render(loaded_sessions(), ns.verbose)).encode())
+    return EXIT_OK
 
 
 def _cmd_list(ns, out: BinaryIO) -> int:
