@@ -12,7 +12,7 @@ from ktapjit.cli import main
 from ktapjit.frontend.parse import parse_program
 from ktapjit.frontend.resolve import resolve_program
 from ktapjit.ir.pipeline import PassContext, compile_module
-from ktapjit.jit.compile import compile_native
+from ktapjit.jit.loader import compile_native
 
 
 def module_of(source: bytes):
