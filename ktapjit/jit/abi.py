@@ -95,6 +95,15 @@ class _RuntimeAttributes(ir.FunctionAttributes):
     _known = ir.FunctionAttributes._known | {a for attrs in RUNTIME_ATTRIBUTES.values() for a in attrs}
 
 
+def define_kcode(module: ir.Module, name: str) -> ir.Function:
+    """A generated function. It keeps its unwind table: with every runtime
+    call nounwind LLVM would infer nounwind and drop it, and gdb and perf's
+    DWARF call graphs need it to walk through generated code."""
+    fn = ir.Function(module, KCODE, name)
+    fn.attributes.add("uwtable")
+    return fn
+
+
 def declare_runtime(module: ir.Module) -> dict[str, ir.Function]:
     """Declare every runtime function generated code calls, with the
     attributes its effects allow."""

@@ -83,7 +83,7 @@ class ModuleLowering:
         self._slot_index: dict[tuple[str, str], int] = {}
         self.runtime = abi.declare_runtime(self.llmod)
         self.functions = {
-            func: ir.Function(self.llmod, abi.KCODE, f"ktap_f{i}_{_symbol_part(func.name)}")
+            func: abi.define_kcode(self.llmod, f"ktap_f{i}_{_symbol_part(func.name)}")
             for i, func in enumerate(module.funcs)
         }
         self.strings_global: Optional[ir.GlobalVariable] = None

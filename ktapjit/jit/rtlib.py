@@ -1,9 +1,10 @@
 """The JIT's native runtime: build it, cache it, load it, bind it with ctypes.
 
-The runtime is the small C library in ``ktapjit/jit/runtime/`` (ABI in
-``runtime_abi.py``, whose C side is ``ktrt.h``). It is compiled on first use with the system C compiler (``$CC``,
-else ``cc``, ``gcc`` or ``clang``; ``-O2 -fPIC -shared``, no Python headers)
-into a per-user cache directory:
+The runtime is the small C library in ``ktapjit/jit/runtime/`` (its ABI is
+the table in ``runtime_abi.py``; its C side ``ktrt.h``). It is compiled on
+first use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or
+``clang``; ``-O2 -fPIC -shared``, no Python headers) into a per-user cache
+directory:
 
     $KTAPJIT_CACHE_DIR/rt, else $XDG_CACHE_HOME/ktapjit/rt, else ~/.cache/ktapjit/rt
 

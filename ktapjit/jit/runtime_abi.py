@@ -93,15 +93,14 @@ def _call(proto: str, effects: str, doc: str = "", code: bool = False) -> Call:
 
 _CALLS = (
     "values",
-    _call(
-        "kstr *k_intern(const char *p, uint32_t len)", "reads writes",
-        "The interned string for p[0..len). NULL only when out of memory."),
+    _call("kstr *k_intern(const char *p, uint32_t len)", "reads writes",
+          "The interned string for p[0..len). NULL only when out of memory."),
     _call("uint64_t k_intern_count(void)", "reads",
           "Number of distinct strings interned so far (for tests and stats)."),
 
     "state",
     _call("kstate *k_state_new(int64_t max_table, int64_t max_string, int64_t max_loop, int64_t max_depth)",
-        "writes"),
+          "writes"),
     _call("void k_state_free(kstate *s)", "writes"),
     _call("int k_fail(kstate *s, int code, int64_t a, int64_t b)", "argmem fails cold",
           "Record a failure: sets s->err = {code, a, b} and returns code.", code=True),
@@ -115,8 +114,8 @@ _CALLS = (
 
     "output",
     _call("void k_out_take(kstate *s, const char **ptr, uint64_t *len)", "argmem",
-        "Output: hand the pending bytes to the caller and empty the buffer. The pointer stays "
-        "valid until the next write to the state."),
+          "Output: hand the pending bytes to the caller and empty the buffer. The pointer stays "
+          "valid until the next write to the state."),
     _call("int k_out_write(kstate *s, const char *p, uint64_t len)", "reads writes fails",
           "Append raw bytes to the output (0 or K_E_NOMEM)."),
     _call("void k_out_marks_on(kstate *s)", "argmem",
@@ -126,7 +125,7 @@ _CALLS = (
 
     "tables",
     _call("int64_t k_tables_live(kstate *s)", "argmem reads",
-        "How many tables of the run are allocated now (tests: memory is reclaimed)."),
+          "How many tables of the run are allocated now (tests: memory is reclaimed)."),
     _call("int64_t k_arena_bytes(kstate *s)", "argmem reads",
           "Bytes of cells and closures the run holds (tests: memory is reclaimed)."),
     _call("uint64_t k_key_hash(kval key)", "reads",
@@ -154,8 +153,8 @@ _CALLS = (
 
     "builtins and operators",
     _call("int k_value_text(kstate *s, kval v, kval *out)", "writes fails",
-        "The text print writes for v as an interned string (numbers a table or function on "
-        "first use; no length limit)."),
+          "The text print writes for v as an interned string (numbers a table or function on "
+          "first use; no length limit)."),
     _call("int k_stringof(kstate *s, kval v, kval *out)", "writes fails",
           "stringof(v): k_value_text, then K_E_STRING_TOO_LONG above max_string.", code=True),
     _call("int k_concat(kstate *s, kval a, kval b, kval *out)", "writes fails",
@@ -187,8 +186,8 @@ _CALLS = (
 
     "functions, cells and calls (generated code)",
     _call("kcell *k_cell_new(kstate *s, kval v)", "writes fails",
-        "New cells and closures live until the state is freed. NULL: out of memory "
-        "(recorded). A closure's cells are filled in by the caller.", code=True),
+          "New cells and closures live until the state is freed. NULL: out of memory "
+          "(recorded). A closure's cells are filled in by the caller.", code=True),
     _call("void k_escape(kval v)", "writes",
           "v is being stored in a global, a cell or a table: when a table, it outlives the "
           "entry (k_enter frees the tables an entry made that did not); when a function, the "
@@ -410,8 +409,9 @@ class Error:
 
 
 # Message fields: {a} and {b} are numbers; {a:type} a type name (a tag);
-# {a:agg} hist, lhist or stats; {a:bound} min, max or step; {a:conv} a printf
-# conversion byte (\xNN unless printable); {a:lhist} lhist's reason by number.
+# {a:agg} hist, lhist or stats; {a:bound} min, max or step; {a:char} a byte;
+# {a:conv} a printf conversion byte (\xNN unless printable); {a:lhist}
+# lhist's reason by number.
 ERRORS: tuple[Error, ...] = (
     Error("K_OK", ""),
     Error("K_E_NOMEM", "out of memory"),
@@ -435,7 +435,7 @@ ERRORS: tuple[Error, ...] = (
     Error("K_E_FOR_STEP_ZERO", "'for' step is zero"),
     Error("K_E_PRINTF_FORMAT", "printf: format must be a string, got {a:type}"),
     Error("K_E_PRINTF_ARGS", "printf: not enough arguments"),
-    Error("K_E_PRINTF_BADARG", "printf: bad argument for '%{a:conv}': expected integer, got {b:type}"),
+    Error("K_E_PRINTF_BADARG", "printf: bad argument for '%{a:char}': expected integer, got {b:type}"),
     Error("K_E_PRINTF_CONV", "printf: invalid conversion '%{a:conv}'"),
     Error("K_E_PRINTF_INCOMPLETE", "printf: incomplete conversion at end of format"),
     Error("K_E_PRINTF_WIDTH", "printf: width or precision too large"),
@@ -552,6 +552,8 @@ def _field(value: int, kind: str) -> str:
         return AGG_NAMES[value] if value in (0, 1) else AGG_NAMES[2]
     if kind == "bound":
         return LHIST_BOUND_NAMES[value] if value in (0, 1) else LHIST_BOUND_NAMES[2]
+    if kind == "char":
+        return chr(value & 255)
     if kind == "conv":
         return chr(value) if 0x20 <= value < 0x7F else f"\\x{value & 255:02x}"
     if kind == "lhist":

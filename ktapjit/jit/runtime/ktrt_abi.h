@@ -47,7 +47,7 @@ enum {
     K_E_FOR_STEP_ZERO = 18,     /* "'for' step is zero" */
     K_E_PRINTF_FORMAT = 19,     /* "printf: format must be a string, got {a:type}" */
     K_E_PRINTF_ARGS = 20,       /* "printf: not enough arguments" */
-    /* "printf: bad argument for '%{a:conv}': expected integer, got {b:type}" */
+    /* "printf: bad argument for '%{a:char}': expected integer, got {b:type}" */
     K_E_PRINTF_BADARG = 21,
     K_E_PRINTF_CONV = 22,       /* "printf: invalid conversion '%{a:conv}'" */
     K_E_PRINTF_INCOMPLETE = 23, /* "printf: incomplete conversion at end of format" */
