@@ -635,6 +635,30 @@ def _enum_lines(e: Enum) -> list[str]:
     return out
 
 
+def _c_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _c_strings(name: str, texts: tuple[str, ...], size: str = "") -> list[str]:
+    return [f"static const char *const {name}[{size}] = {{",
+            *(f"    {_c_string(t)}," for t in texts), "};"]
+
+
+def _message_lines() -> list[str]:
+    """The messages k_err_message writes (state.c), as templates: {a} and {b}
+    are err.a and err.b; after a colon, how to show them (runtime_abi.py)."""
+    return [
+        "/* Error messages (k_err_message): {a} and {b} stand for err.a and err.b, as",
+        " * numbers, or after a colon as a type name, an aggregation (agg), an lhist",
+        " * bound or reason (bound, lhist), a byte (char) or a printf conversion (conv). */",
+        *_c_strings("krt_error_messages", tuple(e.message for e in ERRORS), "K_E__COUNT"),
+        *_c_strings("krt_type_names", TYPE_NAMES),
+        *_c_strings("krt_agg_names", AGG_NAMES),
+        *_c_strings("krt_lhist_bound_names", LHIST_BOUND_NAMES),
+        *_c_strings("krt_lhist_reasons", LHIST_REASONS),
+    ]
+
+
 def render_header() -> str:
     out = [
         "/* ktrt_abi.h -- the runtime ABI: calls, state fields, enums.",
@@ -653,6 +677,7 @@ def render_header() -> str:
         out.append(f"#define {name} {value} /* {doc} */")
     for e in ENUMS:
         out += ["", *_enum_lines(e)]
+    out += ["", *_message_lines()]
     out += ["", "/* The public prefix of struct kstate: generated code reads and writes these",
             " * fields directly, at the offsets shown. */", "#define KRT_STATE_PUBLIC_FIELDS \\"]
     offsets = state_offsets()

@@ -239,3 +239,17 @@ def test_generated_functions_keep_their_unwind_tables():
     module = ir.Module()
     abi.define_kcode(module, "ktap_f0_main")
     assert "uwtable" in str(module)
+
+
+@pytest.mark.parametrize("cap, written", [(0, None), (1, b""), (8, b"attempt"), (200, None)])
+def test_error_messages_keep_snprintfs_contract(rt, cap, written):
+    """k_err_message writes what fits, NUL-terminated, and returns the full length."""
+    import ctypes
+
+    message = b"attempt to compare table with nil"
+    with rt.state() as state:
+        rt.k_fail(state.ptr, rtlib.E_COMPARE, rtlib.TABLE, rtlib.NIL)
+        buf = ctypes.create_string_buffer(b"\xff" * 200) if cap else None
+        assert rt.k_err_message(state.ptr, buf, cap) == len(message)
+        if buf is not None:
+            assert buf.value == (message if written is None else written)

@@ -183,6 +183,77 @@ enum {
     KA_NOPS
 };
 
+/* Error messages (k_err_message): {a} and {b} stand for err.a and err.b, as
+ * numbers, or after a colon as a type name, an aggregation (agg), an lhist
+ * bound or reason (bound, lhist), a byte (char) or a printf conversion (conv). */
+static const char *const krt_error_messages[K_E__COUNT] = {
+    "",
+    "out of memory",
+    "attempt to compare {a:type} with {b:type}",
+    "attempt to perform arithmetic on a {a:type} value",
+    "attempt to concatenate a {a:type} value",
+    "attempt to index a {a:type} value",
+    "attempt to call a {a:type} value",
+    "attempt to get length of a {a:type} value",
+    "divide by zero",
+    "table index is nil",
+    "table overflow ({a} entries)",
+    "string too long",
+    "loop limit exceeded ({a} iterations)",
+    "stack overflow (depth {a})",
+    "too many arguments (function takes {a}, got {b})",
+    "'for' initial value must be an integer",
+    "'for' limit must be an integer",
+    "'for' step must be an integer",
+    "'for' step is zero",
+    "printf: format must be a string, got {a:type}",
+    "printf: not enough arguments",
+    "printf: bad argument for '%{a:char}': expected integer, got {b:type}",
+    "printf: invalid conversion '%{a:conv}'",
+    "printf: incomplete conversion at end of format",
+    "printf: width or precision too large",
+    "print_hist: expected a table, got {a:type}",
+    "print_hist: row count must be an integer, got {a:type}",
+    "print_hist: values must be non-negative integers",
+    "event slot {a} could not be read",
+    "native stack exhausted at depth {a} (raise the limit with ulimit -s)",
+    "print_folded: expected a table, got {a:type}",
+    "print_folded: values must be non-negative integers",
+    "{a:agg}: expected a table, got {b:type}",
+    "{a:agg}: value must be an integer, got {b:type}",
+    "{a:agg}: existing value is not a {a:agg} aggregation",
+    "lhist: {a:bound} must be an integer, got {b:type}",
+    "lhist: {a:lhist}",
+    "lhist: existing aggregation has other bounds",
+    "print_agg: expected a table, got {a:type}",
+    "print_agg: values must be aggregations (hist, lhist or stats)",
+};
+static const char *const krt_type_names[] = {
+    "nil",
+    "boolean",
+    "integer",
+    "string",
+    "table",
+    "function",
+};
+static const char *const krt_agg_names[] = {
+    "hist",
+    "lhist",
+    "stats",
+};
+static const char *const krt_lhist_bound_names[] = {
+    "min",
+    "max",
+    "step",
+};
+static const char *const krt_lhist_reasons[] = {
+    "?",
+    "step must be positive",
+    "min must be less than max",
+    "max - min must be a multiple of step",
+    "too many buckets (more than 1000)",
+};
+
 /* The public prefix of struct kstate: generated code reads and writes these
  * fields directly, at the offsets shown. */
 #define KRT_STATE_PUBLIC_FIELDS \
