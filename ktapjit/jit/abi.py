@@ -38,20 +38,18 @@ SNAPSHOTP = SNAPSHOT.as_pointer()
 KERR = ir.LiteralStructType([I64, I64, I64])
 I64P = I64.as_pointer()
 
-# C types as LLVM types. A kval crosses as two i64 (see above), so it maps
-# to a pair.
+# C types as LLVM types. A kval argument crosses as two i64 (see above).
+# kstate * is the state's own type, defined from the table below.
 _LLVM = {
     "void": VOID, "int": I32, "int64_t": I64, "uint64_t": I64, "uintptr_t": I64,
     "kval": (I64, I64), "kval *": KVALP, "const kval *": KVALP, "kcell *": KVALP,
     "int64_t *": I64P, "const int64_t *": I64P, "char *": I8P, "kerr": KERR,
-    "kstate *": None, "ktable *": I8P, "kcode": I8P, "kfunc *": KFUNCP, "ksnapshot *": SNAPSHOTP,
+    "ktable *": I8P, "kcode": I8P, "kfunc *": KFUNCP, "ksnapshot *": SNAPSHOTP,
 }
 
 
-
-
 def _llvm(ctype: str, state=None, types=_LLVM) -> list[ir.Type]:
-    t = types[ctype] if ctype != "kstate *" else state
+    t = state if ctype == "kstate *" else types[ctype]
     return list(t) if isinstance(t, tuple) else [t]
 
 
@@ -112,6 +110,7 @@ def declare_runtime(module: ir.Module) -> dict[str, ir.Function]:
         fn = declared[name] = ir.Function(module, ir.FunctionType(ret, args), name)
         fn.attributes = _RuntimeAttributes(RUNTIME_ATTRIBUTES[name])
     return declared
+
 
 _TAGS = runtime_abi.values(runtime_abi.TAGS, "KT_")
 _ERRORS = runtime_abi.values(runtime_abi.ERROR_CODES, "K_")
