@@ -82,17 +82,19 @@ def test_the_library_exports_exactly_the_table_calls(rt):
     assert exported == set(runtime_abi.CALL)
 
 
-def test_every_definition_matches_its_prototype():
+@pytest.mark.parametrize("definition, compiles", [
+    ("int k_fail(kstate *s, int code, int64_t a, int64_t b) { return code + (int)(a + b) + !s; }", True),
+    ("int k_fail(kstate *s, int code) { return code + !s; }", False),
+    ("int64_t k_fail(kstate *s, int code, int64_t a, int64_t b) { return code + a + b + !s; }", False),
+])
+def test_every_definition_must_match_its_prototype(tmp_path, definition, compiles):
     """The runtime's sources include the generated prototypes, so a
     definition with another arity or type does not compile."""
-    bad = RUNTIME / "ktrt_abi_probe.c"
-    try:
-        bad.write_text('#include "ktrt.h"\nint k_fail(kstate *s, int code) { return code; }\n')
-        done = subprocess.run([*rtlib.find_compiler(), "-std=gnu11", "-fsyntax-only", str(bad)],
-                              capture_output=True, text=True, timeout=60)
-    finally:
-        bad.unlink()
-    assert done.returncode != 0 and "k_fail" in done.stderr
+    source = tmp_path / "probe.c"
+    source.write_text(f'#include "ktrt.h"\n{definition}\n')
+    done = subprocess.run([*rtlib.find_compiler(), "-std=gnu11", "-fsyntax-only", f"-I{RUNTIME}", str(source)],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode == 0) == compiles, done.stderr
 
 
 def _python_sources() -> str:
