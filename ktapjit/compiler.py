@@ -13,7 +13,7 @@ User errors are collected in the unit's Diagnostics, with the source they
 point into; the run stops after the step that found them and raises a
 CompileError carrying that source.
 
-The JIT's own path (jit/compile.py: a cache of linked libraries, then a
+The JIT's own path (jit/loader.py: a cache of linked libraries, then a
 load) lowers through the same lower_module; these native steps serve
 `ktapjit asm` and `--dump-after`.
 

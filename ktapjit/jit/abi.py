@@ -1,5 +1,6 @@
 """The native ABI as LLVM types: values, the run state, closures and the
-runtime functions generated code calls (their C side is runtime/ktrt.h).
+runtime functions generated code calls, derived from the one table of the
+runtime ABI (runtime_abi.py; its C side is runtime/ktrt.h).
 
 Every generated function is a ``kcode``:
 ``i64 f(kstate *s, kfunc *self, kval *args, i64 nargs, i64 depth, kval *ret)``.
@@ -8,14 +9,15 @@ that is how the C compilers pass a 16-byte struct of two integers on x86-64
 and AArch64, as long as it fits in registers, which every signature below
 keeps.
 
-May import: llvmlite.ir, ktapjit.jit.rtlib (constants only).
+May import: llvmlite.ir, ktapjit.jit.runtime_abi.
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
 
-from ktapjit.jit import rtlib
+from ktapjit.jit import runtime_abi
+from ktapjit.jit.runtime_abi import CODE_CALLS, STATE_FIELDS as _FIELDS
 
 I1 = ir.IntType(1)
 I32 = ir.IntType(32)
@@ -25,78 +27,114 @@ VOID = ir.VoidType()
 KVAL = ir.LiteralStructType([I64, I64])
 KVALP = KVAL.as_pointer()
 
-# The public prefix of struct kstate, field by field (ktrt.h gives offsets).
-STATE_FIELDS = [
-    ("max_table", I64), ("max_string", I64), ("max_loop", I64), ("max_depth", I64),
-    ("out", I8P), ("out_len", I64), ("out_cap", I64), ("n_tables", I64), ("n_funcs", I64),
-    ("err", ir.LiteralStructType([I64, I64, I64])),
-    ("globals", KVALP), ("now_ns", I64), ("site", I64), ("event", KVALP),
-    ("tail_args", KVALP), ("tail_n", I64), ("tail_fn", I8P), ("tail_cap", I64),
-    ("stack_floor", I64), ("stack_budget", I64),
-]
-STATE = ir.LiteralStructType([t for _, t in STATE_FIELDS])
-STATEP = STATE.as_pointer()
-STATE_INDEX = {name: i for i, (name, _) in enumerate(STATE_FIELDS)}
-
 # struct kfunc: code, nparams, ncells, cells[] (cells are kcell *, a kval each).
 KFUNC = ir.LiteralStructType([I8P, I64, I64, ir.ArrayType(KVALP, 0)])
 KFUNCP = KFUNC.as_pointer()
-KCODE = ir.FunctionType(I64, [STATEP, KFUNCP, KVALP, I64, I64, KVALP])
 
 # struct ksnapshot: len, keys[].
 SNAPSHOT = ir.LiteralStructType([I64, ir.ArrayType(KVAL, 0)])
 SNAPSHOTP = SNAPSHOT.as_pointer()
 
-# Value tags (KT_* in ktrt.h) and run statuses (K_RUN_*).
+KERR = ir.LiteralStructType([I64, I64, I64])
+I64P = I64.as_pointer()
+
+# C types as LLVM types. A kval argument crosses as two i64 (see above).
+# kstate * is the state's own type, defined from the table below.
+_LLVM = {
+    "void": VOID, "int": I32, "int64_t": I64, "uint64_t": I64, "uintptr_t": I64,
+    "kval": (I64, I64), "kval *": KVALP, "const kval *": KVALP, "kcell *": KVALP,
+    "int64_t *": I64P, "const int64_t *": I64P, "char *": I8P, "kerr": KERR,
+    "ktable *": I8P, "kcode": I8P, "kfunc *": KFUNCP, "ksnapshot *": SNAPSHOTP,
+}
+
+
+def _llvm(ctype: str, state=None, types=_LLVM) -> list[ir.Type]:
+    t = state if ctype == "kstate *" else types[ctype]
+    return list(t) if isinstance(t, tuple) else [t]
+
+
+# The public prefix of struct kstate, field by field. Generated code never
+# reads tail_fn (k_tail_args fills it), so the state holds it untyped.
+STATE = ir.LiteralStructType([
+    t for f in _FIELDS for t in _llvm(f.ctype, types={**_LLVM, "kfunc *": I8P, "kval": KVAL})])
+STATEP = STATE.as_pointer()
+STATE_INDEX = {f.name: i for i, f in enumerate(_FIELDS)}
+KCODE = ir.FunctionType(I64, [STATEP, KFUNCP, KVALP, I64, I64, KVALP])
+
+# Runtime functions generated code calls: name -> (return type, argument types).
+RUNTIME = {
+    c.name: (_llvm(c.ret, STATEP)[0], [t for p in c.params for t in _llvm(p.ctype, STATEP)])
+    for c in CODE_CALLS
+}
+
+
+def attributes(effects: frozenset[str]) -> list[str]:
+    """LLVM function attributes a runtime call's effects allow. The runtime
+    is C: it never unwinds. A call that runs no generated code returns; its
+    memory effects bound what LLVM may assume it leaves untouched."""
+    attrs = ["nounwind"]
+    if "cold" in effects:
+        attrs.append("cold")
+    if "reenters" in effects:
+        return attrs
+    attrs.append("willreturn")
+    if "writes" not in effects:
+        kinds = ["read"] if "reads" in effects else []
+        kinds += ["argmem: readwrite"] if "argmem" in effects else []
+        attrs.append(f"memory({', '.join(kinds) or 'none'})")
+    return attrs
+
+
+RUNTIME_ATTRIBUTES = {c.name: attributes(c.effects) for c in CODE_CALLS}
+
+
+class _RuntimeAttributes(ir.FunctionAttributes):
+    # llvmlite checks names against a list older than willreturn and memory().
+    _known = ir.FunctionAttributes._known | {a for attrs in RUNTIME_ATTRIBUTES.values() for a in attrs}
+
+
+def define_kcode(module: ir.Module, name: str) -> ir.Function:
+    """A generated function. It keeps its unwind table: with every runtime
+    call nounwind LLVM would infer nounwind and drop it, and gdb and perf's
+    DWARF call graphs need it to walk through generated code."""
+    fn = ir.Function(module, KCODE, name)
+    fn.attributes.add("uwtable")
+    return fn
+
+
+def declare_runtime(module: ir.Module) -> dict[str, ir.Function]:
+    """Declare every runtime function generated code calls, with the
+    attributes its effects allow."""
+    declared = {}
+    for name, (ret, args) in RUNTIME.items():
+        fn = declared[name] = ir.Function(module, ir.FunctionType(ret, args), name)
+        fn.attributes = _RuntimeAttributes(RUNTIME_ATTRIBUTES[name])
+    return declared
+
+
+_TAGS = runtime_abi.values(runtime_abi.TAGS, "KT_")
+_ERRORS = runtime_abi.values(runtime_abi.ERROR_CODES, "K_")
+_RUN = runtime_abi.values(runtime_abi.RUN_STATUSES, "K_RUN_")
+
+# Value tags and run statuses.
 NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = (
-    rtlib.NIL, rtlib.BOOLEAN, rtlib.INTEGER, rtlib.STRING, rtlib.TABLE, rtlib.FUNCTION)
-RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL = rtlib.RUN_OK, rtlib.RUN_EXIT, rtlib.RUN_ERROR, rtlib.RUN_TAIL
+    _TAGS["NIL"], _TAGS["BOOL"], _TAGS["INT"], _TAGS["STR"], _TAGS["TABLE"], _TAGS["FUNC"])
+RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL = _RUN["OK"], _RUN["EXIT"], _RUN["ERROR"], _RUN["TAIL"]
 
 # The type names typeinfer prints, for values whose tag is known at compile time.
 EXACT_TAGS = {"nil": NIL, "bool": BOOLEAN, "int": INTEGER, "string": STRING,
               "table": TABLE, "function": FUNCTION}
 
-_KV = (I64, I64)  # a kval argument
-
-# Runtime functions: name -> (return type, argument types).
-RUNTIME = {
-    "k_fail": (I32, [STATEP, I32, I64, I64]),
-    "k_fail_table": (I32, [STATEP, I8P, I32]),
-    "k_table_new": (I8P, [STATEP]),
-    "k_table_get": (I32, [I8P, *_KV, KVALP]),
-    "k_table_set": (I32, [I8P, *_KV, *_KV]),
-    "k_table_clear": (VOID, [I8P]),
-    "k_snapshot_scratch": (SNAPSHOTP, [STATEP, I8P]),
-    "k_stringof": (I32, [STATEP, *_KV, KVALP]),
-    "k_concat": (I32, [STATEP, *_KV, *_KV, KVALP]),
-    "k_compare": (I32, [STATEP, *_KV, *_KV, I64.as_pointer()]),
-    "k_len": (I32, [STATEP, *_KV, I64.as_pointer()]),
-    "k_print": (I32, [STATEP, KVALP, I64]),
-    "k_printf": (I32, [STATEP, *_KV, KVALP, I64]),
-    "k_print_hist": (I32, [STATEP, *_KV, *_KV]),
-    "k_print_folded": (I32, [STATEP, *_KV]),
-    "k_hist": (I32, [STATEP, KVALP]),
-    "k_lhist": (I32, [STATEP, KVALP]),
-    "k_stats": (I32, [STATEP, KVALP]),
-    "k_print_agg": (I32, [STATEP, *_KV]),
-    "k_cell_new": (KVALP, [STATEP, *_KV]),
-    "k_escape": (VOID, [*_KV]),
-    "k_closure_new": (KFUNCP, [STATEP, I8P, I64, I64]),
-    "k_call": (I64, [STATEP, *_KV, KVALP, I64, I64, KVALP, I64]),
-    "k_tail_args": (KVALP, [STATEP, *_KV, I64, I64]),
-    "k_table_fill": (I32, [STATEP, I8P, I64.as_pointer(), I64, I64.as_pointer(), I64.as_pointer()]),
-}
-
 # The runtime's error codes generated code raises itself.
-E_NOMEM = rtlib.E_NOMEM
-E_ARITH = rtlib.E_ARITH
-E_INDEX = rtlib.E_INDEX
-E_DIV_ZERO = rtlib.E_DIV_ZERO
-E_LOOP_LIMIT = rtlib.E_LOOP_LIMIT
-E_FOR_STEP_ZERO = rtlib.E_FOR_STEP_ZERO
-E_EVENT = rtlib.E_EVENT
-E_FOR_NOT_INT = {"initial value": rtlib.E_FOR_INITIAL, "limit": rtlib.E_FOR_LIMIT,
-                 "step": rtlib.E_FOR_STEP}
+E_NOMEM = _ERRORS["E_NOMEM"]
+E_ARITH = _ERRORS["E_ARITH"]
+E_INDEX = _ERRORS["E_INDEX"]
+E_DIV_ZERO = _ERRORS["E_DIV_ZERO"]
+E_LOOP_LIMIT = _ERRORS["E_LOOP_LIMIT"]
+E_FOR_STEP_ZERO = _ERRORS["E_FOR_STEP_ZERO"]
+E_EVENT = _ERRORS["E_EVENT"]
+E_FOR_NOT_INT = {"initial value": _ERRORS["E_FOR_INITIAL"], "limit": _ERRORS["E_FOR_LIMIT"],
+                 "step": _ERRORS["E_FOR_STEP"]}
 
 # Host values follow the script globals in s->globals: run_api.Host's
 # attributes, in this order (lower.py reads them by position).

@@ -26,7 +26,7 @@ from typing import Callable
 
 from ktapjit.diag import RuntimeFault
 from ktapjit.jit import abi, rtlib
-from ktapjit.jit.compile import NativeProgram, compile_native
+from ktapjit.jit.loader import NativeProgram, compile_native
 from ktapjit.jit.lower import entry_functions
 from ktapjit.jit.marks import output_items
 from ktapjit.jit.rtlib import KVal

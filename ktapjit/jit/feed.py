@@ -21,7 +21,7 @@ with symbols or printk strings. Array fields are tables the runtime makes
 once per probe run (SampleEvent's one table per event); profile-N samples
 run their timer's body with the task's values.
 
-May import: ktapjit.jit (rtlib, feed_argstr), ktapjit.kernel_filter (parse_filter
+May import: ktapjit.jit (rtlib, runtime_abi, feed_argstr), ktapjit.kernel_filter (parse_filter
 and its native compiler), stdlib. Plans, formats and attr tables
 arrive as objects (duck-typed), so this module imports nothing of tracing/.
 """
@@ -33,15 +33,15 @@ from array import array
 from typing import Optional
 
 from ktapjit.kernel_filter.language import parse_filter
-from ktapjit.jit import rtlib
+from ktapjit.jit import rtlib, runtime_abi
 from ktapjit.jit.feed_argstr import UnsupportedArgstr, compile_argstr
 from ktapjit.kernel_filter.native import UnsupportedFilter, compile_program
 from ktapjit.jit.rtlib import KVal
 
-# Slot kinds (KF_* in ktrt.h).
-KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST = range(6)
-KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD, KF_DATALOC_STRING, KF_FIELD_NIL, KF_ARGSTR = range(6, 12)
-KF_ARRAY_FIELD, KF_DYN_ARRAY, KF_SITE_NAME = 12, 13, 14
+# Slot kinds: the ABI table's KF_*, in its order (tests/jit/test_runtime_abi.py).
+(KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST, KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD,
+ KF_DATALOC_STRING, KF_FIELD_NIL, KF_ARGSTR, KF_ARRAY_FIELD, KF_DYN_ARRAY,
+ KF_SITE_NAME) = (m.value for m in runtime_abi.SLOT_KINDS.members)
 FEED_STREAM, FEED_BAD, FEED_MORE = rtlib.FEED_STREAM, rtlib.FEED_BAD, rtlib.FEED_MORE
 
 # PERF_SAMPLE_* bits the native layout reads: the fixed head, CALLCHAIN, RAW.

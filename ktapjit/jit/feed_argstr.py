@@ -35,7 +35,7 @@ from ktapjit.events.printfmt import (
 )
 
 WIDTH = 4  # words an instruction: op, a, b, c
-MAX_STACK = 32  # KA_STACK in argstr.c
+MAX_STACK = 32  # KA_STACK in the runtime ABI table
 
 _MASK = (1 << 64) - 1
 _READ_SIZES = (1, 2, 4, 8)
@@ -53,7 +53,7 @@ class OpInfo:
     doc: str
 
 
-# The instruction set; the order is argstr.c's enum (KA_*). u64 values.
+# The instruction set; the order is the runtime ABI table's KA_* (u64 values).
 OPS = (
     OpInfo("End", 0, 0, "stop"),
     OpInfo("Const", 0, 1, "push a"),

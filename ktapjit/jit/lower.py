@@ -92,12 +92,9 @@ class ModuleLowering:
         self._string_index: dict[bytes, int] = {}
         self.event_slots: list[tuple[str, str]] = []
         self._slot_index: dict[tuple[str, str], int] = {}
-        self.runtime = {
-            name: ir.Function(self.llmod, ir.FunctionType(ret, args), name)
-            for name, (ret, args) in abi.RUNTIME.items()
-        }
+        self.runtime = abi.declare_runtime(self.llmod)
         self.functions = {
-            func: ir.Function(self.llmod, abi.KCODE, f"ktap_f{i}_{_symbol_part(func.name)}")
+            func: abi.define_kcode(self.llmod, f"ktap_f{i}_{_symbol_part(func.name)}")
             for i, func in enumerate(module.funcs)
         }
         self.strings_global: Optional[ir.GlobalVariable] = None

@@ -1,15 +1,19 @@
 """The JIT's output as structured items (semantics.output), read from the
-runtime's output marks (runtime/ktrt.h, "Output marks") and the bytes they
-point into: the same items the interpreter builds with the formatters.
+runtime's output marks (runtime/ktrt.h, "Output marks"; their kinds are the
+ABI table's) and the bytes they point into: the same items the interpreter
+builds with the formatters.
 
-May import: ktapjit.semantics.
+May import: ktapjit.semantics, ktapjit.jit.runtime_abi.
 """
 
 from __future__ import annotations
 
+from ktapjit.jit import runtime_abi
 from ktapjit.semantics.output import AggEntry, Item
 
-KM_PRINT, KM_PRINTF, KM_HIST, KM_FOLDED, KM_AGG, KM_ROW, KM_MORE, KM_KEY, KM_STATS = range(1, 10)
+# The ABI table's KM_*, in its order (tests/jit/test_runtime_abi.py).
+(KM_PRINT, KM_PRINTF, KM_HIST, KM_FOLDED, KM_AGG, KM_ROW, KM_MORE, KM_KEY,
+ KM_STATS) = (m.value for m in runtime_abi.MARK_KINDS.members)
 _ITEM_KINDS = {KM_PRINT: "print", KM_PRINTF: "printf", KM_HIST: "print_hist",
                KM_FOLDED: "print_folded", KM_AGG: "print_agg"}
 _TEXT_ONLY = ("print", "printf")

@@ -1,9 +1,10 @@
 """The JIT's native runtime: build it, cache it, load it, bind it with ctypes.
 
-The runtime is the small C library in ``ktapjit/jit/runtime/`` (ABI in
-``ktrt.h``). It is compiled on first use with the system C compiler (``$CC``,
-else ``cc``, ``gcc`` or ``clang``; ``-O2 -fPIC -shared``, no Python headers)
-into a per-user cache directory:
+The runtime is the small C library in ``ktapjit/jit/runtime/`` (its ABI is
+the table in ``runtime_abi.py``; its C side ``ktrt.h``). It is compiled on
+first use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or
+``clang``; ``-O2 -fPIC -shared``, no Python headers) into a per-user cache
+directory:
 
     $KTAPJIT_CACHE_DIR/rt, else $XDG_CACHE_HOME/ktapjit/rt, else ~/.cache/ktapjit/rt
 
@@ -14,11 +15,11 @@ and the result is renamed into place atomically.
 
 Generated code links against this library: ``library_path()`` gives the
 ``.so`` to hand to ``llvmlite.binding.load_library_permanently`` or the
-linker. ``load()`` gives a ``Runtime`` with ctypes prototypes for every
-exported function, used by tests and by the Python side of the engine
-(state, output, error messages).
+linker. ``load()`` gives a ``RuntimeLibrary`` with ctypes prototypes for
+every exported function (from the ABI table), used by tests and by the
+Python side of the engine (state, output, error messages).
 
-May import: stdlib, ktapjit.diag, ktapjit.cache_paths.
+May import: stdlib, ktapjit.diag, ktapjit.cache_paths, ktapjit.jit.runtime_abi.
 """
 
 from __future__ import annotations
@@ -37,29 +38,23 @@ from pathlib import Path
 
 from ktapjit.cache_paths import cache_root
 from ktapjit.diag import RuntimeFault
+from ktapjit.jit import runtime_abi
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
-ABI_VERSION = 5  # KRT_ABI_VERSION in ktrt.h
+ABI_VERSION = runtime_abi.ABI_VERSION  # KRT_ABI_VERSION in ktrt_abi.h
 CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing", "-fno-semantic-interposition")
 
-# Tags (KT_* in ktrt.h).
-NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = range(6)
+# Tags (KT_* in the ABI table).
+_TAG = runtime_abi.values(runtime_abi.TAGS, "KT_")
+NIL, BOOLEAN, INTEGER, STRING, TABLE, FUNCTION = (
+    _TAG["NIL"], _TAG["BOOL"], _TAG["INT"], _TAG["STR"], _TAG["TABLE"], _TAG["FUNC"])
 
-# Error codes (K_OK, K_E_* in ktrt.h).
-(
-    OK, E_NOMEM, E_COMPARE, E_ARITH, E_CONCAT, E_INDEX, E_CALL, E_LEN, E_DIV_ZERO,
-    E_NIL_INDEX, E_TABLE_OVERFLOW, E_STRING_TOO_LONG, E_LOOP_LIMIT, E_STACK_OVERFLOW,
-    E_TOO_MANY_ARGS, E_FOR_INITIAL, E_FOR_LIMIT, E_FOR_STEP, E_FOR_STEP_ZERO,
-    E_PRINTF_FORMAT, E_PRINTF_ARGS, E_PRINTF_BADARG, E_PRINTF_CONV, E_PRINTF_INCOMPLETE,
-    E_PRINTF_WIDTH, E_HIST_TABLE, E_HIST_ROWS, E_HIST_VALUES, E_EVENT, E_NATIVE_STACK,
-    E_FOLDED_TABLE, E_FOLDED_VALUES, E_AGG_TABLE, E_AGG_VALUE, E_AGG_KIND,
-    E_LHIST_BOUND_TYPE, E_LHIST_BOUNDS, E_LHIST_OTHER, E_PRINT_AGG_TABLE, E_PRINT_AGG_VALUES,
-) = range(40)
-
-# How generated functions return (K_RUN_* in ktrt.h).
-RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL = range(4)
-# k_feed's own statuses (K_FEED_* in ktrt.h).
-FEED_STREAM, FEED_BAD, FEED_MORE = 16, 17, 18
+# Error codes: OK, E_NOMEM, E_COMPARE, ... (K_OK, K_E_* without the K_).
+globals().update(runtime_abi.values(runtime_abi.ERROR_CODES, "K_"))
+# How generated functions return: RUN_OK, RUN_EXIT, RUN_ERROR, RUN_TAIL.
+globals().update(runtime_abi.values(runtime_abi.RUN_STATUSES, "K_"))
+# k_feed's own statuses: FEED_STREAM, FEED_BAD, FEED_MORE.
+globals().update(runtime_abi.values(runtime_abi.FEED_STATUSES, "K_"))
 
 
 class RuntimeBuildError(Exception):
@@ -79,109 +74,39 @@ class KErr(ctypes.Structure):
     _fields_ = [("code", ctypes.c_int64), ("a", ctypes.c_int64), ("b", ctypes.c_int64)]
 
 
+# The public state fields as ctypes types: pointers as addresses.
+_FIELD_CTYPES = {"int64_t": ctypes.c_int64, "uint64_t": ctypes.c_uint64, "uintptr_t": ctypes.c_uint64,
+                 "char *": ctypes.c_void_p, "kval *": ctypes.c_void_p, "kfunc *": ctypes.c_void_p,
+                 "kerr": KErr}
+
+
 class KStateFields(ctypes.Structure):
     """The public prefix of ``struct kstate``."""
 
-    _fields_ = [
-        ("max_table", ctypes.c_int64),
-        ("max_string", ctypes.c_int64),
-        ("max_loop", ctypes.c_int64),
-        ("max_depth", ctypes.c_int64),
-        ("out", ctypes.c_void_p),
-        ("out_len", ctypes.c_uint64),
-        ("out_cap", ctypes.c_uint64),
-        ("n_tables", ctypes.c_int64),
-        ("n_funcs", ctypes.c_int64),
-        ("err", KErr),
-        ("globals", ctypes.c_void_p),
-        ("now_ns", ctypes.c_int64),
-        ("site", ctypes.c_int64),
-        ("event", ctypes.c_void_p),
-        ("tail_args", ctypes.c_void_p),
-        ("tail_n", ctypes.c_int64),
-        ("tail_fn", ctypes.c_void_p),
-        ("tail_cap", ctypes.c_int64),
-        ("stack_floor", ctypes.c_uint64),
-        ("stack_budget", ctypes.c_uint64),
-    ]
+    _fields_ = [(f.name, _FIELD_CTYPES[f.ctype]) for f in runtime_abi.STATE_FIELDS]
 
 
 _P = ctypes.c_void_p
-_I64 = ctypes.c_int64
-_INT = ctypes.c_int
-_KV = KVal
 _KVP = ctypes.POINTER(KVal)
-_I64P = ctypes.POINTER(ctypes.c_int64)
+
+# C types as ctypes types. Pointers to const integers and array parameters
+# are buffers passed by address; other integer pointers are out-parameters.
+_CTYPES = {
+    "void": None, "int": ctypes.c_int, "int64_t": ctypes.c_int64, "uint64_t": ctypes.c_uint64,
+    "uint32_t": ctypes.c_uint32, "size_t": ctypes.c_size_t, "kval": KVal,
+    "kval *": _KVP, "const kval *": _KVP, "int64_t *": ctypes.POINTER(ctypes.c_int64),
+    "uint64_t *": ctypes.POINTER(ctypes.c_uint64), "char *": ctypes.c_char_p,
+    "const char *": ctypes.c_char_p, "const char **": ctypes.POINTER(_P),
+    "const kmark **": ctypes.POINTER(_P),
+    "const int64_t *": _P, "const uint64_t *": _P, "const uint8_t *": _P,
+    "uint64_t[]": _P, "int64_t[7]": _P,
+    "kstate *": _P, "ktable *": _P, "kfeed *": _P, "kfunc *": _P, "kcode": _P, "kstr *": _P,
+    "kcell *": _P, "ksnapshot *": _P,
+}
 
 # name: (restype, argtypes)
-_PROTOTYPES = {
-    "k_intern": (_P, [ctypes.c_char_p, ctypes.c_uint32]),
-    "k_intern_count": (ctypes.c_uint64, []),
-    "k_state_new": (_P, [_I64, _I64, _I64, _I64]),
-    "k_state_free": (None, [_P]),
-    "k_fail": (_INT, [_P, _INT, _I64, _I64]),
-    "k_fail_table": (_INT, [_P, _P, _INT]),
-    "k_err_message": (_INT, [_P, ctypes.c_char_p, ctypes.c_size_t]),
-    "k_type_name": (ctypes.c_char_p, [_I64]),
-    "k_out_take": (None, [_P, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_uint64)]),
-    "k_out_write": (_INT, [_P, ctypes.c_char_p, ctypes.c_uint64]),
-    "k_out_marks_on": (None, [_P]),
-    "k_out_marks_take": (None, [_P, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_uint64)]),
-    "k_key_hash": (ctypes.c_uint64, [_KV]),
-    "k_table_new": (_P, [_P]),
-    "k_table_get": (_INT, [_P, _KV, _KVP]),
-    "k_table_set": (_INT, [_P, _KV, _KV]),
-    "k_table_len": (_I64, [_P]),
-    "k_tables_live": (_I64, [_P]),
-    "k_arena_bytes": (_I64, [_P]),
-    "k_table_clear": (None, [_P]),
-    "k_table_keys": (_P, [_P]),
-    "k_snapshot_len": (_I64, [_P]),
-    "k_snapshot_get": (_KV, [_P, _I64]),
-    "k_snapshot_free": (None, [_P]),
-    "k_value_text": (_INT, [_P, _KV, _KVP]),
-    "k_stringof": (_INT, [_P, _KV, _KVP]),
-    "k_concat": (_INT, [_P, _KV, _KV, _KVP]),
-    "k_compare": (_INT, [_P, _KV, _KV, _I64P]),
-    "k_len": (_INT, [_P, _KV, _I64P]),
-    "k_div": (_INT, [_P, _I64, _I64, _I64P]),
-    "k_mod": (_INT, [_P, _I64, _I64, _I64P]),
-    "k_print": (_INT, [_P, _KVP, _I64]),
-    "k_printf": (_INT, [_P, _KV, _KVP, _I64]),
-    "k_print_hist": (_INT, [_P, _KV, _KV]),
-    "k_print_folded": (_INT, [_P, _KV]),
-    "k_hist": (_INT, [_P, _KVP]),
-    "k_lhist": (_INT, [_P, _KVP]),
-    "k_stats": (_INT, [_P, _KVP]),
-    "k_print_agg": (_INT, [_P, _KV]),
-    "k_enter": (_I64, [_P, _P]),
-    # the native event path (feed.c)
-    "k_feed_new": (_P, [_I64]),
-    "k_feed_free": (None, [_P]),
-    "k_feed_layout": (_I64, [_P, ctypes.c_uint64, _I64]),
-    "k_feed_resolver": (None, [_P, _I64, _I64, _I64, _I64]),
-    "k_feed_id": (_INT, [_P, ctypes.c_uint64, _I64, _I64]),
-    "k_feed_group": (_I64, [_P]),
-    "k_feed_probe": (_I64, [_P, _I64, _P, _I64, ctypes.c_char_p, ctypes.c_char_p]),
-    "k_feed_slot": (_INT, [_P, _I64, _I64, _I64, _I64, _I64, _I64, _KV]),
-    "k_feed_dyn": (_INT, [_P, _I64, _I64, _I64, _I64, ctypes.c_char_p]),
-    "k_feed_filter": (_INT, [_P, _I64, _P, _I64, ctypes.c_char_p, _I64]),
-    "k_feed_timer": (_INT, [_P, _I64, _P]),
-    "k_feed_argstr": (_INT, [_P, _I64, _P, _I64, ctypes.c_char_p, _I64]),
-    "k_feed_sites": (_INT, [_P, _I64, _KVP, _I64]),
-    "k_argstr_eval": (_INT, [_P, _I64, ctypes.c_char_p, _I64, ctypes.c_char_p, ctypes.c_uint64, _KVP]),
-    "k_feed": (_I64, [_P, _P, _P, ctypes.c_uint64, _P, ctypes.c_uint64, ctypes.c_uint64]),
-    "k_feed_count": (_I64, [_P, ctypes.c_uint64]),
-    "k_feed_order": (_I64, [_P, _P, ctypes.c_uint64, _P, ctypes.c_uint64]),
-    "k_feed_push": (_INT, [_P, _I64, _P, ctypes.c_uint64]),
-    "k_feed_release": (_I64, [_P, _P, _I64, ctypes.c_uint64]),
-    "k_feed_discard": (_I64, [_P]),
-    "k_feed_keep": (None, [_P, _I64]),
-    "k_feed_kept": (_P, [_P, ctypes.POINTER(ctypes.c_uint64)]),
-    "k_feed_kept_clear": (None, [_P]),
-    "k_feed_info": (None, [_P, _I64P]),
-    "k_feed_fault": (ctypes.c_char_p, [_P, _I64]),
-    "k_feed_message": (ctypes.c_char_p, [_P]),
+PROTOTYPES = {
+    c.name: (_CTYPES[c.ret], [_CTYPES[p.ctype] for p in c.params]) for c in runtime_abi.CALLS
 }
 
 
@@ -317,25 +242,26 @@ def _compile(compiler: list[str], target: Path) -> None:
 
 # -- loading --------------------------------------------------------------------
 
-_loaded: dict[Path, "Runtime"] = {}
+_loaded: dict[Path, "RuntimeLibrary"] = {}
 
 
-def load(cache: Path | None = None) -> "Runtime":
+def load(cache: Path | None = None) -> "RuntimeLibrary":
     """The runtime library, built if needed and loaded once per path."""
     path = library_path(cache)
     rt = _loaded.get(path)
     if rt is None:
-        rt = _loaded[path] = Runtime(path)
+        rt = _loaded[path] = RuntimeLibrary(path)
     return rt
 
 
-class Runtime:
-    """ctypes bindings: every exported ``k_*`` function is an attribute."""
+class RuntimeLibrary:
+    """The loaded runtime library: every ``k_*`` call of the ABI is an
+    attribute, a ctypes function with its prototype."""
 
     def __init__(self, path: Path):
         self.path = path
         self.lib = ctypes.CDLL(str(path))
-        for name, (restype, argtypes) in _PROTOTYPES.items():
+        for name, (restype, argtypes) in PROTOTYPES.items():
             fn = getattr(self.lib, name)
             fn.restype = restype
             fn.argtypes = argtypes
@@ -376,7 +302,7 @@ class State:
 
     def __init__(
         self,
-        rt: Runtime,
+        rt: RuntimeLibrary,
         max_table: int = 1_000_000,
         max_string: int = 4096,
         max_loop: int = 1_000_000,

@@ -31,8 +31,8 @@ from ktapjit.events.perfdata import read_perf_data
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import parse_format
 from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
-from ktapjit.jit import rtlib
-from ktapjit.jit.feed_argstr import OPS, WIDTH, UnsupportedArgstr, compile_argstr
+from ktapjit.jit import rtlib, runtime_abi
+from ktapjit.jit.feed_argstr import MAX_STACK, OPS, WIDTH, UnsupportedArgstr, compile_argstr
 from tests.jit.test_feed import agree, feeds  # noqa: F401  (feeds is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ DATA = ROOT / "tests" / "data"
 
 
 @lru_cache(maxsize=1)
-def runtime() -> rtlib.Runtime:
+def runtime() -> rtlib.RuntimeLibrary:
     return rtlib.load()  # once: load() checks the build on every call
 
 
@@ -308,12 +308,13 @@ def test_malformed_programs_are_refused():
     assert _eval_status([op["Add"], 0, 0, 0] + end) == -1  # the stack underflows at run time
 
 
-def test_opcodes_match_argstr_c():
-    source = (ROOT / "ktapjit" / "jit" / "runtime" / "argstr.c").read_text()
-    body = re.search(r"enum \{\s*(KA_END.*?)KA_NOPS", source, re.S).group(1)
-    names = [n.strip() for n in body.split(",") if n.strip()]
+def test_opcodes_match_the_abi_table():
+    """argstr.c takes KA_* from the ABI table (ktrt_abi.h): OPS must be its order."""
+    names = [m.name for m in runtime_abi.ARGSTR_OPS.members]
     expected = ["KA_" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", info.name).upper() for info in OPS]
     assert names == expected
+    assert dict((name, value) for name, value, _ in runtime_abi.CONSTANTS) == {
+        "KA_WIDTH": WIDTH, "KA_STACK": MAX_STACK}
 
 
 # -- end to end -----------------------------------------------------------------------------

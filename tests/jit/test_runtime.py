@@ -116,9 +116,9 @@ def py_outcome(fn, *args, produces_output=False):
 
 
 def test_error_codes_and_tags_match_the_header():
-    header = (rtlib.RUNTIME_DIR / "ktrt.h").read_text()
+    header = (rtlib.RUNTIME_DIR / "ktrt_abi.h").read_text()
     codes = dict(re.findall(r"\bK_(OK|E_[A-Z_]+) = (\d+)", header))
-    assert codes, "no codes found in ktrt.h"
+    assert codes, "no codes found in ktrt_abi.h"
     for name, value in codes.items():
         assert getattr(rtlib, name) == int(value), name
     tags = dict(re.findall(r"\bKT_([A-Z]+) = (\d+)", header))
@@ -136,7 +136,7 @@ def test_state_layout(rt):
         assert f.err.code == 0
         assert rt.k_fail(st_.ptr, rtlib.E_TOO_MANY_ARGS, 2, 5) == rtlib.E_TOO_MANY_ARGS
         assert (f.err.code, f.err.a, f.err.b) == (rtlib.E_TOO_MANY_ARGS, 2, 5)
-        assert rtlib.KStateFields.err.offset == 72  # documented in ktrt.h
+        assert rtlib.KStateFields.err.offset == 72  # documented in ktrt_abi.h
         assert st_.error_message() == "too many arguments (function takes 2, got 5)"
 
 
@@ -808,8 +808,8 @@ def test_builds_from_a_clean_cache_dir(tmp_path):
     mtime = path.stat().st_mtime_ns
     assert rtlib.library_path(cache) == path  # cached: not rebuilt
     assert path.stat().st_mtime_ns == mtime
-    lib = rtlib.Runtime(path)
-    assert rtlib.Runtime.string_bytes(lib.string(b"fresh\0build")) == b"fresh\0build"
+    lib = rtlib.RuntimeLibrary(path)
+    assert rtlib.RuntimeLibrary.string_bytes(lib.string(b"fresh\0build")) == b"fresh\0build"
     assert [p.name for p in cache.iterdir() if p.suffix == ".so"] == [path.name]
 
 

@@ -13,17 +13,8 @@
 
 #include "ktrt_private.h"
 
-/* The instruction set: jit/feed_argstr.py's OPS, in its order. */
-enum {
-    KA_END, KA_CONST, KA_READ, KA_READ_AT, KA_READ_DYN, KA_DYN_LEN, KA_MASK, KA_NOT, KA_INV, KA_NEG,
-    KA_ADD, KA_SUB, KA_MUL, KA_DIV, KA_MOD, KA_SHL, KA_SHR, KA_AND, KA_OR, KA_XOR, KA_LAND, KA_LOR,
-    KA_EQ, KA_NE, KA_LT, KA_LE, KA_GT, KA_GE, KA_JZ, KA_JMP, KA_LIT, KA_INT, KA_STR_SPEC, KA_PUT_TEXT,
-    KA_PUT_RAW, KA_PUT_DYN, KA_HEX8, KA_FLAGS, KA_SYM, KA_ENTRY, KA_PTR, KA_ADDR,
-    KA_NOPS
-};
-
-#define KA_WIDTH 4  /* words an instruction */
-#define KA_STACK 32 /* feed_argstr.MAX_STACK */
+/* The instruction set (KA_*), KA_WIDTH and KA_STACK: ktrt_abi.h, in the
+ * order of jit/feed_argstr.py's OPS. */
 
 /* Conversion flags (feed_argstr._FLAG_BITS) and where '*' goes. */
 #define F_ALT 1

@@ -65,100 +65,70 @@ int k_fail_table(kstate *s, ktable *t, int code)
 
 const char *k_type_name(int64_t tag)
 {
-    static const char *const names[] = {"nil",    "boolean", "integer",
-                                        "string", "table",   "function"};
-    return tag >= 0 && tag <= KT_FUNC ? names[tag] : "?";
+    return tag >= 0 && tag <= KT_FUNC ? krt_type_names[tag] : "?";
 }
 
-static const char *agg_name(int64_t which)
+/* snprintf's contract over pieces: writes what fits of them into buf[0..cap)
+ * NUL-terminated, and counts all of them. */
+typedef struct msgbuf {
+    char *buf;
+    size_t cap;
+    size_t len;
+} msgbuf;
+
+static void put(msgbuf *m, const char *p, size_t n)
 {
-    return which == 0 ? "hist" : which == 1 ? "lhist" : "stats";
+    for (size_t i = 0; i < n; i++, m->len++)
+        if (m->len + 1 < m->cap)
+            m->buf[m->len] = p[i];
+}
+
+static void put_str(msgbuf *m, const char *p) { put(m, p, strlen(p)); }
+
+/* One {a:kind} of a message template (ktrt_abi.h's krt_error_messages). */
+static void put_field(msgbuf *m, int64_t v, const char *kind, size_t n)
+{
+    char text[32];
+    if (n == 4 && !memcmp(kind, "type", 4)) {
+        put_str(m, k_type_name(v));
+    } else if (n == 3 && !memcmp(kind, "agg", 3)) {
+        put_str(m, krt_agg_names[v == 0 || v == 1 ? v : 2]);
+    } else if (n == 5 && !memcmp(kind, "bound", 5)) {
+        put_str(m, krt_lhist_bound_names[v == 0 || v == 1 ? v : 2]);
+    } else if (n == 5 && !memcmp(kind, "lhist", 5)) {
+        put_str(m, krt_lhist_reasons[v >= 1 && v <= 4 ? v : 0]);
+    } else if (n == 4 && !memcmp(kind, "char", 4)) {
+        char c = (char)v;
+        put(m, &c, 1);
+    } else if (n == 4 && !memcmp(kind, "conv", 4) && v >= 0x20 && v < 0x7f) {
+        char c = (char)v;
+        put(m, &c, 1);
+    } else if (n == 4 && !memcmp(kind, "conv", 4)) {
+        put(m, text, (size_t)snprintf(text, sizeof text, "\\x%02x", (unsigned)(v & 255)));
+    } else {
+        put(m, text, (size_t)snprintf(text, sizeof text, "%lld", (long long)v));
+    }
 }
 
 int k_err_message(kstate *s, char *buf, size_t cap)
 {
-    int64_t a = s->err.a, b = s->err.b;
-    switch (s->err.code) {
-    case K_OK: return snprintf(buf, cap, "%s", "");
-    case K_E_NOMEM: return snprintf(buf, cap, "out of memory");
-    case K_E_COMPARE:
-        return snprintf(buf, cap, "attempt to compare %s with %s", k_type_name(a), k_type_name(b));
-    case K_E_ARITH:
-        return snprintf(buf, cap, "attempt to perform arithmetic on a %s value", k_type_name(a));
-    case K_E_CONCAT:
-        return snprintf(buf, cap, "attempt to concatenate a %s value", k_type_name(a));
-    case K_E_INDEX: return snprintf(buf, cap, "attempt to index a %s value", k_type_name(a));
-    case K_E_CALL: return snprintf(buf, cap, "attempt to call a %s value", k_type_name(a));
-    case K_E_LEN: return snprintf(buf, cap, "attempt to get length of a %s value", k_type_name(a));
-    case K_E_DIV_ZERO: return snprintf(buf, cap, "divide by zero");
-    case K_E_NIL_INDEX: return snprintf(buf, cap, "table index is nil");
-    case K_E_TABLE_OVERFLOW:
-        return snprintf(buf, cap, "table overflow (%lld entries)", (long long)a);
-    case K_E_STRING_TOO_LONG: return snprintf(buf, cap, "string too long");
-    case K_E_LOOP_LIMIT:
-        return snprintf(buf, cap, "loop limit exceeded (%lld iterations)", (long long)a);
-    case K_E_STACK_OVERFLOW:
-        return snprintf(buf, cap, "stack overflow (depth %lld)", (long long)a);
-    case K_E_TOO_MANY_ARGS:
-        return snprintf(buf, cap, "too many arguments (function takes %lld, got %lld)",
-                        (long long)a, (long long)b);
-    case K_E_FOR_INITIAL: return snprintf(buf, cap, "'for' initial value must be an integer");
-    case K_E_FOR_LIMIT: return snprintf(buf, cap, "'for' limit must be an integer");
-    case K_E_FOR_STEP: return snprintf(buf, cap, "'for' step must be an integer");
-    case K_E_FOR_STEP_ZERO: return snprintf(buf, cap, "'for' step is zero");
-    case K_E_PRINTF_FORMAT:
-        return snprintf(buf, cap, "printf: format must be a string, got %s", k_type_name(a));
-    case K_E_PRINTF_ARGS: return snprintf(buf, cap, "printf: not enough arguments");
-    case K_E_PRINTF_BADARG:
-        return snprintf(buf, cap, "printf: bad argument for '%%%c': expected integer, got %s",
-                        (char)a, k_type_name(b));
-    case K_E_PRINTF_CONV:
-        if (a >= 0x20 && a < 0x7f)
-            return snprintf(buf, cap, "printf: invalid conversion '%%%c'", (char)a);
-        return snprintf(buf, cap, "printf: invalid conversion '%%\\x%02x'", (unsigned)(a & 255));
-    case K_E_PRINTF_INCOMPLETE:
-        return snprintf(buf, cap, "printf: incomplete conversion at end of format");
-    case K_E_PRINTF_WIDTH: return snprintf(buf, cap, "printf: width or precision too large");
-    case K_E_HIST_TABLE:
-        return snprintf(buf, cap, "print_hist: expected a table, got %s", k_type_name(a));
-    case K_E_HIST_ROWS:
-        return snprintf(buf, cap, "print_hist: row count must be an integer, got %s",
-                        k_type_name(a));
-    case K_E_HIST_VALUES:
-        return snprintf(buf, cap, "print_hist: values must be non-negative integers");
-    case K_E_FOLDED_TABLE:
-        return snprintf(buf, cap, "print_folded: expected a table, got %s", k_type_name(a));
-    case K_E_FOLDED_VALUES:
-        return snprintf(buf, cap, "print_folded: values must be non-negative integers");
-    case K_E_AGG_TABLE:
-        return snprintf(buf, cap, "%s: expected a table, got %s", agg_name(a), k_type_name(b));
-    case K_E_AGG_VALUE:
-        return snprintf(buf, cap, "%s: value must be an integer, got %s", agg_name(a),
-                        k_type_name(b));
-    case K_E_AGG_KIND:
-        return snprintf(buf, cap, "%s: existing value is not a %s aggregation", agg_name(a),
-                        agg_name(a));
-    case K_E_LHIST_BOUND_TYPE:
-        return snprintf(buf, cap, "lhist: %s must be an integer, got %s",
-                        a == 0 ? "min" : a == 1 ? "max" : "step", k_type_name(b));
-    case K_E_LHIST_BOUNDS: {
-        static const char *const why[] = {"?", "step must be positive", "min must be less than max",
-                                          "max - min must be a multiple of step",
-                                          "too many buckets (more than 1000)"};
-        return snprintf(buf, cap, "lhist: %s", why[a >= 1 && a <= 4 ? a : 0]);
+    int64_t code = s->err.code;
+    if (code < 0 || code >= K_E__COUNT)
+        return snprintf(buf, cap, "unknown runtime error %lld", (long long)code);
+    msgbuf m = {buf, cap, 0};
+    for (const char *p = krt_error_messages[code]; *p;) {
+        const char *close = p[0] == '{' ? strchr(p, '}') : NULL;
+        if (!close) {
+            put(&m, p++, 1);
+            continue;
+        }
+        const char *kind = p[2] == ':' ? p + 3 : close;
+        put_field(&m, p[1] == 'a' ? s->err.a : s->err.b, kind, (size_t)(close - kind));
+        p = close + 1;
     }
-    case K_E_LHIST_OTHER: return snprintf(buf, cap, "lhist: existing aggregation has other bounds");
-    case K_E_PRINT_AGG_TABLE:
-        return snprintf(buf, cap, "print_agg: expected a table, got %s", k_type_name(a));
-    case K_E_PRINT_AGG_VALUES:
-        return snprintf(buf, cap, "print_agg: values must be aggregations (hist, lhist or stats)");
-    case K_E_EVENT: return snprintf(buf, cap, "event slot %lld could not be read", (long long)a);
-    case K_E_NATIVE_STACK:
-        return snprintf(buf, cap,
-                        "native stack exhausted at depth %lld (raise the limit with ulimit -s)",
-                        (long long)a);
-    default: return snprintf(buf, cap, "unknown runtime error %lld", (long long)s->err.code);
-    }
+    if (cap)
+        buf[m.len < cap ? m.len : cap - 1] = 0;
+    return (int)m.len;
 }
 
 /* ---- output ---- */

@@ -10,7 +10,7 @@ import pytest
 
 from ktapjit.cli import main
 from ktapjit.compiler import compile_script
-from ktapjit.jit.compile import compile_native
+from ktapjit.jit.loader import compile_native
 
 
 def module_of(source: bytes):

@@ -1,5 +1,6 @@
-"""From an IR Module to loaded native code, through an on-disk cache of
-compiled scripts (shared libraries).
+"""Loading a script as native code: lower it, then find its shared library
+in the on-disk cache, or optimise, generate and link one into it, and load
+it into the process.
 
 Lowering (pure Python, milliseconds) always runs: it yields the LLVM IR text
 and the tables the engine needs (sites, strings, event slots). LLVM's
@@ -93,7 +94,7 @@ def compile_native(module) -> NativeProgram:
     return NativeProgram(lowered, code, stats)
 
 
-def _fill_strings(code: codegen.LoadedCode, lowered: Lowered, rt: rtlib.Runtime) -> None:
+def _fill_strings(code: codegen.LoadedCode, lowered: Lowered, rt: rtlib.RuntimeLibrary) -> None:
     if not lowered.strings:
         return
     table = (ctypes.c_int64 * len(lowered.strings)).from_address(code.address("ktap_strings"))
