@@ -311,6 +311,8 @@ class Run(Protocol):
         """A feed running the session `plan` describes natively, or None:
         the session takes the per-event path (always, unless feeds_natively)."""
 
+    # Only a run whose native_feed gave a feed is asked for these two.
+
     def feed_chunk(self, data, offsets=None, base: int = 0) -> bool:
         """Run the records of `data` (those at `offsets`, an array('Q') of
         offsets minus `base`, when given) through the native feed. False once

@@ -50,7 +50,7 @@ def script_arg_value(text: str, index: int) -> object:
 class RunLifecycle:
     """start / run_probe / run_profile / run_timer / finish, for one module."""
 
-    feeds_natively = False  # an engine that runs records natively overrides native_feed
+    feeds_natively = False  # True in an engine whose native_feed can give a feed (the JIT)
 
     def __init__(self, module, config: RunConfig):
         self.module = module
