@@ -279,12 +279,6 @@ class NativeFeed(Protocol):
     def discard(self) -> int:
         """Drop what the live merger holds; the number of samples dropped."""
 
-    def keep(self) -> None:
-        """From now on, copy every record feed_release runs (take_kept())."""
-
-    def take_kept(self) -> bytes:
-        """The records run since the last call, in the order they ran."""
-
 
 class Run(Protocol):
     errors: list[RuntimeFault]  # the runtime errors so far, in order

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def offered(cls) -> set[str]:
         init = klass.__dict__.get("__init__")
         if not inspect.isfunction(init):
             continue
-        tree = ast.parse(inspect.getsource(init).strip().replace("\n    ", "\n"))
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
         names |= {node.attr for node in ast.walk(tree)
                   if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                   and node.value.id == "self" and isinstance(node.ctx, ast.Store)}
