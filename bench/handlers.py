@@ -117,11 +117,15 @@ def _record_feeder(run, module, binding: Binding) -> tuple[Callable[[Chunk], obj
     return feed, lambda: driver.last_time
 
 
-def _chunk_feeder(run, binding: Binding):
-    """The engine's native batch entry (the JIT's feed), when its run has one
-    and the script's events can take it (else the per-event path runs)."""
-    offer = getattr(run, "native_feed", None)
-    feed = offer(binding.plan, binding.attr_table, binding.start_ns) if offer is not None else None
+def _chunk_feeder(run, module, binding: Binding):
+    """The engine's native batch entry (the JIT's feed), when its run feeds
+    natively and the script's events can take it (else the per-event path runs)."""
+    if not run.feeds_natively:
+        return None
+    from ktapjit.tracing.feed_plan import build_feed_plan
+
+    plan = build_feed_plan(binding.plan, binding.attr_table, binding.start_ns, module)
+    feed = run.native_feed(plan) if plan is not None else None
     if feed is None:
         return None
     return (lambda chunk: run.feed_chunk(chunk.data)), (lambda: feed.last_time)
@@ -146,7 +150,7 @@ def start_run(engine, module, binding: Binding, script: str) -> StartedRun:
     out: list[bytes] = []
     config = RunConfig(limits=Limits(), script_args=(script,), start_time_ns=binding.start_ns, host=binding.host)
     run = engine.load(module, config, out.append)
-    native = _chunk_feeder(run, binding)
+    native = _chunk_feeder(run, module, binding)
     path, (feed, end_time) = ("chunk", native) if native else ("records", _record_feeder(run, module, binding))
     return StartedRun(run, feed, end_time, path, out, run.start())
 

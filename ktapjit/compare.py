@@ -23,26 +23,40 @@ from ktapjit.diag import counted
 
 class TimedRun:
     """A Run (run_api.Run) whose event steps are timed and counted. A run
-    with a native feed (the JIT) keeps it: its chunks are timed, and its
-    events are the samples the feed ran probes for."""
+    that feeds natively (the JIT) keeps its feed: its chunks are timed, and
+    its events are the samples the feed ran probes for."""
 
     def __init__(self, run):
         self.run = run
         self.steps = 0
         self.event_s = 0.0
         self.feed = None
-        if hasattr(run, "native_feed"):
-            self.native_feed = self._native_feed
-            self.feed_chunk = lambda *a, **k: self._timed_call(run.feed_chunk, *a, **k)
-            self.feed_release = lambda *a, **k: self._timed_call(run.feed_release, *a, **k)
+
+    @property
+    def errors(self) -> list:
+        return self.run.errors
+
+    @property
+    def tracing(self) -> bool:
+        return self.run.tracing
+
+    @property
+    def feeds_natively(self) -> bool:
+        return self.run.feeds_natively
 
     @property
     def events(self) -> int:
         return self.steps + (self.feed.samples if self.feed is not None else 0)
 
-    def _native_feed(self, *args):
-        self.feed = self.run.native_feed(*args)
+    def native_feed(self, plan):
+        self.feed = self.run.native_feed(plan)
         return self.feed
+
+    def feed_chunk(self, *args, **kwargs) -> bool:
+        return self._timed_call(self.run.feed_chunk, *args, **kwargs)
+
+    def feed_release(self, *args, **kwargs) -> bool:
+        return self._timed_call(self.run.feed_release, *args, **kwargs)
 
     def _timed_call(self, step, *args, **kwargs):
         t0 = time.perf_counter()

@@ -50,6 +50,8 @@ def script_arg_value(text: str, index: int) -> object:
 class RunLifecycle:
     """start / run_probe / run_profile / run_timer / finish, for one module."""
 
+    feeds_natively = False  # True in an engine whose native_feed can give a feed (the JIT)
+
     def __init__(self, module, config: RunConfig):
         self.module = module
         self.config = config
@@ -84,6 +86,10 @@ class RunLifecycle:
         self._set_global(names.index(ARG_GLOBAL), table)
 
     # -- the protocol
+
+    def native_feed(self, plan):
+        """No native feed: every event runs through run_probe and its kin."""
+        return None
 
     def start(self) -> bool:
         """Run the top level. False when no events should follow (exit() or an error)."""

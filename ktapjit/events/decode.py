@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Iterator, Mapping, NamedTuple
 
 from ktapjit.events import perf_abi as abi
@@ -302,6 +301,20 @@ def _is_pos(sample_type: int) -> int | None:
                    if sample_type & b)
 
 
+@dataclass(frozen=True)
+class LayoutRouting:
+    """An AttrTable's public view: the distinct layouts of its records, the
+    layout of each sample id, and where a record holds its id when more than
+    one layout must be told apart (as _Resolver reads them)."""
+
+    layouts: tuple[AttrInfo, ...]  # distinct; the first is the one id-less records take
+    layout_of: tuple[tuple[int, int], ...]  # (sample id, index into layouts)
+    single: bool  # one layout: records are read without looking at their id
+    id_pos: int | None  # u64 words after a sample's header to its id
+    is_pos: int | None  # u64 words from the end of a sample_id trailer to its id
+    error: str | None  # why records cannot be told apart (then nothing can be read)
+
+
 class AttrTable:
     """Maps sample ids to the ``AttrInfo`` of the event that owns them.
 
@@ -311,8 +324,8 @@ class AttrTable:
     """
 
     def __init__(self, mapping: Mapping[int, object] | None = None):
-        self._by_id: dict[int, _Plan] = {}
-        self._plans: dict[AttrInfo, _Plan] = {}
+        self._by_id: dict[int, _RecordLayout] = {}
+        self._layouts: dict[AttrInfo, _RecordLayout] = {}
         for sample_id, info in (mapping or {}).items():
             self.add([sample_id], info)
 
@@ -320,18 +333,18 @@ class AttrTable:
     def single(cls, info: object) -> "AttrTable":
         """A table for a stream that one attr wrote: records need no id."""
         table = cls()
-        table._plan(_as_info(info))
+        table._layout(_as_info(info))
         return table
 
     def add(self, ids, info: object) -> None:
-        plan = self._plan(_as_info(info))
+        layout = self._layout(_as_info(info))
         for sample_id in ids:
-            self._by_id[sample_id] = plan
+            self._by_id[sample_id] = layout
 
-    def _plan(self, info: AttrInfo) -> "_Plan":
-        if info not in self._plans:
-            self._plans[info] = _Plan(info)
-        return self._plans[info]
+    def _layout(self, info: AttrInfo) -> "_RecordLayout":
+        if info not in self._layouts:
+            self._layouts[info] = _RecordLayout(info)
+        return self._layouts[info]
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -342,29 +355,29 @@ class AttrTable:
     def info(self, sample_id: int) -> AttrInfo:
         return self._by_id[sample_id].info
 
-    def layout_by_id(self) -> Mapping[int, object]:
-        """Sample id -> the layout (``.info``) its records are read with; one
-        layout object per distinct AttrInfo, so ids that share one share it."""
-        return MappingProxyType(self._by_id)
-
-    def layouts(self) -> list:
-        """Every distinct layout of the table, in the order first added."""
-        return list(self._plans.values())
+    def routing(self) -> "LayoutRouting":
+        """How a reader finds each record's layout, as plain values: what a
+        native reader of the stream (the JIT's feed) is given."""
+        resolver = _Resolver(self)
+        infos = list(dict.fromkeys(p.info for p in self._by_id.values())) or [p.info for p in self._layouts.values()]
+        index = {info: i for i, info in enumerate(infos)}
+        return LayoutRouting(tuple(infos), tuple((sid, index[p.info]) for sid, p in self._by_id.items()),
+                             resolver.only is not None, resolver.id_pos, resolver.is_pos, resolver.error)
 
     def resolver(self) -> "_Resolver":
         return _Resolver(self)
 
 
 class _Resolver:
-    """Finds the plan for one record: the only plan, or the one named by the id
-    found at the position all plans agree on."""
+    """Finds the layout of one record: the only layout, or the one named by the id
+    found at the position all layouts agree on."""
 
     def __init__(self, table: AttrTable):
-        plans = list(table._plans.values())
+        plans = list(table._layouts.values())
         self.by_id = table._by_id
         self.first = next(iter(table._by_id.values()), None)
         # With a single layout there is nothing to look up.
-        self.only: _Plan | None = plans[0] if len(plans) == 1 else None
+        self.only: _RecordLayout | None = plans[0] if len(plans) == 1 else None
         self.id_pos = self.is_pos = None
         self.error: str | None = None
         if self.only is None and plans:
@@ -380,7 +393,7 @@ class _Resolver:
         if not plans:
             self.error = "no event attributes known for this stream"
 
-    def for_sample(self, buf, pos: int, size: int) -> "_Plan":
+    def for_sample(self, buf, pos: int, size: int) -> "_RecordLayout":
         if self.only is not None:
             return self.only
         if self.error:
@@ -390,7 +403,7 @@ class _Resolver:
             raise DecodeError("sample too short to hold its id", pos)
         return self._lookup(_U64.unpack_from(buf, word)[0], pos)
 
-    def for_other(self, buf, pos: int, size: int) -> "_Plan | None":
+    def for_other(self, buf, pos: int, size: int) -> "_RecordLayout | None":
         if self.only is not None:
             return self.only
         if self.is_pos is None:
@@ -400,7 +413,7 @@ class _Resolver:
             raise DecodeError("record too short to hold its sample_id", pos)
         return self._lookup(_U64.unpack_from(buf, word)[0], pos)
 
-    def _lookup(self, sample_id: int, pos: int) -> "_Plan":
+    def _lookup(self, sample_id: int, pos: int) -> "_RecordLayout":
         try:
             return self.by_id[sample_id]
         except KeyError:
@@ -420,7 +433,7 @@ def _as_info(info: object) -> AttrInfo:
     return AttrInfo(*info)  # type: ignore[misc]
 
 
-# --- decoding plans --------------------------------------------------------------------
+# --- record layouts --------------------------------------------------------------------
 
 _HDR = struct.Struct("<IHH")
 _U64 = struct.Struct("<Q")
@@ -461,7 +474,7 @@ def _fixed_struct(sample_type: int, table) -> tuple[struct.Struct, tuple[str | N
     return struct.Struct(codes), tuple(names)
 
 
-class _Plan:
+class _RecordLayout:
     """Everything precomputed for decoding records of one attr."""
 
     def __init__(self, info: AttrInfo):
@@ -570,7 +583,7 @@ def decode_record(buf, pos: int, rtype: int, misc: int, size: int,
 _NONE = (None,)
 
 
-def _decode_sample(buf, pos: int, misc: int, size: int, plan: _Plan, base: int) -> Sample:
+def _decode_sample(buf, pos: int, misc: int, size: int, plan: _RecordLayout, base: int) -> Sample:
     end = pos + size
     head = plan.head
     p = pos + 8 + head.size
@@ -614,7 +627,7 @@ def _u64s(buf, p: int, count: int) -> tuple[int, ...]:
     return struct.unpack_from(f"<{count}Q", buf, p)
 
 
-def _decode_sample_tail(buf, p: int, end: int, pos: int, plan: _Plan, s: Sample) -> int:
+def _decode_sample_tail(buf, p: int, end: int, pos: int, plan: _RecordLayout, s: Sample) -> int:
     """The variable-size part of a sample, from READ on, in kernel order."""
     st = plan.info.sample_type
     if plan.unknown_bits:
@@ -749,7 +762,7 @@ def _decode_regs(buf, p, end, pos, mask: int) -> tuple[tuple[int, ...], int]:
 
 # --- non-sample records ------------------------------------------------------------------
 
-def _trailer(buf, pos: int, size: int, plan: "_Plan | None") -> tuple[int, dict]:
+def _trailer(buf, pos: int, size: int, plan: "_RecordLayout | None") -> tuple[int, dict]:
     """Return (end of the body, trailer fields) for a non-sample record."""
     end = pos + size
     if plan is None or not plan.info.sample_id_all or not plan.trailer.size:

@@ -8,34 +8,15 @@ lookup per instruction.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional
 
 from ktapjit.diag import RuntimeFault, Span
-from ktapjit.run_api import Host
+from ktapjit.run_api import EventContext, Host
 from ktapjit.semantics.values import Identities
 
 # Output is handed on at the end of each run step at the latest, and earlier
 # once this many pieces are buffered, so memory stays bounded in long loops.
 FLUSH_PIECES = 1024
-
-
-class EventContext(Protocol):
-    """The current event as probe bodies see it (set by the engine per event).
-
-    ``time_ns`` is the event's timestamp (what gettimeofday_* reads). The
-    methods return script values (None, int, bytes, Table).
-    """
-
-    time_ns: int
-
-    def value(self, name: str) -> object:
-        """An event value: pid tid cpu uid execname probename argstr arg0..arg9."""
-
-    def field(self, name: str) -> object:
-        """``args.NAME``; None when the event has no such field."""
-
-    def stack(self, request) -> object:
-        """``stack()`` or ``ustack()``: a semantics.stack_request.StackRequest."""
 
 
 class InternalError(RuntimeFault):

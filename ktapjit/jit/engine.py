@@ -11,9 +11,10 @@ interpreter, so both engines end runs identically.
 May import: ktapjit.jit, ktapjit.run_api, ktapjit.run_lifecycle,
 ktapjit.semantics, ktapjit.diag.
 
-The native event path (jit/feed.py, runtime/feed.c): a session driver may
-ask ``native_feed(plan, attrs, start_ns)`` for a feed that runs whole chunks
-of records natively, then call ``feed_chunk`` per chunk; the lifecycle
+The native event path (jit/feed.py, runtime/feed.c): a JitRun feeds
+natively, so a session driver asks ``native_feed(plan)`` (a run_api.FeedPlan)
+for a feed that runs whole chunks of records natively, then calls
+``feed_chunk`` per chunk (``feed_release`` per live round); the lifecycle
 bookkeeping (exit(), errors) is the same as for one entry.
 """
 
@@ -30,7 +31,7 @@ from ktapjit.jit.loader import NativeProgram, compile_native
 from ktapjit.jit.lower import entry_functions
 from ktapjit.jit.marks import output_items
 from ktapjit.jit.rtlib import KVal
-from ktapjit.run_api import RunConfig
+from ktapjit.run_api import FeedPlan, RunConfig
 from ktapjit.run_lifecycle import EXITED, FAILED, RETURNED, RunLifecycle
 from ktapjit.semantics.values import Table
 
@@ -51,6 +52,8 @@ class JitEngine:
 
 
 class JitRun(RunLifecycle):
+    feeds_natively = True
+
     def __init__(self, module, config: RunConfig, out: Callable[[bytes], None], program: NativeProgram):
         super().__init__(module, config)
         self.out = out
@@ -105,13 +108,13 @@ class JitRun(RunLifecycle):
 
     # -- the native event path
 
-    def native_feed(self, plan, attrs, start_ns: int):
-        """A feed running this session's records natively (plan: the
-        StreamPlan; attrs: the stream's decode.AttrTable), or None when the
-        session must take the per-event path (jit/feed.py says when)."""
+    def native_feed(self, plan: FeedPlan):
+        """A feed (jit/feed.py NativeFeed) running the session `plan`
+        describes natively, or None when the session must take the
+        per-event path (jit/feed.py says when)."""
         from ktapjit.jit.feed import build_feed  # 30-45 ms of imports a script without probes never needs
 
-        self.feed = build_feed(self.module, self.program, plan, attrs, start_ns)
+        self.feed = build_feed(self.module, self.program, plan)
         return self.feed
 
     def feed_chunk(self, data: bytes, offsets=None, base: int = 0) -> bool:

@@ -1,15 +1,16 @@
-"""The native event path's plan: building a ``kfeed`` (runtime/feed.c).
+"""The native event path: a ``kfeed`` (runtime/feed.c) loaded from a FeedPlan.
 
 A kfeed runs whole chunks of perf records without calling into Python per
-record. This module decides whether a session can run that way and, if so,
-describes it to the runtime: the sample layouts (sample_type), which probes
-each sample id runs (tracing.plan.StreamPlan, declaration order), and for
-every bound probe how each event slot its entry reads is filled (a task
-value, a constant, a RAW field at an offset the format fixes, argstr:
-the print fmt compiled by feed_argstr.py, or a site event's probename: the
-name its u32 site index picks from the event's site table), the format's
-fixed size and dynamic fields (the corrupt-record checks of
-events/schema.py), and the tick timers.
+record. The session describes its stream as a run_api.FeedPlan (built by
+tracing/feed_plan.py): the sample layouts and how a record finds its own,
+which probes each sample id runs, in declaration order, and for every bound
+probe where each event value and field comes from, its format's fixed size
+and dynamic fields (the corrupt-record checks of events/schema.py) and its
+filter program. This module loads that plan into the runtime: for every
+event slot an entry reads, the slot kind (KF_*) that fills it (a task value,
+a constant, a RAW field at an offset, argstr: the print fmt compiled by
+feed_argstr.py, or a site event's probename: the name its u32 site index
+picks from the event's site table); and the tick timers.
 
 Anything the native path does not reproduce exactly makes ``build_feed``
 return None, and the session runs the per-event Python path (the
@@ -21,9 +22,9 @@ with symbols or printk strings. Array fields are tables the runtime makes
 once per probe run (SampleEvent's one table per event); profile-N samples
 run their timer's body with the task's values.
 
-May import: ktapjit.jit (rtlib, runtime_abi, feed_argstr), ktapjit.kernel_filter (parse_filter
-and its native compiler), stdlib. Plans, formats and attr tables
-arrive as objects (duck-typed), so this module imports nothing of tracing/.
+May import: ktapjit.jit (rtlib, runtime_abi, feed_argstr), ktapjit.run_api (the
+FeedPlan), stdlib. The plan holds plain values, so this module reads nothing of
+tracing/ or of the decoder's attr tables.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import ctypes
 from array import array
 from typing import Optional
 
-from ktapjit.kernel_filter.language import parse_filter
 from ktapjit.jit import rtlib, runtime_abi
 from ktapjit.jit.feed_argstr import UnsupportedArgstr, compile_argstr
-from ktapjit.kernel_filter.native import UnsupportedFilter, compile_program
 from ktapjit.jit.rtlib import KVal
+from ktapjit.run_api import (
+    ArgstrValue, ConstValue, FeedPlan, FeedProbe, FieldValue, FilterProgram, SiteName, TaskValue,
+)
 
 # Slot kinds: the ABI table's KF_*, in its order (tests/jit/test_runtime_abi.py).
 (KF_NIL, KF_PID, KF_TID, KF_CPU, KF_EXECNAME, KF_CONST, KF_INT_FIELD, KF_BYTES_FIELD, KF_CHARS_FIELD,
@@ -48,8 +50,6 @@ FEED_STREAM, FEED_BAD, FEED_MORE = rtlib.FEED_STREAM, rtlib.FEED_BAD, rtlib.FEED
 _NATIVE_SAMPLE_BITS = (1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 9
                        | 1 << 10 | 1 << 16)
 _TASK_KINDS = {"pid": KF_PID, "tid": KF_TID, "cpu": KF_CPU, "execname": KF_EXECNAME, "uid": KF_NIL}
-_ARG_NAMES = {f"arg{i}": i for i in range(10)}
-_INT_SIZES = (1, 2, 4, 8)  # what schema._int_struct reads as integers
 _NIL = KVal(rtlib.NIL, 0)  # a slot's value where its kind needs none
 
 
@@ -221,19 +221,18 @@ def _address(data):
     return data.address if isinstance(data, PinnedBuffer) else data
 
 
-def build_feed(module, program, plan, attrs, start_ns: int) -> Optional[NativeFeed]:
-    """A kfeed for the session, or None when it must run the Python path."""
-    try:
-        _check_session(module, plan)
-    except Unsupported:
+def build_feed(module, program, plan: FeedPlan) -> Optional[NativeFeed]:
+    """A kfeed for the session `plan` describes, or None when it must run
+    the Python path."""
+    if any(t.kind not in ("tick", "profile") for t in module.timers):
         return None
     rt = rtlib.load()
-    ptr = rt.k_feed_new(start_ns)
+    ptr = rt.k_feed_new(plan.start_ns)
     if not ptr:
         return None
     feed = NativeFeed(rt, ptr)
     try:
-        _add_layouts(rt, ptr, plan, attrs, program, module)
+        load_plan(rt, ptr, plan, program)
         _add_timers(rt, ptr, module, program)
     except Unsupported:
         feed.close()
@@ -241,174 +240,123 @@ def build_feed(module, program, plan, attrs, start_ns: int) -> Optional[NativeFe
     return feed
 
 
-def _check_session(module, plan) -> None:
-    if any(t.kind not in ("tick", "profile") for t in module.timers):
-        raise Unsupported("timer kind")
-
-
-def _add_layouts(rt, ptr: int, plan, attrs, program, module=None) -> None:
-    """The sample layouts and the resolver, as events/decode.py's _Resolver
-    finds a record's layout, then every sample id's probes."""
-    resolver = attrs.resolver()
-    if resolver.error:
-        raise Unsupported(resolver.error)
-    # The attr table's own id -> layout map: the resolver's view of it.
-    by_id = attrs.layout_by_id()
-    plans = list(dict.fromkeys([resolver.first, *by_id.values()]) if resolver.first else attrs.layouts())
-    index = {}
-    for p in plans:
-        info = p.info
-        if info.sample_type & ~_NATIVE_SAMPLE_BITS:
+def load_plan(rt, ptr: int, plan: FeedPlan, program) -> None:
+    """The sample layouts, the probe groups, and how a record finds its
+    layout and group (as events/decode.py's resolver finds its layout)."""
+    layouts = []
+    for layout in plan.layouts:
+        if layout.sample_type & ~_NATIVE_SAMPLE_BITS:
             raise Unsupported("sample_type")
-        index[id(p)] = _check(rt.k_feed_layout(ptr, info.sample_type, int(bool(info.sample_id_all))))
-    groups = _add_groups(rt, ptr, plan, program, module)
-    if resolver.only is not None:
-        rt.k_feed_resolver(ptr, 0, 0, -1, groups.get(None, -1))
-        for sid in by_id.keys() | {k for k in plan.by_id if k is not None}:
-            _check_ok(rt.k_feed_id(ptr, sid, 0, groups.get(sid, -1)))
-        return
-    is_pos = -1 if resolver.is_pos is None else 8 * resolver.is_pos
-    rt.k_feed_resolver(ptr, 1, 8 + 8 * resolver.id_pos, is_pos, groups.get(None, -1))
-    for sid, p in by_id.items():
-        _check_ok(rt.k_feed_id(ptr, sid, index[id(p)], groups.get(sid, -1)))
+        layouts.append(_check(rt.k_feed_layout(ptr, layout.sample_type, int(layout.sample_id_all))))
+    groups = []
+    for probes in plan.groups:
+        groups.append(_check(rt.k_feed_group(ptr)))
+        for probe in probes:
+            _add_probe(rt, ptr, groups[-1], probe, program)
+    group = lambda index: groups[index] if index >= 0 else -1  # noqa: E731
+    if plan.single_layout:
+        rt.k_feed_resolver(ptr, 0, 0, -1, group(plan.idless_group))
+    else:
+        is_pos = -1 if plan.is_pos is None else 8 * plan.is_pos
+        rt.k_feed_resolver(ptr, 1, 8 + 8 * plan.id_pos, is_pos, group(plan.idless_group))
+    for route in plan.ids:
+        _check_ok(rt.k_feed_id(ptr, route.sample_id, layouts[route.layout], group(route.group)))
 
 
-def _add_groups(rt, ptr: int, plan, program, module) -> dict:
-    """Sample id -> group index; a group holds the id's probes in order."""
-    groups = {}
-    made: dict[tuple, int] = {}  # ids with the same probe list share one group
-    for sid, bound_events in plan.by_id.items():
-        key = tuple(id(b) for b in bound_events)
-        if key not in made:
-            made[key] = _check(rt.k_feed_group(ptr))
-            for bound in bound_events:
-                if bound.is_profile:
-                    _add_profile(rt, ptr, made[key], bound, program)
-                else:
-                    _add_probe(rt, ptr, made[key], bound, program, module)
-        groups[sid] = made[key]
-    return groups
-
-
-def _add_probe(rt, ptr: int, group: int, bound, program, module) -> None:
-    role = f"probe{bound.probe}"
-    fmt = bound.fmt
-    prefix = f"corrupt {bound.system}:{bound.event} record at byte offset ".encode()
-    probe = _check(rt.k_feed_probe(ptr, group, program.entry_address(role), fmt.fixed_size, prefix,
-                                   fmt.qualified_name.encode()))
-    for f in fmt.all_fields:
-        if f.dynamic:
-            _check_ok(rt.k_feed_dyn(ptr, probe, f.offset, f.size, int(f.relative), f.name.encode()))
-    if bound.matches is not None:
-        _add_filter(rt, ptr, probe, module.probes[bound.probe].filter, fmt)
-    slots = [(slot, *program.lowered.event_slots[slot]) for slot in program.entry_slots(role)]
-    reads = [(kind, name) for _, kind, name in slots]
-    if ("value", "argstr") in reads:
-        _add_argstr(rt, ptr, probe, bound)
-    if ("value", "probename") in reads and bound.sites:
-        _add_sites(rt, ptr, probe, bound)
-    for slot, kind, name in slots:
-        spec = _slot_spec(rt, bound, kind, name)
-        _check_ok(rt.k_feed_slot(ptr, probe, slot, *spec))
-
-
-def _add_profile(rt, ptr: int, group: int, bound, program) -> None:
-    """A `profile-N` timer's cpu-clock samples run its body with the task's
-    values and its probename; everything of a trace format is nil
-    (sample_event.ProfileEvent)."""
-    role = f"timer{bound.timer}"
-    probe = _check(rt.k_feed_probe(ptr, group, program.entry_address(role), 0, b"", bound.name.encode()))
+def _add_probe(rt, ptr: int, group: int, probe: FeedProbe, program) -> None:
+    role = f"{probe.entry}{probe.index}"
+    index = _check(rt.k_feed_probe(ptr, group, program.entry_address(role), probe.fixed_size,
+                                   probe.corrupt_prefix, probe.name.encode()))
+    for f in probe.dynamic_fields:
+        _check_ok(rt.k_feed_dyn(ptr, index, f.offset, f.size, int(f.relative), f.name.encode()))
+    if probe.filter is not None:
+        _add_filter(rt, ptr, index, probe.filter)
+    values, fields = dict(probe.values), dict(probe.fields)
+    sources = []
     for slot in program.entry_slots(role):
         kind, name = program.lowered.event_slots[slot]
-        if kind not in ("value", "field"):
+        if kind == "value":
+            if name not in values:
+                raise Unsupported(name)
+            sources.append((slot, values[name]))
+        elif kind == "field":
+            sources.append((slot, fields.get(name, probe.unknown_field)))
+        else:
             raise Unsupported("stacks")  # symbolizing needs the Python Stacks
-        spec = (_task_spec(rt, bound, name) if kind == "value" else None) or (KF_NIL, 0, 0, 0, _NIL)
-        _check_ok(rt.k_feed_slot(ptr, probe, slot, *spec))
+    for _slot, source in sources:
+        if isinstance(source, ArgstrValue):
+            _add_argstr(rt, ptr, index, source)
+            break
+    for _slot, source in sources:
+        if isinstance(source, SiteName):
+            _add_sites(rt, ptr, index, source)
+            break
+    for slot, source in sources:
+        _check_ok(rt.k_feed_slot(ptr, index, slot, *_slot_spec(rt, source)))
 
 
-def _add_filter(rt, ptr: int, probe: int, text: str, fmt) -> None:
+def _add_filter(rt, ptr: int, probe: int, program: FilterProgram) -> None:
+    code = array("q", program.code)
+    patterns = program.patterns
+    _check_ok(rt.k_feed_filter(ptr, probe, code.buffer_info()[0], len(code) // 6, patterns, len(patterns)))
+
+
+def _add_argstr(rt, ptr: int, probe: int, argstr: ArgstrValue) -> None:
+    """The probe's argstr program, when its print fmt renders plainly."""
+    if argstr.format is None:
+        raise Unsupported(argstr.refusal)
     try:
-        program, patterns = compile_program(parse_filter(text), fmt)
-    except UnsupportedFilter as exc:
-        raise Unsupported(str(exc)) from None
-    _check_ok(rt.k_feed_filter(ptr, probe, program.buffer_info()[0], len(program) // 6, patterns, len(patterns)))
-
-
-def _add_argstr(rt, ptr: int, probe: int, bound) -> None:
-    """The probe's argstr program, when it renders exactly as bound.render."""
-    render = bound.render
-    if not getattr(render, "plain", False) or render.fallback:
-        raise Unsupported("argstr with symbols, printk strings or [FAILED TO PARSE]")
-    try:
-        prog = compile_argstr(bound.fmt)
+        prog = compile_argstr(argstr.format)
     except UnsupportedArgstr as exc:
         raise Unsupported(str(exc)) from None
     code = prog.code.buffer_info()[0]
     status = rt.k_feed_argstr(ptr, probe, code, prog.count, prog.blob, len(prog.blob))
     if status < 0:
-        raise AssertionError(f"argstr.c rejects feed_argstr's program for {bound.fmt.qualified_name}")
+        raise AssertionError(f"argstr.c rejects feed_argstr's program for {argstr.format.qualified_name}")
     _check_ok(status)
 
 
-def _add_sites(rt, ptr: int, probe: int, bound) -> None:
+def _add_sites(rt, ptr: int, probe: int, site: SiteName) -> None:
     """The site event's probe names, for its KF_SITE_NAME slot."""
-    names = (KVal * len(bound.sites))(*(rt.string(name.encode()) for name in bound.sites))
+    names = (KVal * len(site.names))(*(rt.string(name.encode()) for name in site.names))
     _check_ok(rt.k_feed_sites(ptr, probe, names, len(names)))
 
 
-def _task_spec(rt, bound, name: str) -> Optional[tuple]:
-    """The slot of a value every sample has (sample_event.task_value and
-    probename), or None."""
-    if name in _TASK_KINDS:
-        return (_TASK_KINDS[name], 0, 0, 0, _NIL)
-    if name == "probename":
-        if getattr(bound, "sites", ()):  # the table _add_sites registered
-            return (KF_SITE_NAME, bound.site_offset, 4, 0, _NIL)
-        return (KF_CONST, 0, 0, 0, rt.string(bound.probename))
-    return None
-
-
-def _slot_spec(rt, bound, kind: str, name: str) -> tuple:
+def _slot_spec(rt, source) -> tuple:
     """(kind, offset, size, flags, value) of one slot (sample_event.SampleEvent)."""
-    if kind == "field":
-        return _field_spec(bound.fmt, name)
-    if kind != "value":
-        raise Unsupported("stacks")
-    task = _task_spec(rt, bound, name)
-    if task is not None:
-        return task
-    if name == "argstr":
+    if isinstance(source, TaskValue):
+        return (_TASK_KINDS[source.name], 0, 0, 0, _NIL)
+    if isinstance(source, ConstValue):
+        return (KF_CONST, 0, 0, 0, rt.string(source.value))
+    if isinstance(source, SiteName):
+        return (KF_SITE_NAME, source.offset, 4, 0, _NIL)  # the table _add_sites registered
+    if isinstance(source, ArgstrValue):
         return (KF_ARGSTR, 0, 0, 0, _NIL)  # the program _add_argstr registered
-    if name not in _ARG_NAMES:
-        raise Unsupported(name)
-    index = _ARG_NAMES[name]
-    if index >= len(bound.arg_names):
-        return (KF_NIL, 0, 0, 0, _NIL)
-    return _field_spec(bound.fmt, bound.arg_names[index])
+    if isinstance(source, FieldValue):
+        return _field_spec(source)
+    return (KF_NIL, 0, 0, 0, _NIL)
 
 
-def _field_spec(fmt, name: str) -> tuple:
+def _field_spec(field: FieldValue) -> tuple:
     """How a format field reads as a script value (schema._field_reader,
     then SampleEvent._script_value)."""
-    field = fmt.field(name)
-    if field is None:
-        return (KF_FIELD_NIL, 0, 0, 0, _NIL)
-    if field.dynamic:
-        if not field.is_string:
-            elem = field.elem_size or 1
-            flags = (elem | int(field.signed) << 8) if elem in _INT_SIZES else 1  # else its bytes
-            flags |= int(field.relative) << 9
-            return (KF_DYN_ARRAY, field.offset, field.size, flags, _NIL)
-        return (KF_DATALOC_STRING, field.offset, field.size, int(field.relative), _NIL)
-    if field.array_len is None:
-        if field.size in _INT_SIZES:
-            return (KF_INT_FIELD, field.offset, field.size, int(field.signed), _NIL)
-        return (KF_BYTES_FIELD, field.offset, field.size, 0, _NIL)
-    if field.is_string:
-        return (KF_CHARS_FIELD, field.offset, field.size, 0, _NIL)
-    if field.elem_size in _INT_SIZES and field.elem_size * field.array_len == field.size:
-        return (KF_ARRAY_FIELD, field.offset, field.array_len, field.elem_size | int(field.signed) << 8, _NIL)
-    return (KF_ARRAY_FIELD, field.offset, field.size, 1, _NIL)  # its bytes, as schema reads them
+    shape, offset, size = field.shape, field.offset, field.size
+    if shape == "int":
+        return (KF_INT_FIELD, offset, size, int(field.signed), _NIL)
+    if shape == "bytes":
+        return (KF_BYTES_FIELD, offset, size, 0, _NIL)
+    if shape == "chars":
+        return (KF_CHARS_FIELD, offset, size, 0, _NIL)
+    if shape == "string":
+        return (KF_DATALOC_STRING, offset, size, int(field.relative), _NIL)
+    if shape == "dyn_array":
+        flags = (field.elem_size | int(field.signed) << 8) if field.elem_size else 1  # else its bytes
+        return (KF_DYN_ARRAY, offset, size, flags | int(field.relative) << 9, _NIL)
+    if shape == "array":
+        if field.elem_size:
+            return (KF_ARRAY_FIELD, offset, size // field.elem_size, field.elem_size | int(field.signed) << 8, _NIL)
+        return (KF_ARRAY_FIELD, offset, size, 1, _NIL)  # its bytes
+    return (KF_FIELD_NIL, 0, 0, 0, _NIL)  # "missing"
 
 
 def _add_timers(rt, ptr: int, module, program) -> None:

@@ -14,22 +14,27 @@ This is the reference meaning of a stream (LANGUAGE.md, Tracing):
 - once a probe or timer calls exit() or faults, nothing more runs.
 
 NativeDriver gives the same stream to an engine's native feed (the JIT's
-native event path), in batches of record offsets into the stream's bytes;
-the feed applies the rules above itself, without Python per record.
-LiveDriver does that for live rings, whose bytes the feed merges itself.
+native event path, run_api.NativeFeed), in batches of record offsets into
+the stream's bytes; the feed applies the rules above itself, without Python
+per record. LiveDriver chooses, once the rings are open, how a live
+session's drain passes run: NativeRounds pushes their bytes to the feed,
+which merges them itself; PythonRounds merges decoded records for a
+StreamDriver.
 """
 
 from __future__ import annotations
 
 import heapq
 from array import array
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Protocol
 
 from ktapjit.events.decode import (
     Comm, DecodeError, Exit, Fork, Lost, LostSamples, Mmap, Mmap2, Sample, has_time, iter_records,
 )
+from ktapjit.events.merge import StreamMerger
 from ktapjit.events.symbolize import KernelSymbolizer
 from ktapjit.ir.func import Module
+from ktapjit.run_api import NativeFeed, Run
 from ktapjit.tracing.plan import StreamPlan
 from ktapjit.tracing.sample_event import ProfileEvent, SampleEvent
 from ktapjit.tracing.stacks import Stacks
@@ -136,7 +141,7 @@ def _kernel_comm(sample: Sample, comm: bytes) -> bytes:
 
 
 class NativeDriver:
-    """Drives a run's native feed (run.native_feed) with a session's records:
+    """Drives a run's native feed (Run.native_feed) with a session's records:
     the same records, in the same order, as StreamDriver.feed would see, but
     handed over as batches of offsets into `data`, the bytes they were
     decoded from (`base`: the offset of data[0] in the records' numbering).
@@ -148,9 +153,9 @@ class NativeDriver:
     BATCH = 4096
     unprocessed = 0  # a replay runs every record (StreamDriver's count is for live streams)
 
-    def __init__(self, run, feed, data, base: int, progress=None):
+    def __init__(self, run: Run, feed: NativeFeed, data, base: int, progress=None):
         self.run = run
-        self.native = feed  # has last_time, lost, stopped_at, stream_error(), pin(), order()
+        self.native = feed
         self.buffer = data
         self.base = base
         # Told per batch when the order comes from native code (records from
@@ -223,10 +228,113 @@ class NativeDriver:
 
 
 class LiveDriver:
-    """A live session's driver: a StreamDriver until the session knows its
-    events (open_native, called by tracing/live.py once the rings are open),
-    then, when the run has a native feed for them, that feed: drained bytes
-    are pushed per CPU and each round releases what perf's rule allows, as
+    """A live session's driver, whatever runs its records. It knows no events
+    until the rings are open; then open_rounds chooses, once, how each drain
+    pass runs: through the run's native feed for these events, when `offer`
+    gives one (NativeRounds), else decoded, merged and handed to `python`
+    record by record (PythonRounds). tracing/live.py drives what it returns."""
+
+    def __init__(self, python, run=None, offer: Optional[Callable] = None):
+        self.python = python  # a StreamDriver (or record.RecordingDriver)
+        self.run = run
+        self.offer = offer  # (StreamPlan, attrs, start_ns) -> Optional[NativeFeed]
+        self.rounds: Optional[LiveRounds] = None
+        self._lost = 0
+        self.unprocessed = 0
+
+    def open_rounds(self, plan: StreamPlan, attrs, start_ns: int) -> "LiveRounds":
+        feed = self.offer(plan, attrs, start_ns) if self.offer is not None else None
+        if feed is None:
+            self.rounds = PythonRounds(self.python, attrs)
+        else:
+            self.rounds = NativeRounds(self.run, feed, attrs)
+        return self.rounds
+
+    @property
+    def last_time(self) -> int:
+        return (self.rounds or self.python).last_time
+
+    @property
+    def lost(self) -> int:
+        return max(self._lost, (self.rounds or self.python).lost)
+
+    @lost.setter
+    def lost(self, value: int) -> None:
+        self._lost = value  # the session's own count (the rings'), when it knows more
+
+
+class LiveRounds(Protocol):
+    """How a live session's drain passes run: each pass is pushed, then its
+    round ends (perf's rule releases what is safe to run); `go_on()` is asked
+    between records or native steps, so a stop's deadline can cut a round."""
+
+    last_time: int
+    lost: int
+
+    def head(self, data: bytes) -> bool:
+        """Run records already in stream order (the synthesized head)."""
+
+    def push(self, chunks: list[tuple[int, bytes]]) -> None:
+        """Queue one drain pass: (cpu, bytes) per ring."""
+
+    def end_round(self, go_on: Callable[[], bool]) -> bool:
+        """Run what the round releases; False once tracing has stopped."""
+
+    def finish(self, go_on: Callable[[], bool]) -> bool:
+        """Run everything still queued; False once tracing has stopped."""
+
+    def abandon(self) -> int:
+        """Drop what is queued and not run; how many of those were samples."""
+
+
+class PythonRounds:
+    """The rounds of a Python driver (the interpreter, `ktapjit record`):
+    each pass is decoded and merged here, and the records are handed over
+    one at a time, so a stop's deadline can cut a round between two."""
+
+    def __init__(self, driver, attrs):
+        self.driver = driver
+        self.attrs = attrs
+        self.merger = StreamMerger()
+        self.left: list = []  # the part of a round the deadline cut off
+
+    @property
+    def last_time(self) -> int:
+        return self.driver.last_time
+
+    @property
+    def lost(self) -> int:
+        return self.driver.lost
+
+    def head(self, data: bytes) -> bool:
+        return self.driver.feed(iter_records(data, self.attrs))
+
+    def push(self, chunks) -> None:
+        for cpu, data in chunks:
+            self.merger.push(cpu, iter_records(data, self.attrs))
+
+    def end_round(self, go_on) -> bool:
+        return self.driver.feed(self._hand_over(self.merger.end_round(), go_on))
+
+    def finish(self, go_on) -> bool:
+        return self.driver.feed(self._hand_over(self.merger.finish(), go_on))
+
+    def _hand_over(self, records: list, go_on):
+        for i, record in enumerate(records):
+            if not go_on():
+                self.left = records[i:]
+                return
+            yield record
+
+    def abandon(self) -> int:
+        left = self.left + self.merger.discard()
+        self.left = []
+        return sum(isinstance(r, Sample) for r in left)
+
+
+class NativeRounds:
+    """The rounds of a run's native feed: drained bytes are pushed per CPU
+    and each round releases what perf's rule allows, as
     events/merge.StreamMerger does, all in native code.
 
     A round is run in native steps of at most BUDGET records, so that between
@@ -234,76 +342,48 @@ class LiveDriver:
 
     BUDGET = 16384
 
-    def __init__(self, run, python: StreamDriver):
+    def __init__(self, run, feed: NativeFeed, attrs):
         self.run = run
-        self.python = python
-        self.native = None  # the run's feed, once open_native found one
-        self._lost = 0
-        self.unprocessed = 0
-
-    def open_native(self, plan: StreamPlan, attrs, start_ns: int) -> bool:
-        offer = getattr(self.run, "native_feed", None)
-        self.native = offer(plan, attrs, start_ns) if offer is not None else None
-        return self.native is not None
-
-    # -- the StreamDriver protocol (the Python path)
-
-    def feed(self, records: Iterable) -> bool:
-        return self.python.feed(records)
+        self.feed = feed
+        self.attrs = attrs
 
     @property
     def last_time(self) -> int:
-        return self.native.last_time if self.native is not None else self.python.last_time
+        return self.feed.last_time
 
     @property
     def lost(self) -> int:
-        return max(self._lost, self.native.lost if self.native is not None else self.python.lost)
+        return self.feed.lost
 
-    @lost.setter
-    def lost(self, value: int) -> None:
-        self._lost = value  # the session's own count (the rings'), when it knows more
-
-    # -- the native path
-
-    def feed_bytes(self, data: bytes) -> bool:
-        """Records in stream order (the synthesized head)."""
+    def head(self, data: bytes) -> bool:
         going = self.run.feed_chunk(data)
         self._raise_stream_error()
         return going
 
-    def push(self, cpu: int, data: bytes, attrs) -> None:
-        if not self.native.push(cpu, data):
-            for _record in iter_records(data, attrs):  # raises the decoder's own error
-                pass
-            raise DecodeError("a record the native event path cannot read", 0)
+    def push(self, chunks) -> None:
+        for cpu, data in chunks:
+            if not self.feed.push(cpu, data):
+                for _record in iter_records(data, self.attrs):  # raises the decoder's own error
+                    pass
+                raise DecodeError("a record the native event path cannot read", 0)
 
-    def end_round(self, go_on=lambda: True) -> bool:
-        """Run what the round releases, while go_on() between steps allows;
-        False once tracing has stopped (exit() or an error)."""
+    def end_round(self, go_on) -> bool:
         return self._release(False, go_on)
 
-    def finish(self, go_on=lambda: True) -> bool:
+    def finish(self, go_on) -> bool:
         return self._release(True, go_on)
 
     def _release(self, final: bool, go_on) -> bool:
         while True:
             going = self.run.feed_release(final, self.BUDGET)
             self._raise_stream_error()
-            if not (going and self.native.more and go_on()):
+            if not (going and self.feed.more and go_on()):
                 return going
 
-    def keep_records(self) -> None:
-        """Keep a copy of every record run from here on (take_kept())."""
-        self.native.keep()
-
-    def take_kept(self) -> bytes:
-        return self.native.take_kept()
-
-    def discard(self) -> int:
-        """Drop every record queued and not run; how many were samples."""
-        return self.native.discard()
+    def abandon(self) -> int:
+        return self.feed.discard()
 
     def _raise_stream_error(self) -> None:
-        problem = self.native.stream_error()
+        problem = self.feed.stream_error()
         if problem is not None:
             raise DecodeError(*problem)

@@ -26,10 +26,8 @@ from typing import Callable, Optional
 
 from ktapjit.diag import counted
 from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import Sample, iter_records
 from ktapjit.events.probe_sites import SITES_FEATURE, encode_sites
 from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
-from ktapjit.events.merge import StreamMerger
 from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
 from ktapjit.events.perfdata import (HEADER_BUILD_ID, PerfDataWriteError, PerfDataWriter, TracingData,
                                      kernel_build_id_feature)
@@ -39,6 +37,7 @@ from ktapjit.events.tracefs import EventsError, list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Aborted
+from ktapjit.tracing.dispatch import LiveDriver, LiveRounds
 from ktapjit.tracing.plan import (
     BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, create_dynamic,
 )
@@ -381,7 +380,8 @@ def _comm_records(session: PerfSession, start_ns: int, pids, mmaps: bool = False
     return head
 
 
-def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions, start_ns: int) -> LiveOutcome:
+def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions,
+             start_ns: int) -> LiveOutcome:
     """Trace until Ctrl-C/SIGTERM, exit(), an error, or the end of CMD."""
     events, groups = _perf_events(bound)
     for profile in plan.profiles:
@@ -416,15 +416,12 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                         for b in members_of.get(id(ev), ()):  # the task tracker binds to no probe
                             plan.attach(ids, b)
                     attrs = session.attr_table()
-                    native = _open_native(driver, plan, attrs, start_ns)
+                    rounds = driver.open_rounds(plan, attrs, start_ns)
                     head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
                     if options.record_path:
                         writer = _open_recording(options.record_path, session, bound)
                         writer.write_records(head)
-                    if native:
-                        driver.feed_bytes(head)
-                    else:
-                        driver.feed(iter_records(head, attrs))
+                    rounds.head(head)
                     try:
                         reader.read_from(session)
                         stop.halt = _halter(session)
@@ -436,7 +433,7 @@ def run_live(driver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOpt
                         if child:
                             child.release()
                         rates = _rate_report(options.rates, reader, session, driver)
-                        unprocessed = _loop(session, reader, driver, attrs, writer, child, stop, native, rates,
+                        unprocessed = _loop(session, reader, rounds, writer, child, stop, rates,
                                             options.between_rounds)
                     finally:
                         reader.stop()  # before the rings are unmapped
@@ -601,24 +598,15 @@ class _Reader(threading.Thread):
         self.stop()
 
 
-def _open_native(driver, plan: StreamPlan, attrs, start_ns: int) -> bool:
-    """Whether the driver runs this session's records natively (a
-    dispatch.LiveDriver whose run has a native feed for these events): then
-    it takes the drained bytes and merges them itself."""
-    opener = getattr(driver, "open_native", None)
-    return bool(opener is not None and opener(plan, attrs, start_ns))
-
-
 _SWITCH_INTERVAL = 0.001  # seconds; see _loop
 
 
-def _loop(session: PerfSession, reader: _Reader, driver, attrs, writer, child, stop: _StopFlag,
-          native: bool = False, rates=None, between_rounds: Callable[[], None] = lambda: None) -> int:
+def _loop(session: PerfSession, reader: _Reader, rounds: LiveRounds, writer, child, stop: _StopFlag,
+          rates=None, between_rounds: Callable[[], None] = lambda: None) -> int:
     """Run the drained rounds until the trace ends; the number of samples
     read but not run, because a stop's deadline passed first. A RateReport
     (`rates`, -v) gets a tick between rounds, and between the records or
     native steps of one."""
-    rounds = _NativeRounds(driver, attrs) if native else _PythonRounds(driver, attrs)
     go_on = lambda: not stop.overdue()  # noqa: E731
     if rates is not None:  # -v: on time also when one round runs for seconds (a slow probe)
         go_on = lambda: rates.tick() or not stop.overdue()  # noqa: E731
@@ -751,59 +739,3 @@ def _samples_in_run(data: bytes, pos: int, size: int, run: int) -> int:
         # a type above 255 (none in a live ring): one by one
         return sum(_HEADER.unpack_from(data, at)[0] == abi.PERF_RECORD_SAMPLE for at in range(pos, stop, size))
     return data[pos:stop:size].count(abi.PERF_RECORD_SAMPLE)
-
-
-class _PythonRounds:
-    """The rounds of a Python driver (the interpreter, `ktapjit record`):
-    each pass is decoded and merged here, and the records are handed over
-    one at a time, so a stop's deadline can cut a round between two."""
-
-    def __init__(self, driver, attrs):
-        self.driver = driver
-        self.attrs = attrs
-        self.merger = StreamMerger()
-        self.left: list = []  # the part of a round the deadline cut off
-
-    def push(self, chunks) -> None:
-        for cpu, data in chunks:
-            self.merger.push(cpu, iter_records(data, self.attrs))
-
-    def end_round(self, go_on) -> bool:
-        return self.driver.feed(self._hand_over(self.merger.end_round(), go_on))
-
-    def finish(self, go_on) -> bool:
-        return self.driver.feed(self._hand_over(self.merger.finish(), go_on))
-
-    def _hand_over(self, records: list, go_on):
-        for i, record in enumerate(records):
-            if not go_on():
-                self.left = records[i:]
-                return
-            yield record
-
-    def abandon(self) -> int:
-        left = self.left + self.merger.discard()
-        self.left = []
-        return sum(isinstance(r, Sample) for r in left)
-
-
-class _NativeRounds:
-    """The rounds of a native feed (dispatch.LiveDriver), which merges the
-    bytes itself and runs each round in bounded steps."""
-
-    def __init__(self, driver, attrs):
-        self.driver = driver
-        self.attrs = attrs
-
-    def push(self, chunks) -> None:
-        for cpu, data in chunks:
-            self.driver.push(cpu, data, self.attrs)
-
-    def end_round(self, go_on) -> bool:
-        return self.driver.end_round(go_on)
-
-    def finish(self, go_on) -> bool:
-        return self.driver.finish(go_on)
-
-    def abandon(self) -> int:
-        return self.driver.discard()

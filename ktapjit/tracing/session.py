@@ -5,11 +5,13 @@ bad event stops the script before its top level runs) and fix the stream's
 start time; `Session.drive` then feeds the events to a driver, and
 `drive_run` does that for an engine run, turning a stream that breaks
 midway into an outcome rather than an exception, so trace_end still runs.
-When the engine run offers a native feed (`run.native_feed`, the JIT), the
-records go to it without Python per record: a replay hands over its data
-section (RawStream, dispatch.NativeDriver), a live session its drained ring
-bytes (dispatch.LiveDriver); otherwise, or when the feed declines the
-session, dispatch.StreamDriver runs them one by one.
+When the engine run feeds natively (`Run.feeds_natively`, the JIT), the
+session describes its stream as a FeedPlan (feed_plan.py) and asks the run
+for a native feed (`Run.native_feed`); the records then go to it without
+Python per record: a replay hands over its data section (RawStream,
+dispatch.NativeDriver), a live session its drained ring bytes
+(dispatch.LiveDriver, NativeRounds); otherwise, or when the run declines
+the session, dispatch.StreamDriver runs them one by one.
 
 A live session whose script has uprobes, USDT markers or kprobes owns the
 dynamic events it created: one DynamicProbes (made after stale groups of
@@ -28,7 +30,7 @@ from typing import Callable, Optional
 from ktapjit.events.symbolize import KernelSymbolizer
 from ktapjit.events.tracefs import EventsError
 from ktapjit.ir.func import Module
-from ktapjit.run_api import Host, monotonic_ns
+from ktapjit.run_api import Host, NativeFeed, Run, monotonic_ns
 from ktapjit.tracing.dispatch import LiveDriver, NativeDriver, StreamDriver
 from ktapjit.tracing.plan import StreamPlan, bind_profiles, has_dynamic_probes
 from ktapjit.tracing.stacks import replay_kernel_symbols
@@ -37,7 +39,7 @@ from ktapjit.tracing.stacks import replay_kernel_symbols
 @dataclass
 class RawStream:
     """The bytes a session's records are decoded from, for an engine that
-    runs records natively (run.native_feed): records' offsets minus `base`
+    runs records natively (Run.native_feed): records' offsets minus `base`
     index `data`, and `attrs()` (a decode.AttrTable) says how to read them."""
 
     data: object  # a buffer holding every record
@@ -132,8 +134,9 @@ def live_session(module: Module, options) -> Session:
     session = Session(monotonic_ns(), plan, None, live=True)
 
     def drive(driver) -> int:
+        live = driver if isinstance(driver, LiveDriver) else LiveDriver(driver)  # `ktapjit record`'s
         try:
-            outcome = run_live(driver, bound, session.plan, options, session.start_ns)
+            outcome = run_live(live, bound, session.plan, options, session.start_ns)
         finally:
             if owner is not None:
                 owner.remove_events()  # perf is closed by now: nothing holds them
@@ -182,13 +185,14 @@ class _DynamicOwner:
         return problems
 
 
-def drive_run(session: Session, run, module: Module, max_table: int) -> Outcome:
+def drive_run(session: Session, run: Run, module: Module, max_table: int) -> Outcome:
     """Feed the session's events to an engine run (its top level already ran)."""
     driver = StreamDriver(run, module, session.plan, max_table, session.start_ns, session.kernel_symbols)
-    if session.live and getattr(run, "native_feed", None) is not None:
-        driver = LiveDriver(run, driver)  # decides once the rings are open
-    else:
-        driver = _native_driver(session, run) or driver
+    offer = _feed_offer(run, module)
+    if session.live:
+        driver = LiveDriver(driver, run, offer)  # chooses once the rings are open
+    elif offer is not None:
+        driver = _native_driver(session, run, offer) or driver
     try:
         end_ns = session.drive(driver)
     except EventsError as exc:  # a corrupt stream, a lost permission: trace_end still runs
@@ -196,11 +200,24 @@ def drive_run(session: Session, run, module: Module, max_table: int) -> Outcome:
     return Outcome(end_ns, driver.lost, unprocessed=driver.unprocessed)
 
 
-def _native_driver(session: Session, run) -> Optional[NativeDriver]:
-    """A NativeDriver when the engine runs records natively and the session
-    allows it (its records come from one buffer); else None."""
-    offer = getattr(run, "native_feed", None)
-    if offer is None or session.raw is None:
+def _feed_offer(run: Run, module: Module) -> Optional[Callable]:
+    """(StreamPlan, attrs, start_ns) -> the run's native feed for that
+    session, or None; None when the engine runs every event through Python."""
+    if not run.feeds_natively:
+        return None
+    from ktapjit.tracing.feed_plan import build_feed_plan  # only an engine that feeds natively needs it
+
+    def offer(plan: StreamPlan, attrs, start_ns: int) -> Optional[NativeFeed]:
+        feed_plan = build_feed_plan(plan, attrs, start_ns, module)
+        return run.native_feed(feed_plan) if feed_plan is not None else None
+
+    return offer
+
+
+def _native_driver(session: Session, run: Run, offer: Callable) -> Optional[NativeDriver]:
+    """A NativeDriver when the session allows it (its records come from one
+    buffer) and the run takes it; else None."""
+    if session.raw is None:
         return None
     try:
         attrs = session.raw.attrs()

@@ -272,13 +272,14 @@ def test_native_feed_counts_every_sample(feeds, streams):
 def _native_order(path: Path) -> list[int] | None:
     """k_feed_order over a recording, with a feed built for its attrs."""
     from ktapjit.jit import rtlib
-    from ktapjit.jit.feed import NativeFeed, _add_layouts
+    from ktapjit.jit.feed import NativeFeed, load_plan
+    from ktapjit.tracing.feed_plan import build_feed_plan
     from ktapjit.tracing.plan import StreamPlan
 
     data = read_perf_data(path)
     rt = rtlib.load()
     feed = NativeFeed(rt, rt.k_feed_new(0))
-    _add_layouts(rt, feed.ptr, StreamPlan(), data.attr_table(), program=None)
+    load_plan(rt, feed.ptr, build_feed_plan(StreamPlan(), data.attr_table(), 0), program=None)
     order = feed.order(bytes(data.data_bytes))
     return None if order is None else [data.data_offset + o for o in order]
 
@@ -353,13 +354,14 @@ def test_garbage_never_crashes_the_feed(streams):
     import random
 
     from ktapjit.jit import rtlib
-    from ktapjit.jit.feed import NativeFeed, _add_layouts
+    from ktapjit.jit.feed import NativeFeed, load_plan
+    from ktapjit.tracing.feed_plan import build_feed_plan
     from ktapjit.tracing.plan import StreamPlan
 
     rt = rtlib.load()
     data = read_perf_data(streams["plain"])
     feed = NativeFeed(rt, rt.k_feed_new(0))
-    _add_layouts(rt, feed.ptr, StreamPlan(), data.attr_table(), program=None)
+    load_plan(rt, feed.ptr, build_feed_plan(StreamPlan(), data.attr_table(), 0), program=None)
     state = rt.state()
     rng = random.Random(5)
     for size in (0, 7, 8, 64, 4096):
@@ -430,7 +432,8 @@ def test_live_rounds_in_bounded_steps_keep_what_ran_and_discard_the_rest(streams
     from ktapjit.events.decode import FinishedRound, iter_records
     from ktapjit.events.merge import StreamMerger
     from ktapjit.jit import rtlib
-    from ktapjit.jit.feed import NativeFeed, _add_layouts
+    from ktapjit.jit.feed import NativeFeed, load_plan
+    from ktapjit.tracing.feed_plan import build_feed_plan
     from ktapjit.tracing.plan import StreamPlan
 
     rt = rtlib.load()
@@ -453,7 +456,7 @@ def test_live_rounds_in_bounded_steps_keep_what_ran_and_discard_the_rest(streams
 
     state = rt.state()
     feed = NativeFeed(rt, rt.k_feed_new(0))
-    _add_layouts(rt, feed.ptr, StreamPlan(), attrs, program=None)
+    load_plan(rt, feed.ptr, build_feed_plan(StreamPlan(), attrs, 0), program=None)
     feed.keep()
     steps = 0
     for final, chunks in ((False, passes[0]), (False, passes[1]), (True, [])):
