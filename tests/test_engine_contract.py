@@ -22,11 +22,9 @@ import pytest
 
 from ktapjit import run_api
 from ktapjit.compare import TimedRun
+from ktapjit.compiler import compile_script
 from ktapjit.events.schema import EventFormat
-from ktapjit.frontend.parse import parse_program
-from ktapjit.frontend.resolve import resolve_program
 from ktapjit.interp.engine import InterpRun
-from ktapjit.ir.pipeline import PassContext, compile_module
 from ktapjit.jit.engine import JitRun
 from ktapjit.jit.feed import NativeFeed
 from ktapjit.tracing.feed_plan import build_feed_plan
@@ -121,7 +119,7 @@ def plain(value, where: str = "plan") -> list[str]:
 
 
 def session_plan(path: Path, source: bytes):
-    module = compile_module(resolve_program(parse_program(source, "-e")), PassContext())
+    module = compile_script(source, "-e").module
     session = replay_session(str(path), module)
     return build_feed_plan(session.plan, session.raw.attrs(), session.start_ns, module)
 
