@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Iterator, Mapping, NamedTuple
 
 from ktapjit.events import perf_abi as abi
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.errors import EventsError
 
 
 def has_time(time: int | None) -> bool:

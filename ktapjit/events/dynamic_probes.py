@@ -55,7 +55,8 @@ from ktapjit.events.elf import (
 )
 from ktapjit.events.perf_ring import tracepoint_id
 from ktapjit.events.probe_sites import SITE_FIELD, SiteTable, site_fetcharg
-from ktapjit.events.tracefs import EventsError, TracefsPermissionError, tracefs_root
+from ktapjit.events.errors import EventsError, TracefsPermissionError
+from ktapjit.events.tracefs import tracefs_root
 
 __all__ = [
     "DynamicProbeError",

@@ -82,7 +82,8 @@ class Refusal:
 
 def tracepoint_id(system: str, event: str, root: Path | None = None) -> int:
     """The tracepoint's id from tracefs ``events/SYSTEM/EVENT/id``."""
-    from ktapjit.events.tracefs import UnknownEventError, tracefs_root
+    from ktapjit.events.errors import UnknownEventError
+    from ktapjit.events.tracefs import tracefs_root
     path = (root or tracefs_root()) / "events" / system / event / "id"
     try:
         return int(path.read_text())

@@ -35,7 +35,8 @@ from ktapjit.events.perfdata import (HEADER_BUILD_ID, PerfDataWriteError, PerfDa
                                      kernel_build_id_feature)
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.symbolize import running_kernel_build_id
-from ktapjit.events.tracefs import EventsError, list_events, read_format
+from ktapjit.events.errors import EventsError
+from ktapjit.events.tracefs import list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Aborted

@@ -27,7 +27,8 @@ from ktapjit.events.probe_sites import SITE_FIELD, SiteTable, site_name, site_of
 from ktapjit.events.probe_targets import find_target, is_bare_name
 from ktapjit.events.printfmt import compile_print_fmt
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.tracefs import GLOB_CHARS, EventsError, close_matches_hint, select_tracepoints
+from ktapjit.events.errors import EventsError
+from ktapjit.events.tracefs import GLOB_CHARS, close_matches_hint, select_tracepoints
 from ktapjit.frontend.eventdef import (
     FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )

@@ -23,7 +23,8 @@ from ktapjit.events.decode import has_time
 from ktapjit.events.merge import order_perf_rounds
 from ktapjit.events.perfdata import PerfData, TracingData, read_perf_data
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.tracefs import EventsError, close_matches_hint, tracepoints_by_id
+from ktapjit.events.errors import EventsError
+from ktapjit.events.tracefs import close_matches_hint, tracepoints_by_id
 from ktapjit.frontend.eventdef import KprobeSpec, SdtSpec, UprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.diag import CompileError, Diagnostic

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ktapjit.events.symbolize import KernelSymbolizer
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.errors import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Host, monotonic_ns
 from ktapjit.tracing.dispatch import LiveDriver, NativeDriver, StreamDriver

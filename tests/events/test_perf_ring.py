@@ -225,7 +225,7 @@ def test_bad_filter_is_a_clear_error():
 
 
 def test_unknown_tracepoint():
-    from ktapjit.events.tracefs import EventsError
+    from ktapjit.events.errors import EventsError
     with pytest.raises(EventsError, match="unknown tracepoint"):
         tracepoint("syscalls", "sys_enter_no_such_call")
 
