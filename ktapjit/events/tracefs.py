@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 from ktapjit.events.errors import EventsError, TracefsError, TracefsPermissionError, UnknownEventError
-from ktapjit.events.printfmt import parse_printk_formats
+from ktapjit.events.printfmt.closures import parse_printk_formats
 from ktapjit.events.schema import EventFormat, FormatError, parse_format
 
 __all__ = [

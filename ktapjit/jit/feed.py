@@ -6,7 +6,7 @@ describes it to the runtime: the sample layouts (sample_type), which probes
 each sample id runs (tracing.plan.StreamPlan, declaration order), and for
 every bound probe how each event slot its entry reads is filled (a task
 value, a constant, a RAW field at an offset the format fixes, argstr:
-the print fmt compiled by feed_argstr.py, or a site event's probename: the
+the print fmt compiled by printfmt/bytecode.py, or a site event's probename: the
 name its u32 site index picks from the event's site table), the format's
 fixed size and dynamic fields (the corrupt-record checks of
 events/schema.py), and the tick timers.
@@ -15,13 +15,13 @@ Anything the native path does not reproduce exactly makes ``build_feed``
 return None, and the session runs the per-event Python path (the
 reference): stacks, sample layouts beyond the fixed head + CALLCHAIN +
 RAW, and argstr of an event whose print fmt is outside
-feed_argstr.py's subset (byte dumps: %pM/%pI/%pU/%ph,
+printfmt/bytecode.py's subset (byte dumps: %pM/%pI/%pU/%ph,
 __print_hex/__print_array/bitmasks; "[FAILED TO PARSE]" formats) or rendered
 with symbols or printk strings. Array fields are tables the runtime makes
 once per probe run (SampleEvent's one table per event); profile-N samples
 run their timer's body with the task's values.
 
-May import: ktapjit.jit (rtlib, feed_argstr), ktapjit.kernel_filter (parse_filter
+May import: ktapjit.jit (rtlib), ktapjit.events.printfmt (bytecode), ktapjit.kernel_filter (parse_filter
 and its native compiler), stdlib. Plans, formats and attr tables
 arrive as objects (duck-typed), so this module imports nothing of tracing/.
 """
@@ -34,7 +34,7 @@ from typing import Optional
 
 from ktapjit.kernel_filter.language import parse_filter
 from ktapjit.jit import rtlib
-from ktapjit.jit.feed_argstr import UnsupportedArgstr, compile_argstr
+from ktapjit.events.printfmt.bytecode import UnsupportedArgstr, compile_argstr
 from ktapjit.kernel_filter.native import UnsupportedFilter, compile_program
 from ktapjit.jit.rtlib import KVal
 
@@ -346,7 +346,7 @@ def _add_argstr(rt, ptr: int, probe: int, bound) -> None:
     code = prog.code.buffer_info()[0]
     status = rt.k_feed_argstr(ptr, probe, code, prog.count, prog.blob, len(prog.blob))
     if status < 0:
-        raise AssertionError(f"argstr.c rejects feed_argstr's program for {bound.fmt.qualified_name}")
+        raise AssertionError(f"argstr.c rejects printfmt.bytecode's program for {bound.fmt.qualified_name}")
     _check_ok(status)
 
 

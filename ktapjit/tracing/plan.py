@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Optional
 from ktapjit.diag import CompileError, Diagnostic, Span
 from ktapjit.events.probe_sites import SITE_FIELD, SiteTable, site_name, site_offset, without_site
 from ktapjit.events.probe_targets import find_target, is_bare_name
-from ktapjit.events.printfmt import compile_print_fmt
+from ktapjit.events.printfmt.closures import compile_print_fmt
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.errors import EventsError
 from ktapjit.events.tracefs import GLOB_CHARS, close_matches_hint, select_tracepoints

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events import printfmt
-from ktapjit.events.printfmt import (
+from ktapjit.events.printfmt import closures as printfmt
+from ktapjit.events.printfmt.closures import (
     UNSUPPORTED_HELPERS,
     _format_int,
     _parse_conversion,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from ktapjit.events.printfmt import compile_print_fmt
+from ktapjit.events.printfmt.closures import compile_print_fmt
 from ktapjit.events.probe_sites import (
     SiteTable, SitesFormatError, decode_sites, encode_sites, site_fetcharg, site_name, site_offset, without_site,
 )

@@ -1,7 +1,7 @@
-/* argstr natively: a tracepoint's print fmt, compiled by jit/feed_argstr.py
+/* argstr natively: a tracepoint's print fmt, compiled by events/printfmt/bytecode.py
  * into a flat program, interpreted over one sample's RAW bytes.
  *
- * events/printfmt.py (ArgstrRenderer) is the reference, byte for byte:
+ * events/printfmt/closures.py (ArgstrRenderer) is the reference, byte for byte:
  * values are unsigned 64-bit, reads past the RAW data give 0, and the
  * conversions follow its _format_int/_format_str/_pad. A program is
  * validated once when it is registered (k_feed_argstr): opcodes, blob

@@ -64,7 +64,7 @@ void krt_filter_free(krt_filter *p);
 int krt_filter_matches(const krt_filter *p, const uint8_t *raw, uint64_t n, int has_cpu, uint32_t cpu,
                        const kstr *comm);
 
-/* A print fmt compiled by jit/feed_argstr.py (argstr.c): 4 words an
+/* A print fmt compiled by events/printfmt/bytecode.py (argstr.c): 4 words an
  * instruction, text in the blob. */
 typedef struct krt_argstr {
     int64_t *code;

@@ -1301,7 +1301,7 @@ def _split_print_fmt(text: str) -> tuple[str, str]:
 
 def parse_print_fmt(ev: EventFormat) -> tuple[list[tuple[str, object]], list[tuple]]:
     """(pieces, args) of *ev*'s print fmt, for evaluators other than this
-    module's (the JIT's native renderer, jit/feed_argstr.py).
+    module's (the JIT's native renderer, bytecode.py).
 
     *pieces* are ("lit", bytes), ("bad", bytes) (an unknown conversion,
     printed as is) and ("conv", spec) with spec's text, flags, width, prec
