@@ -137,7 +137,7 @@ def count_samples(buf) -> int:
 def load_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
     """The recording's data section as in-memory chunks, copied out of the
     file mapping so timing never includes page faults on the file."""
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.perfdata import read_perf_data
 
     with read_perf_data(str(path)) as data:
         return [Chunk(off, bytes(view), count_samples(view)) for off, view in data.chunks(chunk_bytes)]

@@ -381,7 +381,7 @@ def _cmd_asm(ns, out: BinaryIO) -> int:
 
 
 def _cmd_record(ns, err: BinaryIO) -> int:
-    from ktapjit.events.perfdata import PerfDataWriteError
+    from ktapjit.events.records.perfdata import PerfDataWriteError
     from ktapjit.events.errors import EventsError
     from ktapjit.tracing.record import RecordingDriver, recording_script
     from ktapjit.tracing.session import live_session

@@ -216,8 +216,8 @@ def test_an_error_line_starts_on_a_clean_line(no_delay, synthetic, engine, tmp_p
 def with_bad_record(path: Path, at: float) -> bytes:
     """The recording's bytes, the record `at` (a share) of the way into its
     data section claiming a size smaller than its header."""
-    from ktapjit.events.decode import iter_headers
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.decode import iter_headers
+    from ktapjit.events.records.perfdata import read_perf_data
 
     data = read_perf_data(str(path))
     start, size = data.data_offset, data.data_size

@@ -130,10 +130,10 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import AttrTable
-from ktapjit.events.perf_ring import SAMPLE_TYPE, stream_layout
-from ktapjit.events.perfdata import PerfDataWriter, TracingData
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import AttrTable
+from ktapjit.events.records.perf_ring import SAMPLE_TYPE, stream_layout
+from ktapjit.events.records.perfdata import PerfDataWriter, TracingData
 from ktapjit.events.schema import EventFormat, Field, _encode, parse_format
 
 __all__ = [
@@ -1351,7 +1351,7 @@ def write_perf_data(path: str | os.PathLike, stream: SyntheticStream, *,
     does (per round, each CPU's records, then FINISHED_ROUND); ``"merged"``
     writes the merged order without rounds. ``features`` ({bit: bytes}) are
     written as PerfDataWriter's are, e.g. the site tables of a uprobe glob's
-    event (events/probe_sites.py). Returns the pass's stats."""
+    event (events/probes/probe_sites.py). Returns the pass's stats."""
     if layout not in ("rounds", "merged"):
         raise ValueError(f"layout must be 'rounds' or 'merged', not {layout!r}")
     with PerfDataWriter(path, stream.attrs(), stream.tracing_data(),

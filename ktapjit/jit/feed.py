@@ -247,7 +247,7 @@ def _check_session(module, plan) -> None:
 
 
 def _add_layouts(rt, ptr: int, plan, attrs, program, module=None) -> None:
-    """The sample layouts and the resolver, as events/decode.py's _Resolver
+    """The sample layouts and the resolver, as events/records/decode.py's _Resolver
     finds a record's layout, then every sample id's probes."""
     resolver = attrs.resolver()
     if resolver.error:

@@ -25,10 +25,10 @@ import heapq
 from array import array
 from typing import Iterable, Iterator, Optional
 
-from ktapjit.events.decode import (
+from ktapjit.events.records.decode import (
     Comm, DecodeError, Exit, Fork, Lost, LostSamples, Mmap, Mmap2, Sample, has_time, iter_records,
 )
-from ktapjit.events.symbolize import KernelSymbolizer
+from ktapjit.events.probes.symbolize import KernelSymbolizer
 from ktapjit.ir.func import Module
 from ktapjit.tracing.plan import StreamPlan
 from ktapjit.tracing.sample_event import ProfileEvent, SampleEvent
@@ -227,7 +227,7 @@ class LiveDriver:
     events (open_native, called by tracing/live.py once the rings are open),
     then, when the run has a native feed for them, that feed: drained bytes
     are pushed per CPU and each round releases what perf's rule allows, as
-    events/merge.StreamMerger does, all in native code.
+    events/records/merge.StreamMerger does, all in native code.
 
     A round is run in native steps of at most BUDGET records, so that between
     them a signal's handler runs and the caller can cut a round short."""

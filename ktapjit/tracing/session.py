@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ktapjit.events.symbolize import KernelSymbolizer
+from ktapjit.events.probes.symbolize import KernelSymbolizer
 from ktapjit.events.errors import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Host, monotonic_ns
@@ -157,7 +157,7 @@ class _DynamicOwner:
 
     @classmethod
     def open(cls) -> "_DynamicOwner":
-        from ktapjit.events.dynamic_probes import DynamicProbes
+        from ktapjit.events.probes.dynamic_probes import DynamicProbes
         from ktapjit.tracing.live import SignalGuard
 
         guard = SignalGuard().install()  # before anything exists that must be removed

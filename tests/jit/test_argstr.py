@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ktapjit.events import tracefs
-from ktapjit.events.decode import Sample
-from ktapjit.events.perfdata import read_perf_data
+from ktapjit.events.records.decode import Sample
+from ktapjit.events.records.perfdata import read_perf_data
 from ktapjit.events.printfmt.closures import compile_print_fmt
 from ktapjit.events.schema import parse_format
 from ktapjit.events.synth import SyntheticStream, choice, write_perf_data

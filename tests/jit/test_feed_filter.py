@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ktapjit.cli import main
-from ktapjit.events.decode import Sample
-from ktapjit.events.perfdata import read_perf_data
+from ktapjit.events.records.decode import Sample
+from ktapjit.events.records.perfdata import read_perf_data
 from ktapjit.events.schema import parse_format
 from ktapjit.events.synth import SyntheticStream, Task, choice, load_format, per_record, write_perf_data
 from ktapjit.kernel_filter import language as kfilter

@@ -221,7 +221,7 @@ def test_kernel_frames_are_named_only_where_perf_names_them():
 
 
 def test_which_recordings_the_running_kernel_symbolizes():
-    from ktapjit.events.symbolize import running_kernel_build_id
+    from ktapjit.events.probes.symbolize import running_kernel_build_id
     from ktapjit.tracing.stacks import replay_kernel_symbols
 
     running, release = running_kernel_build_id(), os.uname().release

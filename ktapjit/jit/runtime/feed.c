@@ -16,7 +16,7 @@
  * checks: the Python path renders it from the raw data too.
  *
  * k_feed_order puts a perf.data data section in the order perf delivers it
- * (events/merge.py order_perf_rounds), checking every record as the Python
+ * (events/records/merge.py order_perf_rounds), checking every record as the Python
  * decoder does, so a replay needs no Python per record either.
  *
  * Every read from the record buffer is bounds-checked: a malformed record
@@ -276,7 +276,7 @@ int64_t k_feed_layout(kfeed *f, uint64_t sample_type, int64_t sample_id_all)
     if (i < 0)
         return -1;
     kf_layout *l = &f->layouts[i];
-    int64_t p = 8; /* the fixed head, in kernel order (events/decode.py _FIXED) */
+    int64_t p = 8; /* the fixed head, in kernel order (events/records/decode.py _FIXED) */
     l->id = l->tid = l->time = l->cpu = -1;
     if (sample_type & S_IDENTIFIER) { l->id = p; p += 8; }
     if (sample_type & S_IP) p += 8;
@@ -629,7 +629,7 @@ static kval int_val(const uint8_t *p, int64_t size, int64_t is_signed)
     return v;
 }
 
-/* What the decoder (events/decode.py) makes of a record's head and trailer. */
+/* What the decoder (events/records/decode.py) makes of a record's head and trailer. */
 typedef struct kf_meta {
     uint32_t type;
     int timed;         /* the record carries a time (decode: not None) */
@@ -1023,7 +1023,7 @@ int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, const uint
     return K_RUN_OK;
 }
 
-/* ---- delivery order (events/merge.py order_perf_rounds) ---- */
+/* ---- delivery order (events/records/merge.py order_perf_rounds) ---- */
 
 typedef struct kf_queued {
     uint64_t time, seq, offset;
@@ -1127,7 +1127,7 @@ done:
     free(tmp);
     return result;
 }
-/* ---- live rings (events/merge.py StreamMerger) ----
+/* ---- live rings (events/records/merge.py StreamMerger) ----
  *
  * Each drain pass pushes every CPU's bytes; a record is queued by (time,
  * cpu, position in that CPU's ring), a record without a time taking the

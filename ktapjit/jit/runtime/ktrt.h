@@ -446,7 +446,7 @@ int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, co
  * a valid program). For tests and tools; feeds keep their programs. */
 int k_argstr_eval(const int64_t *program, int64_t n, const char *blob, int64_t nblob, const uint8_t *raw,
                   uint64_t len, kval *out);
-/* The probe's site table (events/probe_sites.py): names[0..n), interned
+/* The probe's site table (events/probes/probe_sites.py): names[0..n), interned
  * strings, copied. KF_SITE_NAME slots read it. 0, K_E_NOMEM, or -1. */
 int k_feed_sites(kfeed *f, int64_t probe, const kval *names, int64_t n);
 /* A tick timer, first due at start_ns + period; add in declaration order. */
@@ -460,12 +460,12 @@ int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, const uint
 /* The number of records in buf[0..len), -1 when a header is broken. */
 int64_t k_feed_count(const uint8_t *buf, uint64_t len);
 /* The offsets of buf's records in the order perf delivers a perf.data data
- * section (events/merge.py order_perf_rounds: by time, ties in file order,
+ * section (events/records/merge.py order_perf_rounds: by time, ties in file order,
  * flushed at FINISHED_ROUND; untimed records at once), into out[0..cap).
  * The count, or -1 when a record is one the Python decoder would reject (or
  * the native path cannot check as it does): then that path must run. */
 int64_t k_feed_order(kfeed *f, const uint8_t *buf, uint64_t len, uint64_t *out, uint64_t cap);
-/* Live rings (events/merge.py StreamMerger): queue a copy of the records
+/* Live rings (events/records/merge.py StreamMerger): queue a copy of the records
  * of one CPU's drained bytes; 0, or -1 when a record is one the decoder
  * would reject (nothing is queued then). */
 int k_feed_push(kfeed *f, int64_t cpu, const uint8_t *buf, uint64_t len);

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterator, Mapping, NamedTuple
 
-from ktapjit.events import perf_abi as abi
+from ktapjit.events.records import perf_abi as abi
 from ktapjit.events.errors import EventsError
 
 

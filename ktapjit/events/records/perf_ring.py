@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import AttrTable
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import AttrTable
 
 PAGE_SIZE = mmap.PAGESIZE
 # Data pages per CPU ring (a power of two). 1024 pages = 4 MiB per CPU: measured
