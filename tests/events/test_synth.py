@@ -1,4 +1,4 @@
-"""Synthetic streams (ktapjit/events/synth.py), checked against the real decoder,
+"""Synthetic streams (ktapjit/testing/synth.py), checked against the real decoder,
 the replay engine and Debian's perf.
 
 Nothing is mocked: streams are decoded with ``decode.iter_records``, written
@@ -24,7 +24,7 @@ from ktapjit.events.records.decode import (Comm, Exit, Fork, Lost, Sample, iter_
 from ktapjit.events.records.merge import StreamMerger, merge_streams
 from ktapjit.events.records.perfdata import read_perf_data
 from ktapjit.events.schema import parse_format
-from ktapjit.events.synth import (ROUND, SYSCALL_NUMBERS, EventSpec, SyntheticStream, Task,
+from ktapjit.testing.synth import (ROUND, SYSCALL_NUMBERS, EventSpec, SyntheticStream, Task,
                                   choice, const, counter, format_text, ints, load_format,
                                   write_perf_data)
 

@@ -30,7 +30,7 @@ from ktapjit.events.records.decode import Sample
 from ktapjit.events.records.perfdata import read_perf_data
 from ktapjit.events.printfmt.closures import compile_print_fmt
 from ktapjit.events.schema import parse_format
-from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
+from ktapjit.testing.synth import SyntheticStream, choice, write_perf_data
 from ktapjit.jit import rtlib
 from ktapjit.events.printfmt.bytecode import OPS, WIDTH, UnsupportedArgstr, compile_argstr
 from tests.jit.test_feed import agree, feeds  # noqa: F401  (feeds is a fixture)

@@ -17,7 +17,7 @@ import pytest
 from ktapjit.cli import main
 from ktapjit.events.records.decode import Sample
 from ktapjit.events.records.perfdata import read_perf_data
-from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
+from ktapjit.testing.synth import SyntheticStream, choice, write_perf_data
 from tests.jit.feedspy import spied_feeds
 from tests.livecheck import live_skip_reason
 

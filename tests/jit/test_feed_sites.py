@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ktapjit.events.probes.probe_sites import SITES_FEATURE, SiteTable, encode_sites
-from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
+from ktapjit.testing.synth import SyntheticStream, choice, write_perf_data
 from tests.events.test_probe_sites import ENTRY, RETURN
 from tests.jit.feedspy import spied_feeds
 from tests.jit.test_feed import _patched, _raw_start, agree

@@ -14,7 +14,7 @@ API
 ---
 ::
 
-    from ktapjit.events.synth import EventSpec, SyntheticStream, choice, write_perf_data
+    from ktapjit.testing.synth import EventSpec, SyntheticStream, choice, write_perf_data
 
     stream = SyntheticStream(
         [("syscalls", "sys_enter_openat", None, {"filename": choice(["/etc/passwd", "/tmp/x"])}),
@@ -134,7 +134,7 @@ from ktapjit.events.records import perf_abi as abi
 from ktapjit.events.records.decode import AttrTable
 from ktapjit.events.records.perf_ring import SAMPLE_TYPE, stream_layout
 from ktapjit.events.records.perfdata import PerfDataWriter, TracingData
-from ktapjit.events.schema import EventFormat, Field, _encode, parse_format
+from ktapjit.events.schema import EventFormat, Field, parse_format
 
 __all__ = [
     "EventSpec", "Task", "Draw", "Gen", "SyntheticStream", "StreamStats",
@@ -920,7 +920,7 @@ class _EventPlan:
         columns = [list(c) if not isinstance(c, list) else c for c in enc]
         out = []
         for k, row in enumerate(zip(*columns)):
-            raw = _encode(self.fmt, dict(zip(names, row)))
+            raw = self.fmt.encode(dict(zip(names, row)))
             padded = ((len(raw) + 11) & ~7) - 4
             size = _SAMPLE_HEAD_SIZE + padded
             if size > 0xFFFF:
