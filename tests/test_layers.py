@@ -35,7 +35,7 @@ RULES: dict[str, frozenset[str]] = {
     "run_lifecycle": frozenset({"diag", "frontend", "run_api", "semantics"}),
     "interp": frozenset({"diag", "ir", "frontend", "semantics", "run_api", "run_lifecycle"}),
     "events": frozenset({"diag", "events.printfmt"}),
-    "events.printfmt": frozenset({"events"}),
+    "events.printfmt": frozenset({"events", "kernel_filter"}),
     "events.records": frozenset({"events"}),
     "events.probes": frozenset({"events", "events.records"}),
     "testing": frozenset({"events"}),  # for tests and bench only: no rule may name it

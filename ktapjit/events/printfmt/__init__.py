@@ -7,5 +7,6 @@ parsed once and compiled for one of two back ends, side by side.
   runtime's argstr.c interprets. The JIT loads what it produces; this
   package knows nothing of the JIT.
 
-May import: ktapjit.events (the schema of an event).
+May import: ktapjit.events (the schema of an event), ktapjit.kernel_filter
+(the kernel's cpulist text, written once there).
 """

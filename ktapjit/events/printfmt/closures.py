@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from ktapjit.events.schema import EventFormat, Field
+from ktapjit.kernel_filter.language import cpulist_text
 
 __all__ = [
     "UNSUPPORTED_HELPERS",
@@ -1014,14 +1015,7 @@ def _bitmask_text(data: bytes) -> bytes:
 def _cpumask_text(data: bytes) -> bytes:
     """CPU list with ranges: "0-3,8"."""
     bits = [i for i in range(len(data) * 8) if data[i // 8] >> (i % 8) & 1]
-    parts, i = [], 0
-    while i < len(bits):
-        j = i
-        while j + 1 < len(bits) and bits[j + 1] == bits[j] + 1:
-            j += 1
-        parts.append(str(bits[i]) if i == j else f"{bits[i]}-{bits[j]}")
-        i = j + 1
-    return ",".join(parts).encode()
+    return cpulist_text(bits).encode()
 
 
 # ----------------------------------------------------------------------------
