@@ -21,9 +21,10 @@ with symbols or printk strings. Array fields are tables the runtime makes
 once per probe run (SampleEvent's one table per event); profile-N samples
 run their timer's body with the task's values.
 
-May import: ktapjit.jit (rtlib), ktapjit.events.printfmt (bytecode), ktapjit.kernel_filter (parse_filter
-and its native compiler), stdlib. Plans, formats and attr tables
-arrive as objects (duck-typed), so this module imports nothing of tracing/.
+May import: ktapjit.jit (rtlib), ktapjit.events.printfmt (bytecode),
+ktapjit.kernel_filter (parse_filter and its native compiler), stdlib. Plans,
+formats and attr tables arrive as objects (duck-typed), so this module
+imports nothing of tracing/.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@
 
 #include "ktrt_private.h"
 
-/* The instruction set: jit/feed_argstr.py's OPS, in its order. */
+/* The instruction set: events/printfmt/bytecode.py's OPS, in its order. */
 enum {
     KA_END, KA_CONST, KA_READ, KA_READ_AT, KA_READ_DYN, KA_DYN_LEN, KA_MASK, KA_NOT, KA_INV, KA_NEG,
     KA_ADD, KA_SUB, KA_MUL, KA_DIV, KA_MOD, KA_SHL, KA_SHR, KA_AND, KA_OR, KA_XOR, KA_LAND, KA_LOR,
@@ -23,9 +23,9 @@ enum {
 };
 
 #define KA_WIDTH 4  /* words an instruction */
-#define KA_STACK 32 /* feed_argstr.MAX_STACK */
+#define KA_STACK 32 /* bytecode.MAX_STACK */
 
-/* Conversion flags (feed_argstr._FLAG_BITS) and where '*' goes. */
+/* Conversion flags (bytecode._FLAG_BITS) and where '*' goes. */
 #define F_ALT 1
 #define F_LEFT 2
 #define F_PLUS 4

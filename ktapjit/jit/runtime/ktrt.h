@@ -436,7 +436,7 @@ int k_feed_dyn(kfeed *f, int64_t probe, int64_t offset, int64_t size, int64_t re
  * they name (jit/feed_filter.py). */
 int k_feed_filter(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *patterns,
                   int64_t npatterns);
-/* The probe's argstr program (jit/feed_argstr.py): n instructions of 4
+/* The probe's argstr program (events/printfmt/bytecode.py): n instructions of 4
  * words, the text they name in blob[0..nblob). 0, K_E_NOMEM, or -1 when it
  * is not a valid program. KF_ARGSTR slots render it (argstr.c). */
 int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *blob,
