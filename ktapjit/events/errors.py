@@ -1,15 +1,18 @@
 """The errors every part of ktapjit.events raises, and their common base.
 
-Each has a ``str()`` that is one line meant for the user. The errors of one
-concept (a format file, a perf.data file, an ELF file) subclass
-:class:`EventsError` where that concept lives; the ones here are shared, so
-that no module imports another just for an exception class.
+Each :class:`EventsError` has a ``str()`` that is one line meant for the
+user. The errors of one concept (a format file, a perf.data file, an ELF
+file) subclass it where that concept lives; the ones here are shared, so that
+no module imports another just for an exception class. :class:`PrintFmtError`
+never reaches the user: a print fmt that raises it renders as perf's
+"[FAILED TO PARSE]" instead.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "EventsError",
+    "PrintFmtError",
     "TracefsError",
     "TracefsPermissionError",
     "UnknownEventError",
@@ -30,3 +33,7 @@ class TracefsPermissionError(EventsError):
 
 class UnknownEventError(EventsError):
     """An event name or glob matched nothing."""
+
+
+class PrintFmtError(Exception):
+    """The print fmt cannot be evaluated; the renderer falls back."""
