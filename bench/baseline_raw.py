@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from bench.baseline_numba import BaselineTiming, _slot
-from ktapjit.events import perf_abi as abi
+from ktapjit.events.records import perf_abi as abi
 
 # The sample fields before RAW, in the order the kernel writes them, and their sizes.
 _BEFORE_RAW = (
@@ -63,7 +63,7 @@ class RawLayout:
 
 
 def raw_layout(path: Path, event: str, field: Optional[str]) -> RawLayout:
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.perfdata import read_perf_data
 
     with read_perf_data(str(path)) as data:
         ev = next((e for e in data.attrs if _name(data, e) == event), None)

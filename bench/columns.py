@@ -98,7 +98,7 @@ class _Decoder:
         return sid
 
     def record(self, rec) -> None:
-        from ktapjit.events.decode import Comm, Fork, Sample, has_time
+        from ktapjit.events.records.decode import Comm, Fork, Sample, has_time
 
         time = getattr(rec, "time", None)
         if has_time(time) and time > self.end_ns:
@@ -152,8 +152,8 @@ def decode_columns(path: Path, wanted: dict) -> Columns:
 
 
 def _decode(path: Path, wanted: dict) -> Columns:
-    from ktapjit.events.merge import order_perf_rounds
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.merge import order_perf_rounds
+    from ktapjit.events.records.perfdata import read_perf_data
 
     with read_perf_data(str(path)) as data:
         decoder = _Decoder(data, wanted)

@@ -9,7 +9,7 @@ load, the top level and trace_end are outside the clock.
 
 Two ways to feed a chunk:
 
-- ``records``: decode it (``events.decode.iter_records``) and hand the
+- ``records``: decode it (``events.records.decode.iter_records``) and hand the
   records to the reference stream driver (``tracing.dispatch.StreamDriver``),
   which calls ``run_probe`` per matching sample. Every engine supports this;
   it is how `ktapjit run` drives the interpreter.
@@ -45,12 +45,12 @@ class Binding:
     plan: object  # tracing.plan.StreamPlan
     start_ns: int
     host: object  # run_api.Host of the recording
-    attr_table: object  # events.decode.AttrTable
+    attr_table: object  # events.records.decode.AttrTable
 
 
 def bind_recording(path: Path, module) -> Binding:
     """Bind `module`'s probes to the recording exactly as --replay does."""
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.perfdata import read_perf_data
     from ktapjit.tracing.session import replay_session
 
     session = replay_session(str(path), module)
@@ -104,7 +104,7 @@ class HandlerTiming:
 
 def _record_feeder(run, module, binding: Binding) -> tuple[Callable[[Chunk], object], Callable[[], int]]:
     """Decode + the reference stream driver; returns (feed, stream end time)."""
-    from ktapjit.events.decode import iter_records
+    from ktapjit.events.records.decode import iter_records
     from ktapjit.run_api import Limits
     from ktapjit.tracing.dispatch import StreamDriver
 
@@ -210,7 +210,7 @@ def measure(engine_name: str, engine_factory, w: Workload, module, binding: Bind
 def decode_floor(binding: Binding, chunks: list[Chunk]) -> Optional[float]:
     """ns per event to decode the chunks into record objects, nothing else:
     the part of the `records` path that is Python decoding, not the engine."""
-    from ktapjit.events.decode import iter_records
+    from ktapjit.events.records.decode import iter_records
 
     events = sum(c.samples for c in chunks)
     if not events:

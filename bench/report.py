@@ -434,7 +434,7 @@ python -m bench --render-only --write-docs   # rewrite this page from latest.jso
 pytest bench/ --benchmark-enable             # the pytest-benchmark suites
 ```
 
-Streams are synthetic perf recordings (`ktapjit.events.synth`, from real
+Streams are synthetic perf recordings (`ktapjit.testing.synth`, from real
 tracefs formats), generated on demand into `~/.cache/ktapjit/bench` (or
 `$KTAPJIT_BENCH_CACHE`) and never checked in. Every engine, the numba
 baseline and `perf script` read the same bytes. The machine is a noisy

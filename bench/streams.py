@@ -1,7 +1,7 @@
 """Synthetic perf.data files for the workloads, generated on demand and cached.
 
 A workload's stream (bench/workloads.py) is written once per (workload,
-size, seed) with ``ktapjit.events.synth.write_perf_data`` into a cache
+size, seed) with ``ktapjit.testing.synth.write_perf_data`` into a cache
 directory outside the repository, so large recordings are never checked in:
 
     $KTAPJIT_BENCH_CACHE, else $XDG_CACHE_HOME/ktapjit/bench, else ~/.cache/ktapjit/bench
@@ -51,7 +51,7 @@ def cache_dir() -> Path:
 
 def _generator_fingerprint() -> str:
     """Hash of the synthetic generator's source: its output depends on it."""
-    from ktapjit.events import synth
+    from ktapjit.testing import synth
 
     return hashlib.sha256(Path(synth.__file__).read_bytes()).hexdigest()[:10]
 
@@ -64,13 +64,13 @@ def stream_fingerprint(w: Workload) -> str:
 
 def task_pool(size: int):
     """`size` single-threaded tasks with realistic comms and pids from 1000."""
-    from ktapjit.events.synth import Task
+    from ktapjit.testing.synth import Task
 
     return [Task(1000 + 7 * i, 1000 + 7 * i, COMMS[i % len(COMMS)]) for i in range(size)]
 
 
 def _field_gen(kind: str, values, weights, tasks):
-    from ktapjit.events.synth import choice
+    from ktapjit.testing.synth import choice
 
     if kind == "choice":
         return choice(list(values), list(weights) if weights else None)
@@ -80,7 +80,7 @@ def _field_gen(kind: str, values, weights, tasks):
 
 
 def _spec(draw: EventDraw, tasks):
-    from ktapjit.events.synth import EventSpec
+    from ktapjit.testing.synth import EventSpec
 
     fields = {name: _field_gen(kind, values, weights, tasks) for name, kind, values, weights in draw.fields}
     system, event = draw.event
@@ -89,7 +89,7 @@ def _spec(draw: EventDraw, tasks):
 
 def synthetic_stream(w: Workload, n_events: int, seed: int = 1):
     """The workload's SyntheticStream: same arguments, same bytes."""
-    from ktapjit.events.synth import SyntheticStream
+    from ktapjit.testing.synth import SyntheticStream
 
     tasks = task_pool(w.tasks)
     return SyntheticStream([_spec(d, tasks) for d in w.events], n_events=n_events, cpus=CPUS,
@@ -99,7 +99,7 @@ def synthetic_stream(w: Workload, n_events: int, seed: int = 1):
 def recording(w: Workload, n_events: int, seed: int = 1, layout: str = "merged",
               directory: Path | None = None) -> Path:
     """The cached perf.data of the workload's stream, written if missing."""
-    from ktapjit.events.synth import write_perf_data
+    from ktapjit.testing.synth import write_perf_data
 
     folder = directory or cache_dir()
     path = folder / f"{w.name}-{n_events}-s{seed}-{layout}-{stream_fingerprint(w)}.data"
@@ -137,7 +137,7 @@ def count_samples(buf) -> int:
 def load_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
     """The recording's data section as in-memory chunks, copied out of the
     file mapping so timing never includes page faults on the file."""
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.perfdata import read_perf_data
 
     with read_perf_data(str(path)) as data:
         return [Chunk(off, bytes(view), count_samples(view)) for off, view in data.chunks(chunk_bytes)]

@@ -417,8 +417,8 @@ def _cmd_asm(ns, out: BinaryIO, err: BinaryIO) -> int:
 
 
 def _cmd_record(ns, err: BinaryIO) -> int:
-    from ktapjit.events.perfdata import PerfDataWriteError
-    from ktapjit.events.tracefs import EventsError
+    from ktapjit.events.records.perfdata import PerfDataWriteError
+    from ktapjit.events.errors import EventsError
     from ktapjit.tracing.record import RecordingDriver, recording_script
     from ktapjit.tracing.session import live_session
 
@@ -469,7 +469,7 @@ def _live_options(ns, record_path: Optional[str], err: BinaryIO):
 
 def _guard_events(action):
     """Event-layer failures before any script code ran are usage errors (status 2)."""
-    from ktapjit.events.tracefs import EventsError
+    from ktapjit.events.errors import EventsError
 
     try:
         return action()

@@ -173,11 +173,14 @@ class FieldValue:
 
 @dataclass(frozen=True)
 class ArgstrValue:
-    """argstr: the event's format when its print fmt renders plainly (no
-    symbols, no printk strings, no [FAILED TO PARSE]), for the engine to
-    compile; else None and `refusal` says why it cannot."""
+    """argstr: the event's print fmt compiled to the runtime's argstr
+    bytecode (events/printfmt/bytecode.py) when it renders plainly (no
+    symbols, no printk strings, no [FAILED TO PARSE]); else no code, and
+    `refusal` says why the native feed cannot render it."""
 
-    format: Any  # an events.schema.EventFormat
+    code: Optional[tuple[int, ...]]  # WIDTH words an instruction
+    blob: bytes = b""  # the text the program names
+    label: str = ""  # the event, for messages
     refusal: str = ""
 
 

@@ -9,7 +9,8 @@ def live_skip_reason(what: str, required: str, missing: str) -> Optional[str]:
     and `missing` says what its absence means."""
     if os.geteuid() != 0:
         return f"{what} needs root"
-    from ktapjit.events.tracefs import EventsError, tracefs_root
+    from ktapjit.events.errors import EventsError
+    from ktapjit.events.tracefs import tracefs_root
 
     try:
         root = tracefs_root()

@@ -11,7 +11,7 @@ import pytest
 
 from ktapjit.cli import main
 from ktapjit.compare import TimedRun, Trial, first_difference, verdict
-from ktapjit.events.synth import SyntheticStream, write_perf_data
+from ktapjit.testing.synth import SyntheticStream, write_perf_data
 
 
 @pytest.mark.parametrize("a,b,expected", [

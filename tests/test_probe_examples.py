@@ -94,7 +94,7 @@ def test_malloc_sizes_names_this_machines_libc():
     if not os.path.exists(path):
         pytest.skip(f"no {path} here (not Debian x86-64): malloc_sizes.kp's header says to edit it")
     assert os.path.realpath(loaded_libc()) == os.path.realpath(path)
-    from ktapjit.events.elf import open_elf
+    from ktapjit.events.probes.elf import open_elf
     assert open_elf(path)  # readable ELF; the live test proves malloc binds
 
 

@@ -122,7 +122,7 @@ def no_delay(monkeypatch):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A recording of 40,000 syscalls: several chunks on either engine's path."""
-    from ktapjit.events.synth import SyntheticStream, ints, write_perf_data
+    from ktapjit.testing.synth import SyntheticStream, ints, write_perf_data
 
     path = tmp_path_factory.mktemp("progress") / "synth.data"
     write_perf_data(str(path), SyntheticStream([("raw_syscalls", "sys_enter", None, {"id": ints(0, 3)})],
@@ -216,8 +216,8 @@ def test_an_error_line_starts_on_a_clean_line(no_delay, synthetic, engine, tmp_p
 def with_bad_record(path: Path, at: float) -> bytes:
     """The recording's bytes, the record `at` (a share) of the way into its
     data section claiming a size smaller than its header."""
-    from ktapjit.events.decode import iter_headers
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.decode import iter_headers
+    from ktapjit.events.records.perfdata import read_perf_data
 
     data = read_perf_data(str(path))
     start, size = data.data_offset, data.data_size
@@ -247,7 +247,7 @@ def test_progress_costs_one_clock_read_per_chunk():
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     """A recording the interpreter takes several seconds over (~100 MB)."""
-    from ktapjit.events.synth import SyntheticStream, write_perf_data
+    from ktapjit.testing.synth import SyntheticStream, write_perf_data
 
     path = tmp_path_factory.mktemp("progress-big") / "big.data"
     write_perf_data(str(path), SyntheticStream([("raw_syscalls", "sys_enter", None, {})],

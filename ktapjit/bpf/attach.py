@@ -1,5 +1,5 @@
 """Attaching programs to perf events: PERF_EVENT_IOC_SET_BPF on an fd the
-perf layer opened (``ktapjit.events.perf_ring.PerfSession`` opens one per
+perf layer opened (``ktapjit.events.records.perf_ring.PerfSession`` opens one per
 event and CPU), then PERF_EVENT_IOC_ENABLE.
 
 The perf event holds the program once attached: closing the program's fd
@@ -26,7 +26,7 @@ import errno
 from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.errors import PERMISSION, BpfError
 from ktapjit.bpf.objects import Program
-from ktapjit.events import perf_abi
+from ktapjit.events.records import perf_abi
 
 # The program type each kind of perf event runs (the kernel checks it at SET_BPF).
 PROG_TYPE_FOR_EVENT = {

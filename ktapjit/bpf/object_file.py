@@ -1,7 +1,7 @@
 """A reader of the relocatable ELF objects the BPF backend emits: sections,
 symbols and REL relocations, from bytes in memory.
 
-ktapjit.events.elf reads linked executables from files (segments, function
+ktapjit.events.probes.elf reads linked executables from files (segments, function
 symbols, USDT notes) and has no relocations; an object from llvmlite is
 bytes and needs little else, so this reader is its own (and small).
 """

@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.errors import EventsError
 
 __all__ = [
     "Field",

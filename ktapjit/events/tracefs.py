@@ -6,7 +6,7 @@ when it is absent and we are allowed to), lists events, resolves the globs a
 script writes in ``trace EVENTDEF`` (``syscalls:sys_enter_*``, ``sched:*``,
 ``*:*``) and reads formats.
 
-Every failure is an :class:`EventsError` whose ``str()`` is one line meant for
+Every failure is an :class:`EventsError` (errors.py) whose ``str()`` is one line
 the user: no permission, tracefs missing, unknown event (with close matches).
 """
 
@@ -20,16 +20,11 @@ import re
 import subprocess
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # schema imports EventsError from here
-    from ktapjit.events.schema import EventFormat
+from ktapjit.events.errors import EventsError, TracefsError, TracefsPermissionError, UnknownEventError
+from ktapjit.events.printfmt.closures import parse_printk_formats
+from ktapjit.events.schema import EventFormat, FormatError, parse_format
 
 __all__ = [
-    "EventsError",
-    "TracefsError",
-    "TracefsPermissionError",
-    "UnknownEventError",
     "tracefs_root",
     "list_events",
     "resolve_tracepoints",
@@ -44,22 +39,6 @@ _CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
 # Directories under events/ that are not event systems.
 _NOT_SYSTEMS = frozenset({"header_event", "header_page", "enable", "filter"})
-
-
-class EventsError(Exception):
-    """Base of every error in ktapjit.events; ``str()`` is one line for the user."""
-
-
-class TracefsError(EventsError):
-    """tracefs is missing and could not be mounted."""
-
-
-class TracefsPermissionError(EventsError):
-    """tracefs exists but we may not read it (usually: not root)."""
-
-
-class UnknownEventError(EventsError):
-    """An event name or glob matched nothing."""
 
 
 def _is_tracefs(path: Path) -> bool:
@@ -229,8 +208,6 @@ def close_matches_hint(pattern: str, events: list[tuple[str, str]]) -> str:
 
 def read_format(system: str, event: str, root: Path | None = None) -> EventFormat:
     """Read and parse ``events/SYSTEM/EVENT/format``."""
-    from ktapjit.events.schema import FormatError, parse_format
-
     path = _events_dir(root) / system / event / "format"
     try:
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
@@ -272,8 +249,6 @@ def read_printk_formats(root: Path | None = None) -> dict[int, bytes]:
     """Kernel address -> string, from tracefs ``printk_formats``: what a
     ``const char *`` field of tracepoint_string()s points to. Empty when the
     file is missing or unreadable (such fields then print as hex)."""
-    from ktapjit.events.printfmt import parse_printk_formats
-
     path = (root if root is not None else tracefs_root()) / "printk_formats"
     try:
         return parse_printk_formats(path.read_text(encoding="utf-8", errors="surrogateescape"))

@@ -9,7 +9,7 @@
     ftrace:function                              the function tracer
 
 A uprobe's or marker's PATH is a path when it holds a '/', else a name
-(`libc`, `bash`) that binding looks up (events.probe_targets): the spec
+(`libc`, `bash`) that binding looks up (events.probes.probe_targets): the spec
 keeps it as written.
 
 Errors carry the character offset inside the EVENTDEF text, which the caller

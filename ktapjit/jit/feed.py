@@ -9,20 +9,20 @@ and dynamic fields (the corrupt-record checks of events/schema.py) and its
 filter program. This module loads that plan into the runtime: for every
 event slot an entry reads, the slot kind (KF_*) that fills it (a task value,
 a constant, a RAW field at an offset, argstr: the print fmt compiled by
-feed_argstr.py, or a site event's probename: the name its u32 site index
+events/printfmt/bytecode.py into the plan, or a site event's probename: the name its u32 site index
 picks from the event's site table); and the tick timers.
 
 Anything the native path does not reproduce exactly makes ``build_feed``
 return None, and the session runs the per-event Python path (the
 reference): stacks, sample layouts beyond the fixed head + CALLCHAIN +
 RAW, and argstr of an event whose print fmt is outside
-feed_argstr.py's subset (byte dumps: %pM/%pI/%pU/%ph,
+printfmt/bytecode.py's subset (byte dumps: %pM/%pI/%pU/%ph,
 __print_hex/__print_array/bitmasks; "[FAILED TO PARSE]" formats) or rendered
 with symbols or printk strings. Array fields are tables the runtime makes
 once per probe run (SampleEvent's one table per event); profile-N samples
 run their timer's body with the task's values.
 
-May import: ktapjit.jit (rtlib, runtime_abi, feed_argstr), ktapjit.run_api (the
+May import: ktapjit.jit (rtlib, runtime_abi), ktapjit.run_api (the
 FeedPlan), stdlib. The plan holds plain values, so this module reads nothing of
 tracing/ or of the decoder's attr tables.
 """
@@ -34,7 +34,6 @@ from array import array
 from typing import Optional
 
 from ktapjit.jit import rtlib, runtime_abi
-from ktapjit.jit.feed_argstr import UnsupportedArgstr, compile_argstr
 from ktapjit.jit.rtlib import KVal
 from ktapjit.run_api import (
     ArgstrValue, ConstValue, FeedPlan, FeedProbe, FieldValue, FilterProgram, SiteName, TaskValue,
@@ -49,6 +48,7 @@ FEED_STREAM, FEED_BAD, FEED_MORE = rtlib.FEED_STREAM, rtlib.FEED_BAD, rtlib.FEED
 # PERF_SAMPLE_* bits the native layout reads: the fixed head, CALLCHAIN, RAW.
 _NATIVE_SAMPLE_BITS = (1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 9
                        | 1 << 10 | 1 << 16)
+_KA_WIDTH = dict((name, value) for name, value, _doc in runtime_abi.CONSTANTS)["KA_WIDTH"]
 _TASK_KINDS = {"pid": KF_PID, "tid": KF_TID, "cpu": KF_CPU, "execname": KF_EXECNAME, "uid": KF_NIL}
 _NIL = KVal(rtlib.NIL, 0)  # a slot's value where its kind needs none
 
@@ -242,7 +242,7 @@ def build_feed(module, program, plan: FeedPlan) -> Optional[NativeFeed]:
 
 def load_plan(rt, ptr: int, plan: FeedPlan, program) -> None:
     """The sample layouts, the probe groups, and how a record finds its
-    layout and group (as events/decode.py's resolver finds its layout)."""
+    layout and group (as events/records/decode.py's resolver finds its layout)."""
     layouts = []
     for layout in plan.layouts:
         if layout.sample_type & ~_NATIVE_SAMPLE_BITS:
@@ -303,16 +303,13 @@ def _add_filter(rt, ptr: int, probe: int, program: FilterProgram) -> None:
 
 def _add_argstr(rt, ptr: int, probe: int, argstr: ArgstrValue) -> None:
     """The probe's argstr program, when its print fmt renders plainly."""
-    if argstr.format is None:
+    if argstr.code is None:
         raise Unsupported(argstr.refusal)
-    try:
-        prog = compile_argstr(argstr.format)
-    except UnsupportedArgstr as exc:
-        raise Unsupported(str(exc)) from None
-    code = prog.code.buffer_info()[0]
-    status = rt.k_feed_argstr(ptr, probe, code, prog.count, prog.blob, len(prog.blob))
+    code = array("q", argstr.code)
+    count = len(code) // _KA_WIDTH
+    status = rt.k_feed_argstr(ptr, probe, code.buffer_info()[0], count, argstr.blob, len(argstr.blob))
     if status < 0:
-        raise AssertionError(f"argstr.c rejects feed_argstr's program for {argstr.format.qualified_name}")
+        raise AssertionError(f"argstr.c rejects printfmt's bytecode for {argstr.label}")
     _check_ok(status)
 
 

@@ -245,10 +245,10 @@ _CALLS = (
     _call("int k_feed_filter(kfeed *f, int64_t probe, const int64_t *program, int64_t n, "
           "const char *patterns, int64_t npatterns)", "reads writes",
           "The probe's filter: n instructions of 6 words and the string patterns they name "
-          "(jit/feed_filter.py)."),
+          "(kernel_filter/native.py)."),
     _call("int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, "
           "const char *blob, int64_t nblob)", "reads writes",
-          "The probe's argstr program (jit/feed_argstr.py): n instructions of KA_WIDTH words, "
+          "The probe's argstr program (events/printfmt/bytecode.py): n instructions of KA_WIDTH words, "
           "the text they name in blob[0..nblob). 0, K_E_NOMEM, or -1 when it is not a valid "
           "program. KF_ARGSTR slots render it (argstr.c)."),
     _call("int k_argstr_eval(const int64_t *program, int64_t n, const char *blob, int64_t nblob, "
@@ -257,7 +257,7 @@ _CALLS = (
           "string): what a KF_ARGSTR slot holds. 0, K_E_NOMEM, or -1 (not a valid program). "
           "For tests and tools; feeds keep their programs."),
     _call("int k_feed_sites(kfeed *f, int64_t probe, const kval *names, int64_t n)", "reads writes",
-          "The probe's site table (events/probe_sites.py): names[0..n), interned strings, "
+          "The probe's site table (events/probes/probe_sites.py): names[0..n), interned strings, "
           "copied. KF_SITE_NAME slots read it. 0, K_E_NOMEM, or -1."),
     _call("int k_feed_timer(kfeed *f, int64_t period, kcode code)", "writes",
           "A tick timer, first due at start_ns + period; add in declaration order."),
@@ -272,12 +272,12 @@ _CALLS = (
     _call("int64_t k_feed_order(kfeed *f, const uint8_t *buf, uint64_t len, uint64_t out[], "
           "uint64_t cap)", "reads writes",
           "The offsets of buf's records in the order perf delivers a perf.data data section "
-          "(events/merge.py order_perf_rounds: by time, ties in file order, flushed at "
+          "(events/records/merge.py order_perf_rounds: by time, ties in file order, flushed at "
           "FINISHED_ROUND; untimed records at once), into out[0..cap). The count, or -1 when a "
           "record is one the Python decoder would reject (or the native path cannot check as "
           "it does): then that path must run."),
     _call("int k_feed_push(kfeed *f, int64_t cpu, const uint8_t *buf, uint64_t len)", "reads writes",
-          "Live rings (events/merge.py StreamMerger): queue a copy of the records of one CPU's "
+          "Live rings (events/records/merge.py StreamMerger): queue a copy of the records of one CPU's "
           "drained bytes; 0, or -1 when a record is one the decoder would reject (nothing is "
           "queued then)."),
     _call("int64_t k_feed_release(kstate *s, kfeed *f, int64_t final, uint64_t budget)",
@@ -517,9 +517,9 @@ MARK_KINDS = Enum("Output mark kinds (kmark.kind)", _seq(
 MARK_AGG_KINDS = Enum("The aggregation a KM_KEY mark names", _seq(
     0, "KM_AGG_HIST", "KM_AGG_LHIST", "KM_AGG_STATS"))
 
-# argstr programs (jit/feed_argstr.py compiles them, argstr.c runs them): the
-# opcodes, in feed_argstr.OPS's order, which documents each one.
-ARGSTR_OPS = Enum("argstr opcodes (jit/feed_argstr.py OPS)", _seq(
+# argstr programs (events/printfmt/bytecode.py compiles them, argstr.c runs
+# them): the opcodes, in bytecode.OPS's order, which documents each one.
+ARGSTR_OPS = Enum("argstr opcodes (events/printfmt/bytecode.py OPS)", _seq(
     0, "KA_END", "KA_CONST", "KA_READ", "KA_READ_AT", "KA_READ_DYN", "KA_DYN_LEN", "KA_MASK",
     "KA_NOT", "KA_INV", "KA_NEG", "KA_ADD", "KA_SUB", "KA_MUL", "KA_DIV", "KA_MOD", "KA_SHL",
     "KA_SHR", "KA_AND", "KA_OR", "KA_XOR", "KA_LAND", "KA_LOR", "KA_EQ", "KA_NE", "KA_LT",

@@ -58,6 +58,7 @@ __all__ = [
     "check_filter",
     "unreplayable",
     "compile_filter",
+    "cpulist_text",
     "eval_filter",
     "filter_to_kernel_text",
 ]
@@ -914,7 +915,7 @@ def _predicate_text(pred: FilterPredicate, sp: str = " ") -> str:
         quote = "'" if '"' in pred.value else '"'
         value = f"{quote}{pred.value}{quote}"
     elif pred.kind == "cpus":
-        value = "CPUS{" + _cpulist_text(pred.value) + "}"
+        value = "CPUS{" + cpulist_text(pred.value) + "}"
     elif pred.kind == "func":
         value = str(pred.value)
     else:
@@ -922,7 +923,9 @@ def _predicate_text(pred: FilterPredicate, sp: str = " ") -> str:
     return f"{name}{sp}{pred.op}{sp}{value}"
 
 
-def _cpulist_text(cpus: frozenset[int]) -> str:
+def cpulist_text(cpus) -> str:
+    """CPU numbers as the kernel's cpulist ("0-3,8"): what CPUS{} takes and
+    what a cpumask prints as (%*pbl)."""
     ordered = sorted(cpus)
     parts, i = [], 0
     while i < len(ordered):

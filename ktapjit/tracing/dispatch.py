@@ -28,11 +28,11 @@ import heapq
 from array import array
 from typing import Callable, Iterable, Iterator, Optional, Protocol
 
-from ktapjit.events.decode import (
+from ktapjit.events.records.decode import (
     Comm, DecodeError, Exit, Fork, Lost, LostSamples, Mmap, Mmap2, Sample, has_time, iter_records,
 )
-from ktapjit.events.merge import StreamMerger
-from ktapjit.events.symbolize import KernelSymbolizer
+from ktapjit.events.records.merge import StreamMerger
+from ktapjit.events.probes.symbolize import KernelSymbolizer
 from ktapjit.ir.func import Module
 from ktapjit.run_api import NativeFeed, Run
 from ktapjit.tracing.plan import StreamPlan

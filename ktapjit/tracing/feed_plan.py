@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ktapjit.events.decode import AttrTable
+from ktapjit.events.printfmt.bytecode import UnsupportedArgstr, compile_argstr
+from ktapjit.events.records.decode import AttrTable
 from ktapjit.events.schema import EventFormat
 from ktapjit.ir.func import Module
 from ktapjit.kernel_filter.language import parse_filter
@@ -113,12 +114,16 @@ def _filter(bound: BoundEvent, module: Optional[Module]) -> Optional[FilterProgr
 
 
 def _argstr(bound: BoundEvent) -> ArgstrValue:
-    """The format, when its argstr renders exactly as bound.render does
-    without symbols or printk strings."""
+    """The format's argstr as bytecode, when it renders exactly as
+    bound.render does without symbols or printk strings."""
     render = bound.render
     if not getattr(render, "plain", False) or render.fallback:
-        return ArgstrValue(None, "argstr with symbols, printk strings or [FAILED TO PARSE]")
-    return ArgstrValue(bound.fmt)
+        return ArgstrValue(None, refusal="argstr with symbols, printk strings or [FAILED TO PARSE]")
+    try:
+        program = compile_argstr(bound.fmt)
+    except UnsupportedArgstr as exc:
+        return ArgstrValue(None, refusal=str(exc))
+    return ArgstrValue(tuple(program.code), program.blob, bound.fmt.qualified_name)
 
 
 def field_value(fmt: EventFormat, name: str) -> FieldValue:

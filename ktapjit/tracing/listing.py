@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Iterator
 
-from ktapjit.events.dynamic_probes import GROUP_PREFIX
+from ktapjit.events.probes.dynamic_probes import GROUP_PREFIX
 from ktapjit.events.schema import EventFormat, Field
 from ktapjit.events.tracefs import list_events, read_format, select_tracepoints
 from ktapjit.tracing.plan import arg_field_names

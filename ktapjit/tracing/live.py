@@ -25,15 +25,16 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ktapjit.diag import counted
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.probe_sites import SITES_FEATURE, encode_sites
-from ktapjit.events.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
-from ktapjit.events.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
-from ktapjit.events.perfdata import (HEADER_BUILD_ID, PerfDataWriteError, PerfDataWriter, TracingData,
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.probes.probe_sites import SITES_FEATURE, encode_sites
+from ktapjit.events.probes.dynamic_probes import GROUP_PREFIX, DynamicProbeError, kprobes_available
+from ktapjit.events.records.perf_ring import PerfSession, software_event, synthesize_comms, synthesize_mmaps, tracepoint
+from ktapjit.events.records.perfdata import (HEADER_BUILD_ID, PerfDataWriteError, PerfDataWriter, TracingData,
                                      kernel_build_id_feature)
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.symbolize import running_kernel_build_id
-from ktapjit.events.tracefs import EventsError, list_events, read_format
+from ktapjit.events.probes.symbolize import running_kernel_build_id
+from ktapjit.events.errors import EventsError
+from ktapjit.events.tracefs import list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Aborted

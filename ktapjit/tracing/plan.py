@@ -23,11 +23,12 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from ktapjit.diag import CompileError, Diagnostic, Span
-from ktapjit.events.probe_sites import SITE_FIELD, SiteTable, site_name, site_offset, without_site
-from ktapjit.events.probe_targets import find_target, is_bare_name
-from ktapjit.events.printfmt import compile_print_fmt
+from ktapjit.events.probes.probe_sites import SITE_FIELD, SiteTable, site_name, site_offset, without_site
+from ktapjit.events.probes.probe_targets import find_target, is_bare_name
+from ktapjit.events.printfmt.closures import compile_print_fmt
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.tracefs import GLOB_CHARS, EventsError, close_matches_hint, select_tracepoints
+from ktapjit.events.errors import EventsError
+from ktapjit.events.tracefs import GLOB_CHARS, close_matches_hint, select_tracepoints
 from ktapjit.frontend.eventdef import (
     FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )
@@ -51,7 +52,7 @@ class BoundEvent:
     callchain: bool = False  # the probe body calls stack()/ustack(): open the event with callchains
     eventdef: str = ""  # the EVENTDEF part (one spec) this event came from, as written
     from_glob: bool = False  # that spec is a glob: the event may be skipped if the kernel refuses it
-    site_table: Optional[SiteTable] = None  # a site event's (events.probe_sites), else None
+    site_table: Optional[SiteTable] = None  # a site event's (events.probes.probe_sites), else None
     site_offset: int = 0  # where its records hold their site index
 
     is_profile = False
@@ -123,7 +124,7 @@ class EventUniverse:
         raise NotImplementedError
 
     def site_table(self, system: str, event: str) -> Optional[SiteTable]:
-        """The table of a site event (events.probe_sites), else None."""
+        """The table of a site event (events.probes.probe_sites), else None."""
         return None
 
     def dynamic(self, spec) -> list[tuple[str, str]]:
@@ -142,7 +143,7 @@ class EventUniverse:
 
 
 def create_dynamic(probes, spec) -> list:
-    """The events (events.dynamic_probes.ProbeEvent) a UprobeSpec, SdtSpec or
+    """The events (events.probes.dynamic_probes.ProbeEvent) a UprobeSpec, SdtSpec or
     KprobeSpec needs, made through `probes` (a DynamicProbes)."""
     if isinstance(spec, UprobeSpec):
         return probes.add_uprobe(spec.path, spec.symbol, is_return=spec.is_return, fetchargs=spec.fetchargs)

@@ -5,7 +5,7 @@ event resolution, filters and the perf.data it writes are exactly those of
 
 from __future__ import annotations
 
-from ktapjit.events.decode import Sample, has_time
+from ktapjit.events.records.decode import Sample, has_time
 
 
 def recording_script(eventdefs: list[str]) -> bytes:

@@ -12,18 +12,19 @@ import itertools
 import os
 from typing import Optional
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.probe_targets import TargetNotFound, names_library
-from ktapjit.events.dynamic_probes import (
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.probes.probe_targets import TargetNotFound, names_library
+from ktapjit.events.probes.dynamic_probes import (
     GROUP_PREFIX, RETURN_SUFFIX, event_name, is_glob_symbol, sites_event_name, unique_name,
 )
-from ktapjit.events.probe_sites import SITES_FEATURE, SitesFormatError, decode_sites
-from ktapjit.events.elf import is_glob, is_hex_offset, open_elf
-from ktapjit.events.decode import has_time
-from ktapjit.events.merge import order_perf_rounds
-from ktapjit.events.perfdata import PerfData, TracingData, read_perf_data
+from ktapjit.events.probes.probe_sites import SITES_FEATURE, SitesFormatError, decode_sites
+from ktapjit.events.probes.elf import is_glob, is_hex_offset, open_elf
+from ktapjit.events.records.decode import has_time
+from ktapjit.events.records.merge import order_perf_rounds
+from ktapjit.events.records.perfdata import PerfData, TracingData, read_perf_data
 from ktapjit.events.schema import EventFormat
-from ktapjit.events.tracefs import EventsError, close_matches_hint, tracepoints_by_id
+from ktapjit.events.errors import EventsError
+from ktapjit.events.tracefs import close_matches_hint, tracepoints_by_id
 from ktapjit.frontend.eventdef import KprobeSpec, SdtSpec, UprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.diag import CompileError, Diagnostic

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ktapjit.diag import RuntimeFault
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.errors import EventsError
 from ktapjit.semantics.intmath import wrap
 from ktapjit.semantics.values import Table
 from ktapjit.tracing.plan import BoundEvent

@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ktapjit.events.symbolize import KernelSymbolizer
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.probes.symbolize import KernelSymbolizer
+from ktapjit.events.errors import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Host, NativeFeed, Run, monotonic_ns
 from ktapjit.tracing.dispatch import LiveDriver, NativeDriver, StreamDriver
@@ -160,7 +160,7 @@ class _DynamicOwner:
 
     @classmethod
     def open(cls) -> "_DynamicOwner":
-        from ktapjit.events.dynamic_probes import DynamicProbes
+        from ktapjit.events.probes.dynamic_probes import DynamicProbes
         from ktapjit.tracing.live import SignalGuard
 
         guard = SignalGuard().install()  # before anything exists that must be removed

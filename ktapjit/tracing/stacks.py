@@ -29,8 +29,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.symbolize import KernelSymbolizer, UserSymbolizer, running_kernel_build_id
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.probes.symbolize import KernelSymbolizer, UserSymbolizer, running_kernel_build_id
 from ktapjit.semantics.stack_request import StackRequest
 
 _MAX = abi.PERF_CONTEXT_MAX

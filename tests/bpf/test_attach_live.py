@@ -18,10 +18,10 @@ from ktapjit.bpf.attach import attach_all, prog_type_for
 from ktapjit.bpf.build import compile_ir
 from ktapjit.bpf.loader import load_object
 from ktapjit.bpf.objects import BpfSession
-from ktapjit.events import perf_abi
-from ktapjit.events.dynamic_probes import uprobe_pmu_event
-from ktapjit.events.elf import symbol_file_offset
-from ktapjit.events.perf_ring import PerfSession, software_event, tracepoint
+from ktapjit.events.records import perf_abi
+from ktapjit.events.probes.dynamic_probes import uprobe_pmu_event
+from ktapjit.events.probes.elf import symbol_file_offset
+from ktapjit.events.records.perf_ring import PerfSession, software_event, tracepoint
 
 pytestmark = needs_bpf
 

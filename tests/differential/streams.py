@@ -1,7 +1,7 @@
 """Random synthetic event streams for the differential fuzzer.
 
 A ``StreamPlan`` is everything needed to rebuild one recording: the
-``SyntheticStream`` options and seed (ktapjit/events/synth.py). Plans are
+``SyntheticStream`` options and seed (ktapjit/testing/synth.py). Plans are
 small and printable, so a failing case names its stream in one header line
 (``# stream: seed=7 events=40 ...``) instead of carrying a binary file; the
 same line is the stream header of a regression file (see harness.py).
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from ktapjit.events.synth import EventSpec, SyntheticStream, write_perf_data
+from ktapjit.testing.synth import EventSpec, SyntheticStream, write_perf_data
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import (AttrInfo, AttrTable, Comm, DecodeError, Exit,
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import (AttrInfo, AttrTable, Comm, DecodeError, Exit,
                                    FinishedRound, Fork, Lost, LostSamples, Mmap, Mmap2,
                                    Read, Sample, Switch, Throttle, Unknown, iter_headers,
                                    iter_records)
@@ -272,7 +272,7 @@ def test_attr_table_accepts_attrs():
 
 
 def _real_stream():
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.perfdata import read_perf_data
     pd = read_perf_data(DATA / "sched.data")
     return bytes(pd.data_bytes), pd.attr_table()
 

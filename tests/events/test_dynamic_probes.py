@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events.dynamic_probes import (
+from ktapjit.events.probes.dynamic_probes import (
     DynamicProbeError, DynamicProbes, KprobesUnavailable, ProbeEvent, event_name, group_name,
     kprobe_definition, kprobe_definition_for, kprobes_available, list_dynamic_events,
     remove_all, sdt_fetchargs, sweep_stale, translate_fetchargs, uprobe_definition,
 )
-from ktapjit.events.elf import NoSuchSymbolError, SdtNote, parse_sdt_args
+from ktapjit.events.probes.elf import NoSuchSymbolError, SdtNote, parse_sdt_args
 from ktapjit.frontend.eventdef import parse_eventdef
 from ktapjit.tracing.plan import create_dynamic
 from tests.livecheck import live_skip_reason
@@ -217,9 +217,9 @@ def _run_traced(events: list[ProbeEvent], argv: list[str], timeout: float = 20.0
                 callchain: bool = False):
     """Open ``events`` for a new process, release it, drain until it exits.
     Returns (proc stdout lines, [(event name, decoded fields, sample)], lost)."""
-    from ktapjit.events.decode import Sample, iter_records
-    from ktapjit.events.merge import merge_streams
-    from ktapjit.events.perf_ring import PerfSession, tracepoint
+    from ktapjit.events.records.decode import Sample, iter_records
+    from ktapjit.events.records.merge import merge_streams
+    from ktapjit.events.records.perf_ring import PerfSession, tracepoint
     from ktapjit.events.tracefs import read_format
 
     proc = subprocess.Popen([*argv, "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -395,7 +395,7 @@ def _refusing(names: set, offsets: dict):
 @live
 @pytest.mark.parametrize("refused", [set(), {"add"}, {"add", "scale"}])
 def test_the_sites_the_kernel_refuses_are_found_and_left_out(programs, clean_uprobes, refused):
-    from ktapjit.events.elf import open_elf
+    from ktapjit.events.probes.elf import open_elf
     offsets = {t.offset: t.name for t in open_elf(str(programs.pie)).resolve("[ags]*")}
     with DynamicProbes(trial=_refusing(refused, offsets)) as dp:
         [event] = dp.add_uprobe(str(programs.pie), "[ags]*")
@@ -432,7 +432,7 @@ def test_removed_on_exception(programs, clean_uprobes, exc):
 @live
 def test_busy_event_is_removed_once_perf_closes(programs, clean_uprobes):
     """Events in use cannot be removed: close() reports it rather than hanging."""
-    from ktapjit.events.perf_ring import PerfSession, tracepoint
+    from ktapjit.events.records.perf_ring import PerfSession, tracepoint
     dp = DynamicProbes()
     try:
         [ev] = dp.add_uprobe(str(programs.pie), "add")
@@ -440,7 +440,7 @@ def test_busy_event_is_removed_once_perf_closes(programs, clean_uprobes):
                               track_tasks=False)
         session.open()
         try:
-            import ktapjit.events.dynamic_probes as mod
+            import ktapjit.events.probes.dynamic_probes as mod
             problem = mod._remove_one(dp.root, "uprobe_events", ev.system, ev.event, retries=2)
             assert problem is not None and "in use" in problem
         finally:
@@ -508,10 +508,10 @@ def test_sweep_stale_removes_dead_runs_only(programs, clean_uprobes):
 def test_uprobe_pmu_counts_without_tracefs(programs, clean_uprobes):
     """The uprobe PMU: perf_event_open makes the probe itself (nothing in
     uprobe_events); the synthesized format decodes its RAW data."""
-    from ktapjit.events.decode import Sample, iter_records
-    from ktapjit.events.dynamic_probes import uprobe_pmu_event, uprobe_pmu_format, uprobe_pmu_type
-    from ktapjit.events.elf import open_elf
-    from ktapjit.events.perf_ring import PerfSession
+    from ktapjit.events.records.decode import Sample, iter_records
+    from ktapjit.events.probes.dynamic_probes import uprobe_pmu_event, uprobe_pmu_format, uprobe_pmu_type
+    from ktapjit.events.probes.elf import open_elf
+    from ktapjit.events.records.perf_ring import PerfSession
 
     if uprobe_pmu_type() is None:
         pytest.skip("no uprobe PMU (/sys/bus/event_source/devices/uprobe/type)")
@@ -565,7 +565,7 @@ def test_exit_paths_of_a_separate_process(programs, clean_uprobes):
 
     repo = Path(__file__).resolve().parents[2]
     code = ("import os, sys, time\n"
-            "from ktapjit.events.dynamic_probes import DynamicProbes\n"
+            "from ktapjit.events.probes.dynamic_probes import DynamicProbes\n"
             "dp = DynamicProbes()\n"
             f"dp.add_uprobe({str(programs.pie)!r}, 'add')\n"
             "print(dp.group, flush=True)\n"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events.elf import (
+from ktapjit.events.probes.elf import (
     ElfError, NoSuchSymbolError, open_elf, parse_sdt_args, symbol_file_offset,
 )
 

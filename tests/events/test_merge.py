@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import Comm, FinishedRound, Sample, iter_records
-from ktapjit.events.merge import StreamMerger, merge_streams, order_perf_rounds
-from ktapjit.events.perfdata import PerfDataWriter, read_perf_data
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import Comm, FinishedRound, Sample, iter_records
+from ktapjit.events.records.merge import StreamMerger, merge_streams, order_perf_rounds
+from ktapjit.events.records.perfdata import PerfDataWriter, read_perf_data
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 PERF = shutil.which("perf") or ("/usr/bin/perf" if os.path.exists("/usr/bin/perf") else None)
@@ -127,7 +127,7 @@ def _raw_stream(order) -> bytes:
 
 
 def test_finished_round_semantics():
-    from ktapjit.events.decode import AttrTable
+    from ktapjit.events.records.decode import AttrTable
     recs = list(iter_records(_raw_stream(FILE_ORDER), AttrTable({1: (ST, 0, True)})))
     assert sum(isinstance(r, FinishedRound) for r in recs) == 3
     assert tids(order_perf_rounds(recs)) == PERF_ORDER

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import Exit, Lost, LostSamples, Sample, iter_headers, iter_records
-from ktapjit.events.merge import merge_streams
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import Exit, Lost, LostSamples, Sample, iter_headers, iter_records
+from ktapjit.events.records.merge import merge_streams
 from tests.cbuild import build_c
 from tests.livecheck import live_skip_reason
 
@@ -55,7 +55,7 @@ _REASON = _live_skip_reason()
 if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
-from ktapjit.events.perf_ring import (DEFAULT_PAGES, PerfSession, software_event,  # noqa: E402
+from ktapjit.events.records.perf_ring import (DEFAULT_PAGES, PerfSession, software_event,  # noqa: E402
                                       synthesize_comms, tracepoint)
 
 
@@ -225,7 +225,7 @@ def test_bad_filter_is_a_clear_error():
 
 
 def test_unknown_tracepoint():
-    from ktapjit.events.tracefs import EventsError
+    from ktapjit.events.errors import EventsError
     with pytest.raises(EventsError, match="unknown tracepoint"):
         tracepoint("syscalls", "sys_enter_no_such_call")
 
@@ -252,7 +252,7 @@ def test_perf_error_for_a_dead_pid():
 
 def test_live_recording_reads_back_in_perf(workload, tmp_path):
     """Write what the ring gave into perf.data; perf script renders it."""
-    from ktapjit.events.perfdata import PerfDataWriter, TracingData, read_perf_data
+    from ktapjit.events.records.perfdata import PerfDataWriter, TracingData, read_perf_data
     n = 50
     proc = _start(workload, n)
     with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=proc.pid) as s:

@@ -29,10 +29,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import Comm, FinishedRound, Sample
-from ktapjit.events.merge import order_perf_rounds
-from ktapjit.events.perfdata import (HEADER_OSRELEASE, PerfDataError, PerfDataWriter, TracingData,
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import Comm, FinishedRound, Sample
+from ktapjit.events.records.merge import order_perf_rounds
+from ktapjit.events.records.perfdata import (HEADER_OSRELEASE, PerfDataError, PerfDataWriter, TracingData,
                                      read_perf_data)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -260,7 +260,7 @@ def test_perf_report_reads_our_file(tmp_path):
 # past it fails (EFBIG), as one on a full disk does (ENOSPC).
 _WRITER = r"""
 import json, resource, signal, sys
-from ktapjit.events.perfdata import PerfDataWriteError, PerfDataWriter, read_perf_data
+from ktapjit.events.records.perfdata import PerfDataWriteError, PerfDataWriter, read_perf_data
 
 src, dst, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if limit:

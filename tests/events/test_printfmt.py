@@ -23,15 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events import printfmt
-from ktapjit.events.printfmt import (
+from ktapjit.events.printfmt import closures as printfmt
+from ktapjit.events.printfmt.closures import (
     UNSUPPORTED_HELPERS,
     _format_int,
-    _parse_conversion,
     compile_print_fmt,
     kallsyms_symbolizer,
     symbols_from_pairs,
 )
+from ktapjit.events.printfmt.parse import _parse_conversion
 from ktapjit.events.schema import parse_format
 from ktapjit.events.tracefs import read_printk_formats
 

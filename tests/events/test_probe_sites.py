@@ -1,4 +1,4 @@
-"""Probe sites (events/probe_sites.py): the format a site event's probes see,
+"""Probe sites (events/probes/probe_sites.py): the format a site event's probes see,
 the site index each record carries, and the table a recording keeps.
 
 The formats are this kernel's own (Linux 6.18), for a uprobe and a uretprobe
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from ktapjit.events.printfmt import compile_print_fmt
-from ktapjit.events.probe_sites import (
+from ktapjit.events.printfmt.closures import compile_print_fmt
+from ktapjit.events.probes.probe_sites import (
     SiteTable, SitesFormatError, decode_sites, encode_sites, site_fetcharg, site_name, site_offset, without_site,
 )
 from ktapjit.events.schema import parse_format

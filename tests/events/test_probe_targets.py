@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events.probe_targets import (
+from ktapjit.events.probes.probe_targets import (
     CacheEntry, TargetNotFound, find_target, parse_ld_so_cache, parse_ldconfig_output, read_ld_so_cache,
 )
 

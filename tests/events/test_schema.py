@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ktapjit.events.schema import EventDecodeError, FormatError, parse_format
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.errors import EventsError
 
 FORMATS = Path(__file__).resolve().parent.parent / "data" / "formats"
 ALL_CAPTURED = sorted(p.parent for p in FORMATS.glob("*/*/format"))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events.elf import open_elf
-from ktapjit.events.symbolize import UNKNOWN, KernelSymbolizer, UserSymbolizer, running_kernel_build_id
+from ktapjit.events.probes.elf import open_elf
+from ktapjit.events.probes.symbolize import UNKNOWN, KernelSymbolizer, UserSymbolizer, running_kernel_build_id
 from tests.events.test_elf import Programs, build_programs, nm_functions
 
 
@@ -177,10 +177,10 @@ def _live_skip_reason() -> str | None:
 def test_uprobe_callchain_symbolizes(programs):
     """A uprobe on lib_mul with a callchain: the user stack, symbolized through
     the mappings of the traced process, starts in lib_mul and goes through main."""
-    from ktapjit.events import perf_abi as abi
-    from ktapjit.events.decode import Sample, iter_records
-    from ktapjit.events.dynamic_probes import DynamicProbes
-    from ktapjit.events.perf_ring import PerfSession, tracepoint
+    from ktapjit.events.records import perf_abi as abi
+    from ktapjit.events.records.decode import Sample, iter_records
+    from ktapjit.events.probes.dynamic_probes import DynamicProbes
+    from ktapjit.events.records.perf_ring import PerfSession, tracepoint
 
     n = 5
     proc = subprocess.Popen([str(programs.uselib), str(n), "wait"], stdin=subprocess.PIPE,
@@ -226,9 +226,9 @@ def test_uprobe_callchain_symbolizes(programs):
 @pytest.mark.skipif(_live_skip_reason() is not None, reason=_live_skip_reason() or "")
 def test_kernel_callchain_symbolizes(programs):
     """sched_process_exit fires deep in the kernel: every frame has a name."""
-    from ktapjit.events import perf_abi as abi
-    from ktapjit.events.decode import Sample, iter_records
-    from ktapjit.events.perf_ring import PerfSession, tracepoint
+    from ktapjit.events.records import perf_abi as abi
+    from ktapjit.events.records.decode import Sample, iter_records
+    from ktapjit.events.records.perf_ring import PerfSession, tracepoint
 
     k = KernelSymbolizer()
     if not k.available:

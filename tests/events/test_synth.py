@@ -1,4 +1,4 @@
-"""Synthetic streams (ktapjit/events/synth.py), checked against the real decoder,
+"""Synthetic streams (ktapjit/testing/synth.py), checked against the real decoder,
 the replay engine and Debian's perf.
 
 Nothing is mocked: streams are decoded with ``decode.iter_records``, written
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import (Comm, Exit, Fork, Lost, Sample, iter_headers,
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import (Comm, Exit, Fork, Lost, Sample, iter_headers,
                                    iter_records)
-from ktapjit.events.merge import StreamMerger, merge_streams
-from ktapjit.events.perfdata import read_perf_data
+from ktapjit.events.records.merge import StreamMerger, merge_streams
+from ktapjit.events.records.perfdata import read_perf_data
 from ktapjit.events.schema import parse_format
-from ktapjit.events.synth import (ROUND, SYSCALL_NUMBERS, EventSpec, SyntheticStream, Task,
+from ktapjit.testing.synth import (ROUND, SYSCALL_NUMBERS, EventSpec, SyntheticStream, Task,
                                   choice, const, counter, format_text, ints, load_format,
                                   write_perf_data)
 
@@ -217,7 +217,7 @@ def test_event_format_input_and_format_text():
 
 
 def test_attrs_are_the_live_session_layout():
-    from ktapjit.events.perf_ring import PerfSession, TraceEvent
+    from ktapjit.events.records.perf_ring import PerfSession, TraceEvent
 
     stream = mixed_stream(n=10)
     attrs = stream.attrs()

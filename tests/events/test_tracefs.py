@@ -14,16 +14,8 @@ from pathlib import Path
 import pytest
 
 from ktapjit.events import tracefs
-from ktapjit.events.tracefs import (
-    EventsError,
-    TracefsError,
-    TracefsPermissionError,
-    UnknownEventError,
-    list_events,
-    read_format,
-    resolve_tracepoints,
-    tracefs_root,
-)
+from ktapjit.events.errors import EventsError, TracefsError, TracefsPermissionError, UnknownEventError
+from ktapjit.events.tracefs import list_events, read_format, resolve_tracepoints, tracefs_root
 
 FORMATS = Path(__file__).resolve().parent.parent / "data" / "formats"
 TRACEFS = Path("/sys/kernel/tracing")

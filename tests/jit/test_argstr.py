@@ -1,5 +1,5 @@
-"""argstr on the native event path (jit/feed_argstr.py, runtime/argstr.c)
-against events/printfmt.py, the reference.
+"""argstr on the native event path (events/printfmt/bytecode.py, runtime/argstr.c)
+against events/printfmt/closures.py, the reference.
 
 - every format file of this machine (and the captured ones in
   tests/data/formats) that compiles natively renders byte-identically in C
@@ -26,13 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ktapjit.events import tracefs
-from ktapjit.events.decode import Sample
-from ktapjit.events.perfdata import read_perf_data
-from ktapjit.events.printfmt import compile_print_fmt
+from ktapjit.events.records.decode import Sample
+from ktapjit.events.records.perfdata import read_perf_data
+from ktapjit.events.printfmt.closures import compile_print_fmt
 from ktapjit.events.schema import parse_format
-from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
+from ktapjit.testing.synth import SyntheticStream, choice, write_perf_data
 from ktapjit.jit import rtlib, runtime_abi
-from ktapjit.jit.feed_argstr import MAX_STACK, OPS, WIDTH, UnsupportedArgstr, compile_argstr
+from ktapjit.events.printfmt.bytecode import MAX_STACK, OPS, WIDTH, UnsupportedArgstr, compile_argstr
 from tests.jit.test_feed import agree, feeds  # noqa: F401  (feeds is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]

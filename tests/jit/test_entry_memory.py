@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ktapjit.cli import main
-from ktapjit.events.synth import SyntheticStream, write_perf_data
+from ktapjit.testing.synth import SyntheticStream, write_perf_data
 from ktapjit.jit import engine
 
 EVENTS = 2000

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from ktapjit.cli import main
-from ktapjit.events.decode import Sample
-from ktapjit.events.perfdata import read_perf_data
-from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
+from ktapjit.events.records.decode import Sample
+from ktapjit.events.records.perfdata import read_perf_data
+from ktapjit.testing.synth import SyntheticStream, choice, write_perf_data
 from tests.jit.feedspy import spied_feeds
 from tests.livecheck import live_skip_reason
 
@@ -286,7 +286,7 @@ def _native_order(path: Path) -> list[int] | None:
 
 @pytest.mark.parametrize("name", ["plain", "churn", "sparse"])
 def test_native_order_is_perfs_order_synthetic(streams, name):
-    from ktapjit.events.merge import order_perf_rounds
+    from ktapjit.events.records.merge import order_perf_rounds
 
     expected = [r.offset for r in order_perf_rounds(read_perf_data(streams[name]).records())]
     assert _native_order(streams[name]) == expected
@@ -296,7 +296,7 @@ def test_native_order_is_perfs_order_synthetic(streams, name):
                                   DATA / "callchain.data", DATA / "cpuclock.data",
                                   EXAMPLES / "data" / "demo.data"], ids=lambda p: p.name)
 def test_native_order_is_perfs_order_recordings(path):
-    from ktapjit.events.merge import order_perf_rounds
+    from ktapjit.events.records.merge import order_perf_rounds
 
     expected = [r.offset for r in order_perf_rounds(read_perf_data(path).records())]
     assert _native_order(path) == expected
@@ -429,8 +429,8 @@ def test_live_rounds_in_bounded_steps_keep_what_ran_and_discard_the_rest(streams
     call, as a stop needs: the records run, kept in the order they ran, are
     exactly StreamMerger's order; a round cut short leaves the rest queued,
     and k_feed_discard drops it and counts its samples."""
-    from ktapjit.events.decode import FinishedRound, iter_records
-    from ktapjit.events.merge import StreamMerger
+    from ktapjit.events.records.decode import FinishedRound, iter_records
+    from ktapjit.events.records.merge import StreamMerger
     from ktapjit.jit import rtlib
     from ktapjit.jit.feed import NativeFeed, load_plan
     from ktapjit.tracing.feed_plan import build_feed_plan

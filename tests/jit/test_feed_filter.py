@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ktapjit.cli import main
-from ktapjit.events.decode import Sample
-from ktapjit.events.perfdata import read_perf_data
+from ktapjit.events.records.decode import Sample
+from ktapjit.events.records.perfdata import read_perf_data
 from ktapjit.events.schema import parse_format
-from ktapjit.events.synth import SyntheticStream, Task, choice, load_format, per_record, write_perf_data
+from ktapjit.testing.synth import SyntheticStream, Task, choice, load_format, per_record, write_perf_data
 from ktapjit.kernel_filter import language as kfilter
 from ktapjit.jit import rtlib
 from ktapjit.kernel_filter.native import M_END, M_FRONT, M_FULL, M_GLOB, M_MIDDLE, _match_kind, compile_program

@@ -1,4 +1,4 @@
-"""probename of a uprobe glob's site event (events/probe_sites.py) on the
+"""probename of a uprobe glob's site event (events/probes/probe_sites.py) on the
 JIT's native event path (KF_SITE_NAME in runtime/feed.c) against the
 interpreter: replays of a synthetic recording whose events carry the
 `ktapjit_site` index and whose feature section holds the site tables, as a
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ktapjit.events.probe_sites import SITES_FEATURE, SiteTable, encode_sites
-from ktapjit.events.synth import SyntheticStream, choice, write_perf_data
+from ktapjit.events.probes.probe_sites import SITES_FEATURE, SiteTable, encode_sites
+from ktapjit.testing.synth import SyntheticStream, choice, write_perf_data
 from tests.events.test_probe_sites import ENTRY, RETURN
 from tests.jit.feedspy import spied_feeds
 from tests.jit.test_feed import _patched, _raw_start, agree

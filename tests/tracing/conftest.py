@@ -102,8 +102,8 @@ def live_skip_reason() -> Optional[str]:
     if reason is not None:
         return reason
     try:
-        from ktapjit.events.perf_abi import PerfError
-        from ktapjit.events.perf_ring import PerfSession, tracepoint
+        from ktapjit.events.records.perf_abi import PerfError
+        from ktapjit.events.records.perf_ring import PerfSession, tracepoint
         with PerfSession([tracepoint("syscalls", "sys_enter_getppid")], pid=os.getpid(),
                          pages=1, track_tasks=False):
             pass

@@ -13,8 +13,8 @@ import resource
 
 import pytest
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.perf_ring import online_cpus
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.perf_ring import online_cpus
 from ktapjit.semantics.stack_request import StackRequest
 from ktapjit.tracing.stacks import Stacks, split_callchain
 from tests.cbuild import build_c
@@ -83,8 +83,8 @@ def test_split_callchain_parts():
 
 
 def test_stack_strings_join_frames_innermost_first():
-    from ktapjit.events.decode import Sample
-    from ktapjit.events.symbolize import KernelSymbolizer
+    from ktapjit.events.records.decode import Sample
+    from ktapjit.events.probes.symbolize import KernelSymbolizer
 
     kernel = KernelSymbolizer(text="ffffffff81000000 T inner\nffffffff81001000 T outer\n")
     stacks = Stacks(kernel)

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from ktapjit.cli import main
-from ktapjit.events.decode import Sample
-from ktapjit.events.perfdata import PerfDataError, read_perf_data
+from ktapjit.events.records.decode import Sample
+from ktapjit.events.records.perfdata import PerfDataError, read_perf_data
 from tests.tracing.conftest import REPO, LiveKtapjit, live_skip_reason, release, status_line
 from tests.tracing.runcli import ktapjit
 

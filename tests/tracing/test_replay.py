@@ -151,7 +151,7 @@ def test_missing_recording():
 
 
 def synthetic_recording(tmp_path, spec, n=3):
-    from ktapjit.events.synth import SyntheticStream, write_perf_data
+    from ktapjit.testing.synth import SyntheticStream, write_perf_data
 
     path = tmp_path / "synth.data"
     write_perf_data(str(path), SyntheticStream([spec], n_events=n, cpus=1, tasks=1, seed=7))
@@ -159,7 +159,7 @@ def synthetic_recording(tmp_path, spec, n=3):
 
 
 def test_unsigned_64_bit_fields_read_as_int64(tmp_path):
-    from ktapjit.events.synth import const
+    from ktapjit.testing.synth import const
 
     data = synthetic_recording(tmp_path, ("raw_syscalls", "sys_enter", None,
                                           {"id": 39, "args": const([2**64 - 1, 2**63, 5, 0, 0, 0])}))
@@ -170,7 +170,7 @@ def test_unsigned_64_bit_fields_read_as_int64(tmp_path):
 
 
 def test_corrupt_dynamic_field_is_a_runtime_error_at_the_read(tmp_path):
-    from ktapjit.events.synth import const
+    from ktapjit.testing.synth import const
 
     data = synthetic_recording(tmp_path, ("sched", "sched_process_exec", None, {"filename": const("/bin/true")}), n=1)
     raw = bytearray(data.read_bytes())
@@ -221,7 +221,7 @@ def test_kernel_frames_are_named_only_where_perf_names_them():
 
 
 def test_which_recordings_the_running_kernel_symbolizes():
-    from ktapjit.events.symbolize import running_kernel_build_id
+    from ktapjit.events.probes.symbolize import running_kernel_build_id
     from ktapjit.tracing.stacks import replay_kernel_symbols
 
     running, release = running_kernel_build_id(), os.uname().release

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from ktapjit.events.probe_sites import SiteTable
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.probes.probe_sites import SiteTable
+from ktapjit.events.errors import EventsError
 from ktapjit.frontend.eventdef import parse_eventdef
 from ktapjit.tracing.replay import RecordedDynamicEvents
 

@@ -122,8 +122,8 @@ def test_tracepoint_user_and_kernel_stacks(ask, tmp_path):
     assert any(f.startswith("do_exit+") for f in kernels[0][1]), out
     # A replay of the recording prints the same, byte for byte: the recording
     # names this kernel (its build-id), whose kallsyms names its frames.
-    from ktapjit.events.perfdata import read_perf_data
-    from ktapjit.events.symbolize import running_kernel_build_id
+    from ktapjit.events.records.perfdata import read_perf_data
+    from ktapjit.events.probes.symbolize import running_kernel_build_id
     assert read_perf_data(data).kernel_build_id == running_kernel_build_id()
     assert ktapjit("--replay", str(data), script=SCRIPT) == (0, out, "")
 

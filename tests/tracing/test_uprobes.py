@@ -99,7 +99,7 @@ def clean_uprobes():
     left = _new_lines(before_lines)
     groups = {g for g in _groups() - before_groups if not _foreign(g)}
     if left or groups:
-        from ktapjit.events.dynamic_probes import remove_all
+        from ktapjit.events.probes.dynamic_probes import remove_all
         for group in groups | {m.group(1) for ln in left if (m := re.match(r"^\w:([^/]+)/", ln))}:
             remove_all(group)
         pytest.fail(f"dynamic events left behind: {left}, groups {sorted(groups)}")
@@ -192,7 +192,7 @@ trace_end {{ for (k, v in pairs(func)) {{ printf("%x %d\\n", k, v) }}; print(n, 
 
 
 def test_a_symbol_glob_is_one_event_whose_sites_are_named_as_functions(prog, tmp_path):
-    """The glob's functions are the sites of one kernel event (events/probe_sites.py);
+    """The glob's functions are the sites of one kernel event (events/probes/probe_sites.py);
     probename names the function each record came from, live, on replay, and on a
     replay where the binary's path is unknown (the recording's site table names them)."""
     data = tmp_path / "glob.data"
@@ -227,7 +227,7 @@ def test_a_globs_probename_runs_on_the_native_event_path(prog, engine):
 
 
 def _group_of(data) -> str:
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.perfdata import read_perf_data
     return next(s for s, _e in read_perf_data(str(data)).schemas() if s.startswith("ktapjit_"))
 
 
@@ -293,7 +293,7 @@ def test_record_then_replay_prints_the_same_bytes(prog, tmp_path):
     assert replayed == live
     # The recording holds the formats under the recording run's group: here,
     # the test process ran ktapjit in-process.
-    from ktapjit.events.perfdata import read_perf_data
+    from ktapjit.events.records.perfdata import read_perf_data
     systems = {system for system, _event in read_perf_data(str(data)).schemas()}
     assert systems == {f"ktapjit_{os.getpid()}"}
 
@@ -418,8 +418,8 @@ def test_usdt_markers_of_a_library_by_name(tmp_path_factory):
     """libstdc++'s own markers (libstdcxx:throw, :catch), by the library's name."""
     if shutil.which("g++") is None:
         pytest.skip("no C++ compiler (g++) to build the throwing program")
-    from ktapjit.events.probe_targets import TargetNotFound, find_target
-    from ktapjit.events.elf import open_elf
+    from ktapjit.events.probes.probe_targets import TargetNotFound, find_target
+    from ktapjit.events.probes.elf import open_elf
     try:
         markers = {n.name for n in open_elf(find_target("libstdc++")).find_sdt("libstdcxx", "*")}
     except TargetNotFound:
@@ -549,7 +549,7 @@ def test_bad_fetch_arg_is_one_line_at_the_eventdef(prog):
 
 
 def test_kprobe_gives_the_kernel_reason(prog):
-    from ktapjit.events.dynamic_probes import kprobes_available
+    from ktapjit.events.probes.dynamic_probes import kprobes_available
     if (TRACEFS / "kprobe_events").exists():
         pytest.skip("this kernel has kprobe_events")
     status, out, err, _ = ktapjit(script="trace probe:do_sys_open dfd=%di { }")

@@ -1,7 +1,7 @@
-/* argstr natively: a tracepoint's print fmt, compiled by jit/feed_argstr.py
+/* argstr natively: a tracepoint's print fmt, compiled by events/printfmt/bytecode.py
  * into a flat program, interpreted over one sample's RAW bytes.
  *
- * events/printfmt.py (ArgstrRenderer) is the reference, byte for byte:
+ * events/printfmt/closures.py (ArgstrRenderer) is the reference, byte for byte:
  * values are unsigned 64-bit, reads past the RAW data give 0, and the
  * conversions follow its _format_int/_format_str/_pad. A program is
  * validated once when it is registered (k_feed_argstr): opcodes, blob
@@ -14,9 +14,9 @@
 #include "ktrt_private.h"
 
 /* The instruction set (KA_*), KA_WIDTH and KA_STACK: ktrt_abi.h, in the
- * order of jit/feed_argstr.py's OPS. */
+ * order of events/printfmt/bytecode.py's OPS. */
 
-/* Conversion flags (feed_argstr._FLAG_BITS) and where '*' goes. */
+/* Conversion flags (bytecode._FLAG_BITS) and where '*' goes. */
 #define F_ALT 1
 #define F_LEFT 2
 #define F_PLUS 4

@@ -15,133 +15,22 @@
  * (argstr.c) over the RAW bytes there are, without the corrupt-record
  * checks: the Python path renders it from the raw data too.
  *
- * k_feed_order puts a perf.data data section in the order perf delivers it
- * (events/merge.py order_perf_rounds), checking every record as the Python
- * decoder does, so a replay needs no Python per record either.
- *
  * Every read from the record buffer is bounds-checked: a malformed record
  * ends the chunk with K_FEED_BAD, never a crash.
+ *
+ * The other parts of the path, one file for each Python reference:
+ * feed_records.c reads records as events/records/decode.py does,
+ * feed_order.c orders a perf.data file (events/records/merge.py
+ * order_perf_rounds) and feed_live.c merges live rings (merge.py
+ * StreamMerger); feed_private.h is what they share.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "ktrt_private.h"
-
-#define PERF_RECORD_LOST 2
-#define PERF_RECORD_COMM 3
-#define PERF_RECORD_FORK 7
-#define PERF_RECORD_READ 8
-#define PERF_RECORD_SAMPLE 9
-#define PERF_RECORD_LOST_SAMPLES 13
-#define PERF_RECORD_USER_TYPE_START 64
-#define PERF_RECORD_FINISHED_ROUND 68
-
-#define S_IP (1u << 0)
-#define S_TID (1u << 1)
-#define S_TIME (1u << 2)
-#define S_ADDR (1u << 3)
-#define S_CALLCHAIN (1u << 5)
-#define S_ID (1u << 6)
-#define S_CPU (1u << 7)
-#define S_PERIOD (1u << 8)
-#define S_STREAM_ID (1u << 9)
-#define S_RAW (1u << 10)
-#define S_IDENTIFIER (1u << 16)
-
-#define MAX_TIMER_CATCH_UP 10000000
-
-/* Where a sample's fields sit (-1: absent), for one sample_type. */
-typedef struct kf_layout {
-    int64_t id, tid, time, cpu; /* byte offsets from the record start */
-    int64_t head_end;           /* end of the fixed head */
-    int has_callchain, has_raw;
-    int64_t trailer_size, trailer_time; /* sample_id trailer; time offset in it or -1 */
-} kf_layout;
-
-typedef struct kf_slot {
-    int64_t slot, kind, offset, size, flags;
-    kval value; /* KF_CONST */
-} kf_slot;
-
-typedef struct kf_dyn {
-    int64_t offset, size, relative;
-    char *name;
-} kf_dyn;
-
-typedef struct kf_probe {
-    kcode code;
-    int64_t fixed_size;
-    char *prefix; /* "corrupt SYS:EVT record at byte offset " */
-    char *label;  /* the format's qualified name */
-    kf_slot *slots;
-    int64_t nslots;
-    kf_dyn *dyn; /* every dynamic field, in format order: all are checked */
-    int64_t ndyn;
-    krt_filter filter; /* the kernel filter (filter.c); n == 0: none */
-    int needs_comm;    /* a slot is execname: look the task's name up */
-    krt_argstr argstr; /* the print fmt, for KF_ARGSTR slots (argstr.c) */
-    kval *sites;       /* a site event's probe names, for KF_SITE_NAME slots */
-    int64_t nsites;
-} kf_probe;
-
-typedef struct kf_group {
-    int64_t *probes;
-    int64_t n;
-} kf_group;
-
-typedef struct kf_timer {
-    __int128 due; /* past int64 when a huge period passed a late timestamp: it never fires again */
-    int64_t period;
-    kcode code;
-} kf_timer;
-
-/* uint64 key -> int64 value, open addressing (keys of 0 are kept aside). */
-typedef struct kf_map {
-    uint64_t *keys;
-    int64_t *vals;
-    uint64_t mask, used;
-    int has_zero;
-    int64_t zero;
-} kf_map;
-
-struct kfeed {
-    kf_layout *layouts;
-    int64_t nlayouts;
-    int64_t mode;     /* 0: one layout for everything; 1: look up the id */
-    int64_t id_pos;   /* mode 1: byte offset of a sample's id */
-    int64_t is_pos;   /* mode 1: bytes from the end of another record's id, or -1 */
-    kf_map ids;       /* sample id -> layout << 32 | (group + 1) */
-    int64_t noid_group; /* the group of samples without an id, or -1 */
-    kf_group *groups;
-    int64_t ngroups;
-    kf_probe *probes;
-    int64_t nprobes;
-    kf_timer *timers;
-    int64_t ntimers;
-    int has_last_id;       /* a one-entry cache in front of ids: samples come in runs */
-    uint64_t last_id;
-    int64_t last_id_value;
-    kf_map comms; /* tid -> (kstr *) */
-    uint32_t last_tid;     /* a one-entry cache in front of comms, emptied when they change */
-    int64_t last_comm;     /* (kstr *), 0: empty */
-    unsigned __int128 lost; /* Python's count is unbounded: damaged LOST records can be huge */
-    int64_t last_time, consumed, stopped_at, error_offset, samples;
-    struct kf_live *live; /* the live merger (k_feed_push), made on first use */
-    int keeping;          /* k_feed_keep: copy each record the live merger runs into kept */
-    int kept_failed;      /* a copy could not grow kept */
-    uint8_t *kept;
-    uint64_t kept_len, kept_cap;
-    krt_buf argbuf;       /* argstr's text, before it is interned */
-    char fault[512];   /* the message of the last corrupt record a probe saw */
-    char site_fault[256]; /* the same for a site index, read apart from the fields */
-    int64_t site_slot;    /* the probename slot of KF_SITE_NAME (one slot in every probe), or -1 */
-    char message[256]; /* the stream error of K_FEED_STREAM */
-};
+#include "feed_private.h"
 
 /* ---- a small hash map ---- */
-
-static int map_put(kf_map *m, uint64_t key, int64_t val);
 
 static int map_grow(kf_map *m)
 {
@@ -167,7 +56,7 @@ static int map_grow(kf_map *m)
     return K_OK;
 }
 
-static int map_put(kf_map *m, uint64_t key, int64_t val)
+int map_put(kf_map *m, uint64_t key, int64_t val)
 {
     if (key == 0) {
         m->has_zero = 1;
@@ -186,7 +75,7 @@ static int map_put(kf_map *m, uint64_t key, int64_t val)
     return K_OK;
 }
 
-static int map_get(const kf_map *m, uint64_t key, int64_t *val)
+int map_get(const kf_map *m, uint64_t key, int64_t *val)
 {
     if (key == 0) {
         *val = m->zero;
@@ -206,8 +95,6 @@ static int map_get(const kf_map *m, uint64_t key, int64_t *val)
 }
 
 /* ---- building ---- */
-
-static void live_free(struct kf_live *live);
 
 kfeed *k_feed_new(int64_t start_ns)
 {
@@ -276,7 +163,7 @@ int64_t k_feed_layout(kfeed *f, uint64_t sample_type, int64_t sample_id_all)
     if (i < 0)
         return -1;
     kf_layout *l = &f->layouts[i];
-    int64_t p = 8; /* the fixed head, in kernel order (events/decode.py _FIXED) */
+    int64_t p = 8; /* the fixed head, in kernel order (events/records/decode.py _FIXED) */
     l->id = l->tid = l->time = l->cpu = -1;
     if (sample_type & S_IDENTIFIER) { l->id = p; p += 8; }
     if (sample_type & S_IP) p += 8;
@@ -438,67 +325,6 @@ void k_feed_info(kfeed *f, int64_t out[7])
 const char *k_feed_fault(kfeed *f, int64_t slot) { return slot == f->site_slot ? f->site_fault : f->fault; }
 const char *k_feed_message(kfeed *f) { return f->message; }
 
-/* ---- reading records ---- */
-
-typedef struct kf_rec {
-    const uint8_t *p; /* the record */
-    uint64_t size;
-    uint64_t offset;  /* where it starts, for messages (base added) */
-} kf_rec;
-
-/* Little-endian reads of 1, 2, 4 or 8 bytes (perf writes host order, and
- * the hosts we run on are little endian). Constant sizes, so each is one load. */
-static inline uint64_t rd(const uint8_t *p, int64_t n)
-{
-    uint8_t b1;
-    uint16_t b2;
-    uint32_t b4;
-    uint64_t b8;
-    switch (n) {
-    case 1: memcpy(&b1, p, 1); return b1;
-    case 2: memcpy(&b2, p, 2); return b2;
-    case 4: memcpy(&b4, p, 4); return b4;
-    default: memcpy(&b8, p, 8); return b8;
-    }
-}
-
-/* A real timestamp (decode.has_time): 0 and ~0 are not. */
-static int has_time(uint64_t t) { return t > 0 && t <= 0x7FFFFFFFFFFFFFFFULL; }
-
-/* A sample's layout and the group its id runs (-1: none), from one id
- * lookup (decode._Resolver.for_sample, then StreamPlan.by_id). 0 when the
- * sample cannot be read. */
-static int resolve_sample(kfeed *f, const kf_rec *r, const kf_layout **layout, int64_t *group)
-{
-    if (!f->nlayouts)
-        return 0;
-    const kf_layout *l = &f->layouts[0];
-    int64_t at = f->mode == 0 ? l->id : f->id_pos;
-    *group = f->noid_group;
-    if (at < 0) { /* one layout without ids */
-        *layout = l;
-        return 1;
-    }
-    if ((uint64_t)at + 8 > r->size)
-        return 0;
-    uint64_t id = rd(r->p + at, 8);
-    int64_t v;
-    if (f->has_last_id && id == f->last_id) {
-        v = f->last_id_value;
-    } else if (map_get(&f->ids, id, &v)) {
-        f->has_last_id = 1;
-        f->last_id = id;
-        f->last_id_value = v;
-    } else if (f->mode == 0 || id == 0) { /* perf's zeroed synthesized ids: the first event's layout */
-        v = 0;
-    } else {
-        return 0;
-    }
-    *layout = &f->layouts[v >> 32];
-    *group = (v & 0xFFFFFFFF) - 1;
-    return 1;
-}
-
 /* ---- running entries ---- */
 
 static int64_t run_entry(kstate *s, kcode code, int64_t now)
@@ -540,34 +366,6 @@ static int64_t advance(kstate *s, kfeed *f, int64_t time, uint64_t offset)
     if (time > f->last_time) /* the clock moves even when a timer stopped tracing */
         f->last_time = time;
     return status;
-}
-
-/* The RAW data of a sample: *raw, *n (empty when the sample has none). */
-static int sample_raw(const kf_layout *l, const kf_rec *r, const uint8_t **raw, uint64_t *n)
-{
-    uint64_t p = (uint64_t)l->head_end;
-    *raw = NULL;
-    *n = 0;
-    if (p > r->size)
-        return 0;
-    if (l->has_callchain) {
-        if (p + 8 > r->size)
-            return 0;
-        uint64_t nr = rd(r->p + p, 8);
-        if (nr > (r->size - p - 8) / 8)
-            return 0;
-        p += 8 + 8 * nr;
-    }
-    if (l->has_raw) {
-        if (p + 4 > r->size)
-            return 0;
-        uint64_t len = rd(r->p + p, 4);
-        if (len > r->size - p - 4)
-            return 0;
-        *raw = r->p + p + 4;
-        *n = len;
-    }
-    return 1;
 }
 
 /* Where a dynamic field's data is (schema._dynamic_reader): 0 when it points
@@ -628,18 +426,6 @@ static kval int_val(const uint8_t *p, int64_t size, int64_t is_signed)
     kval v = {KT_INT, (int64_t)u}; /* 64-bit unsigned wraps to int64, as C casts it */
     return v;
 }
-
-/* What the decoder (events/decode.py) makes of a record's head and trailer. */
-typedef struct kf_meta {
-    uint32_t type;
-    int timed;         /* the record carries a time (decode: not None) */
-    uint64_t time;
-    uint64_t body_end; /* where the sample_id trailer starts */
-    const kf_layout *layout; /* samples */
-    int64_t group;
-    const uint8_t *raw; /* samples: the RAW data, raw[0..n) */
-    uint64_t n;
-} kf_meta;
 
 typedef struct kf_task {
     int has_tid, has_cpu;
@@ -893,90 +679,7 @@ static int64_t side_band(kfeed *f, const kf_rec *r, uint32_t type, uint64_t body
     return K_RUN_OK;
 }
 
-/* The body sizes decode._decode_other checks, by record type (0: none). */
-static uint64_t body_size(uint32_t type)
-{
-    switch (type) {
-    case 1: return 32;             /* MMAP */
-    case 2: return 16;             /* LOST */
-    case 3: return 8;              /* COMM */
-    case 4: case 5: case 6: case 7: return 24; /* EXIT, THROTTLE, UNTHROTTLE, FORK */
-    case 10: return 64;            /* MMAP2 (both of its layouts) */
-    case 13: return 8;             /* LOST_SAMPLES */
-    case 15: return 8;             /* SWITCH_CPU_WIDE */
-    default: return 0;
-    }
-}
-
-static int sample_meta(kfeed *f, const kf_rec *r, kf_meta *m)
-{
-    if (!resolve_sample(f, r, &m->layout, &m->group))
-        return 0;
-    const kf_layout *l = m->layout;
-    if ((uint64_t)l->head_end > r->size || !sample_raw(l, r, &m->raw, &m->n))
-        return 0;
-    if (l->time >= 0) {
-        m->timed = 1;
-        m->time = rd(r->p + l->time, 8);
-    }
-    return 1;
-}
-
-/* A record's type, time and trailer as the decoder reads them; 0 when the
- * decoder would reject it. `strict` also refuses what the native path
- * cannot check as the decoder does (READ's values). */
-static int record_meta(kfeed *f, const kf_rec *r, int strict, kf_meta *m)
-{
-    memset(m, 0, sizeof *m);
-    m->type = (uint32_t)rd(r->p, 4);
-    m->body_end = r->size;
-    m->group = -1;
-    if (m->type == PERF_RECORD_SAMPLE)
-        return sample_meta(f, r, m);
-    if (m->type >= PERF_RECORD_USER_TYPE_START)
-        return 1; /* perf's own records: no trailer, no time */
-    if (strict && m->type == PERF_RECORD_READ)
-        return 0; /* its values' layout depends on read_format: left to the decoder */
-    const kf_layout *o;
-    if (f->mode == 0) {
-        o = f->nlayouts ? &f->layouts[0] : NULL;
-    } else if (f->is_pos < 0) {
-        o = NULL;
-    } else {
-        if ((uint64_t)f->is_pos > r->size - 8)
-            return 0;
-        int64_t v;
-        uint64_t id = rd(r->p + r->size - f->is_pos, 8);
-        if (map_get(&f->ids, id, &v))
-            o = &f->layouts[v >> 32];
-        else if (id == 0 && f->nlayouts)
-            o = &f->layouts[0];
-        else
-            return 0;
-    }
-    if (o && o->trailer_size) {
-        if ((uint64_t)o->trailer_size > r->size - 8)
-            return 0;
-        m->body_end = r->size - (uint64_t)o->trailer_size;
-        if (o->trailer_time >= 0) {
-            m->timed = 1;
-            m->time = rd(r->p + m->body_end + o->trailer_time, 8);
-        }
-    }
-    uint64_t need = body_size(m->type);
-    if (8 + need > m->body_end)
-        return 0;
-    if ((m->type == 4 || m->type == 7) && !m->timed) { /* FORK/EXIT: the body's time is the fallback */
-        m->timed = 1;
-        m->time = rd(r->p + 24, 8);
-    } else if (m->type == 5 || m->type == 6) { /* THROTTLE: the body's time */
-        m->timed = 1;
-        m->time = rd(r->p + 8, 8);
-    }
-    return 1;
-}
-
-static int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
+int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
 {
     kf_meta m;
     if (!record_meta(f, r, 0, &m))
@@ -1022,350 +725,3 @@ int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, const uint
     }
     return K_RUN_OK;
 }
-
-/* ---- delivery order (events/merge.py order_perf_rounds) ---- */
-
-typedef struct kf_queued {
-    uint64_t time, seq, offset;
-} kf_queued;
-
-static int queued_before(const kf_queued *a, const kf_queued *b)
-{
-    return a->time < b->time || (a->time == b->time && a->seq < b->seq);
-}
-
-/* Merge the sorted runs a[lo..mid) and a[mid..hi) (tmp holds mid - lo). */
-static void merge_runs(kf_queued *a, kf_queued *tmp, uint64_t lo, uint64_t mid, uint64_t hi)
-{
-    memcpy(tmp, a + lo, (size_t)(mid - lo) * sizeof *a);
-    uint64_t i = 0, j = mid, k = lo, n = mid - lo;
-    while (i < n && j < hi)
-        a[k++] = queued_before(&a[j], &tmp[i]) ? a[j++] : tmp[i++];
-    while (i < n)
-        a[k++] = tmp[i++];
-}
-
-/* Sort a[0..n) by (time, seq): a bottom-up merge sort that skips runs
- * already in order, so the per-CPU runs of a round cost about one pass. */
-static void sort_queued(kf_queued *a, kf_queued *tmp, uint64_t n)
-{
-    for (uint64_t width = 1; width < n; width *= 2)
-        for (uint64_t lo = 0; lo + width < n; lo += 2 * width) {
-            uint64_t mid = lo + width, hi = n - lo > 2 * width ? lo + 2 * width : n;
-            if (queued_before(&a[mid], &a[mid - 1]))
-                merge_runs(a, tmp, lo, mid, hi);
-        }
-}
-
-/* At a FINISHED_ROUND (flush = 1, limit) or the end (everything): sort what
- * came since the last one into the waiting records (both sorted, the waiting
- * ones first: every seq of theirs is smaller), then deliver the due prefix. */
-static void deliver(kf_queued *q, kf_queued *tmp, uint64_t *waiting, uint64_t *n, int all, uint64_t limit,
-                    uint64_t *out, uint64_t *n_out)
-{
-    sort_queued(q + *waiting, tmp, *n - *waiting);
-    if (*waiting && *n > *waiting && queued_before(&q[*waiting], &q[*waiting - 1]))
-        merge_runs(q, tmp, 0, *waiting, *n);
-    uint64_t due = 0;
-    while (due < *n && (all || q[due].time <= limit))
-        out[(*n_out)++] = q[due++].offset;
-    memmove(q, q + due, (size_t)(*n - due) * sizeof *q);
-    *n -= due;
-    *waiting = *n;
-}
-
-int64_t k_feed_count(const uint8_t *buf, uint64_t len)
-{
-    uint64_t pos = 0;
-    int64_t n = 0;
-    while (pos < len) {
-        if (len - pos < 8)
-            return -1;
-        uint64_t size = rd(buf + pos + 6, 2);
-        if (size < 8 || size > len - pos)
-            return -1;
-        pos += size;
-        n++;
-    }
-    return n;
-}
-
-int64_t k_feed_order(kfeed *f, const uint8_t *buf, uint64_t len, uint64_t *out, uint64_t cap)
-{
-    /* queue[0..waiting) sorted, left by earlier rounds; queue[waiting..n) this round's */
-    kf_queued *queue = malloc((cap ? cap : 1) * sizeof *queue);
-    kf_queued *tmp = malloc((cap ? cap : 1) * sizeof *tmp);
-    uint64_t n = 0, waiting = 0, n_out = 0, seq = 0, pos = 0, max_time = 0, next_flush = 0;
-    int64_t result = -1;
-    if (!queue || !tmp)
-        goto done;
-    while (pos < len) {
-        if (len - pos < 8)
-            goto done;
-        kf_rec r = {buf + pos, rd(buf + pos + 6, 2), pos};
-        if (r.size < 8 || r.size > len - pos || n_out + n >= cap)
-            goto done;
-        kf_meta m;
-        if (!record_meta(f, &r, 1, &m))
-            goto done; /* the Python decoder reports it, at its place in the stream */
-        if (m.type == PERF_RECORD_FINISHED_ROUND) { /* flush what a whole round had time to deliver */
-            deliver(queue, tmp, &waiting, &n, 0, next_flush, out, &n_out);
-            next_flush = max_time;
-        } else if (!m.timed || m.time == 0 || m.time == UINT64_MAX) {
-            out[n_out++] = pos; /* no timestamp: delivered at once */
-        } else {
-            queue[n++] = (kf_queued){m.time, seq++, pos};
-            if (m.time > max_time)
-                max_time = m.time;
-        }
-        pos += r.size;
-    }
-    deliver(queue, tmp, &waiting, &n, 1, 0, out, &n_out);
-    result = (int64_t)n_out;
-done:
-    free(queue);
-    free(tmp);
-    return result;
-}
-/* ---- live rings (events/merge.py StreamMerger) ----
- *
- * Each drain pass pushes every CPU's bytes; a record is queued by (time,
- * cpu, position in that CPU's ring), a record without a time taking the
- * time of the one before it in its ring. A round releases what is due by
- * perf's rule (everything up to the highest time seen by the end of the
- * round before), the finish everything. Queued records live in copies of
- * the pushed chunks, freed when their last record has run. */
-
-typedef struct kf_block {
-    uint8_t *data;
-    int64_t refs;
-} kf_block;
-
-typedef struct kf_pending {
-    uint64_t time;
-    int64_t cpu;
-    uint64_t pos, at;
-    kf_block *block;
-} kf_pending;
-
-typedef struct kf_ring {
-    uint64_t pos, last;
-} kf_ring;
-
-struct kf_live {
-    kf_pending *heap;
-    uint64_t n, cap;
-    kf_ring *rings;
-    int64_t nrings;
-    uint64_t max_time, next_flush;
-    int has_next_flush;
-    /* A round's release that ran out of budget goes on with the same limit. */
-    int releasing, release_open, release_all;
-    uint64_t release_limit;
-};
-
-static void live_free(struct kf_live *live)
-{
-    if (!live)
-        return;
-    for (uint64_t i = 0; i < live->n; i++)
-        if (--live->heap[i].block->refs == 0) {
-            free(live->heap[i].block->data);
-            free(live->heap[i].block);
-        }
-    free(live->heap);
-    free(live->rings);
-    free(live);
-}
-
-static int pending_before(const kf_pending *a, const kf_pending *b)
-{
-    if (a->time != b->time)
-        return a->time < b->time;
-    if (a->cpu != b->cpu)
-        return a->cpu < b->cpu;
-    return a->pos < b->pos;
-}
-
-static void pending_push(struct kf_live *l, kf_pending q)
-{
-    uint64_t i = l->n++;
-    while (i && pending_before(&q, &l->heap[(i - 1) / 2])) {
-        l->heap[i] = l->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    l->heap[i] = q;
-}
-
-static kf_pending pending_pop(struct kf_live *l)
-{
-    kf_pending top = l->heap[0], last = l->heap[--l->n];
-    uint64_t i = 0;
-    for (;;) {
-        uint64_t c = 2 * i + 1;
-        if (c >= l->n)
-            break;
-        if (c + 1 < l->n && pending_before(&l->heap[c + 1], &l->heap[c]))
-            c++;
-        if (!pending_before(&l->heap[c], &last))
-            break;
-        l->heap[i] = l->heap[c];
-        i = c;
-    }
-    if (l->n)
-        l->heap[i] = last;
-    return top;
-}
-
-/* Room for `more` queued records and ring `cpu`. */
-static int live_reserve(kfeed *f, int64_t cpu, uint64_t more)
-{
-    if (!f->live && !(f->live = calloc(1, sizeof *f->live)))
-        return 0;
-    struct kf_live *l = f->live;
-    if (l->n + more > l->cap) {
-        uint64_t cap = l->cap ? l->cap : 1024;
-        while (cap < l->n + more)
-            cap *= 2;
-        kf_pending *h = realloc(l->heap, cap * sizeof *h);
-        if (!h)
-            return 0;
-        l->heap = h;
-        l->cap = cap;
-    }
-    if (cpu >= l->nrings) {
-        kf_ring *r = realloc(l->rings, (size_t)(cpu + 1) * sizeof *r);
-        if (!r)
-            return 0;
-        memset(r + l->nrings, 0, (size_t)(cpu + 1 - l->nrings) * sizeof *r);
-        l->rings = r;
-        l->nrings = cpu + 1;
-    }
-    return 1;
-}
-
-int k_feed_push(kfeed *f, int64_t cpu, const uint8_t *buf, uint64_t len)
-{
-    int64_t count = k_feed_count(buf, len);
-    if (cpu < 0 || cpu > 65535 || count < 0)
-        return -1;
-    kf_meta m;
-    for (uint64_t pos = 0; pos < len; pos += rd(buf + pos + 6, 2)) {
-        kf_rec r = {buf + pos, rd(buf + pos + 6, 2), pos};
-        if (!record_meta(f, &r, 0, &m))
-            return -1; /* the Python decoder says what is wrong, before anything is queued */
-    }
-    if (!count)
-        return 0;
-    if (!live_reserve(f, cpu, (uint64_t)count))
-        return -1;
-    kf_block *block = malloc(sizeof *block);
-    uint8_t *copy = malloc(len);
-    if (!block || !copy) {
-        free(block);
-        free(copy);
-        return -1;
-    }
-    memcpy(copy, buf, len);
-    block->data = copy;
-    block->refs = count;
-    struct kf_live *l = f->live;
-    kf_ring *ring = &l->rings[cpu];
-    for (uint64_t pos = 0; pos < len; pos += rd(buf + pos + 6, 2)) {
-        kf_rec r = {copy + pos, rd(copy + pos + 6, 2), pos};
-        record_meta(f, &r, 0, &m);
-        uint64_t t = ring->last;
-        if (m.timed) {
-            t = ring->last = m.time;
-            if (t > l->max_time)
-                l->max_time = t;
-        }
-        pending_push(l, (kf_pending){t, cpu, ring->pos++, pos, block});
-    }
-    return 0;
-}
-
-/* Append a record that is about to run to kept (k_feed_keep). */
-static void keep_record(kfeed *f, const uint8_t *p, uint64_t n)
-{
-    if (f->kept_failed)
-        return;
-    if (f->kept_len + n > f->kept_cap) {
-        uint64_t cap = f->kept_cap ? f->kept_cap : 65536;
-        while (cap < f->kept_len + n)
-            cap *= 2;
-        uint8_t *grown = realloc(f->kept, cap);
-        if (!grown) {
-            f->kept_failed = 1;
-            return;
-        }
-        f->kept = grown;
-        f->kept_cap = cap;
-    }
-    memcpy(f->kept + f->kept_len, p, n);
-    f->kept_len += n;
-}
-
-int64_t k_feed_release(kstate *s, kfeed *f, int64_t final, uint64_t budget)
-{
-    struct kf_live *l = f->live;
-    if (!l)
-        return K_RUN_OK;
-    if (!l->releasing) {
-        l->releasing = 1;
-        l->release_open = final || l->has_next_flush;
-        l->release_all = final != 0;
-        l->release_limit = l->next_flush;
-        l->has_next_flush = !final;
-        l->next_flush = l->max_time;
-    }
-    int64_t status = K_RUN_OK;
-    uint64_t ran = 0;
-    while (status == K_RUN_OK && l->release_open && l->n && (l->release_all || l->heap[0].time <= l->release_limit)) {
-        if (budget && ran == budget)
-            return K_FEED_MORE;
-        kf_pending q = pending_pop(l);
-        kf_rec r = {q.block->data + q.at, rd(q.block->data + q.at + 6, 2), q.at};
-        if (f->keeping)
-            keep_record(f, r.p, r.size);
-        status = run_record(s, f, &r);
-        ran++;
-        if (status == K_FEED_BAD)
-            f->error_offset = (int64_t)q.at;
-        if (--q.block->refs == 0) {
-            free(q.block->data);
-            free(q.block);
-        }
-    }
-    l->releasing = 0;
-    return status;
-}
-
-int64_t k_feed_discard(kfeed *f)
-{
-    struct kf_live *l = f->live;
-    if (!l)
-        return 0;
-    int64_t samples = 0;
-    for (uint64_t i = 0; i < l->n; i++) {
-        kf_pending *q = &l->heap[i];
-        samples += rd(q->block->data + q->at, 4) == PERF_RECORD_SAMPLE;
-        if (--q->block->refs == 0) {
-            free(q->block->data);
-            free(q->block);
-        }
-    }
-    l->n = 0;
-    l->releasing = 0;
-    return samples;
-}
-
-void k_feed_keep(kfeed *f, int64_t on) { f->keeping = on != 0; }
-
-const uint8_t *k_feed_kept(kfeed *f, uint64_t *len)
-{
-    *len = f->kept_failed ? UINT64_MAX : f->kept_len;
-    return f->kept;
-}
-
-void k_feed_kept_clear(kfeed *f) { f->kept_len = 0; }

@@ -1,6 +1,6 @@
-/* A probe's kernel filter on the native event path (frontend/filter.py).
+/* A probe's kernel filter on the native event path (kernel_filter/language.py).
  *
- * jit/feed_filter.py compiles the filter into a postfix program of 6-word
+ * kernel_filter/native.py compiles the filter into a postfix program of 6-word
  * instructions (code, operator, offset, size, kind, value); string patterns
  * and CPUS{} bitmaps live in one byte buffer beside it, an instruction
  * naming its bytes as (offset << 32 | length). filter.py is the reference,

@@ -136,7 +136,7 @@ enum {
     KM_AGG_STATS = 2,
 };
 
-/* argstr opcodes (jit/feed_argstr.py OPS). */
+/* argstr opcodes (events/printfmt/bytecode.py OPS). */
 enum {
     KA_END = 0,
     KA_CONST = 1,
@@ -487,12 +487,12 @@ int k_feed_slot(kfeed *f, int64_t probe, int64_t slot, int64_t kind, int64_t off
 int k_feed_dyn(kfeed *f, int64_t probe, int64_t offset, int64_t size, int64_t relative, const char *name);
 
 /* The probe's filter: n instructions of 6 words and the string patterns they name
- * (jit/feed_filter.py). [reads writes] */
+ * (kernel_filter/native.py). [reads writes] */
 int k_feed_filter(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *patterns, int64_t npatterns);
 
-/* The probe's argstr program (jit/feed_argstr.py): n instructions of KA_WIDTH words, the text
- * they name in blob[0..nblob). 0, K_E_NOMEM, or -1 when it is not a valid program. KF_ARGSTR
- * slots render it (argstr.c). [reads writes] */
+/* The probe's argstr program (events/printfmt/bytecode.py): n instructions of KA_WIDTH words,
+ * the text they name in blob[0..nblob). 0, K_E_NOMEM, or -1 when it is not a valid program.
+ * KF_ARGSTR slots render it (argstr.c). [reads writes] */
 int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, const char *blob, int64_t nblob);
 
 /* Render one argstr program over RAW data raw[0..len) into *out (an interned string): what a
@@ -500,7 +500,7 @@ int k_feed_argstr(kfeed *f, int64_t probe, const int64_t *program, int64_t n, co
  * keep their programs. [reads writes] */
 int k_argstr_eval(const int64_t *program, int64_t n, const char *blob, int64_t nblob, const uint8_t *raw, uint64_t len, kval *out);
 
-/* The probe's site table (events/probe_sites.py): names[0..n), interned strings, copied.
+/* The probe's site table (events/probes/probe_sites.py): names[0..n), interned strings, copied.
  * KF_SITE_NAME slots read it. 0, K_E_NOMEM, or -1. [reads writes] */
 int k_feed_sites(kfeed *f, int64_t probe, const kval *names, int64_t n);
 
@@ -517,15 +517,15 @@ int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, const uint
 int64_t k_feed_count(const uint8_t *buf, uint64_t len);
 
 /* The offsets of buf's records in the order perf delivers a perf.data data section
- * (events/merge.py order_perf_rounds: by time, ties in file order, flushed at FINISHED_ROUND;
- * untimed records at once), into out[0..cap). The count, or -1 when a record is one the Python
- * decoder would reject (or the native path cannot check as it does): then that path must run.
- * [reads writes] */
+ * (events/records/merge.py order_perf_rounds: by time, ties in file order, flushed at
+ * FINISHED_ROUND; untimed records at once), into out[0..cap). The count, or -1 when a record is
+ * one the Python decoder would reject (or the native path cannot check as it does): then that
+ * path must run. [reads writes] */
 int64_t k_feed_order(kfeed *f, const uint8_t *buf, uint64_t len, uint64_t out[], uint64_t cap);
 
-/* Live rings (events/merge.py StreamMerger): queue a copy of the records of one CPU's drained
- * bytes; 0, or -1 when a record is one the decoder would reject (nothing is queued then).
- * [reads writes] */
+/* Live rings (events/records/merge.py StreamMerger): queue a copy of the records of one CPU's
+ * drained bytes; 0, or -1 when a record is one the decoder would reject (nothing is queued
+ * then). [reads writes] */
 int k_feed_push(kfeed *f, int64_t cpu, const uint8_t *buf, uint64_t len);
 
 /* Run what a round releases (final: everything), as k_feed runs records, at most budget records

@@ -46,7 +46,7 @@ void krt_arena_free(kstate *s);
 /* Pairs snapshots of the running entry (calls.c). */
 void krt_scratch_free(kstate *s);
 
-/* A kernel filter compiled by jit/feed_filter.py (filter.c). */
+/* A kernel filter compiled by kernel_filter/native.py (filter.c). */
 typedef struct krt_filter {
     int64_t *program; /* 6 words an instruction, postfix */
     int64_t n;        /* instructions; 0: no filter */
@@ -64,7 +64,7 @@ void krt_filter_free(krt_filter *p);
 int krt_filter_matches(const krt_filter *p, const uint8_t *raw, uint64_t n, int has_cpu, uint32_t cpu,
                        const kstr *comm);
 
-/* A print fmt compiled by jit/feed_argstr.py (argstr.c): 4 words an
+/* A print fmt compiled by events/printfmt/bytecode.py (argstr.c): 4 words an
  * instruction, text in the blob. */
 typedef struct krt_argstr {
     int64_t *code;

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from ktapjit.events.elf import ElfError, ElfFile, open_elf
+from ktapjit.events.probes.elf import ElfError, ElfFile, open_elf
 
 __all__ = [
     "UNKNOWN",
@@ -163,7 +163,7 @@ class UserSymbolizer:
         self._starts[pid] = [m.start for m in maps]
 
     def add_record(self, record) -> None:
-        """A decoded PERF_RECORD_MMAP or MMAP2 (``ktapjit.events.decode``)."""
+        """A decoded PERF_RECORD_MMAP or MMAP2 (``ktapjit.events.records.decode``)."""
         self.add_mapping(record.pid, record.addr, record.len, record.pgoff, record.filename)
 
     def fork(self, parent: int, child: int) -> None:

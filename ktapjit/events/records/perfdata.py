@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import AttrInfo, AttrTable, DecodeError, Record, iter_records
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import AttrInfo, AttrTable, DecodeError, Record, iter_records
+from ktapjit.events.errors import EventsError
 
 PERF_MAGIC = b"PERFILE2"
 PERF_MAGIC_SWAPPED = b"2ELIFREP"

@@ -22,7 +22,7 @@ The cache is read by this module's own parser of glibc's format (the
 ``glibc-ld.so.cache1.1`` table, alone or after the old ``ld.so-1.7.0`` one);
 a cache it cannot parse is read through ``ldconfig -p`` instead.
 
-May import: ktapjit.events.tracefs (for EventsError) and the standard library.
+May import: ktapjit.events.errors and the standard library.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.errors import EventsError
 
 __all__ = ["CacheEntry", "TargetNotFound", "CacheFormatError", "LD_SO_CACHE", "parse_ld_so_cache",
            "parse_ldconfig_output", "read_ld_so_cache", "default_directories", "find_target", "is_bare_name"]

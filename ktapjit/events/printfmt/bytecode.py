@@ -1,8 +1,8 @@
 """argstr on the native event path: a print fmt compiled for runtime/argstr.c.
 
 ``argstr`` is a tracepoint's ``print fmt`` rendered as ``perf script`` does;
-events/printfmt.py is the reference (ArgstrRenderer). Here the same parse
-(printfmt.parse_print_fmt) is compiled once per bound probe into a flat
+closures.py is the reference (ArgstrRenderer). Here the same parse
+(parse.parse_print_fmt) is compiled once per bound probe into a flat
 program that argstr.c interprets over a sample's RAW bytes: an
 ``array('q')`` of instructions, WIDTH words each (op, a, b, c), and one
 blob holding the literal text, flag and symbol names the program points
@@ -22,7 +22,8 @@ __print_hex/__print_array/bitmasks, whose truncated-record behaviour is
 printfmt's "[FAILED TO PARSE]" fallback; print fmts printfmt itself cannot
 evaluate; '*' for both width and precision; 2-byte __data_loc words.
 
-May import: ktapjit.events.printfmt, stdlib.
+May import: ktapjit.events.printfmt.parse and .values, ktapjit.events.errors,
+stdlib; never ktapjit.jit, which loads the programs this module makes.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass
 
-from ktapjit.events.printfmt import (
-    LEN_BITS, PrintFmtError, atom_value, cast_mask, const_value, parse_print_fmt,
-)
+from ktapjit.events.errors import PrintFmtError
+from ktapjit.events.printfmt.parse import LEN_BITS, parse_print_fmt
+from ktapjit.events.printfmt.values import atom_value, cast_mask, const_value
 
 WIDTH = 4  # words an instruction: op, a, b, c
 MAX_STACK = 32  # KA_STACK in the runtime ABI table
@@ -216,7 +217,7 @@ def _s64(value: int) -> int:
 
 
 # ----------------------------------------------------------------------------
-# Conversions (printfmt._compile_conversion)
+# Conversions (closures._compile_conversion)
 
 
 def _conversion(e: _Emitter, spec, node: tuple, len_node: tuple | None) -> None:
@@ -253,7 +254,7 @@ def _pointer(e: _Emitter, ext: str, node: tuple) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Numbers (printfmt._compile_num): each leaves one value on the stack
+# Numbers (values._compile_num): each leaves one value on the stack
 
 
 def _num(e: _Emitter, node: tuple) -> None:
@@ -312,7 +313,7 @@ def _dyn_field(f):
 
 
 def _index(e: _Emitter, node: tuple) -> None:
-    """REC->array[i], possibly cast (printfmt._compile_index)."""
+    """REC->array[i], possibly cast (values._compile_index)."""
     base, cast = node[1], None
     while base[0] == "cast":
         cast = cast or base[1]
@@ -339,7 +340,7 @@ def _index(e: _Emitter, node: tuple) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Strings (printfmt._compile_str): each outputs pieces through the %s spec
+# Strings (closures._compile_str): each outputs pieces through the %s spec
 
 
 def _str(e: _Emitter, node: tuple) -> None:

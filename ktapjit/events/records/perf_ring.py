@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import AttrTable
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import AttrTable
 
 PAGE_SIZE = mmap.PAGESIZE
 # Data pages per CPU ring (a power of two). 1024 pages = 4 MiB per CPU: measured
@@ -82,7 +82,8 @@ class Refusal:
 
 def tracepoint_id(system: str, event: str, root: Path | None = None) -> int:
     """The tracepoint's id from tracefs ``events/SYSTEM/EVENT/id``."""
-    from ktapjit.events.tracefs import UnknownEventError, tracefs_root
+    from ktapjit.events.errors import UnknownEventError
+    from ktapjit.events.tracefs import tracefs_root
     path = (root or tracefs_root()) / "events" / system / event / "id"
     try:
         return int(path.read_text())

@@ -14,7 +14,7 @@ API
 ---
 ::
 
-    from ktapjit.events.synth import EventSpec, SyntheticStream, choice, write_perf_data
+    from ktapjit.testing.synth import EventSpec, SyntheticStream, choice, write_perf_data
 
     stream = SyntheticStream(
         [("syscalls", "sys_enter_openat", None, {"filename": choice(["/etc/passwd", "/tmp/x"])}),
@@ -130,11 +130,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.decode import AttrTable
-from ktapjit.events.perf_ring import SAMPLE_TYPE, stream_layout
-from ktapjit.events.perfdata import PerfDataWriter, TracingData
-from ktapjit.events.schema import EventFormat, Field, _encode, parse_format
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.records.decode import AttrTable
+from ktapjit.events.records.perf_ring import SAMPLE_TYPE, stream_layout
+from ktapjit.events.records.perfdata import PerfDataWriter, TracingData
+from ktapjit.events.schema import EventFormat, Field, parse_format
 
 __all__ = [
     "EventSpec", "Task", "Draw", "Gen", "SyntheticStream", "StreamStats",
@@ -920,7 +920,7 @@ class _EventPlan:
         columns = [list(c) if not isinstance(c, list) else c for c in enc]
         out = []
         for k, row in enumerate(zip(*columns)):
-            raw = _encode(self.fmt, dict(zip(names, row)))
+            raw = self.fmt.encode(dict(zip(names, row)))
             padded = ((len(raw) + 11) & ~7) - 4
             size = _SAMPLE_HEAD_SIZE + padded
             if size > 0xFFFF:
@@ -1351,7 +1351,7 @@ def write_perf_data(path: str | os.PathLike, stream: SyntheticStream, *,
     does (per round, each CPU's records, then FINISHED_ROUND); ``"merged"``
     writes the merged order without rounds. ``features`` ({bit: bytes}) are
     written as PerfDataWriter's are, e.g. the site tables of a uprobe glob's
-    event (events/probe_sites.py). Returns the pass's stats."""
+    event (events/probes/probe_sites.py). Returns the pass's stats."""
     if layout not in ("rounds", "merged"):
         raise ValueError(f"layout must be 'rounds' or 'merged', not {layout!r}")
     with PerfDataWriter(path, stream.attrs(), stream.tracing_data(),

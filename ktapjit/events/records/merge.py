@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 from typing import Iterable, Iterator, Mapping
 
-from ktapjit.events.decode import FinishedRound, Record
+from ktapjit.events.records.decode import FinishedRound, Record
 
 _NO_TIME = (None, 0, (1 << 64) - 1)
 

@@ -28,8 +28,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator, Mapping, NamedTuple
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.errors import EventsError
 
 
 def has_time(time: int | None) -> bool:

@@ -49,13 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from ktapjit.events import perf_abi as abi
-from ktapjit.events.elf import (
+from ktapjit.events.records import perf_abi as abi
+from ktapjit.events.probes.elf import (
     EM_AARCH64, EM_X86_64, ElfError, ElfFile, SdtArg, SdtNote, is_glob, is_hex_offset, open_elf,
 )
-from ktapjit.events.perf_ring import tracepoint_id
-from ktapjit.events.probe_sites import SITE_FIELD, SiteTable, site_fetcharg
-from ktapjit.events.tracefs import EventsError, TracefsPermissionError, tracefs_root
+from ktapjit.events.records.perf_ring import tracepoint_id
+from ktapjit.events.probes.probe_sites import SITE_FIELD, SiteTable, site_fetcharg
+from ktapjit.events.errors import EventsError, TracefsPermissionError
+from ktapjit.events.tracefs import tracefs_root
 
 __all__ = [
     "DynamicProbeError",
@@ -946,8 +947,8 @@ def uprobe_pmu_event(path: str, offset: int, *, is_return: bool = False,
     fetch args). Decode its RAW data with :func:`uprobe_pmu_format`."""
     import ctypes
 
-    from ktapjit.events import perf_abi as abi
-    from ktapjit.events.perf_ring import SAMPLE_TYPE, TraceEvent
+    from ktapjit.events.records import perf_abi as abi
+    from ktapjit.events.records.perf_ring import SAMPLE_TYPE, TraceEvent
 
     ptype = uprobe_pmu_type(pmu_dir)
     if ptype is None:

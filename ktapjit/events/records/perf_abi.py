@@ -16,7 +16,7 @@ import errno
 import os
 import platform
 
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.errors import EventsError
 
 # --- perf_type_id -----------------------------------------------------------
 PERF_TYPE_HARDWARE = 0

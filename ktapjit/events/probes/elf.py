@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple, Optional
 
-from ktapjit.events.tracefs import EventsError
+from ktapjit.events.errors import EventsError
 
 __all__ = [
     "ElfError",
