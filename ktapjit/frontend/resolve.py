@@ -66,6 +66,8 @@ _NOT_IN_LIBRARY = "<not in library>"
 
 @dataclass
 class _Scope:
+    """One block's names, inside its parent's."""
+
     names: dict[str, ast.Variable] = field(default_factory=dict)
     parent: Optional["_Scope"] = None
 
@@ -81,6 +83,8 @@ class _Scope:
 
 @dataclass
 class _FuncContext:
+    """The function being resolved, and what its body may use."""
+
     func: ast.FuncExpr
     parent: Optional["_FuncContext"]
     event_kind: Optional[str]  # "trace" / "profile" inside such a body, else None
@@ -169,13 +173,14 @@ class _Resolver:
         """EVENTDEF and FILTER syntax; whether the events exist is known only when binding."""
         # Imported here: scripts without probes should not pay for them at start-up.
         from ktapjit.frontend.eventdef import EventDefError, parse_eventdef
-        from ktapjit.kernel_filter.language import FilterSyntaxError, parse_filter
 
         try:
             parse_eventdef(probe.eventdef)
         except EventDefError as exc:
             self.diags.error(probe.eventdef_span.shifted(exc.offset), exc.message)
         if probe.filter is not None:
+            from ktapjit.kernel_filter.language import FilterSyntaxError, parse_filter
+
             try:
                 parse_filter(probe.filter)
             except FilterSyntaxError as exc:

@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from typing import Callable, Iterable, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Protocol
 
 from ktapjit.events.records.decode import (
     Comm, DecodeError, Exit, Fork, Lost, LostSamples, Mmap, Mmap2, Sample, has_time, iter_records,
 )
 from ktapjit.events.records.merge import StreamMerger
-from ktapjit.events.probes.symbolize import KernelSymbolizer
 from ktapjit.ir.func import Module
 from ktapjit.run_api import NativeFeed, Run
 from ktapjit.tracing.plan import StreamPlan
 from ktapjit.tracing.sample_event import ProfileEvent, SampleEvent
-from ktapjit.tracing.stacks import Stacks
+from ktapjit.tracing.stacks import Stacks, needs_stacks
+
+if TYPE_CHECKING:
+    from ktapjit.events.probes.symbolize import KernelSymbolizer
 
 
 # A timer fires at most this many times to catch up with one record's time.
@@ -61,8 +63,7 @@ class StreamDriver:
         heapq.heapify(self.timers)
         # Symbolizers for stack()/ustack(), only when the script samples or a
         # probe body asks for stacks.
-        wants = any(t.kind == "profile" for t in module.timers) or any(b.callchain for b in plan.bound)
-        self.stacks = Stacks(kernel_symbols) if wants else None
+        self.stacks = Stacks(kernel_symbols) if needs_stacks(module, plan) else None
 
     def feed(self, records: Iterable) -> bool:
         """Run the records; False once tracing has stopped (exit() or an error)."""

@@ -23,8 +23,6 @@ from ktapjit.events.printfmt.bytecode import UnsupportedArgstr, compile_argstr
 from ktapjit.events.records.decode import AttrTable
 from ktapjit.events.schema import EventFormat
 from ktapjit.ir.func import Module
-from ktapjit.kernel_filter.language import parse_filter
-from ktapjit.kernel_filter.native import UnsupportedFilter, compile_program
 from ktapjit.run_api import (
     ArgstrValue, ConstValue, DynamicField, FeedPlan, FeedProbe, FieldValue, FilterProgram, IdRoute, NilValue,
     SampleLayout, SiteName, SlotSource, TaskValue,
@@ -106,6 +104,10 @@ def _profile(bound: BoundProfile) -> FeedProbe:
 def _filter(bound: BoundEvent, module: Optional[Module]) -> Optional[FilterProgram]:
     if bound.matches is None:
         return None
+    # Imported here: a session whose probes have no filter never needs them.
+    from ktapjit.kernel_filter.language import parse_filter
+    from ktapjit.kernel_filter.native import UnsupportedFilter, compile_program
+
     try:
         code, patterns = compile_program(parse_filter(module.probes[bound.probe].filter), bound.fmt)
     except UnsupportedFilter:

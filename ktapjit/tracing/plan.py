@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ktapjit.diag import CompileError, Diagnostic, Span
-from ktapjit.events.probes.probe_sites import SITE_FIELD, SiteTable, site_name, site_offset, without_site
-from ktapjit.events.probes.probe_targets import find_target, is_bare_name
 from ktapjit.events.printfmt.closures import compile_print_fmt
 from ktapjit.events.schema import EventFormat
 from ktapjit.events.errors import EventsError
@@ -32,9 +30,15 @@ from ktapjit.events.tracefs import GLOB_CHARS, close_matches_hint, select_tracep
 from ktapjit.frontend.eventdef import (
     FtraceSpec, KprobeSpec, SdtSpec, TracepointSpec, UprobeSpec, parse_eventdef,
 )
-from ktapjit.kernel_filter.language import check_filter, compile_filter, filter_to_kernel_text, parse_filter, unreplayable
 from ktapjit.ir.func import Func, Module, ProbeInfo
 from ktapjit.ir.ops import Op
+
+if TYPE_CHECKING:
+    from ktapjit.events.probes.probe_sites import SiteTable
+
+# Imported where used: site tables, located targets and filters
+# (events.probes, kernel_filter) cost start-up that a plain tracepoint
+# script, or a replay, never needs (docs/performance-notes.md, Start-up).
 
 
 @dataclass(eq=False)
@@ -76,6 +80,8 @@ class BoundEvent:
         event the name of the record's site (None: not in the table)."""
         if not self.sites:
             return self.probename
+        from ktapjit.events.probes.probe_sites import site_name
+
         name = site_name(self.sites, raw, self.site_offset)
         return None if name is None else name.encode()
 
@@ -137,6 +143,8 @@ class EventUniverse:
         """The spec with a library or program given by name (`libc` in
         `probe:libc:malloc`) replaced by its file; raises EventsError (one
         line, saying where it looked) when there is none."""
+        from ktapjit.events.probes.probe_targets import find_target, is_bare_name
+
         if isinstance(spec, (UprobeSpec, SdtSpec)) and is_bare_name(spec.path):
             return replace(spec, path=find_target(spec.path))
         return spec
@@ -163,7 +171,11 @@ def probe_specs(probe: ProbeInfo) -> list:
 
 
 def parse_probe_filter(probe: ProbeInfo):
-    return None if probe.filter is None else parse_filter(probe.filter)
+    if probe.filter is None:
+        return None
+    from ktapjit.kernel_filter.language import parse_filter
+
+    return parse_filter(probe.filter)
 
 
 def resolve_tracepoints(spec: TracepointSpec, universe: EventUniverse, span: Span, what: str) -> list[tuple[str, str]]:
@@ -243,6 +255,8 @@ def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFo
     matches = None
     filter_text = None
     if filter_node is not None:
+        from ktapjit.kernel_filter.language import check_filter, compile_filter, filter_to_kernel_text, unreplayable
+
         problems = check_filter(filter_node, fmt) or unreplayable(filter_node, fmt)
         if problems:
             message, offset = problems[0]
@@ -290,6 +304,8 @@ def _site_format(universe: EventUniverse, system: str, event: str,
     table = universe.site_table(system, event)
     if table is None:
         return fmt, None, 0
+    from ktapjit.events.probes.probe_sites import SITE_FIELD, site_offset, without_site
+
     offset = site_offset(fmt)
     if offset is None:
         _fail(span, f"{system}:{event} has a probe site table but its format has no {SITE_FIELD} field")

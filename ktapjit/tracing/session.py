@@ -25,15 +25,17 @@ are handled from before the first event is created (live.SignalGuard).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from ktapjit.events.probes.symbolize import KernelSymbolizer
 from ktapjit.events.errors import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Host, NativeFeed, Run, monotonic_ns
 from ktapjit.tracing.dispatch import LiveDriver, NativeDriver, StreamDriver
 from ktapjit.tracing.plan import StreamPlan, bind_profiles, has_dynamic_probes
-from ktapjit.tracing.stacks import replay_kernel_symbols
+from ktapjit.tracing.stacks import needs_stacks, replay_kernel_symbols
+
+if TYPE_CHECKING:
+    from ktapjit.events.probes.symbolize import KernelSymbolizer
 
 
 @dataclass
@@ -49,6 +51,8 @@ class RawStream:
 
 @dataclass
 class Session:
+    """A bound event source, ready to drive a run."""
+
     start_ns: int
     plan: StreamPlan  # sample id -> bound probes (filled in once live events are open)
     drive: Callable  # (driver) -> end time in ns
@@ -69,6 +73,8 @@ class Session:
 
 @dataclass
 class Outcome:
+    """How a driven run's stream ended."""
+
     end_ns: int
     lost: int
     stream_error: Optional[EventsError] = None
@@ -96,9 +102,11 @@ def replay_session(path: str, module: Module, progress=None) -> Session:
         return driver.last_time
 
     raw = RawStream(data.data_bytes, data.data_offset, data.attr_table)
+    # Only a script that takes stacks names kernel frames (StreamDriver).
+    kernel_symbols = replay_kernel_symbols(data.kernel_build_id, data.osrelease) \
+        if needs_stacks(module, replay.plan) else None
     return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw,
-                   kernel_symbols=replay_kernel_symbols(data.kernel_build_id, data.osrelease),
-                   warnings=replay.warnings, progress=progress)
+                   kernel_symbols=kernel_symbols, warnings=replay.warnings, progress=progress)
 
 
 def _recorded_host(data) -> Host:

@@ -27,11 +27,16 @@ recorded them, and as `[unknown]` frames on any other, as perf prints them.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ktapjit.events.records import perf_abi as abi
-from ktapjit.events.probes.symbolize import KernelSymbolizer, UserSymbolizer, running_kernel_build_id
 from ktapjit.semantics.stack_request import StackRequest
+
+if TYPE_CHECKING:
+    from ktapjit.events.probes.symbolize import KernelSymbolizer
+
+# events.probes.symbolize (ELF reading, kallsyms) is imported only by a
+# stream whose script takes stacks (`needs_stacks`): others never pay for it.
 
 _MAX = abi.PERF_CONTEXT_MAX
 _KERNEL = abi.PERF_CONTEXT_KERNEL
@@ -57,6 +62,8 @@ def replay_kernel_symbols(build_id: Optional[bytes], release: Optional[str]) -> 
     when the recording was made on the running kernel, judged by its build-id
     (by its release where either build-id is unknown); else a symbolizer that
     knows no symbol, since another kernel's addresses would get wrong names."""
+    from ktapjit.events.probes.symbolize import KernelSymbolizer, running_kernel_build_id
+
     running = running_kernel_build_id()
     if build_id is not None and running is not None:
         same = build_id == running
@@ -65,10 +72,18 @@ def replay_kernel_symbols(build_id: Optional[bytes], release: Optional[str]) -> 
     return None if same else KernelSymbolizer(text="")
 
 
+def needs_stacks(module, plan) -> bool:
+    """Whether a stream's script takes stacks: it samples (profile-N), or a
+    bound probe's body calls stack()/ustack()."""
+    return any(t.kind == "profile" for t in module.timers) or any(b.callchain for b in plan.bound)
+
+
 class Stacks:
     """The symbolizers of one stream, fed its side-band records by the driver."""
 
     def __init__(self, kernel: Optional[KernelSymbolizer] = None):
+        from ktapjit.events.probes.symbolize import UserSymbolizer
+
         self._kernel = kernel
         self.user = UserSymbolizer()
         self._kcache: dict[int, str] = {}
@@ -77,6 +92,8 @@ class Stacks:
     @property
     def kernel(self) -> KernelSymbolizer:
         if self._kernel is None:
+            from ktapjit.events.probes.symbolize import KernelSymbolizer
+
             self._kernel = KernelSymbolizer()
         return self._kernel
 

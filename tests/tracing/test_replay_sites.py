@@ -11,7 +11,7 @@ import pytest
 from ktapjit.events.probes.probe_sites import SiteTable
 from ktapjit.events.errors import EventsError
 from ktapjit.frontend.eventdef import parse_eventdef
-from ktapjit.tracing.replay import RecordedDynamicEvents
+from ktapjit.tracing.replay_dynamic import RecordedDynamicEvents
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 LIBM = "/usr/lib/x86_64-linux-gnu/libm.so.6"

@@ -39,7 +39,6 @@ from ktapjit.events.errors import PrintFmtError
 from ktapjit.events.printfmt.parse import LEN_BITS, _Spec, parse_print_fmt
 from ktapjit.events.printfmt.values import _MASK, _compile_num, _dyn_loc, _reader
 from ktapjit.events.schema import EventFormat, Field
-from ktapjit.kernel_filter.language import cpulist_text
 
 __all__ = [
     "UNSUPPORTED_HELPERS",
@@ -322,6 +321,8 @@ def _bitmask_text(data: bytes) -> bytes:
 def _cpumask_text(data: bytes) -> bytes:
     """CPU list with ranges: "0-3,8"."""
     bits = [i for i in range(len(data) * 8) if data[i // 8] >> (i % 8) & 1]
+    from ktapjit.kernel_filter.language import cpulist_text  # kernel_filter costs start-up few formats need
+
     return cpulist_text(bits).encode()
 
 
