@@ -39,6 +39,8 @@ class Span:
 
 @dataclass(slots=True)
 class Diagnostic:
+    """One error at a span, with an optional hint."""
+
     span: Span
     message: str
     hint: str | None = None

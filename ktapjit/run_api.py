@@ -65,6 +65,8 @@ class Aborted(BaseException):
 
 @dataclass(frozen=True)
 class RunConfig:
+    """What an engine run is given besides its module."""
+
     limits: Limits
     script_args: tuple[str, ...]  # arg[0] is the script path as given
     start_time_ns: int  # stream time before the first event (LANGUAGE.md: event time)

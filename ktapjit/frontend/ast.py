@@ -32,29 +32,39 @@ class Variable:
 
 @dataclass(eq=False, slots=True)
 class IntLit:
+    """An integer literal."""
+
     value: int
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class StrLit:
+    """A string literal, as bytes."""
+
     value: bytes
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class NilLit:
+    """`nil`."""
+
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class BoolLit:
+    """`true` or `false`."""
+
     value: bool
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class Name:
+    """A variable name; `var` is bound by resolve."""
+
     ident: str
     span: Span
     var: Optional[Variable] = None
@@ -62,6 +72,8 @@ class Name:
 
 @dataclass(eq=False, slots=True)
 class Index:
+    """`obj[key]` or `obj.key`."""
+
     obj: "Expr"
     key: "Expr"
     span: Span  # the `[` or `.`
@@ -69,6 +81,8 @@ class Index:
 
 @dataclass(eq=False, slots=True)
 class Call:
+    """A call; `builtin` is set by resolve when the callee is one."""
+
     callee: "Expr"
     args: list["Expr"]
     span: Span  # the `(`
@@ -77,6 +91,8 @@ class Call:
 
 @dataclass(eq=False, slots=True)
 class Binary:
+    """An arithmetic, comparison or concatenation operator."""
+
     op: str
     left: "Expr"
     right: "Expr"
@@ -85,6 +101,8 @@ class Binary:
 
 @dataclass(eq=False, slots=True)
 class Logical:
+    """`&&` or `||`: the right side runs only when needed."""
+
     op: str  # "&&" | "||"
     left: "Expr"
     right: "Expr"
@@ -93,6 +111,8 @@ class Logical:
 
 @dataclass(eq=False, slots=True)
 class Unary:
+    """`-x`, `!x` or `~x`."""
+
     op: str  # "-" | "!" | "~"
     operand: "Expr"
     span: Span
@@ -100,6 +120,8 @@ class Unary:
 
 @dataclass(eq=False, slots=True)
 class TableItem:
+    """One item of a table constructor."""
+
     key: Optional["Expr"]  # None: positional, numbered from 1
     value: "Expr"
     span: Span
@@ -107,12 +129,16 @@ class TableItem:
 
 @dataclass(eq=False, slots=True)
 class TableCons:
+    """A table constructor: `{...}`."""
+
     items: list[TableItem]
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class FuncExpr:
+    """A function: its parameters, body, and (filled by resolve) its variables."""
+
     params: list[Name]
     body: "Block"
     span: Span
@@ -148,12 +174,16 @@ Expr = Union[
 
 @dataclass(eq=False, slots=True)
 class Block:
+    """A statement list."""
+
     stmts: list["Stmt"]
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class VarDecl:
+    """`var a, b = x, y`."""
+
     names: list[Name]
     values: list[Expr]
     span: Span
@@ -161,6 +191,8 @@ class VarDecl:
 
 @dataclass(eq=False, slots=True)
 class FuncDecl:
+    """`function NAME(...) ...`."""
+
     name: Name
     func: FuncExpr
     span: Span
@@ -168,6 +200,8 @@ class FuncDecl:
 
 @dataclass(eq=False, slots=True)
 class Assign:
+    """`a, b = x, y`."""
+
     targets: list[Expr]  # Name or Index
     values: list[Expr]
     span: Span
@@ -175,6 +209,8 @@ class Assign:
 
 @dataclass(eq=False, slots=True)
 class CompoundAssign:
+    """`target OP= value`."""
+
     op: str  # the arithmetic operator: "+", "-", "*", "/", "%"
     target: Expr
     value: Expr
@@ -183,12 +219,16 @@ class CompoundAssign:
 
 @dataclass(eq=False, slots=True)
 class CallStmt:
+    """A call whose result is dropped."""
+
     call: Call
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class If:
+    """`if` with its `elseif` clauses and `else`."""
+
     clauses: list[tuple[Expr, Block]]
     orelse: Optional[Block]
     span: Span
@@ -196,6 +236,8 @@ class If:
 
 @dataclass(eq=False, slots=True)
 class While:
+    """`while COND { ... }`."""
+
     cond: Expr
     body: Block
     span: Span
@@ -203,6 +245,8 @@ class While:
 
 @dataclass(eq=False, slots=True)
 class Repeat:
+    """`repeat { ... } until COND`."""
+
     body: Block
     cond: Expr
     span: Span
@@ -210,6 +254,8 @@ class Repeat:
 
 @dataclass(eq=False, slots=True)
 class ForNum:
+    """`for (i = start, limit[, step])`."""
+
     var: Name
     start: Expr
     limit: Expr
@@ -220,6 +266,8 @@ class ForNum:
 
 @dataclass(eq=False, slots=True)
 class ForC:
+    """`for (init; cond; update)`."""
+
     var: Name
     init: Expr
     cond: Optional[Expr]
@@ -230,6 +278,8 @@ class ForC:
 
 @dataclass(eq=False, slots=True)
 class ForIn:
+    """`for (k, v in pairs(table))`."""
+
     key: Name
     value: Optional[Name]
     table: Expr
@@ -240,17 +290,23 @@ class ForIn:
 
 @dataclass(eq=False, slots=True)
 class Break:
+    """`break`."""
+
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class Return:
+    """`return [value]`."""
+
     value: Optional[Expr]
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class Trace:
+    """`trace EVENTDEF [/FILTER/] { ... }`."""
+
     eventdef: str
     eventdef_span: Span
     filter: Optional[str]
@@ -261,12 +317,16 @@ class Trace:
 
 @dataclass(eq=False, slots=True)
 class TraceEnd:
+    """`trace_end { ... }`."""
+
     body: FuncExpr
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class Timer:
+    """`tick-N` or `profile-N { ... }`."""
+
     kind: str  # "tick" | "profile"
     period_ns: int
     text: str  # as written, e.g. "tick-10ms"

@@ -31,6 +31,8 @@ class EventDefError(Exception):
 
 @dataclass(frozen=True)
 class TracepointSpec:
+    """`SYSTEM:EVENT`, either part a glob."""
+
     system: str  # may hold glob characters
     event: str
     text: str
@@ -39,6 +41,8 @@ class TracepointSpec:
 
 @dataclass(frozen=True)
 class UprobeSpec:
+    """`probe:PATH:SYMBOL` (or its return probe)."""
+
     path: str
     symbol: str
     is_return: bool
@@ -49,6 +53,8 @@ class UprobeSpec:
 
 @dataclass(frozen=True)
 class KprobeSpec:
+    """`probe:FUNCTION` (or its return probe)."""
+
     function: str
     is_return: bool
     fetchargs: tuple[str, ...]
@@ -58,6 +64,8 @@ class KprobeSpec:
 
 @dataclass(frozen=True)
 class SdtSpec:
+    """`sdt:PATH:PROVIDER:NAME`: a USDT marker."""
+
     path: str
     provider: str
     name: str
@@ -67,6 +75,8 @@ class SdtSpec:
 
 @dataclass(frozen=True)
 class FtraceSpec:
+    """`ftrace:function`."""
+
     text: str
     offset: int
 

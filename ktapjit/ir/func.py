@@ -119,6 +119,8 @@ class ProbeInfo:
 
 @dataclass(eq=False)
 class TimerInfo:
+    """A `tick-N` or `profile-N` timer and its body."""
+
     kind: str  # "tick" | "profile"
     period_ns: int
     text: str

@@ -38,6 +38,8 @@ VARIADIC = -1
 
 @dataclass(frozen=True)
 class OpInfo:
+    """What an op takes and yields."""
+
     name: str
     nargs: int  # VARIADIC: any number, checked by min_args
     result: str  # "any", "int", "bool", "string", "table", "cell", "function", "keys", "none"
@@ -163,6 +165,8 @@ class BlockKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class BlockShape:
+    """The controls and successors a terminator has."""
+
     ncontrols: int  # VARIADIC for TailCall
     nsuccs: int
     doc: str

@@ -30,6 +30,8 @@ from ktapjit.ir.ssa_build import build_module
 
 @dataclass(frozen=True)
 class Step:
+    """One compile step, with the facts it needs and makes."""
+
     name: str
     run: Callable  # run(unit) -> None
     needs: frozenset[str]

@@ -47,12 +47,16 @@ EFFECTS = {
 
 @dataclass(frozen=True)
 class Param:
+    """One parameter of a runtime call."""
+
     ctype: str  # "int64_t", "const kval *", or an array parameter "int64_t[7]"
     name: str
 
 
 @dataclass(frozen=True)
 class Call:
+    """A runtime function the generated code calls."""
+
     ret: str
     name: str
     params: tuple[Param, ...]
@@ -324,6 +328,8 @@ CODE_CALLS = tuple(c for c in CALLS if c.code)
 
 @dataclass(frozen=True)
 class Field:
+    """One public field of the runtime's state."""
+
     ctype: str
     name: str
     size: int
@@ -369,6 +375,8 @@ def state_offsets() -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Member:
+    """One value of an Enum."""
+
     name: str  # the C name
     value: int
     doc: str = ""
@@ -376,6 +384,8 @@ class Member:
 
 @dataclass(frozen=True)
 class Enum:
+    """A table of named constants shared by C and Python."""
+
     title: str
     members: tuple[Member, ...]
     count: str = ""  # a C name for one past the last value, if any
@@ -403,6 +413,8 @@ TYPE_NAMES = ("nil", "boolean", "integer", "string", "table", "function")
 
 @dataclass(frozen=True)
 class Error:
+    """A runtime error code and its message."""
+
     name: str
     message: str  # the text k_err_message writes, with {fields} from err.a and err.b
     doc: str = ""

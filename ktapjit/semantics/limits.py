@@ -15,6 +15,8 @@ DEFAULT_MAX_STRING = 4096
 
 @dataclass(frozen=True)
 class Limits:
+    """The run's resource limits (the --max-* options)."""
+
     max_loop: int = DEFAULT_MAX_LOOP
     max_depth: int = DEFAULT_MAX_DEPTH
     max_table: int = DEFAULT_MAX_TABLE

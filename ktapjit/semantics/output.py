@@ -29,6 +29,8 @@ class AggEntry:
 
 @dataclass(frozen=True)
 class Item:
+    """One piece of a run's output."""
+
     kind: str
     text: bytes
     rows: tuple = ()

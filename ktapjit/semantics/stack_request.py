@@ -17,6 +17,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class StackRequest:
+    """Which frames a stack() or ustack() call asks for."""
+
     part: str  # "kernel" (stack) or "user" (ustack)
     depth: Optional[int] = None  # None: all frames
     skip: int = 0

@@ -48,6 +48,8 @@ STAR_NONE, STAR_WIDTH, STAR_PREC = 0, 1, 2
 
 @dataclass(frozen=True)
 class OpInfo:
+    """One argstr instruction: its stack effect."""
+
     name: str
     pops: int
     pushes: int
@@ -123,6 +125,8 @@ class UnsupportedArgstr(Exception):
 
 @dataclass(frozen=True)
 class ArgstrProgram:
+    """An argstr compiled to instructions and their constant bytes."""
+
     code: array  # array('q'), WIDTH words an instruction
     blob: bytes
 

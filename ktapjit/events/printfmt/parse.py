@@ -29,6 +29,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class _Tok:
+    """A token of a print fmt's argument list."""
+
     kind: str  # "id", "num", "str", "chr", "op", "end"
     text: str
 

@@ -107,6 +107,8 @@ class ReadValues:
 
 @dataclass(slots=True)
 class Comm:
+    """PERF_RECORD_COMM: a thread's new name (`exec`: by execve)."""
+
     pid: int
     tid: int
     comm: bytes
@@ -119,6 +121,8 @@ class Comm:
 
 @dataclass(slots=True)
 class Fork:
+    """PERF_RECORD_FORK: a new process or thread."""
+
     pid: int
     ppid: int
     tid: int
@@ -131,6 +135,8 @@ class Fork:
 
 @dataclass(slots=True)
 class Exit:
+    """PERF_RECORD_EXIT: a process or thread ended."""
+
     pid: int
     ppid: int
     tid: int
@@ -143,6 +149,8 @@ class Exit:
 
 @dataclass(slots=True)
 class Lost:
+    """PERF_RECORD_LOST: records the kernel dropped from a full ring."""
+
     id: int
     lost: int
     time: int | None
@@ -153,6 +161,8 @@ class Lost:
 
 @dataclass(slots=True)
 class LostSamples:
+    """PERF_RECORD_LOST_SAMPLES: samples the kernel could not write."""
+
     lost: int
     time: int | None
     cpu: int | None
@@ -163,6 +173,8 @@ class LostSamples:
 
 @dataclass(slots=True)
 class Throttle:
+    """PERF_RECORD_THROTTLE or UNTHROTTLE."""
+
     time: int | None
     id: int
     stream_id: int
@@ -174,6 +186,8 @@ class Throttle:
 
 @dataclass(slots=True)
 class Mmap:
+    """PERF_RECORD_MMAP: a mapping of a file."""
+
     pid: int
     tid: int
     addr: int
@@ -189,6 +203,8 @@ class Mmap:
 
 @dataclass(slots=True)
 class Mmap2:
+    """PERF_RECORD_MMAP2: a mapping, with the file's identity."""
+
     pid: int
     tid: int
     addr: int
@@ -211,6 +227,8 @@ class Mmap2:
 
 @dataclass(slots=True)
 class Read:
+    """PERF_RECORD_READ: counter values."""
+
     pid: int
     tid: int
     values: ReadValues
@@ -222,6 +240,8 @@ class Read:
 
 @dataclass(slots=True)
 class Switch:
+    """PERF_RECORD_SWITCH or SWITCH_CPU_WIDE: a context switch."""
+
     out: bool
     next_prev_pid: int | None
     next_prev_tid: int | None
@@ -233,6 +253,8 @@ class Switch:
 
 @dataclass(slots=True)
 class FinishedRound:
+    """PERF_RECORD_FINISHED_ROUND: the ordering barrier of a perf.data file."""
+
     time: None = None
     cpu: None = None
     offset: int = 0
