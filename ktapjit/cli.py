@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import io
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from typing import BinaryIO, Optional, Sequence
 
 from ktapjit import __version__
@@ -505,7 +507,8 @@ def _cmd_list(ns, out: BinaryIO) -> int:
 def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     path, source = _load_source(ns)
     _check_mode_options(ns)
-    module = _compile(path, source, _limits(ns), ns, err).module
+    with _no_collection():
+        module = _compile(path, source, _limits(ns), ns, err).module
     if ns.engine == "compare":
         if ns.metrics is not None or ns.exports:
             raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
@@ -562,6 +565,30 @@ def _open_exporter(ns, module, err: BinaryIO):
     return exporter
 
 
+_own_process = False  # set by entry(): the process is this command, nothing else lives in it
+
+
+@contextmanager
+def _no_collection():
+    """Cyclic garbage collection off for a start-up step. Compiling, binding
+    and loading allocate tens of thousands of objects that live for the
+    whole run, and almost no cyclic garbage (a few dozen objects): collecting
+    would only scan them again and again (docs/performance-notes.md,
+    Start-up). The command's own process then freezes them, so that no later
+    collection scans them either, as a live trace does (tracing/live.py); an
+    in-process caller's heap is left alone. The script's code runs with
+    collection on."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if _own_process:
+            gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO, err: BinaryIO,
                 wrap=None, notices: Optional[BinaryIO] = None, start_ns: Optional[int] = None) -> int:
     """One engine over the session `open_session()` gives (None: no events;
@@ -569,7 +596,8 @@ def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO
     errors go to `err`; the session's own lines (events lost, a dynamic event
     left behind) to `notices`, by default `err` too."""
     notices = err if notices is None else notices
-    session = open_session()
+    with _no_collection():
+        session = open_session()
     try:
         if session is not None:
             start_ns = session.start_ns
@@ -801,7 +829,8 @@ def _writer(sink):
 
 def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO,
              wrap, notices: BinaryIO) -> int:
-    run = _load(engine_name, module, config, sink)
+    with _no_collection():
+        run = _load(engine_name, module, config, sink)
     if wrap is not None:
         run = wrap(run)
     outcome = None
@@ -834,4 +863,6 @@ def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryI
 
 
 def entry() -> None:
+    global _own_process
+    _own_process = True
     sys.exit(main())
