@@ -129,9 +129,10 @@ def _live_overhead(results: dict, name: str) -> Optional[float]:
     return None
 
 
-def _startup_warm(results: dict, engine: str) -> Optional[float]:
+def _startup_warm(results: dict, engine: str, command: str = "print") -> Optional[float]:
     for row in _section(results, "startup").get("rows", []):
-        if row["engine"] == engine and row.get("available") and not row.get("error"):
+        if row["engine"] == engine and row.get("command", "print") == command and row.get("available") \
+                and not row.get("error"):
             return row.get("warm_median_s")
     return None
 
@@ -251,18 +252,22 @@ def compile_table(results: dict) -> Table:
 
 def startup_table(results: dict) -> Table:
     sec = _section(results, "startup")
-    t = Table(f"Start-up: ktapjit run --engine E -e '{sec.get('program', '')}'",
-              ["engine", "cold ms (median)", "warm ms (median)", "runs cold/warm", "peak RSS MiB"],
+    commands = sec.get("commands") or {"print": f"-e '{sec.get('program', '')}'"}
+    t = Table("Start-up: ktapjit run --engine E ARGS",
+              ["ARGS", "engine", "cold ms (median)", "warm ms (median)", "warm goal (jit)", "runs cold/warm",
+               "peak RSS MiB"],
               note="cold: empty ktapjit caches (JIT runtime and objects); warm: "
                    "the same caches filled. Python bytecode and the page cache are warm in both." + rss_note(results))
     for row in sec.get("rows", []):
+        args = commands.get(row.get("command", "print"), "")
+        goal = f"<= {row['goal_s'] * 1e3:.0f} ms" if row.get("goal_s") and row["engine"] == "jit" else ""
         if not row.get("available"):
-            t.rows.append([row["engine"], NOT_AVAILABLE, "", "", ""])
+            t.rows.append([args, row["engine"], NOT_AVAILABLE, "", "", "", ""])
         elif row.get("error"):
-            t.rows.append([row["engine"], f"failed: {row['error']}", "", "", ""])
+            t.rows.append([args, row["engine"], f"failed: {row['error']}", "", "", "", ""])
         else:
             ms = lambda s: num(s * 1e3) if s is not None else "n/a"
-            t.rows.append([row["engine"], ms(row["cold_median_s"]), ms(row["warm_median_s"]),
+            t.rows.append([args, row["engine"], ms(row["cold_median_s"]), ms(row["warm_median_s"]), goal,
                            f"{len(row['cold_s'])}/{len(row['warm_s'])}", mib(row["max_rss_kib"])])
     return t
 
@@ -364,11 +369,14 @@ def targets_table(results: dict) -> Table:
                    f"{num(v)} ms ({w})" if v is not None else na(jit_here), _met(v, lambda x: x <= 30),
                    f"script -> IR alone up to {num(ir_only[0])} ms/probe ({ir_only[1]})" if ir_only[0] else "n/a"])
 
-    # 7. Start-up of `ktapjit run --jit -e 'print("hi")'` <= 250 ms (warm).
-    v, iv = _startup_warm(results, "jit"), _startup_warm(results, "interp")
-    t.rows.append(["ktapjit run --jit -e 'print(\"hi\")' <= 250 ms (warm)",
-                   f"{num(v * 1e3)} ms" if v is not None else na(jit_cli), _met(v, lambda x: x <= 0.25),
-                   f"interp {num(iv * 1e3)} ms" if iv is not None else "n/a"])
+    # 7. Start-up (warm), issue 17: `ktapjit run --jit -e 'print("hi")'` <= 100 ms, and the
+    # replay `make run` shows <= 150 ms.
+    for command, label, goal in (("print", "ktapjit run --jit -e 'print(\"hi\")'", 0.100),
+                                 ("replay", "ktapjit run --replay examples/data/demo.data examples/syscount.kp", 0.150)):
+        v, iv = _startup_warm(results, "jit", command), _startup_warm(results, "interp", command)
+        t.rows.append([f"{label} <= {goal * 1e3:.0f} ms (warm)",
+                       f"{num(v * 1e3)} ms" if v is not None else na(jit_cli), _met(v, lambda x, g=goal: x <= g),
+                       f"interp {num(iv * 1e3)} ms" if iv is not None else "n/a"])
 
     # 8. Live overhead no worse than perf record.
     perf = _live_overhead(results, "perf record")

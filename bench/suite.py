@@ -184,15 +184,19 @@ def run_startup(ctx: Context) -> dict:
     from bench import startup
 
     rows = []
-    for engine in ctx.cli:
-        if not engine.available:
-            rows.append({"engine": engine.name, "available": False, "reason": engine.reason})
-            ctx.skip("startup", f"ktapjit --engine {engine.name}", engine.reason)
-            continue
-        ctx.log(f"[startup] {engine.name}")
-        timing = startup.measure(ctx.ktapjit, engine.name, ctx.profile.startup_cold, ctx.profile.startup_warm)
-        rows.append({**timing.as_json(), "available": True})
-    return {"program": startup.PROGRAM, "rows": rows}
+    for command in startup.COMMANDS:
+        for engine in ctx.cli:
+            if not engine.available:
+                rows.append({"engine": engine.name, "command": command.name, "available": False,
+                             "reason": engine.reason})
+                ctx.skip("startup", f"ktapjit --engine {engine.name} ({command.name})", engine.reason)
+                continue
+            ctx.log(f"[startup] {command.name} {engine.name}")
+            timing = startup.measure(ctx.ktapjit, engine.name, ctx.profile.startup_cold, ctx.profile.startup_warm,
+                                     command)
+            rows.append({**timing.as_json(), "available": True})
+    return {"program": startup.PROGRAM, "commands": {c.name: c.text for c in startup.COMMANDS},
+            "rows": rows}
 
 
 # -- live overhead --------------------------------------------------------------------------
