@@ -1,0 +1,927 @@
+"""The IR-to-eBPF lowering: one program per (kernel-placed probe, event),
+as LLVM IR text for bpfel, and the maps the programs share (docs/bpf.md,
+"Lowering").
+
+A script value in a program is a `Lowered`: an i64 tag (layout.TAG_*), i64
+bits (the integer, the boolean, a string's length) and, for a value that may
+be a string, a pointer to a zero-padded stack or map buffer of `cap` bytes.
+Tags that are constants fold away at O2, so integer code is plain integer
+code. Tables and functions are compile-time references: a table global is
+its map, a function global is inlined at each call.
+
+What is not lowered yet raises NotLowered at the construct: the probe then
+runs in user space (KernelPlan.not_lowered), with that reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ktapjit.bpf import layout
+from ktapjit.bpf import syscall as sc
+from ktapjit.bpf.attach import prog_type_for
+from ktapjit.bpf.kernel_plan import (FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_FOR, FAULT_LOOP,
+                                     FAULT_NIL_INDEX, FAULT_OVERFLOW, AuxMap, ErrorSite, KernelEvent,
+                                     KernelPlan, KernelProgram, MapSpec)
+from ktapjit.bpf.layout import TAG_BOOL, TAG_INT, TAG_NIL, TAG_STRING, KeyLayout, ValueLayout, pad8
+from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_SMP_PROCESSOR_ID, KTIME_GET_NS,
+                                   MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PROBE_READ_KERNEL,
+                                   RINGBUF_OUTPUT, FunctionText, module_text)
+from ktapjit.bpf.placement import KERNEL, KERNEL_STRING_MAX, Analysis, Reason
+from ktapjit.diag import Span
+from ktapjit.ir.func import Block, Func, Module, Value
+from ktapjit.ir.ops import ARITH_SYMBOL, Op
+from ktapjit.semantics.intmath import TIME_DIVISORS
+from ktapjit.semantics.limits import Limits
+
+SEQ_MAP = "ktj_seq"  # per-CPU u64: the sequence part of first-insert stamps
+FAULT_MAP = "ktj_faults"  # ring buffer of (site u32, kind u32, detail i64)
+FAULT_RING_BYTES = 64 * 1024
+FAULT_RECORD = 16
+E2BIG = 7  # an insert into a full map (max_entries = --max-table)
+COMM_BYTES = 16  # TASK_COMM_LEN
+
+
+class NotLowered(Exception):
+    """A construct this lowering does not handle yet: its probe stays in user space."""
+
+    def __init__(self, construct: str, span: Optional[Span]):
+        super().__init__(construct)
+        self.construct = construct
+        self.span = span
+
+
+@dataclass
+class Lowered:
+    tag: str
+    bits: str
+    sptr: str = "null"
+    cap: int = 0  # bytes the string buffer holds; 0: never a string
+
+
+@dataclass(frozen=True)
+class TableRef:
+    slot: int
+
+
+@dataclass(frozen=True)
+class FuncRef:
+    func: Func
+
+
+NIL = Lowered(str(TAG_NIL), "0")
+
+
+def _int(value: str) -> Lowered:
+    return Lowered(str(TAG_INT), value)
+
+
+# ------------------------------------------------------------ the whole plan
+
+
+def lower_module(module: Module, analysis: Analysis, limits: Limits,
+                 events: list[KernelEvent]) -> KernelPlan:
+    """The KernelPlan for the probes `analysis` placed in the kernel, on
+    `events` (KernelEvents of other probes are ignored)."""
+    kernel = {i for i, p in enumerate(module.probes) if _placement_of(analysis, p) == KERNEL}
+    state = _PlanState(module, analysis, limits)
+    for _round in range(8):  # string slots and refusals settle in a few rounds
+        before = (dict(state.slots), dict(state.phi_caps), dict(state.not_lowered))
+        state.start_round()
+        programs = []
+        for index, event in enumerate(events):
+            if event.probe not in kernel or event.probe in state.not_lowered:
+                continue
+            name = f"k{event.probe}e{index}_{event.event}"[:15]
+            try:
+                programs.append(_ProgramLowering(state, event, name).lower())
+            except NotLowered as exc:
+                span = exc.span or module.probes[event.probe].func.span
+                state.not_lowered[event.probe] = Reason(f"{exc.construct} (not lowered yet)", span)
+        state.spread_thread_state(programs)
+        if (dict(state.slots), dict(state.phi_caps), dict(state.not_lowered)) == before:
+            break
+    programs = [p for p in programs if p.probe not in state.not_lowered]
+    texts = [KernelProgram(p.probe, p.event, p.name, prog_type_for(p.event.kind),
+                           module_text([p.fn], sorted(p.maps_used))) for p in programs]
+    used = set().union(*(p.cells_used for p in programs)) if programs else set()
+    maps = [state.map_spec(slot) for slot in sorted(used)]
+    aux = [AuxMap(SEQ_MAP, sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1),
+           AuxMap(FAULT_MAP, sc.BPF_MAP_TYPE_RINGBUF, 0, 0, FAULT_RING_BYTES)] if programs else []
+    return KernelPlan(texts, maps, aux, dict(state.sites), dict(state.not_lowered))
+
+
+def _placement_of(analysis: Analysis, probe) -> Optional[str]:
+    for placement in analysis.placements:
+        if placement.target is probe:
+            return placement.where
+    return None
+
+
+class _PlanState:
+    """What the programs of one plan share: the maps' string slots, the
+    error sites, and the probes refused so far."""
+
+    def __init__(self, module: Module, analysis: Analysis, limits: Limits):
+        self.module = module
+        self.analysis = analysis
+        self.limits = limits
+        self.slots: dict[tuple, int] = {}  # (slot, "key"|"value") -> string bytes
+        self.phi_caps: dict[tuple, int] = {}  # (program, instance, value id) -> string bytes
+        self.not_lowered: dict[int, Reason] = {}
+        self.sites: dict[int, ErrorSite] = {}
+
+    def start_round(self) -> None:
+        self.sites = {}
+
+    def site(self, span: Optional[Span], kind: int, limit: int = 0, text: str = "") -> int:
+        site = len(self.sites) + 1
+        self.sites[site] = ErrorSite(site, span, kind, limit, text)
+        return site
+
+    def need(self, slot: int, part: str, cap: int) -> int:
+        """The string slot of a map's keys or values, grown to hold `cap`."""
+        key = (slot, part)
+        self.slots[key] = max(self.slots.get(key, 0), cap)
+        return self.slots[key]
+
+    def cell(self, slot: int, table: bool) -> str:
+        return f"{'t' if table else 'g'}{slot}"
+
+    def family(self, slot: int, span: Optional[Span]) -> tuple:
+        table = slot in self.analysis.table_globals
+        name = self.module.global_names[slot]
+        use = self.analysis.cells.get(self.cell(slot, table))
+        if use is None or not use.written:
+            return ("readonly",)
+        if use.thread_local:
+            return ("thread",)
+        families = set(use.families)
+        if len(families) != 1:
+            raise NotLowered(f"`{name}` is updated in more than one way in one map", span)
+        [family] = families
+        if family[0] in ("+=", "max", "min") or (family[0] == "const" and family[1] is not None):
+            return family
+        raise NotLowered(f"{_family_name(family)} updates of `{name}`", span)
+
+    def map_name(self, slot: int) -> str:
+        return f"m{slot}_{self.module.global_names[slot]}"[:15]
+
+    def map_spec(self, slot: int) -> MapSpec:
+        table = slot in self.analysis.table_globals
+        family = self.family(slot, None)
+        percpu = family[0] in ("+=", "max", "min", "const")
+        if table:
+            map_type = sc.BPF_MAP_TYPE_PERCPU_HASH if percpu else sc.BPF_MAP_TYPE_HASH
+            entries = self.limits.max_table
+        else:
+            map_type = sc.BPF_MAP_TYPE_PERCPU_ARRAY if percpu else sc.BPF_MAP_TYPE_ARRAY
+            entries = 1
+        return MapSpec(self.map_name(slot), self.module.global_names[slot], slot, not table, family, map_type,
+                       KeyLayout(self.slots.get((slot, "key"), 0)),
+                       ValueLayout(self.slots.get((slot, "value"), 0)), entries)
+
+    def spread_thread_state(self, programs: list["_ProgramLowering"]) -> None:
+        """Per-thread state runs on one side: a refused probe takes the
+        others that share such a table with it."""
+        refused_cells = set()
+        for slot_cells in [self._cells_of_probe(p) for p in self.not_lowered]:
+            refused_cells |= slot_cells
+        for program in programs:
+            shared = {c for c in program.cells_used if self.family(c, None) == ("thread",)} & refused_cells
+            if shared and program.probe not in self.not_lowered:
+                slot = min(shared)
+                self.not_lowered[program.probe] = Reason(
+                    f"`{self.module.global_names[slot]}` is per-thread state also used by a probe that is "
+                    "not lowered yet", self.module.probes[program.probe].func.span)
+
+    def _cells_of_probe(self, probe: int) -> set[int]:
+        out = set()
+        for value in _reachable_values(self.module.probes[probe].func, self.analysis):
+            if value.op is Op.GlobalGet and value.aux in self.analysis.table_globals:
+                out.add(value.aux)
+        return out
+
+
+def _reachable_values(func: Func, analysis: Analysis, seen=None):
+    seen = seen if seen is not None else set()
+    if func in seen:
+        return
+    seen.add(func)
+    for value in func.values():
+        yield value
+        if value.op is Op.GlobalGet and value.aux in analysis.func_globals:
+            yield from _reachable_values(analysis.func_globals[value.aux], analysis, seen)
+
+
+def _family_name(family: tuple) -> str:
+    if family[0] == "const":
+        return "`= nil` (delete)"
+    return {"=": "computed"}.get(family[0], family[0] if not family[0].isalpha() else family[0] + "()")
+
+
+# ------------------------------------------------------------ one program
+
+
+@dataclass
+class _Instance:
+    """One inlined copy of an IR function: its values, its blocks' labels."""
+
+    func: Func
+    prefix: str
+    args: list
+    values: dict = field(default_factory=dict)
+    exits: dict = field(default_factory=dict)  # IR block -> the LLVM label it ends in
+    phis: list = field(default_factory=list)  # (phi Value, its three result names, cap), filled at the end
+    returns: list = field(default_factory=list)  # (label, Lowered) of each return
+    tick: str = ""  # the back-edge counter of this call
+
+
+class _ProgramLowering:
+    def __init__(self, state: _PlanState, event: KernelEvent, name: str):
+        self.state = state
+        self.event = event
+        self.probe = event.probe
+        self.name = name
+        self.fn = FunctionText(name)
+        self.maps_used: set[str] = set()
+        self.cells_used: set[int] = set()
+        self.buffers: dict[tuple, str] = {}
+        self.instances = 0
+        self.depth = 0
+
+    # -- driving
+
+    def lower(self) -> "_ProgramLowering":
+        probe = self.state.module.probes[self.probe]
+        if probe.filter is not None:
+            raise NotLowered("a /FILTER/", probe.filter_span)
+        fn = self.fn
+        self.use_map(SEQ_MAP)
+        self.use_map(FAULT_MAP)
+        if self.event.pid is not None:
+            pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
+            tgid = fn.op(f"lshr i64 {pid_tgid}, 32")
+            mine = fn.op(f"icmp eq i64 {tgid}, {self.event.pid}")
+            body, skip = fn.new_label("body"), fn.new_label("skip")
+            fn.cond_br(mine, body, skip)
+            fn.start(skip)
+            fn.emit("ret i64 0")
+            fn.start(body)
+        self.inline(probe.func, [])
+        return self
+
+    def inline(self, func: Func, args: list) -> _Instance:
+        """Lower `func` here; its returns jump to a fresh label, which is
+        where lowering goes on (the caller reads `returns`)."""
+        self.instances += 1
+        instance = _Instance(func, f"i{self.instances}", args)
+        fn = self.fn
+        tick = fn.alloca(8)
+        fn.store("i64", "0", tick)
+        instance.tick = tick
+        fn.br(self.label(instance, func.entry))
+        for block in func.blocks:
+            fn.start(self.label(instance, block))
+            self.lower_block(instance, block)
+        self.fill_phis(instance)
+        return instance
+
+    def label(self, instance: _Instance, block: Block) -> str:
+        return f"{instance.prefix}b{block.id}"
+
+    def lower_block(self, instance: _Instance, block: Block) -> None:
+        for value in block.instrs:
+            instance.values[value] = self.lower_value(instance, value)
+        self.terminate(instance, block)
+
+    def terminate(self, instance: _Instance, block: Block) -> None:
+        fn = self.fn
+        kind = block.kind
+        if kind == "TailCall":
+            callee, *args = [instance.values[c] for c in block.controls]
+            result = self.call(callee, args, block.span)
+            self.finish_return(instance, block, result)
+            return
+        if kind == "Return":
+            result = instance.values[block.controls[0]] if block.controls else NIL
+            self.finish_return(instance, block, result)
+            return
+        instance.exits[block] = fn.label
+        if kind == "Plain":
+            fn.br(self.label(instance, block.succs[0]))
+        elif kind == "If":
+            cond = self.truth(instance.values[block.controls[0]])
+            fn.cond_br(cond, self.label(instance, block.succs[0]), self.label(instance, block.succs[1]))
+        else:
+            raise NotLowered("exit()", block.span)
+
+    def finish_return(self, instance: _Instance, block: Block, result) -> None:
+        fn = self.fn
+        instance.exits[block] = fn.label
+        if instance.prefix == "i1":
+            fn.emit("ret i64 0")
+            return
+        if not isinstance(result, Lowered):
+            raise NotLowered("a function returning a table or a function", block.span)
+        instance.returns.append((fn.label, result))
+        fn.br(f"{instance.prefix}ret")
+
+    def fill_phis(self, instance: _Instance) -> None:
+        for value, names, cap in instance.phis:
+            incoming = []
+            for pred, arg in zip(value.block.preds, value.args):
+                lowered = instance.values.get(arg)
+                if not isinstance(lowered, Lowered):
+                    raise NotLowered("a table or a function chosen at run time", value.span)
+                incoming.append((instance.exits[pred], lowered))
+            key = (self.name, instance.prefix, value.id)
+            needed = max((lv.cap for _l, lv in incoming), default=0)
+            if needed > self.state.phi_caps.get(key, 0):
+                self.state.phi_caps[key] = needed
+            tag, bits, sptr = names
+            for i, (ty, part) in enumerate((("i64", "tag"), ("i64", "bits"), ("ptr", "sptr"))):
+                pairs = ", ".join(f"[ {getattr(lv, part)}, %{label} ]" for label, lv in incoming)
+                line_index = self.fn.lines.index(f"  ;phi {names[i]}")
+                self.fn.lines[line_index] = f"  {names[i]} = phi {ty} {pairs}"
+
+    # -- values
+
+    def lower_value(self, instance: _Instance, v: Value):
+        handler = _HANDLERS.get(v.op)
+        if handler is None:
+            raise NotLowered(_op_text(v.op), v.span or self.where(v))
+        args = [instance.values.get(a) for a in v.args] if v.op is not Op.Phi else []
+        return handler(self, instance, v, args)
+
+    def where(self, v: Value) -> Optional[Span]:
+        for before in reversed(v.block.instrs[:v.block.instrs.index(v)]):
+            if before.span is not None:
+                return before.span
+        return v.block.func.span
+
+    def int_operand(self, lv, v: Value, site_kind: int = FAULT_ARITH, text: str = "") -> str:
+        """`lv`'s integer; a fault with its type when it is not one."""
+        if not isinstance(lv, Lowered):
+            raise NotLowered("arithmetic on a table or a function", v.span)
+        if lv.tag == str(TAG_INT):
+            return lv.bits
+        fn = self.fn
+        bad = fn.op(f"icmp ne i64 {lv.tag}, {TAG_INT}")
+        self.fault_if(bad, self.state.site(v.span, site_kind, text=text), lv.tag)
+        return lv.bits
+
+    def fault_if(self, cond: str, site: int, detail: str) -> None:
+        """When `cond` holds: report (site, detail) on the fault ring and end
+        the program (the run stops tracing, as the interpreter stops)."""
+        fn = self.fn
+        bad, good = fn.new_label("fault"), fn.new_label("ok")
+        fn.cond_br(cond, bad, good)
+        fn.start(bad)
+        record = self.buffer(("fault",), FAULT_RECORD)
+        fn.store("i32", str(site), record)
+        kind = self.state.sites[site].kind
+        fn.store("i32", str(kind), fn.gep(record, 4))
+        fn.store("i64", detail, fn.gep(record, 8))
+        self.use_map(FAULT_MAP)
+        fn.helper_void(RINGBUF_OUTPUT, f"ptr @{FAULT_MAP}, ptr {record}, i64 {FAULT_RECORD}, i64 0")
+        fn.emit("ret i64 0")
+        fn.start(good)
+
+    def truth(self, lv) -> str:
+        """i1: not nil and not false."""
+        if not isinstance(lv, Lowered):
+            return "true"
+        fn = self.fn
+        is_nil = fn.op(f"icmp eq i64 {lv.tag}, {TAG_NIL}")
+        is_bool = fn.op(f"icmp eq i64 {lv.tag}, {TAG_BOOL}")
+        zero = fn.op(f"icmp eq i64 {lv.bits}, 0")
+        false = fn.op(f"and i1 {is_bool}, {zero}")
+        falsy = fn.op(f"or i1 {is_nil}, {false}")
+        return fn.op(f"xor i1 {falsy}, true")
+
+    def boolean(self, cond: str) -> Lowered:
+        return Lowered(str(TAG_BOOL), self.fn.op(f"zext i1 {cond} to i64"))
+
+    def string_const(self, text: bytes) -> Lowered:
+        fn = self.fn
+        cap = max(8, pad8(len(text)))
+        buf = fn.alloca(cap)
+        padded = text.ljust(cap, b"\0")
+        for at in range(0, cap, 8):
+            word = int.from_bytes(padded[at:at + 8], "little", signed=True)
+            fn.store("i64", str(word), fn.gep(buf, at))
+        return Lowered(str(TAG_STRING), str(len(text)), buf, cap)
+
+    # -- maps
+
+    def buffer(self, purpose: tuple, size: int) -> str:
+        """A stack buffer shared by every use for one purpose in this
+        program: the BPF stack is 512 bytes. Sizes are final in the last
+        round of lower_module, where string slots no longer grow."""
+        if purpose not in self.buffers:
+            self.buffers[purpose] = self.fn.alloca(size)
+        return self.buffers[purpose]
+
+    def use_map(self, name: str) -> str:
+        self.maps_used.add(name)
+        return f"@{name}"
+
+    def map_of(self, slot: int, span: Optional[Span]) -> tuple[MapSpec, str]:
+        self.state.family(slot, span)  # refuses what is not lowered yet
+        self.cells_used.add(slot)
+        spec = self.state.map_spec(slot)
+        return spec, self.use_map(spec.name)
+
+    def key_of(self, slot: int, spec: MapSpec, key: Optional[Lowered]) -> str:
+        """A stack buffer holding the map key for `key` (the scalar's 0)."""
+        fn = self.fn
+        if spec.scalar:
+            buf = self.buffer(("key", slot), 8)
+            fn.store("i32", "0", buf)
+            return buf
+        size = KeyLayout(self.state.need(slot, "key", key.cap)).size
+        buf = self.buffer(("key", slot), size)  # one per map: each access fills it whole
+        fn.memset(buf, size)
+        fn.store("i8", fn.op(f"trunc i64 {key.tag} to i8"), buf)
+        if key.cap:
+            is_string = fn.op(f"icmp eq i64 {key.tag}, {TAG_STRING}")
+            length = fn.op(f"select i1 {is_string}, i64 {key.bits}, i64 0")
+            fn.store("i32", fn.op(f"trunc i64 {length} to i32"), fn.gep(buf, 4))
+            copy, scalar, done = fn.new_label("kstr"), fn.new_label("kint"), fn.new_label("kdone")
+            fn.cond_br(is_string, copy, scalar)
+            fn.start(copy)
+            fn.memcpy(fn.gep(buf, layout.KEY_HEADER), key.sptr, key.cap)
+            fn.br(done)
+            fn.start(scalar)
+            fn.store("i64", key.bits, fn.gep(buf, layout.KEY_HEADER))
+            fn.br(done)
+            fn.start(done)
+        else:
+            fn.store("i64", key.bits, fn.gep(buf, layout.KEY_HEADER))
+        return buf
+
+    def lookup(self, map_ref: str, key_buf: str) -> str:
+        return self.fn.helper(MAP_LOOKUP_ELEM, "ptr", f"ptr {map_ref}, ptr {key_buf}")
+
+    def read_slot(self, spec: MapSpec, ptr: str) -> Lowered:
+        """The value a present slot holds (a nil tag in a per-CPU slot this
+        CPU never stored into)."""
+        fn = self.fn
+        tag = fn.load("i64", ptr)
+        bits = fn.load("i64", fn.gep(ptr, layout.VALUE_BITS))
+        cap = self.state.slots.get((spec.slot, "value"), 0)
+        if cap:
+            return Lowered(tag, bits, fn.gep(ptr, layout.VALUE_STRING), cap)
+        return Lowered(tag, bits)
+
+    def read_cell(self, slot: int, key: Optional[Lowered], span: Optional[Span]) -> Lowered:
+        fn = self.fn
+        spec, ref = self.map_of(slot, span)
+        ptr = self.lookup(ref, self.key_of(slot, spec, key))
+        found = fn.op(f"icmp ne ptr {ptr}, null")
+        here, absent, join = fn.new_label("got"), fn.new_label("absent"), fn.new_label("read")
+        fn.cond_br(found, here, absent)
+        fn.start(here)
+        value = self.read_slot(spec, ptr)
+        fn.br(join)
+        fn.start(absent)
+        fn.br(join)
+        fn.start(join)
+        # read_slot emits no branches: the block that loads is still `here`
+        tag = fn.op(f"phi i64 [ {value.tag}, %{here} ], [ {TAG_NIL}, %{absent} ]")
+        bits = fn.op(f"phi i64 [ {value.bits}, %{here} ], [ 0, %{absent} ]")
+        sptr = value.sptr
+        if value.cap:
+            sptr = fn.op(f"phi ptr [ {value.sptr}, %{here} ], [ null, %{absent} ]")
+        return Lowered(tag, bits, sptr, value.cap)
+
+    def write_cell(self, slot: int, key: Optional[Lowered], value: Lowered, v: Value) -> None:
+        fn = self.fn
+        spec, ref = self.map_of(slot, v.span)
+        key_buf = self.key_of(slot, spec, key)
+        if value.cap:
+            self.state.need(slot, "value", value.cap)
+        if spec.family == ("thread",) and value.tag == str(TAG_NIL):
+            fn.helper_void(MAP_DELETE_ELEM, f"ptr {ref}, ptr {key_buf}")
+            return
+        ptr = self.lookup(ref, key_buf)
+        if not spec.scalar:
+            ptr = self.insert_if_absent(spec, ref, key_buf, ptr, v)
+        else:
+            missing = fn.op(f"icmp eq ptr {ptr}, null")
+            self.end_if(missing)
+        self.store_slot(spec, ptr, value)
+        if not spec.scalar:
+            self.stamp_if_new(ptr)
+
+    def end_if(self, cond: str) -> None:
+        """Ends the program quietly when `cond` holds (a lookup the verifier
+        needs checked, which cannot fail: array slot 0, a key just inserted)."""
+        fn = self.fn
+        stop, go = fn.new_label("stop"), fn.new_label("go")
+        fn.cond_br(cond, stop, go)
+        fn.start(stop)
+        fn.emit("ret i64 0")
+        fn.start(go)
+
+    def insert_if_absent(self, spec: MapSpec, ref: str, key_buf: str, ptr: str, v: Value) -> str:
+        fn = self.fn
+        missing = fn.op(f"icmp eq ptr {ptr}, null")
+        insert, have = fn.new_label("insert"), fn.new_label("have")
+        before = fn.label
+        fn.cond_br(missing, insert, have)
+        fn.start(insert)
+        size = ValueLayout(self.state.slots.get((spec.slot, "value"), 0)).size
+        init = self.buffer(("init", spec.slot), size)
+        fn.memset(init, size)
+        rc = fn.helper(MAP_UPDATE_ELEM, "i64", f"ptr {ref}, ptr {key_buf}, ptr {init}, i64 {sc.BPF_NOEXIST}")
+        full = fn.op(f"icmp eq i64 {rc}, -{E2BIG}")
+        site = self.state.site(v.span, FAULT_OVERFLOW, self.state.limits.max_table)
+        self.fault_if(full, site, "0")
+        again = self.lookup(ref, key_buf)
+        self.end_if(fn.op(f"icmp eq ptr {again}, null"))
+        inserted = fn.label
+        fn.br(have)
+        fn.start(have)
+        return fn.op(f"phi ptr [ {ptr}, %{before} ], [ {again}, %{inserted} ]", "p")
+
+    def store_slot(self, spec: MapSpec, ptr: str, value: Lowered) -> None:
+        fn = self.fn
+        fn.store("i64", value.tag, ptr)
+        fn.store("i64", value.bits, fn.gep(ptr, layout.VALUE_BITS))
+        slot_bytes = self.state.slots.get((spec.slot, "value"), 0)
+        if not value.cap or not slot_bytes:
+            return
+        is_string = fn.op(f"icmp eq i64 {value.tag}, {TAG_STRING}")
+        copy, done = fn.new_label("vstr"), fn.new_label("vdone")
+        fn.cond_br(is_string, copy, done)
+        fn.start(copy)
+        target = fn.gep(ptr, layout.VALUE_STRING)
+        size = min(value.cap, pad8(slot_bytes))
+        fn.memcpy(target, value.sptr, size)
+        fn.memset(fn.gep(target, size), pad8(slot_bytes) - size)
+        fn.br(done)
+        fn.start(done)
+
+    def stamp_if_new(self, ptr: str) -> None:
+        """The first store into a slot stamps it: event time, CPU, and this
+        CPU's next sequence number (docs/bpf.md, "Insertion order")."""
+        fn = self.fn
+        seq_at = fn.gep(ptr, layout.VALUE_SEQ)
+        fresh = fn.op(f"icmp eq i32 {fn.load('i32', seq_at)}, 0")
+        stamp, done = fn.new_label("stamp"), fn.new_label("stamped")
+        fn.cond_br(fresh, stamp, done)
+        fn.start(stamp)
+        zero = self.buffer(("zero",), 8)
+        fn.store("i32", "0", zero)
+        counter = self.lookup(self.use_map(SEQ_MAP), zero)
+        self.end_if(fn.op(f"icmp eq ptr {counter}, null"))
+        seq = fn.op(f"add i64 {fn.load('i64', counter)}, 1")
+        fn.store("i64", seq, counter)
+        fn.store("i64", fn.helper(KTIME_GET_NS, "i64", ""), fn.gep(ptr, layout.VALUE_TIME))
+        cpu = fn.helper(GET_SMP_PROCESSOR_ID, "i64", "")
+        fn.store("i32", fn.op(f"trunc i64 {cpu} to i32"), fn.gep(ptr, layout.VALUE_CPU))
+        fn.store("i32", fn.op(f"trunc i64 {seq} to i32"), seq_at)
+        fn.br(done)
+        fn.start(done)
+
+    # -- calls
+
+    def call(self, callee, args: list, span: Optional[Span]):
+        if not isinstance(callee, FuncRef):
+            raise NotLowered("call of a function value", span)
+        fn = self.fn
+        instance = self.inline(callee.func, args)
+        fn.start(f"{instance.prefix}ret")
+        results = instance.returns
+        if not results:
+            return NIL
+        cap = max(r.cap for _l, r in results)
+        tag = fn.op("phi i64 " + ", ".join(f"[ {r.tag}, %{lab} ]" for lab, r in results))
+        bits = fn.op("phi i64 " + ", ".join(f"[ {r.bits}, %{lab} ]" for lab, r in results))
+        sptr = "null"
+        if cap:
+            sptr = fn.op("phi ptr " + ", ".join(f"[ {r.sptr}, %{lab} ]" for lab, r in results))
+        return Lowered(tag, bits, sptr, cap)
+
+    # -- event values
+
+    def event_value(self, name: str, v: Value):
+        fn = self.fn
+        if name in ("pid", "tid"):
+            pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
+            if name == "pid":
+                return _int(fn.op(f"lshr i64 {pid_tgid}, 32"))
+            return _int(fn.op(f"and i64 {pid_tgid}, 4294967295"))
+        if name == "cpu":
+            return _int(fn.helper(GET_SMP_PROCESSOR_ID, "i64", ""))
+        if name == "uid":
+            return NIL  # perf records carry no uid: the interpreter's uid is nil too
+        if name == "probename":
+            return self.string_const(self.event.probename)
+        if name == "execname":
+            buf = fn.alloca(COMM_BYTES)
+            fn.helper_void(GET_CURRENT_COMM, f"ptr {buf}, i64 {COMM_BYTES}")
+            return self.cut_at_nul(buf, COMM_BYTES)
+        if name.startswith("arg") and name[3:].isdigit():
+            index = int(name[3:])
+            if index >= len(self.event.arg_names):
+                return NIL
+            return self.event_field(self.event.arg_names[index], v)
+        raise NotLowered(name, v.span or self.where(v))
+
+    def event_field(self, name: str, v: Value):
+        where = self.event.fields.get(name)
+        if where is None:
+            return NIL
+        fn = self.fn
+        if not where.readable:
+            raise NotLowered(f"args.{name} (an array or dynamic field)", v.span or self.where(v))
+        if where.string:
+            buf = fn.alloca(pad8(where.size))
+            fn.helper_void(PROBE_READ_KERNEL, f"ptr {buf}, i64 {where.size}, ptr {fn.gep('%ctx', where.offset)}")
+            return self.cut_at_nul(buf, where.size)
+        if where.size not in (1, 2, 4, 8):
+            raise NotLowered(f"args.{name} (a {where.size}-byte field)", v.span or self.where(v))
+        raw = fn.load(f"i{where.size * 8}", fn.gep("%ctx", where.offset))
+        if where.size == 8:
+            return _int(raw)
+        extend = "sext" if where.signed else "zext"
+        return _int(fn.op(f"{extend} i{where.size * 8} {raw} to i64"))
+
+    def cut_at_nul(self, buf: str, size: int) -> Lowered:
+        """A C string of at most `size` bytes in `buf` as a script string:
+        its length is the first NUL's index, and the bytes from there on are
+        zeroed so that equal strings are equal buffers."""
+        fn = self.fn
+        cap = pad8(size)
+        length = str(size)
+        for at in reversed(range(size)):
+            byte = fn.load("i8", fn.gep(buf, at))
+            nul = fn.op(f"icmp eq i8 {byte}, 0")
+            length = fn.op(f"select i1 {nul}, i64 {at}, i64 {length}")
+        for at in range(cap):
+            at_ptr = fn.gep(buf, at)
+            keep = fn.op(f"icmp ult i64 {at}, {length}")
+            byte = fn.load("i8", at_ptr) if at < size else "0"
+            fn.store("i8", fn.op(f"select i1 {keep}, i8 {byte}, i8 0"), at_ptr)
+        return Lowered(str(TAG_STRING), length, buf, cap)
+
+
+# ------------------------------------------------------------ op handlers
+
+_HANDLERS = {}
+
+
+def handles(*ops):
+    def register(handler):
+        for op in ops:
+            _HANDLERS[op] = handler
+        return handler
+    return register
+
+
+def _op_text(op: Op) -> str:
+    names = {Op.Concat: "`..`", Op.Len: "len()", Op.Hist: "hist()", Op.LHist: "lhist()", Op.Stats: "stats()",
+             Op.NumCpus: "num_cpus()", Op.Arch: "arch()", Op.KernelV: "kernel_v()", Op.Delete: "delete()"}
+    return names.get(op, op.name)
+
+
+@handles(Op.Const)
+def _const(lw: _ProgramLowering, inst, v, a):
+    aux = v.aux
+    if aux is None:
+        return NIL
+    if aux is True or aux is False:
+        return Lowered(str(TAG_BOOL), str(int(aux)))
+    if isinstance(aux, bytes):
+        return lw.string_const(aux)
+    return _int(str(aux))
+
+
+@handles(Op.Param)
+def _param(lw, inst, v, a):
+    return inst.args[v.aux] if v.aux < len(inst.args) else NIL
+
+
+@handles(Op.Phi)
+def _phi(lw, inst, v, a):
+    fn = lw.fn
+    names = (fn.tmp("phi"), fn.tmp("phi"), fn.tmp("phi"))
+    for name in names:
+        fn.lines.append(f"  ;phi {name}")
+    cap = lw.state.phi_caps.get((lw.name, inst.prefix, v.id), 0)
+    inst.phis.append((v, names, cap))
+    return Lowered(names[0], names[1], names[2] if cap else "null", cap)
+
+
+@handles(Op.GlobalGet)
+def _global_get(lw, inst, v, a):
+    analysis = lw.state.analysis
+    if v.aux in analysis.table_globals:
+        return TableRef(v.aux)
+    if v.aux in analysis.func_globals:
+        return FuncRef(analysis.func_globals[v.aux])
+    return lw.read_cell(v.aux, None, v.span)
+
+
+@handles(Op.GlobalSet)
+def _global_set(lw, inst, v, a):
+    if not isinstance(a[0], Lowered):
+        raise NotLowered("a global set to a table or a function", v.span)
+    lw.write_cell(v.aux, None, a[0], v)
+    return NIL
+
+
+@handles(Op.TableGet)
+def _table_get(lw, inst, v, a):
+    table, key = a
+    if not isinstance(table, TableRef) or not isinstance(key, Lowered):
+        raise NotLowered("indexing a value that is not a table global", v.span)
+    return lw.read_cell(table.slot, key, v.span)
+
+
+@handles(Op.TableSet)
+def _table_set(lw, inst, v, a):
+    table, key, value = a
+    if not isinstance(table, TableRef) or not isinstance(key, Lowered) or not isinstance(value, Lowered):
+        raise NotLowered("storing into a value that is not a table global", v.span)
+    fn = lw.fn
+    if key.tag != str(TAG_INT):
+        nil_key = fn.op(f"icmp eq i64 {key.tag}, {TAG_NIL}")
+        lw.fault_if(nil_key, lw.state.site(v.span, FAULT_NIL_INDEX), "0")
+    lw.write_cell(table.slot, key, value, v)
+    return NIL
+
+
+@handles(Op.OrZero)
+def _or_zero(lw, inst, v, a):
+    (x,) = a
+    if x.tag == str(TAG_INT):
+        return x
+    fn = lw.fn
+    is_nil = fn.op(f"icmp eq i64 {x.tag}, {TAG_NIL}")
+    tag = fn.op(f"select i1 {is_nil}, i64 {TAG_INT}, i64 {x.tag}")
+    bits = fn.op(f"select i1 {is_nil}, i64 0, i64 {x.bits}")
+    return Lowered(tag, bits, x.sptr, x.cap)
+
+
+_SIMPLE_ARITH = {Op.Add: "add", Op.Sub: "sub", Op.Mul: "mul", Op.BAnd: "and", Op.BOr: "or", Op.BXor: "xor"}
+
+
+@handles(*ARITH_SYMBOL)
+def _arith(lw, inst, v, a):
+    x = lw.int_operand(a[0], v)
+    y = lw.int_operand(a[1], v)
+    fn = lw.fn
+    if v.op in _SIMPLE_ARITH:
+        return _int(fn.op(f"{_SIMPLE_ARITH[v.op]} i64 {x}, {y}"))
+    if v.op in (Op.Shl, Op.Shr):
+        count = fn.op(f"and i64 {y}, 63")
+        return _int(fn.op(f"{'shl' if v.op is Op.Shl else 'ashr'} i64 {x}, {count}"))
+    zero = fn.op(f"icmp eq i64 {y}, 0")
+    lw.fault_if(zero, lw.state.site(v.span, FAULT_DIVZERO), "0")
+    return _int(_signed_divide(fn, x, y, v.op is Op.Div))
+
+
+def _signed_divide(fn: FunctionText, x: str, y: str, quotient: bool) -> str:
+    """Truncating signed / and % through unsigned division: cpu v3 has no
+    signed division (INT64_MIN / -1 wraps to INT64_MIN, as the language says)."""
+    x_neg = fn.op(f"icmp slt i64 {x}, 0")
+    y_neg = fn.op(f"icmp slt i64 {y}, 0")
+    ax = fn.op(f"select i1 {x_neg}, i64 {fn.op(f'sub i64 0, {x}')}, i64 {x}")
+    ay = fn.op(f"select i1 {y_neg}, i64 {fn.op(f'sub i64 0, {y}')}, i64 {y}")
+    if quotient:
+        q = fn.op(f"udiv i64 {ax}, {ay}")
+        flip = fn.op(f"xor i1 {x_neg}, {y_neg}")
+        return fn.op(f"select i1 {flip}, i64 {fn.op(f'sub i64 0, {q}')}, i64 {q}")
+    r = fn.op(f"urem i64 {ax}, {ay}")
+    return fn.op(f"select i1 {x_neg}, i64 {fn.op(f'sub i64 0, {r}')}, i64 {r}")
+
+
+@handles(Op.Neg, Op.BNot)
+def _unary(lw, inst, v, a):
+    x = lw.int_operand(a[0], v)
+    if v.op is Op.Neg:
+        return _int(lw.fn.op(f"sub i64 0, {x}"))
+    return _int(lw.fn.op(f"xor i64 {x}, -1"))
+
+
+@handles(Op.Not)
+def _not(lw, inst, v, a):
+    return lw.boolean(lw.fn.op(f"xor i1 {lw.truth(a[0])}, true"))
+
+
+@handles(Op.Eq, Op.Ne)
+def _equal(lw, inst, v, a):
+    x, y = a
+    if not isinstance(x, Lowered) or not isinstance(y, Lowered):
+        raise NotLowered("comparing tables or functions", v.span or lw.where(v))
+    fn = lw.fn
+    same = fn.op(f"and i1 {fn.op(f'icmp eq i64 {x.tag}, {y.tag}')}, {fn.op(f'icmp eq i64 {x.bits}, {y.bits}')}")
+    common = min(x.cap, y.cap)
+    if common:
+        is_string = fn.op(f"icmp eq i64 {x.tag}, {TAG_STRING}")
+        text_same = "true"
+        for at in range(0, common, 8):
+            left = fn.load("i64", fn.gep(x.sptr, at))
+            right = fn.load("i64", fn.gep(y.sptr, at))
+            text_same = fn.op(f"and i1 {text_same}, {fn.op(f'icmp eq i64 {left}, {right}')}")
+        both = fn.op(f"and i1 {same}, {is_string}")
+        # strings: equal lengths and bytes; the loads are safe only on the string path
+        same = fn.op(f"select i1 {both}, i1 {text_same}, i1 {same}")
+    elif x.cap or y.cap:
+        is_string = fn.op(f"icmp eq i64 {x.tag}, {TAG_STRING}")
+        same = fn.op(f"and i1 {same}, {fn.op(f'xor i1 {is_string}, true')}")
+    if v.op is Op.Ne:
+        same = fn.op(f"xor i1 {same}, true")
+    return lw.boolean(same)
+
+
+_ORDER = {Op.Lt: "slt", Op.Le: "sle", Op.Gt: "sgt", Op.Ge: "sge"}
+
+
+@handles(*_ORDER)
+def _order(lw, inst, v, a):
+    x, y = a
+    if not isinstance(x, Lowered) or not isinstance(y, Lowered):
+        raise NotLowered("ordering tables or functions", v.span)
+    if x.cap and y.cap:
+        raise NotLowered("ordering of strings", v.span)
+    fn = lw.fn
+    if x.tag != str(TAG_INT) or y.tag != str(TAG_INT):
+        ints = fn.op(f"and i1 {fn.op(f'icmp eq i64 {x.tag}, {TAG_INT}')}, {fn.op(f'icmp eq i64 {y.tag}, {TAG_INT}')}")
+        detail = fn.op(f"or i64 {fn.op(f'shl i64 {x.tag}, 4')}, {y.tag}")
+        lw.fault_if(fn.op(f"xor i1 {ints}, true"), lw.state.site(v.span, FAULT_COMPARE), detail)
+    return lw.boolean(fn.op(f"icmp {_ORDER[v.op]} i64 {x.bits}, {y.bits}"))
+
+
+@handles(Op.Call)
+def _call(lw, inst, v, a):
+    callee, *args = a
+    return lw.call(callee, args, v.span)
+
+
+@handles(Op.LoopTick)
+def _loop_tick(lw, inst, v, a):
+    fn = lw.fn
+    count = fn.op(f"add i64 {fn.load('i64', inst.tick)}, 1")
+    limit = lw.state.limits.max_loop
+    over = fn.op(f"icmp sgt i64 {count}, {limit}")
+    lw.fault_if(over, lw.state.site(v.span, FAULT_LOOP, limit), "0")
+    fn.store("i64", count, inst.tick)
+    return NIL
+
+
+@handles(Op.ForInt)
+def _for_int(lw, inst, v, a):
+    return _int(lw.int_operand(a[0], v, FAULT_FOR, v.aux))
+
+
+@handles(Op.ForStepNonZero)
+def _for_step(lw, inst, v, a):
+    (x,) = a
+    fn = lw.fn
+    zero = fn.op(f"icmp eq i64 {x.bits}, 0")
+    is_int = fn.op(f"icmp eq i64 {x.tag}, {TAG_INT}")
+    lw.fault_if(fn.op(f"and i1 {zero}, {is_int}"), lw.state.site(v.span, FAULT_FOR), "0")
+    return x
+
+
+@handles(Op.ForCont)
+def _for_cont(lw, inst, v, a):
+    i, limit, stride = (x.bits for x in a)
+    fn = lw.fn
+    up = fn.op(f"icmp sgt i64 {stride}, 0")
+    below = fn.op(f"icmp sle i64 {i}, {limit}")
+    above = fn.op(f"icmp sge i64 {i}, {limit}")
+    return lw.boolean(fn.op(f"select i1 {up}, i1 {below}, i1 {above}"))
+
+
+@handles(Op.ForCanStep)
+def _for_can_step(lw, inst, v, a):
+    i, stride = (x.bits for x in a)
+    fn = lw.fn
+    result = fn.op(f"call {{i64, i1}} @llvm.sadd.with.overflow.i64(i64 {i}, i64 {stride})")
+    overflow = fn.op(f"extractvalue {{i64, i1}} {result}, 1")
+    return lw.boolean(fn.op(f"xor i1 {overflow}, true"))
+
+
+@handles(Op.Time)
+def _time(lw, inst, v, a):
+    now = lw.fn.helper(KTIME_GET_NS, "i64", "")
+    divisor = TIME_DIVISORS[v.aux]
+    return _int(now if divisor == 1 else lw.fn.op(f"udiv i64 {now}, {divisor}"))
+
+
+@handles(Op.EventValue)
+def _event_value(lw, inst, v, a):
+    return lw.event_value(v.aux, v)
+
+
+@handles(Op.EventField)
+def _event_field(lw, inst, v, a):
+    return lw.event_field(v.aux, v)
+

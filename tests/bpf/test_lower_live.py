@@ -1,0 +1,155 @@
+"""Lowered scripts counting real events exactly: a gcc-built workload makes
+P getppid and Q getpid syscalls; the programs the lowering made run on
+them in the kernel and the maps read back are the tables the interpreter
+would hold."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from tests.bpf.conftest import needs_bpf, open_fds
+from tests.bpf.lowered import CALLS_C, module_of, run_live
+from tests.cbuild import build_c
+
+from ktapjit.bpf.fault_ring import first_fault
+from ktapjit.ir.ops import Op
+from ktapjit.semantics.limits import Limits
+
+pytestmark = needs_bpf
+
+P, Q = 3000, 2000
+GETPPID, GETPID, EXIT_GROUP = 110, 39, 231  # x86-64 syscall numbers
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory):
+    return build_c(tmp_path_factory, "calls", CALLS_C, "-O2", purpose="the syscall workload")
+
+
+def workload(calls) -> list[str]:
+    return [str(calls), str(P), str(Q)]
+
+
+# (name, script, what the top level leaves in the cells, expected tables)
+CASES = [
+    ("a global count",
+     "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }",
+     {"n": [(None, 0)]}, {"n": [(None, P)]}),
+    ("a global count from a top-level base",
+     "var n = 0\nn = 7\ntrace syscalls:sys_enter_getppid { n += 1 }",
+     {"n": [(None, 7)]}, {"n": [(None, P + 7)]}),
+    ("probename over two events, in first-insert order",
+     "var t = {}\ntrace syscalls:sys_enter_getppid, syscalls:sys_enter_getpid { t[probename] += 1 }",
+     {}, {"t": [(b"sys_enter_getppid", P), (b"sys_enter_getpid", Q)]}),
+    ("syscall numbers",
+     "var t = {}\ntrace raw_syscalls:sys_enter { t[args.id] += 1 }",
+     {}, {"t": [(GETPPID, P), (GETPID, Q), (EXIT_GROUP, 1)]}),
+    ("per comm",
+     "var t = {}\ntrace syscalls:sys_enter_getppid { t[execname] += 1 }",
+     {}, {"t": [(b"calls", P)]}),
+    ("a sum of a field",
+     "var s = 0\ntrace raw_syscalls:sys_enter { s += args.id }",
+     {"s": [(None, 0)]}, {"s": [(None, GETPPID * P + GETPID * Q + EXIT_GROUP)]}),
+    ("a minimum and a maximum through comparisons",
+     "var lo, hi = nil, nil\ntrace raw_syscalls:sys_enter {\n"
+     " if (lo == nil || args.id < lo) { lo = args.id }\n"
+     " if (hi == nil || args.id > hi) { hi = args.id } }",
+     {}, {"lo": [(None, GETPID)], "hi": [(None, EXIT_GROUP)]}),
+    ("a maximum per key",
+     "var m = {}\ntrace raw_syscalls:sys_enter { if (m[execname] == nil || m[execname] < args.id) "
+     "{ m[execname] = args.id } }",
+     {}, {"m": [(b"calls", EXIT_GROUP)]}),
+    ("set membership",
+     "var seen = {}\ntrace raw_syscalls:sys_enter { seen[args.id] = true }",
+     {}, {"seen": [(GETPPID, True), (GETPID, True), (EXIT_GROUP, True)]}),
+    ("a function inlined, a loop, a division",
+     "var n = 0\nfunction sq(x) { return x * x }\n"
+     "trace syscalls:sys_enter_getppid { for (i = 1, 3) { n += sq(i) / 2 } }",
+     {"n": [(None, 0)]}, {"n": [(None, (0 + 2 + 4) * P)]}),
+]
+
+
+@pytest.mark.parametrize("name, script, base, expected", CASES, ids=[c[0] for c in CASES])
+def test_kernel_tables_equal_the_exact_counts(calls, name, script, base, expected):
+    before = open_fds()
+    got = run_live(script, workload(calls), base)
+    assert got.faults == []
+    assert {cell: got.tables.get(cell) for cell in expected} == expected
+    assert open_fds() - before == set()
+
+
+def test_per_thread_pairing_runs_in_the_kernel(calls):
+    """sysdist's pairing: entered[tid] on entry, read and cleared on exit."""
+    script = ("var entered, count, spent = {}, {}, {}\n"
+              "trace raw_syscalls:sys_enter { entered[tid] = gettimeofday_ns() }\n"
+              "trace raw_syscalls:sys_exit {\n"
+              " var s = entered[tid]\n if (s == nil) { return }\n entered[tid] = nil\n"
+              " count[args.id] += 1\n spent[args.id] += gettimeofday_ns() - s }")
+    got = run_live(script, workload(calls), {})
+    assert got.tables["count"] == [(GETPPID, P), (GETPID, Q)]
+    assert [k for k, _v in got.tables["spent"]] == [GETPPID, GETPID]
+    assert all(v > 0 for _k, v in got.tables["spent"])
+    # exit_group never returns: its entry stays, keyed by the workload's one thread
+    [(tid, stamp_time)] = got.tables["entered"]
+    assert type(tid) is int and stamp_time > 0
+
+
+def test_keys_first_inserted_on_different_cpus_come_back_in_first_insert_order(calls, tmp_path):
+    """Two copies of the workload, `second` pinned to CPU 1 and run first,
+    `first` on CPU 0 after it: `second`'s key is first, though its CPU is
+    the higher one."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copy(calls, first)
+    shutil.copy(calls, second)
+    script = "var t = {}\ntrace syscalls:sys_enter_getppid { t[execname] += 1 }"
+    got = run_live_pair(script, [second, first])
+    ours = [(stamp, key, value) for stamp, key, value in got.stamped["t"] if key in (b"first", b"second")]
+    assert [(key, value) for _s, key, value in ours] == [(b"second", P), (b"first", P)]
+    assert [stamp.cpu for stamp, _k, _v in ours] == [1, 0]
+    assert ours[0][0].time < ours[1][0].time
+
+
+def run_live_pair(script: str, binaries) -> object:
+    """Both binaries in a row, the k-th on CPU len-1-k, unfiltered by pid."""
+    from tests.bpf import lowered
+    works = [str(b) for b in binaries]
+    # run_live starts `runs` copies of one command: give each its own binary
+    original = lowered.subprocess.Popen
+    queue = list(works)
+
+    def popen(argv, **kw):
+        return original([queue.pop(0), *argv[1:]], **kw)
+    lowered.subprocess.Popen = popen
+    try:
+        return run_live(script, ["x", str(P), str(Q)], {}, filter_pid=False, cpu="spread", runs=len(works))
+    finally:
+        lowered.subprocess.Popen = original
+
+
+def test_a_table_overflow_in_the_kernel_comes_back_with_its_site(calls):
+    script = "var t = {}\ntrace raw_syscalls:sys_enter { t[args.id] += 1 }"
+    got = run_live(script, workload(calls), {}, Limits(max_table=2))
+    fault = first_fault(got.faults, got.plan.sites)
+    assert fault.render() == "error: table overflow (2 entries) at t.kp:2:33"
+    # the kernel kept counting what fitted: the two first keys, exactly
+    assert got.tables["t"] == [(GETPPID, P), (GETPID, Q)]
+    store = [v for v in module_of(script).probes[0].func.values() if v.op is Op.TableSet]
+    assert fault.span == store[0].span
+
+
+def test_the_overflow_message_is_the_interpreters(calls, tmp_path):
+    """The same script under the interpreter, on the same workload run from
+    its first instruction: the same message at the same position."""
+    import os
+    script = "var t = {}\ntrace raw_syscalls:sys_enter { t[args.id] += 1 }"
+    path = tmp_path / "t.kp"
+    path.write_text(script)
+    env = dict(os.environ)
+    run = subprocess.run([os.path.join(os.path.dirname(__import__("sys").executable), "ktapjit"), "run",
+                          "--engine", "interp", "--max-table", "2", str(path), "--", str(calls), str(P),
+                          str(Q), "nowait"], capture_output=True, env=env, timeout=120, cwd=tmp_path)
+    got = run_live(script, workload(calls), {}, Limits(max_table=2))
+    kernel = first_fault(got.faults, got.plan.sites)
+    assert f"error: {kernel.message} at {path}:2:33" in run.stderr.decode()
