@@ -6,13 +6,14 @@ event: where the fields a probe body reads live in the program's context."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.layout import TYPE_NAMES, KeyLayout, ValueLayout
 from ktapjit.bpf.placement import Reason
 from ktapjit.diag import RuntimeFault, Span
 from ktapjit.events.schema import EventFormat, Field
+from ktapjit.ir.func import Module, ProbeInfo, TimerInfo
 
 
 # ------------------------------------------------------------ the input: events
@@ -50,13 +51,17 @@ class KernelEvent:
     order. `pid` set: only that process's hits run the body (a uprobe or
     tracepoint program sees every task, attach.py)."""
 
-    probe: int  # index into Module.probes
+    probe: int  # index into Module.probes (Module.timers for a profile-N timer)
     event: str  # the event's name, e.g. "sys_enter_getppid"
     kind: str
     probename: bytes
     fields: Mapping[str, CtxField] = field(default_factory=dict)
     arg_names: tuple[str, ...] = ()
     pid: Optional[int] = None
+    timer: bool = False  # a profile-N timer's cpu-clock event: `probe` indexes Module.timers
+
+    def target(self, module: Module) -> Union[ProbeInfo, TimerInfo]:
+        return module.timers[self.probe] if self.timer else module.probes[self.probe]
 
 
 def tracepoint_event(probe: int, fmt: EventFormat, pid: Optional[int] = None) -> KernelEvent:
@@ -170,7 +175,7 @@ class KernelPlan:
     maps: list[MapSpec]
     aux_maps: list[AuxMap]
     sites: dict[int, ErrorSite]
-    not_lowered: dict[int, Reason]
+    not_lowered: dict[Union[ProbeInfo, TimerInfo], Reason]  # by Placement.target
 
     def map_for(self, cell: str) -> Optional[MapSpec]:
         return next((m for m in self.maps if m.cell == cell), None)

@@ -84,25 +84,26 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
                  events: list[KernelEvent]) -> KernelPlan:
     """The KernelPlan for the probes `analysis` placed in the kernel, on
     `events` (KernelEvents of other probes are ignored)."""
-    kernel = {i for i, p in enumerate(module.probes) if _placement_of(analysis, p) == KERNEL}
+    kernel = {id(p.target) for p in analysis.placements if p.where == KERNEL}
     state = _PlanState(module, analysis, limits)
     for _round in range(8):  # string slots and refusals settle in a few rounds
         before = (dict(state.slots), dict(state.phi_caps), dict(state.not_lowered))
         state.start_round()
         programs = []
         for index, event in enumerate(events):
-            if event.probe not in kernel or event.probe in state.not_lowered:
+            target = event.target(module)
+            if id(target) not in kernel or target in state.not_lowered:
                 continue
-            name = f"k{event.probe}e{index}_{event.event}"[:15]
+            name = f"{'p' if event.timer else 'k'}{event.probe}e{index}_{event.event}"[:15]
             try:
                 programs.append(_ProgramLowering(state, event, name).lower())
             except NotLowered as exc:
-                span = exc.span or module.probes[event.probe].func.span
-                state.not_lowered[event.probe] = Reason(f"{exc.construct} (not lowered yet)", span)
+                span = exc.span or target.func.span
+                state.not_lowered[target] = Reason(f"{exc.construct} (not lowered yet)", span)
         state.spread_thread_state(programs)
         if (dict(state.slots), dict(state.phi_caps), dict(state.not_lowered)) == before:
             break
-    programs = [p for p in programs if p.probe not in state.not_lowered]
+    programs = [p for p in programs if p.target not in state.not_lowered]
     texts = [KernelProgram(p.probe, p.event, p.name, prog_type_for(p.event.kind),
                            module_text([p.fn], sorted(p.maps_used))) for p in programs]
     used = set().union(*(p.cells_used for p in programs)) if programs else set()
@@ -110,13 +111,6 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
     aux = [AuxMap(SEQ_MAP, sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1),
            AuxMap(FAULT_MAP, sc.BPF_MAP_TYPE_RINGBUF, 0, 0, FAULT_RING_BYTES)] if programs else []
     return KernelPlan(texts, maps, aux, dict(state.sites), dict(state.not_lowered))
-
-
-def _placement_of(analysis: Analysis, probe) -> Optional[str]:
-    for placement in analysis.placements:
-        if placement.target is probe:
-            return placement.where
-    return None
 
 
 class _PlanState:
@@ -129,7 +123,7 @@ class _PlanState:
         self.limits = limits
         self.slots: dict[tuple, int] = {}  # (slot, "key"|"value") -> string bytes
         self.phi_caps: dict[tuple, int] = {}  # (program, instance, value id) -> string bytes
-        self.not_lowered: dict[int, Reason] = {}
+        self.not_lowered: dict = {}  # ProbeInfo | TimerInfo -> Reason
         self.sites: dict[int, ErrorSite] = {}
 
     def start_round(self) -> None:
@@ -186,19 +180,19 @@ class _PlanState:
         """Per-thread state runs on one side: a refused probe takes the
         others that share such a table with it."""
         refused_cells = set()
-        for slot_cells in [self._cells_of_probe(p) for p in self.not_lowered]:
-            refused_cells |= slot_cells
+        for target in self.not_lowered:
+            refused_cells |= self._cells_of(target.func)
         for program in programs:
             shared = {c for c in program.cells_used if self.family(c, None) == ("thread",)} & refused_cells
-            if shared and program.probe not in self.not_lowered:
+            if shared and program.target not in self.not_lowered:
                 slot = min(shared)
-                self.not_lowered[program.probe] = Reason(
+                self.not_lowered[program.target] = Reason(
                     f"`{self.module.global_names[slot]}` is per-thread state also used by a probe that is "
-                    "not lowered yet", self.module.probes[program.probe].func.span)
+                    "not lowered yet", program.target.func.span)
 
-    def _cells_of_probe(self, probe: int) -> set[int]:
+    def _cells_of(self, func: Func) -> set[int]:
         out = set()
-        for value in _reachable_values(self.module.probes[probe].func, self.analysis):
+        for value in _reachable_values(func, self.analysis):
             if value.op is Op.GlobalGet and value.aux in self.analysis.table_globals:
                 out.add(value.aux)
         return out
@@ -243,6 +237,7 @@ class _ProgramLowering:
         self.state = state
         self.event = event
         self.probe = event.probe
+        self.target = event.target(state.module)
         self.name = name
         self.fn = FunctionText(name)
         self.maps_used: set[str] = set()
@@ -254,8 +249,8 @@ class _ProgramLowering:
     # -- driving
 
     def lower(self) -> "_ProgramLowering":
-        probe = self.state.module.probes[self.probe]
-        if probe.filter is not None:
+        probe = self.target
+        if getattr(probe, "filter", None) is not None:
             raise NotLowered("a /FILTER/", probe.filter_span)
         fn = self.fn
         self.use_map(SEQ_MAP)
