@@ -120,7 +120,8 @@ class AuxMap:
 
 # Fault kinds a program reports, and the interpreter's message for each
 # (detail: a type tag, or the left and right tags packed as left*16+right).
-FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_OVERFLOW, FAULT_LOOP, FAULT_NIL_INDEX, FAULT_FOR = range(7)
+(FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_OVERFLOW, FAULT_LOOP, FAULT_NIL_INDEX, FAULT_FOR,
+ FAULT_LENGTH, FAULT_AGG_VALUE, FAULT_NOT_AGG, FAULT_OTHER_BOUNDS) = range(11)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class ErrorSite:
     span: Optional[Span]
     kind: int
     limit: int = 0  # the limit a FAULT_OVERFLOW / FAULT_LOOP exceeded
-    text: str = ""  # FAULT_FOR: which 'for' value
+    text: str = ""  # FAULT_FOR: which 'for' value; the aggregation's name
 
     def fault(self, detail: int) -> RuntimeFault:
         """The interpreter's error for this site, at the same position."""
@@ -150,6 +151,14 @@ class ErrorSite:
             return f"loop limit exceeded ({self.limit} iterations)"
         if self.kind == FAULT_NIL_INDEX:
             return "table index is nil"
+        if self.kind == FAULT_LENGTH:
+            return f"attempt to get length of a {TYPE_NAMES.get(detail, '?')} value"
+        if self.kind == FAULT_AGG_VALUE:
+            return f"{self.text}: value must be an integer, got {TYPE_NAMES.get(detail, '?')}"
+        if self.kind == FAULT_NOT_AGG:
+            return f"{self.text}: existing value is not a {self.text} aggregation"
+        if self.kind == FAULT_OTHER_BOUNDS:
+            return "lhist: existing aggregation has other bounds"
         if self.kind == FAULT_FOR:
             return f"'for' {self.text} must be an integer" if self.text else "'for' step is zero"
         return f"unknown fault kind {self.kind}"

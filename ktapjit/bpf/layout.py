@@ -86,9 +86,13 @@ class Stamp:
 @dataclass(frozen=True)
 class ValueLayout:
     string_slot: int = 0
+    aggregate: bool = False  # an aggregation map: the layout below
+    buckets: int = 0  # its most buckets (hist 65; lhist by its bounds)
 
     @property
     def size(self) -> int:
+        if self.aggregate:
+            return agg_value_size(self.buckets)
         return VALUE_STRING + pad8(self.string_slot)
 
     def decode(self, raw: bytes) -> tuple[object, Optional[Stamp]]:
@@ -111,3 +115,64 @@ class ValueLayout:
         stamp = stamp or Stamp(0, 0, 0)
         head = struct.pack("<QqQII", tag, bits, stamp.time, stamp.cpu, stamp.seq)
         return (head + text).ljust(self.size, b"\0")
+
+
+# ------------------------------------------------------------ aggregations
+#
+# A value of an aggregation map (hist, lhist, stats under any keys) is the
+# 32-byte head (tag TAG_HIST/TAG_LHIST/TAG_STATS, the key's stamp), four
+# int64 fields, then the buckets: `count u64 | stamp (time u64, cpu u32,
+# seq u32)` each, stamped at their first hit (pairs() walks an aggregation's
+# buckets in that order). Fields: hist `sum`; lhist `sum min max step`;
+# stats `count sum min max`. Bucket i of hist counts INT64_MIN (negatives),
+# 0, then 1 << (i - 2); of lhist, below min, then min + (i - 1) * step, and
+# the last one max and above.
+
+TAG_HIST, TAG_LHIST, TAG_STATS = 4, 5, 6
+AGG_TAGS = {b"hist": TAG_HIST, b"lhist": TAG_LHIST, b"stats": TAG_STATS}
+AGG_FIELDS = 32
+AGG_BUCKETS = 64
+BUCKET = 24
+HIST_BUCKETS = 65
+
+
+def lhist_buckets(lo: int, hi: int, step: int) -> int:
+    return (hi - lo) // step + 2
+
+
+def agg_value_size(buckets: int) -> int:
+    return AGG_BUCKETS + BUCKET * buckets
+
+
+@dataclass(frozen=True)
+class AggSlot:
+    """One CPU's partial aggregation."""
+
+    kind: bytes
+    fields: tuple[int, int, int, int]
+    buckets: dict  # bucket key -> (count, Stamp)
+    stamp: Optional[Stamp]
+
+
+def decode_agg(raw: bytes) -> Optional[AggSlot]:
+    tag, _bits, time, cpu, seq = struct.unpack_from("<QqQII", raw)
+    kind = {v: k for k, v in AGG_TAGS.items()}.get(tag)
+    if kind is None:
+        return None
+    fields = struct.unpack_from("<4q", raw, AGG_FIELDS)
+    buckets = {}
+    if kind != b"stats":
+        keys = hist_bucket_keys() if kind == b"hist" else lhist_bucket_keys(*fields[1:])
+        for i, key in enumerate(keys):
+            count, b_time, b_cpu, b_seq = struct.unpack_from("<QQII", raw, AGG_BUCKETS + i * BUCKET)
+            if b_seq:
+                buckets[key] = (count, Stamp(b_time, b_cpu, b_seq))
+    return AggSlot(kind, fields, buckets, Stamp(time, cpu, seq) if seq else None)
+
+
+def hist_bucket_keys() -> list[int]:
+    return [-(1 << 63), 0] + [1 << j for j in range(63)]
+
+
+def lhist_bucket_keys(lo: int, hi: int, step: int) -> list[int]:
+    return [-(1 << 63)] + list(range(lo, hi, step)) + [hi]

@@ -21,8 +21,9 @@ from typing import Optional
 from ktapjit.bpf import layout
 from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.attach import prog_type_for
-from ktapjit.bpf.kernel_plan import (FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_FOR, FAULT_LOOP,
-                                     FAULT_NIL_INDEX, FAULT_OVERFLOW, AuxMap, ErrorSite, KernelEvent,
+from ktapjit.bpf.kernel_plan import (FAULT_AGG_VALUE, FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_FOR,
+                                     FAULT_LENGTH, FAULT_LOOP, FAULT_NIL_INDEX, FAULT_NOT_AGG,
+                                     FAULT_OTHER_BOUNDS, FAULT_OVERFLOW, AuxMap, ErrorSite, KernelEvent,
                                      KernelPlan, KernelProgram, MapSpec)
 from ktapjit.bpf.layout import TAG_BOOL, TAG_INT, TAG_NIL, TAG_STRING, KeyLayout, ValueLayout, pad8
 from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_SMP_PROCESSOR_ID, KTIME_GET_NS,
@@ -32,10 +33,12 @@ from ktapjit.bpf.placement import KERNEL, KERNEL_STRING_MAX, Analysis, Reason
 from ktapjit.diag import Span
 from ktapjit.ir.func import Block, Func, Module, Value
 from ktapjit.ir.ops import ARITH_SYMBOL, Op
+from ktapjit.semantics.agg import lhist_bounds_error
 from ktapjit.semantics.intmath import TIME_DIVISORS
 from ktapjit.semantics.limits import Limits
 
 SEQ_MAP = "ktj_seq"  # per-CPU u64: the sequence part of first-insert stamps
+ZERO_MAP = "ktj_zero"  # one zeroed value as large as any map's: what an insert copies
 FAULT_MAP = "ktj_faults"  # ring buffer of (site u32, kind u32, detail i64)
 FAULT_RING_BYTES = 64 * 1024
 FAULT_RECORD = 16
@@ -108,7 +111,9 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
                            module_text([p.fn], sorted(p.maps_used))) for p in programs]
     used = set().union(*(p.cells_used for p in programs)) if programs else set()
     maps = [state.map_spec(slot) for slot in sorted(used)]
+    largest = max([m.value.size for m in maps] + [8])
     aux = [AuxMap(SEQ_MAP, sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1),
+           AuxMap(ZERO_MAP, sc.BPF_MAP_TYPE_ARRAY, 4, largest, 1, sc.BPF_F_RDONLY_PROG),
            AuxMap(FAULT_MAP, sc.BPF_MAP_TYPE_RINGBUF, 0, 0, FAULT_RING_BYTES)] if programs else []
     return KernelPlan(texts, maps, aux, dict(state.sites), dict(state.not_lowered))
 
@@ -152,6 +157,8 @@ class _PlanState:
         if use.thread_local:
             return ("thread",)
         families = set(use.families)
+        if families and all(f[0] in _AGGREGATIONS for f in families):
+            return ("agg", max(_buckets_of(f) for f in families))
         if len(families) != 1:
             raise NotLowered(f"`{name}` is updated in more than one way in one map", span)
         [family] = families
@@ -165,7 +172,7 @@ class _PlanState:
     def map_spec(self, slot: int) -> MapSpec:
         table = slot in self.analysis.table_globals
         family = self.family(slot, None)
-        percpu = family[0] in ("+=", "max", "min", "const")
+        percpu = family[0] in ("+=", "max", "min", "const", "agg")
         if table:
             map_type = sc.BPF_MAP_TYPE_PERCPU_HASH if percpu else sc.BPF_MAP_TYPE_HASH
             entries = self.limits.max_table
@@ -173,8 +180,12 @@ class _PlanState:
             map_type = sc.BPF_MAP_TYPE_PERCPU_ARRAY if percpu else sc.BPF_MAP_TYPE_ARRAY
             entries = 1
         return MapSpec(self.map_name(slot), self.module.global_names[slot], slot, not table, family, map_type,
-                       KeyLayout(self.slots.get((slot, "key"), 0)),
-                       ValueLayout(self.slots.get((slot, "value"), 0)), entries)
+                       KeyLayout(self.slots.get((slot, "key"), 0)), self.value_layout(slot, family), entries)
+
+    def value_layout(self, slot: int, family: tuple) -> ValueLayout:
+        if family[0] == "agg":
+            return ValueLayout(0, True, family[1])
+        return ValueLayout(self.slots.get((slot, "value"), 0))
 
     def spread_thread_state(self, programs: list["_ProgramLowering"]) -> None:
         """Per-thread state runs on one side: a refused probe takes the
@@ -207,6 +218,17 @@ def _reachable_values(func: Func, analysis: Analysis, seen=None):
         yield value
         if value.op is Op.GlobalGet and value.aux in analysis.func_globals:
             yield from _reachable_values(analysis.func_globals[value.aux], analysis, seen)
+
+
+_AGGREGATIONS = ("hist", "lhist", "stats")
+
+
+def _buckets_of(family: tuple) -> int:
+    if family[0] == "hist":
+        return layout.HIST_BUCKETS
+    if family[0] == "lhist":
+        return layout.lhist_buckets(*family[1:])
+    return 0
 
 
 def _family_name(family: tuple) -> str:
@@ -528,9 +550,10 @@ class _ProgramLowering:
         before = fn.label
         fn.cond_br(missing, insert, have)
         fn.start(insert)
-        size = ValueLayout(self.state.slots.get((spec.slot, "value"), 0)).size
-        init = self.buffer(("init", spec.slot), size)
-        fn.memset(init, size)
+        zero_key = self.buffer(("zero",), 8)
+        fn.store("i32", "0", zero_key)
+        init = self.lookup(self.use_map(ZERO_MAP), zero_key)
+        self.end_if(fn.op(f"icmp eq ptr {init}, null"))
         rc = fn.helper(MAP_UPDATE_ELEM, "i64", f"ptr {ref}, ptr {key_buf}, ptr {init}, i64 {sc.BPF_NOEXIST}")
         full = fn.op(f"icmp eq i64 {rc}, -{E2BIG}")
         site = self.state.site(v.span, FAULT_OVERFLOW, self.state.limits.max_table)
@@ -560,10 +583,12 @@ class _ProgramLowering:
         fn.br(done)
         fn.start(done)
 
-    def stamp_if_new(self, ptr: str) -> None:
+    def stamp_if_new(self, ptr: str, at: int = layout.VALUE_TIME) -> None:
         """The first store into a slot stamps it: event time, CPU, and this
-        CPU's next sequence number (docs/bpf.md, "Insertion order")."""
+        CPU's next sequence number (docs/bpf.md, "Insertion order"). The
+        stamp is `time u64 | cpu u32 | seq u32` at `at`."""
         fn = self.fn
+        ptr = fn.gep(ptr, at - layout.VALUE_TIME)
         seq_at = fn.gep(ptr, layout.VALUE_SEQ)
         fresh = fn.op(f"icmp eq i32 {fn.load('i32', seq_at)}, 0")
         stamp, done = fn.new_label("stamp"), fn.new_label("stamped")
@@ -581,6 +606,89 @@ class _ProgramLowering:
         fn.store("i32", fn.op(f"trunc i64 {seq} to i32"), seq_at)
         fn.br(done)
         fn.start(done)
+
+    # -- aggregations (layout.py: the head, four fields, the buckets)
+
+    def claim_aggregate(self, ptr: str, name: str, bounds: tuple, v: Value) -> None:
+        """A fresh slot becomes this kind of aggregation; an existing one
+        must be one, with the same lhist bounds (the interpreter's checks)."""
+        fn = self.fn
+        tag = fn.load("i64", ptr)
+        want = layout.AGG_TAGS[name.encode()]
+        fresh, held, done = fn.new_label("aggnew"), fn.new_label("agghas"), fn.new_label("aggok")
+        fn.cond_br(fn.op(f"icmp eq i64 {tag}, {TAG_NIL}"), fresh, held)
+        fn.start(fresh)
+        fn.store("i64", str(want), ptr)
+        for i, bound in enumerate(bounds):
+            fn.store("i64", str(bound), fn.gep(ptr, layout.AGG_FIELDS + 8 * (i + 1)))
+        fn.br(done)
+        fn.start(held)
+        other = fn.op(f"icmp ne i64 {tag}, {want}")
+        self.fault_if(other, self.state.site(v.span, FAULT_NOT_AGG, text=name), "0")
+        if bounds:
+            differ = "false"
+            for i, bound in enumerate(bounds):
+                field_value = fn.load("i64", fn.gep(ptr, layout.AGG_FIELDS + 8 * (i + 1)))
+                differ = fn.op(f"or i1 {differ}, {fn.op(f'icmp ne i64 {field_value}, {bound}')}")
+            self.fault_if(differ, self.state.site(v.span, FAULT_OTHER_BOUNDS), "0")
+        fn.br(done)
+        fn.start(done)
+
+    def update_stats(self, ptr: str, x: str) -> None:
+        fn = self.fn
+        at = [fn.gep(ptr, layout.AGG_FIELDS + 8 * i) for i in range(4)]
+        count, total, least, most = (fn.load("i64", p) for p in at)
+        first = fn.op(f"icmp eq i64 {count}, 0")
+        fn.store("i64", fn.op(f"add i64 {count}, 1"), at[0])
+        fn.store("i64", fn.op(f"add i64 {total}, {x}"), at[1])
+        lower = fn.op(f"or i1 {first}, {fn.op(f'icmp slt i64 {x}, {least}')}")
+        higher = fn.op(f"or i1 {first}, {fn.op(f'icmp sgt i64 {x}, {most}')}")
+        fn.store("i64", fn.op(f"select i1 {lower}, i64 {x}, i64 {least}"), at[2])
+        fn.store("i64", fn.op(f"select i1 {higher}, i64 {x}, i64 {most}"), at[3])
+
+    def count_in_bucket(self, ptr: str, x: str, bounds: tuple, buckets: int) -> None:
+        fn = self.fn
+        sum_at = fn.gep(ptr, layout.AGG_FIELDS)
+        fn.store("i64", fn.op(f"add i64 {fn.load('i64', sum_at)}, {x}"), sum_at)
+        index = self.lhist_index(x, *bounds) if bounds else self.hist_index(x)
+        index = self.clamped(index, buckets - 1)
+        offset = fn.op(f"mul i64 {index}, {layout.BUCKET}")
+        bucket = fn.op(f"getelementptr i8, ptr {fn.gep(ptr, layout.AGG_BUCKETS)}, i64 {offset}", "p")
+        fn.store("i64", fn.op(f"add i64 {fn.load('i64', bucket)}, 1"), bucket)
+        self.stamp_if_new(bucket, 8)
+
+    def hist_index(self, x: str) -> str:
+        """0 for negatives, 1 for 0, else 2 + floor(log2 x)."""
+        fn = self.fn
+        rest, log = x, "0"
+        for shift in (32, 16, 8, 4, 2, 1):
+            big = fn.op(f"icmp uge i64 {rest}, {1 << shift}")
+            rest = fn.op(f"select i1 {big}, i64 {fn.op(f'lshr i64 {rest}, {shift}')}, i64 {rest}")
+            log = fn.op(f"select i1 {big}, i64 {fn.op(f'add i64 {log}, {shift}')}, i64 {log}")
+        positive = fn.op(f"add i64 {log}, 2")
+        at_zero = fn.op(f"select i1 {fn.op(f'icmp eq i64 {x}, 0')}, i64 1, i64 {positive}")
+        return fn.op(f"select i1 {fn.op(f'icmp slt i64 {x}, 0')}, i64 0, i64 {at_zero}")
+
+    def lhist_index(self, x: str, lo: int, hi: int, step: int) -> str:
+        """0 below min, the last at max and above, else 1 + (x - min) / step."""
+        fn = self.fn
+        offset = fn.op(f"sub i64 {x}, {lo}")
+        inside = fn.op(f"add i64 {fn.op(f'udiv i64 {offset}, {step}')}, 1")
+        above = fn.op(f"select i1 {fn.op(f'icmp sge i64 {x}, {hi}')}, i64 {layout.lhist_buckets(lo, hi, step) - 1}, "
+                      f"i64 {inside}")
+        return fn.op(f"select i1 {fn.op(f'icmp slt i64 {x}, {lo}')}, i64 0, i64 {above}")
+
+    def clamped(self, index: str, most: int) -> str:
+        """`index`, capped at `most` where the verifier sees it: the value
+        goes through a volatile stack slot, so the optimiser cannot drop
+        the cap as redundant, and the verifier (which cannot follow a
+        division) learns the bound from the comparison."""
+        fn = self.fn
+        slot = self.buffer(("index",), 8)
+        fn.emit(f"store volatile i64 {index}, ptr {slot}")
+        opaque = fn.op(f"load volatile i64, ptr {slot}")
+        over = fn.op(f"icmp ugt i64 {opaque}, {most}")
+        return fn.op(f"select i1 {over}, i64 {most}, i64 {opaque}")
 
     # -- calls
 
@@ -920,3 +1028,45 @@ def _event_value(lw, inst, v, a):
 def _event_field(lw, inst, v, a):
     return lw.event_field(v.aux, v)
 
+
+
+@handles(Op.Len)
+def _len(lw, inst, v, a):
+    (x,) = a
+    if not isinstance(x, Lowered):
+        raise NotLowered("len() of a table", v.span)
+    fn = lw.fn
+    if x.tag != str(TAG_STRING):
+        bad = fn.op(f"icmp ne i64 {x.tag}, {TAG_STRING}")
+        lw.fault_if(bad, lw.state.site(v.span, FAULT_LENGTH), x.tag)
+    return _int(x.bits)
+
+
+_AGG_NAMES = {Op.Hist: "hist", Op.LHist: "lhist", Op.Stats: "stats"}
+
+
+@handles(Op.Hist, Op.LHist, Op.Stats)
+def _aggregate(lw, inst, v, a):
+    name = _AGG_NAMES[v.op]
+    table, key, value = a[:3]
+    if not isinstance(table, TableRef) or not isinstance(key, Lowered):
+        raise NotLowered(f"{name}() into a value that is not a table global", v.span)
+    bounds = ()
+    if v.op is Op.LHist:
+        bounds = tuple(b.aux for b in v.args[3:6])
+        if not all(type(b) is int for b in bounds) or lhist_bounds_error(*bounds):
+            raise NotLowered("lhist() with bounds that fail", v.span)
+    fn = lw.fn
+    x = lw.int_operand(value, v, FAULT_AGG_VALUE, name)
+    if key.tag != str(TAG_INT):
+        lw.fault_if(fn.op(f"icmp eq i64 {key.tag}, {TAG_NIL}"), lw.state.site(v.span, FAULT_NIL_INDEX), "0")
+    spec, ref = lw.map_of(table.slot, v.span)
+    key_buf = lw.key_of(table.slot, spec, key)
+    ptr = lw.insert_if_absent(spec, ref, key_buf, lw.lookup(ref, key_buf), v)
+    lw.claim_aggregate(ptr, name, bounds, v)
+    if v.op is Op.Stats:
+        lw.update_stats(ptr, x)
+    else:
+        lw.count_in_bucket(ptr, x, bounds, spec.value.buckets)
+    lw.stamp_if_new(ptr)
+    return NIL

@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from ktapjit.bpf.kernel_plan import MapSpec
-from ktapjit.bpf.layout import Stamp
+from ktapjit.bpf.layout import AggSlot, Stamp, decode_agg
 from ktapjit.bpf.objects import Map, possible_cpus
 from ktapjit.semantics.intmath import wrap
+from ktapjit.semantics.values import Table
 
 SCALAR_KEY = b"\0\0\0\0"
 
@@ -56,6 +57,11 @@ def read_stamped(spec: MapSpec, source: Map) -> list[tuple[Stamp, object, object
     found = []
     for raw_key, raw in source.items():
         slots = raw if isinstance(raw, list) else [raw]
+        if spec.value.aggregate:
+            merged = merge_aggregation([decode_agg(slot) for slot in slots], spec.max_entries)
+            if merged is not None:
+                found.append((merged[0], spec.key.decode(raw_key), merged[1]))
+            continue
         decoded = [spec.value.decode(slot) for slot in slots]
         value = combine(spec.family, [v for v, _stamp in decoded])
         stamps = [stamp for _v, stamp in decoded if stamp is not None]
@@ -83,3 +89,38 @@ def combine(family: tuple, partials: list[object]) -> Optional[object]:
     if kind == "const":
         return family[1] if any(p == family[1] and type(p) is type(family[1]) for p in present) else present[0]
     return present[0]  # one CPU's value: shared maps, or the one partial there is
+
+
+def merge_aggregation(partials: list[Optional[AggSlot]], max_table: int) -> Optional[tuple[Stamp, Table]]:
+    """The aggregation table the interpreter holds, from the CPUs' partials:
+    its fields in the order a new aggregation stores them (semantics.agg),
+    then its buckets in first-hit order; with the key's first-insert stamp.
+    The partials of one key are of one kind: a CPU whose slot held another
+    kind faulted instead of updating it."""
+    present = [p for p in partials if p is not None]
+    if not present:
+        return None
+    kind = present[0].kind
+    present = [p for p in present if p.kind == kind]
+    agg = Table(max_table)
+    agg.set(b"kind", kind)
+    if kind == b"stats":
+        counted = [p for p in present if p.fields[0]]
+        agg.set(b"count", wrap(sum(p.fields[0] for p in counted)))
+        agg.set(b"sum", wrap(sum(p.fields[1] for p in counted)))
+        agg.set(b"min", min(p.fields[2] for p in counted))
+        agg.set(b"max", max(p.fields[3] for p in counted))
+    else:
+        if kind == b"lhist":
+            for name, bound in zip((b"min", b"max", b"step"), present[0].fields[1:]):
+                agg.set(name, bound)
+        agg.set(b"sum", wrap(sum(p.fields[0] for p in present)))
+        buckets: dict[int, tuple[int, Stamp]] = {}
+        for partial in present:
+            for key, (count, stamp) in partial.buckets.items():
+                held = buckets.get(key)
+                buckets[key] = (count, stamp) if held is None else (held[0] + count, min(held[1], stamp))
+        for key, (count, _stamp) in sorted(buckets.items(), key=lambda item: item[1][1]):
+            agg.set(key, wrap(count))
+    stamps = [p.stamp for p in present if p.stamp is not None]
+    return (min(stamps) if stamps else Stamp(0, 0, 0)), agg

@@ -15,7 +15,9 @@ from tests.cbuild import build_c
 
 from ktapjit.bpf.fault_ring import first_fault
 from ktapjit.ir.ops import Op
+from ktapjit.semantics import agg
 from ktapjit.semantics.limits import Limits
+from ktapjit.semantics.values import Table
 
 pytestmark = needs_bpf
 
@@ -153,3 +155,41 @@ def test_the_overflow_message_is_the_interpreters(calls, tmp_path):
     got = run_live(script, workload(calls), {}, Limits(max_table=2))
     kernel = first_fault(got.faults, got.plan.sites)
     assert f"error: {kernel.message} at {path}:2:33" in run.stderr.decode()
+
+
+def interpreter_aggregations(calls_in_order, update) -> list:
+    """What the interpreter's tables hold after `update(table, id)` for
+    each syscall id in order (semantics.agg is the interpreter's code)."""
+    table = Table(Limits().max_table)
+    for nr in calls_in_order:
+        update(table, nr)
+    return list(table.items())
+
+
+def items_of(value):
+    """A table's items, nested tables too, in insertion order."""
+    if type(value) is Table:
+        return [(k, items_of(v)) for k, v in value.items()]
+    return value
+
+
+SYSCALLS = [GETPPID] * P + [GETPID] * Q + [EXIT_GROUP]
+MAX_TABLE = Limits().max_table
+
+
+@pytest.mark.parametrize("script, update", [
+    ('var h = {}\ntrace raw_syscalls:sys_enter { hist(h, "ids", args.id) }',
+     lambda t, nr: agg.hist(t, b"ids", nr, max_table=MAX_TABLE)),
+    ('var h = {}\ntrace raw_syscalls:sys_enter { lhist(h, execname, args.id, 0, 200, 50) }',
+     lambda t, nr: agg.lhist(t, b"calls", nr, 0, 200, 50, max_table=MAX_TABLE)),
+    ('var h = {}\ntrace raw_syscalls:sys_enter { stats(h, 1, args.id) }',
+     lambda t, nr: agg.stats(t, 1, nr, max_table=MAX_TABLE)),
+    ('var h = {}\ntrace raw_syscalls:sys_enter { hist(h, "ns", args.id)\n lhist(h, "us", -args.id, -100, 0, 25) }',
+     lambda t, nr: (agg.hist(t, b"ns", nr, max_table=MAX_TABLE),
+                    agg.lhist(t, b"us", -nr, -100, 0, 25, max_table=MAX_TABLE))),
+], ids=["hist", "lhist", "stats", "hist and lhist in one table"])
+def test_aggregations_equal_the_interpreters(calls, script, update):
+    got = run_live(script, workload(calls), {})
+    assert got.faults == []
+    expected = interpreter_aggregations(SYSCALLS, update)
+    assert [(k, items_of(v)) for k, v in got.tables["h"]] == [(k, items_of(v)) for k, v in expected]
