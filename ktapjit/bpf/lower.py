@@ -84,11 +84,16 @@ def _int(value: str) -> Lowered:
 
 
 def lower_module(module: Module, analysis: Analysis, limits: Limits,
-                 events: list[KernelEvent]) -> KernelPlan:
+                 events: list[KernelEvent], keep_samples: bool = False) -> KernelPlan:
     """The KernelPlan for the probes `analysis` placed in the kernel, on
-    `events` (KernelEvents of other probes are ignored)."""
+    `events` (KernelEvents of other probes are ignored).
+
+    A tracepoint writes its perf sample only when its program returns
+    non-zero: `keep_samples` makes every program that ran the body do so,
+    for a run that also records the stream (--record, --engine compare).
+    A hit of another process than KernelEvent.pid never writes one."""
     kernel = {id(p.target) for p in analysis.placements if p.where == KERNEL}
-    state = _PlanState(module, analysis, limits)
+    state = _PlanState(module, analysis, limits, int(keep_samples))
     for _round in range(8):  # string slots and refusals settle in a few rounds
         before = (dict(state.slots), dict(state.phi_caps), dict(state.not_lowered))
         state.start_round()
@@ -122,8 +127,9 @@ class _PlanState:
     """What the programs of one plan share: the maps' string slots, the
     error sites, and the probes refused so far."""
 
-    def __init__(self, module: Module, analysis: Analysis, limits: Limits):
+    def __init__(self, module: Module, analysis: Analysis, limits: Limits, sample_return: int):
         self.module = module
+        self.sample_return = sample_return  # what a program that ran the body returns
         self.analysis = analysis
         self.limits = limits
         self.slots: dict[tuple, int] = {}  # (slot, "key"|"value") -> string bytes
@@ -338,7 +344,7 @@ class _ProgramLowering:
         fn = self.fn
         instance.exits[block] = fn.label
         if instance.prefix == "i1":
-            fn.emit("ret i64 0")
+            fn.emit(f"ret i64 {self.state.sample_return}")
             return
         if not isinstance(result, Lowered):
             raise NotLowered("a function returning a table or a function", block.span)
@@ -403,7 +409,7 @@ class _ProgramLowering:
         fn.store("i64", detail, fn.gep(record, 8))
         self.use_map(FAULT_MAP)
         fn.helper_void(RINGBUF_OUTPUT, f"ptr @{FAULT_MAP}, ptr {record}, i64 {FAULT_RECORD}, i64 0")
-        fn.emit("ret i64 0")
+        fn.emit(f"ret i64 {self.state.sample_return}")
         fn.start(good)
 
     def truth(self, lv) -> str:
@@ -540,7 +546,7 @@ class _ProgramLowering:
         stop, go = fn.new_label("stop"), fn.new_label("go")
         fn.cond_br(cond, stop, go)
         fn.start(stop)
-        fn.emit("ret i64 0")
+        fn.emit(f"ret i64 {self.state.sample_return}")
         fn.start(go)
 
     def insert_if_absent(self, spec: MapSpec, ref: str, key_buf: str, ptr: str, v: Value) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from ktapjit.bpf.attach import attach_all
@@ -18,6 +18,7 @@ from ktapjit.bpf.objects import BpfSession
 from ktapjit.bpf.placement import KERNEL, analyse_module
 from ktapjit.bpf.tables import prefill, read_back, read_stamped
 from ktapjit.compiler import compile_script
+from ktapjit.events.decode import Sample, iter_records
 from ktapjit.events.perf_ring import PerfSession, tracepoint
 from ktapjit.events.tracefs import read_format
 from ktapjit.semantics.limits import Limits
@@ -48,7 +49,7 @@ def module_of(source: str, path: str = "t.kp"):
 
 
 def plan_for(source: str, limits: Limits = Limits(), pid: Optional[int] = None,
-             path: str = "t.kp") -> tuple[KernelPlan, list[KernelEvent]]:
+             path: str = "t.kp", keep_samples: bool = False) -> tuple[KernelPlan, list[KernelEvent]]:
     """The script's plan with each probe's tracepoints bound from tracefs."""
     module = module_of(source, path)
     analysis = analyse_module(module, limits)
@@ -57,7 +58,7 @@ def plan_for(source: str, limits: Limits = Limits(), pid: Optional[int] = None,
         for spec in probe.eventdef.split(","):
             system, event = spec.strip().split(":")
             events.append(tracepoint_event(index, read_format(system, event), pid))
-    return lower_module(module, analysis, limits, events), events
+    return lower_module(module, analysis, limits, events, keep_samples), events
 
 
 def kernel_probes(source: str) -> list[int]:
@@ -71,21 +72,26 @@ class Outcome:
     stamped: dict  # cell name -> [(stamp, key, value)]
     faults: list  # (site, kind, detail) records
     plan: KernelPlan
+    samples: list = field(default_factory=list)  # the perf samples of the same events
 
 
 def run_live(source: str, workload: list[str], base: dict, limits: Limits = Limits(),
-             filter_pid: bool = True, cpu: Optional[int] = None, runs: int = 1) -> Outcome:
+             filter_pid: bool = True, cpu: Optional[int] = None, runs: int = 1,
+             clockid: Optional[int] = None) -> Outcome:
     """Lower `source`, fill its maps from `base` (cell -> [(key, value)], as
     the top level leaves them), attach it, run `workload` `runs` times in a
     row (each waits for a byte on stdin; pinned to `cpu` when given, or to
-    CPU runs-1-k for run k when cpu is "spread"), and read every map back."""
+    CPU runs-1-k for run k when cpu is "spread"), and read every map back.
+    The perf samples of the same events are decoded into Outcome.samples
+    (their clock: `clockid`, or perf's default)."""
     works = [subprocess.Popen(workload, stdin=subprocess.PIPE, preexec_fn=_pin(cpu, runs, k))
              for k in range(runs)]
     try:
-        plan, events = plan_for(source, limits, pid=works[0].pid if filter_pid else None)
+        plan, events = plan_for(source, limits, pid=works[0].pid if filter_pid else None,
+                                keep_samples=clockid is not None)
         assert not plan.not_lowered, plan.not_lowered
         perf_events = [tracepoint(*_split(e)) for e in _eventdefs(source)]
-        with BpfSession() as bpf, PerfSession(perf_events, pages=1, track_tasks=False) as perf:
+        with BpfSession() as bpf, PerfSession(perf_events, pages=256 if clockid else 1, track_tasks=False, clockid=clockid) as perf:
             loaded = load_plan(bpf, plan)
             for spec in plan.maps:
                 prefill(spec, loaded.maps[spec.name], base.get(spec.cell, []))
@@ -97,7 +103,11 @@ def run_live(source: str, workload: list[str], base: dict, limits: Limits = Limi
                 work.stdin.close()
                 assert work.wait(timeout=60) == 0
             time.sleep(0.05)
-            return _read(plan, loaded)
+            outcome = _read(plan, loaded)
+            table = perf.attr_table()
+            for _cpu, chunk in perf.drain():
+                outcome.samples += [r for r in iter_records(chunk, table) if isinstance(r, Sample)]
+            return outcome
     finally:
         for work in works:
             work.kill()
