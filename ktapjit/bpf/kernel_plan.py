@@ -121,7 +121,7 @@ class AuxMap:
 # Fault kinds a program reports, and the interpreter's message for each
 # (detail: a type tag, or the left and right tags packed as left*16+right).
 (FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_OVERFLOW, FAULT_LOOP, FAULT_NIL_INDEX, FAULT_FOR,
- FAULT_LENGTH, FAULT_AGG_VALUE, FAULT_NOT_AGG, FAULT_OTHER_BOUNDS) = range(11)
+ FAULT_LENGTH, FAULT_AGG_VALUE, FAULT_NOT_AGG, FAULT_OTHER_BOUNDS, FAULT_CONCAT, FAULT_STRING_LONG) = range(13)
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,10 @@ class ErrorSite:
             return f"loop limit exceeded ({self.limit} iterations)"
         if self.kind == FAULT_NIL_INDEX:
             return "table index is nil"
+        if self.kind == FAULT_CONCAT:
+            return f"attempt to concatenate a {TYPE_NAMES.get(detail, '?')} value"
+        if self.kind == FAULT_STRING_LONG:
+            return "string too long"
         if self.kind == FAULT_LENGTH:
             return f"attempt to get length of a {TYPE_NAMES.get(detail, '?')} value"
         if self.kind == FAULT_AGG_VALUE:

@@ -66,6 +66,10 @@ class KeyLayout:
             raise ValueError(f"no key encoding for {value!r} in a {self.string_slot}-byte string slot")
         return (head + body).ljust(self.size, b"\0")
 
+    def fits(self, value: object) -> bool:
+        return value is None or type(value) in (bool, int) or (type(value) is bytes
+                                                               and len(value) <= self.string_slot)
+
     def decode(self, raw: bytes) -> object:
         tag, length = struct.unpack_from("<B3xI", raw)
         if tag == TAG_STRING:

@@ -22,7 +22,7 @@ from ktapjit.bpf import layout
 from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.attach import prog_type_for
 from ktapjit.bpf.kernel_plan import (FAULT_AGG_VALUE, FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_FOR,
-                                     FAULT_LENGTH, FAULT_LOOP, FAULT_NIL_INDEX, FAULT_NOT_AGG,
+                                     FAULT_CONCAT, FAULT_LENGTH, FAULT_LOOP, FAULT_STRING_LONG, FAULT_NIL_INDEX, FAULT_NOT_AGG,
                                      FAULT_OTHER_BOUNDS, FAULT_OVERFLOW, AuxMap, ErrorSite, KernelEvent,
                                      KernelPlan, KernelProgram, MapSpec)
 from ktapjit.bpf.layout import TAG_BOOL, TAG_INT, TAG_NIL, TAG_STRING, KeyLayout, ValueLayout, pad8
@@ -38,12 +38,15 @@ from ktapjit.semantics.intmath import TIME_DIVISORS
 from ktapjit.semantics.limits import Limits
 
 SEQ_MAP = "ktj_seq"  # per-CPU u64: the sequence part of first-insert stamps
+SCRATCH_MAP = "ktj_scratch"  # per-CPU: the strings `..` builds (off the 512-byte stack)
 ZERO_MAP = "ktj_zero"  # one zeroed value as large as any map's: what an insert copies
 FAULT_MAP = "ktj_faults"  # ring buffer of (site u32, kind u32, detail i64)
 FAULT_RING_BYTES = 64 * 1024
 FAULT_RECORD = 16
 E2BIG = 7  # an insert into a full map (max_entries = --max-table)
 COMM_BYTES = 16  # TASK_COMM_LEN
+DECIMAL_MAX = 20  # len("-9223372036854775808")
+DECIMAL_BUFFER = 24  # a sign and 20 digits, right-aligned (the leading zeros are never copied)
 
 
 class NotLowered(Exception):
@@ -117,9 +120,12 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
     used = set().union(*(p.cells_used for p in programs)) if programs else set()
     maps = [state.map_spec(slot) for slot in sorted(used)]
     largest = max([m.value.size for m in maps] + [8])
+    scratch = max([p.scratch_size for p in programs] + [0])
     aux = [AuxMap(SEQ_MAP, sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1),
            AuxMap(ZERO_MAP, sc.BPF_MAP_TYPE_ARRAY, 4, largest, 1, sc.BPF_F_RDONLY_PROG),
            AuxMap(FAULT_MAP, sc.BPF_MAP_TYPE_RINGBUF, 0, 0, FAULT_RING_BYTES)] if programs else []
+    if scratch:
+        aux.append(AuxMap(SCRATCH_MAP, sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, scratch, 1))
     return KernelPlan(texts, maps, aux, dict(state.sites), dict(state.not_lowered))
 
 
@@ -191,7 +197,15 @@ class _PlanState:
     def value_layout(self, slot: int, family: tuple) -> ValueLayout:
         if family[0] == "agg":
             return ValueLayout(0, True, family[1])
-        return ValueLayout(self.slots.get((slot, "value"), 0))
+        return ValueLayout(self.value_slot(slot))
+
+    def value_slot(self, slot: int) -> int:
+        """The string slot of a map's values: the longest string kernel
+        code stores, or that the top level may leave there (the analysis'
+        bound; the placement refused unbounded ones)."""
+        table = slot in self.analysis.table_globals
+        bound = self.analysis.string_bounds.get(self.cell(slot, table)) or 0
+        return max(self.slots.get((slot, "value"), 0), min(bound, KERNEL_STRING_MAX))
 
     def spread_thread_state(self, programs: list["_ProgramLowering"]) -> None:
         """Per-thread state runs on one side: a refused probe takes the
@@ -271,6 +285,7 @@ class _ProgramLowering:
         self.maps_used: set[str] = set()
         self.cells_used: set[int] = set()
         self.buffers: dict[tuple, str] = {}
+        self.scratch_size = 0  # bytes of the per-CPU scratch value this program uses
         self.instances = 0
         self.depth = 0
 
@@ -283,6 +298,7 @@ class _ProgramLowering:
         fn = self.fn
         self.use_map(SEQ_MAP)
         self.use_map(FAULT_MAP)
+        fn.lines.append(";scratch")  # the scratch lookup goes here, if a `..` needs it
         if self.event.pid is not None:
             pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
             tgid = fn.op(f"lshr i64 {pid_tgid}, 32")
@@ -293,7 +309,30 @@ class _ProgramLowering:
             fn.emit("ret i64 0")
             fn.start(body)
         self.inline(probe.func, [])
+        self.fill_scratch()
         return self
+
+    def fill_scratch(self) -> None:
+        at = self.fn.lines.index(";scratch")
+        if not self.scratch_size:
+            del self.fn.lines[at]
+            return
+        zero = self.buffer(("zero",), 8)
+        self.fn.lines[at:at + 1] = [
+            f"  store i32 0, ptr {zero}",
+            f"  %scratch = call ptr inttoptr (i64 {MAP_LOOKUP_ELEM} to ptr)(ptr {self.use_map(SCRATCH_MAP)}, "
+            f"ptr {zero})",
+            "  %noscratch = icmp eq ptr %scratch, null",
+            "  br i1 %noscratch, label %scratchless, label %scratched",
+            "scratchless:",
+            f"  ret i64 {self.state.sample_return}",
+            "scratched:"]
+
+    def scratch(self, size: int) -> str:
+        """`size` bytes of this CPU's scratch value, for this op alone."""
+        at = self.scratch_size
+        self.scratch_size += pad8(size)
+        return self.fn.gep("%scratch", at) if at else self.fn.op("getelementptr i8, ptr %scratch, i64 0", "p")
 
     def inline(self, func: Func, args: list) -> _Instance:
         """Lower `func` here; its returns jump to a fresh label, which is
@@ -475,7 +514,7 @@ class _ProgramLowering:
             copy, scalar, done = fn.new_label("kstr"), fn.new_label("kint"), fn.new_label("kdone")
             fn.cond_br(is_string, copy, scalar)
             fn.start(copy)
-            fn.memcpy(fn.gep(buf, layout.KEY_HEADER), key.sptr, key.cap)
+            self.copy_text(fn.gep(buf, layout.KEY_HEADER), key, key.cap)
             fn.br(done)
             fn.start(scalar)
             fn.store("i64", key.bits, fn.gep(buf, layout.KEY_HEADER))
@@ -494,7 +533,7 @@ class _ProgramLowering:
         fn = self.fn
         tag = fn.load("i64", ptr)
         bits = fn.load("i64", fn.gep(ptr, layout.VALUE_BITS))
-        cap = self.state.slots.get((spec.slot, "value"), 0)
+        cap = self.state.value_slot(spec.slot)
         if cap:
             return Lowered(tag, bits, fn.gep(ptr, layout.VALUE_STRING), cap)
         return Lowered(tag, bits)
@@ -575,7 +614,7 @@ class _ProgramLowering:
         fn = self.fn
         fn.store("i64", value.tag, ptr)
         fn.store("i64", value.bits, fn.gep(ptr, layout.VALUE_BITS))
-        slot_bytes = self.state.slots.get((spec.slot, "value"), 0)
+        slot_bytes = self.state.value_slot(spec.slot)
         if not value.cap or not slot_bytes:
             return
         is_string = fn.op(f"icmp eq i64 {value.tag}, {TAG_STRING}")
@@ -583,9 +622,8 @@ class _ProgramLowering:
         fn.cond_br(is_string, copy, done)
         fn.start(copy)
         target = fn.gep(ptr, layout.VALUE_STRING)
-        size = min(value.cap, pad8(slot_bytes))
-        fn.memcpy(target, value.sptr, size)
-        fn.memset(fn.gep(target, size), pad8(slot_bytes) - size)
+        fn.memset(target, pad8(slot_bytes))
+        self.copy_text(target, value, min(value.cap, slot_bytes))
         fn.br(done)
         fn.start(done)
 
@@ -695,6 +733,93 @@ class _ProgramLowering:
         opaque = fn.op(f"load volatile i64, ptr {slot}")
         over = fn.op(f"icmp ugt i64 {opaque}, {most}")
         return fn.op(f"select i1 {over}, i64 {most}, i64 {opaque}")
+
+    # -- strings
+    #
+    # A string's buffer holds at least its length in bytes, and maybe no
+    # more: a phi may choose between buffers of different sizes. So text is
+    # copied by its length (bpf_probe_read_kernel: the verifier sees the
+    # length capped by the target's room), never by the capacity.
+
+    def copy_text(self, target: str, text: Lowered, room: int) -> None:
+        """The bytes of string `text` into `target` (zeroed, `room` bytes)."""
+        size = self.clamped(text.bits, room)
+        self.fn.helper_void(PROBE_READ_KERNEL, f"ptr {target}, i64 {size}, ptr {text.sptr}")
+
+    def padded(self, text: Lowered, cap: int) -> str:
+        """A scratch copy of string `text`, zero-padded to `cap` bytes."""
+        out = self.scratch(cap)
+        self.fn.memset(out, pad8(cap))
+        self.copy_text(out, text, cap)
+        return out
+
+    def concat(self, x: Lowered, y: Lowered, v: Value) -> Lowered:
+        """`x .. y` in a scratch buffer: each part's text (a string's bytes,
+        an integer's decimal), copied with bpf_probe_read_kernel, whose
+        lengths the verifier sees bounded by the parts' capacities."""
+        fn = self.fn
+        left = self.text_part(x, v)
+        right = self.text_part(y, v)
+        total = fn.op(f"add i64 {left[1]}, {right[1]}")
+        too_long = fn.op(f"icmp sgt i64 {total}, {self.state.limits.max_string}")
+        self.fault_if(too_long, self.state.site(v.span, FAULT_STRING_LONG), "0")
+        cap = pad8(left[2] + right[2])
+        if cap > KERNEL_STRING_MAX + 8:
+            raise NotLowered(f"`..` of up to {cap} bytes", v.span)
+        out = self.scratch(cap)
+        fn.memset(out, cap)
+        at = "0"
+        for ptr, length, most in (left, right):
+            size = self.clamped(length, most)
+            target = fn.op(f"getelementptr i8, ptr {out}, i64 {at}", "p")
+            fn.helper_void(PROBE_READ_KERNEL, f"ptr {target}, i64 {size}, ptr {ptr}")
+            at = size
+        return Lowered(str(TAG_STRING), total, out, cap)
+
+    def text_part(self, part: Lowered, v: Value) -> tuple[str, str, int]:
+        """(pointer, length, capacity) of the text `..` makes of `part`."""
+        fn = self.fn
+        known = part.tag if part.tag.lstrip("-").isdigit() else None  # a tag fixed at compile time
+        may_string = part.cap > 0 and known in (None, str(TAG_STRING))
+        may_int = known in (None, str(TAG_INT)) or not may_string
+        if known not in (str(TAG_INT), str(TAG_STRING)):
+            is_int = fn.op(f"icmp eq i64 {part.tag}, {TAG_INT}")
+            is_string = fn.op(f"icmp eq i64 {part.tag}, {TAG_STRING}")
+            bad = fn.op(f"xor i1 {fn.op(f'or i1 {is_int}, {is_string}')}, true")
+            self.fault_if(bad, self.state.site(v.span, FAULT_CONCAT), part.tag)
+        if not may_int:
+            return part.sptr, part.bits, part.cap
+        digits, length = self.decimal(part.bits)
+        if not may_string:
+            return digits, length, DECIMAL_MAX
+        is_string = fn.op(f"icmp eq i64 {part.tag}, {TAG_STRING}")
+        ptr = fn.op(f"select i1 {is_string}, ptr {part.sptr}, ptr {digits}", "p")
+        length = fn.op(f"select i1 {is_string}, i64 {part.bits}, i64 {length}")
+        return ptr, length, max(part.cap, DECIMAL_MAX)
+
+    def decimal(self, x: str) -> tuple[str, str]:
+        """An integer's decimal text, right-aligned in a scratch buffer:
+        (where it starts, its length)."""
+        fn = self.fn
+        buf = self.scratch(DECIMAL_BUFFER)
+        negative = fn.op(f"icmp slt i64 {x}, 0")
+        rest = fn.op(f"select i1 {negative}, i64 {fn.op(f'sub i64 0, {x}')}, i64 {x}")  # |INT64_MIN| as unsigned
+        digits = "1"
+        for power in range(1, 20):
+            more = fn.op(f"icmp uge i64 {rest}, {10 ** power}")
+            digits = fn.op(f"add i64 {digits}, {fn.op(f'zext i1 {more} to i64')}")
+        for position in range(DECIMAL_BUFFER - 1, DECIMAL_BUFFER - 21, -1):
+            digit = fn.op(f"urem i64 {rest}, 10")
+            char = fn.op(f"trunc i64 {fn.op(f'add i64 {digit}, 48')} to i8")
+            fn.store("i8", char, fn.gep(buf, position))
+            rest = fn.op(f"udiv i64 {rest}, 10")
+        sign = fn.op(f"zext i1 {negative} to i64")
+        length = fn.op(f"add i64 {digits}, {sign}")
+        start = fn.op(f"sub i64 {DECIMAL_BUFFER}, {length}")
+        minus_at = fn.op(f"getelementptr i8, ptr {buf}, i64 {fn.op(f'sub i64 {DECIMAL_BUFFER - 1}, {digits}')}", "p")
+        # just before the digits: '-', or a '0' no copy reaches
+        fn.store("i8", fn.op(f"select i1 {negative}, i8 45, i8 48"), minus_at)
+        return fn.op(f"getelementptr i8, ptr {buf}, i64 {start}", "p"), length
 
     # -- calls
 
@@ -933,14 +1058,21 @@ def _equal(lw, inst, v, a):
     common = min(x.cap, y.cap)
     if common:
         is_string = fn.op(f"icmp eq i64 {x.tag}, {TAG_STRING}")
-        text_same = "true"
-        for at in range(0, common, 8):
-            left = fn.load("i64", fn.gep(x.sptr, at))
-            right = fn.load("i64", fn.gep(y.sptr, at))
-            text_same = fn.op(f"and i1 {text_same}, {fn.op(f'icmp eq i64 {left}, {right}')}")
         both = fn.op(f"and i1 {same}, {is_string}")
-        # strings: equal lengths and bytes; the loads are safe only on the string path
-        same = fn.op(f"select i1 {both}, i1 {text_same}, i1 {same}")
+        compare, done = fn.new_label("streq"), fn.new_label("eqdone")
+        before = fn.label
+        fn.cond_br(both, compare, done)
+        fn.start(compare)  # equal lengths, at most `common` bytes: compare padded copies
+        left, right = lw.padded(x, common), lw.padded(y, common)
+        text_same = "true"
+        for at in range(0, pad8(common), 8):
+            word_left = fn.load("i64", fn.gep(left, at))
+            word_right = fn.load("i64", fn.gep(right, at))
+            text_same = fn.op(f"and i1 {text_same}, {fn.op(f'icmp eq i64 {word_left}, {word_right}')}")
+        compared = fn.label
+        fn.br(done)
+        fn.start(done)
+        same = fn.op(f"phi i1 [ {same}, %{before} ], [ {text_same}, %{compared} ]")
     elif x.cap or y.cap:
         is_string = fn.op(f"icmp eq i64 {x.tag}, {TAG_STRING}")
         same = fn.op(f"and i1 {same}, {fn.op(f'xor i1 {is_string}, true')}")
@@ -1076,3 +1208,11 @@ def _aggregate(lw, inst, v, a):
         lw.count_in_bucket(ptr, x, bounds, spec.value.buckets)
     lw.stamp_if_new(ptr)
     return NIL
+
+
+@handles(Op.Concat)
+def _concat(lw, inst, v, a):
+    x, y = a
+    if not isinstance(x, Lowered) or not isinstance(y, Lowered):
+        raise NotLowered("`..` of a table or a function", v.span)
+    return lw.concat(x, y, v)

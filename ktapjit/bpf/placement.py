@@ -132,14 +132,16 @@ class Analysis:
     cells: Mapping[str, CellUse]
     table_globals: frozenset
     func_globals: Mapping[int, Func]
+    string_bounds: Mapping[str, Optional[int]] = field(default_factory=dict)  # cell -> longest string it holds
 
 
 def analyse_module(module: Module, limits: Limits = Limits(),
                    field_shapes: Optional[FieldShapes] = None) -> Analysis:
     analysis = _Analysis(module, limits, field_shapes)
     placements = analysis.run()
+    bounds = {cell: v.strlen for cell, v in analysis.values_in.items() if "string" in v.kinds}
     return Analysis(placements, analysis.cell_uses, frozenset(analysis.table_globals),
-                    dict(analysis.func_globals))
+                    dict(analysis.func_globals), bounds)
 
 
 # ------------------------------------------------------------ abstract values

@@ -31,9 +31,14 @@ def prefill(spec: MapSpec, target: Map, items: Iterable[tuple[object, object]]) 
     itself on CPU 0 and 0 elsewhere (0 of the same type: a nil or a string
     stays so on every CPU, and fails there as the interpreter would), for
     max, min and constants the value on every CPU (they are idempotent).
-    Stamps (time 0) put these keys before every key an event inserts."""
+    Stamps (time 0) put these keys before every key an event inserts.
+    Keys longer than the map's string slot are left out: kernel code never
+    builds them, and user space keeps the cell's own copy (the run merges
+    the map's pairs into it)."""
     for seq, (key, value) in enumerate(items, start=1):
         stamp = Stamp(0, 0, seq)
+        if not spec.scalar and not spec.key.fits(key):
+            continue  # a key no kernel code can build (a longer string): never looked up there
         raw_key = SCALAR_KEY if spec.scalar else spec.key.encode(key)
         if not spec.percpu:
             target.update(raw_key, spec.value.encode(value, stamp))

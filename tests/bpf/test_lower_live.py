@@ -67,6 +67,10 @@ CASES = [
     ("set membership",
      "var seen = {}\ntrace raw_syscalls:sys_enter { seen[args.id] = true }",
      {}, {"seen": [(GETPPID, True), (GETPID, True), (EXIT_GROUP, True)]}),
+    ("string equality",
+     'var n = 0\ntrace syscalls:sys_enter_getppid { if (execname == "calls") { n += 1 }\n'
+     ' if (execname == "call" || execname == "callsx" || execname == probename) { n += 1000 } }',
+     {"n": [(None, 0)]}, {"n": [(None, P)]}),
     ("a function inlined, a loop, a division",
      "var n = 0\nfunction sq(x) { return x * x }\n"
      "trace syscalls:sys_enter_getppid { for (i = 1, 3) { n += sq(i) / 2 } }",
@@ -209,3 +213,20 @@ def test_a_first_insert_stamp_is_on_the_clock_of_the_stream(calls):
     for stamp, key, _value in got.stamped["t"]:
         gap = first_sample[key] - stamp.time
         assert 0 <= gap < 1_000_000, (key, gap)  # measured here: ~1-3 us
+
+
+@pytest.mark.parametrize("script, base, cell, expected", [
+    ('var t = {}\ntrace raw_syscalls:sys_enter { t["NR " .. args.id] += 1 }', {}, "t",
+     [(b"NR 110", P), (b"NR 39", Q), (b"NR 231", 1)]),
+    ('var t = {}\ntrace syscalls:sys_enter_getppid { t[execname .. ":" .. -args.__syscall_nr .. "/" .. probename] += 1 }',
+     {}, "t", [(b"calls:-110/sys_enter_getppid", P)]),
+    # syscount: a read-only table the top level fills, a name or "NR n"
+    ("var counts = {}\nvar NAMES = {[110] = \"getppid\"}\n"
+     "function name_of(nr) { var n = NAMES[nr]\n if (n == nil) { n = \"NR \" .. nr }\n return n }\n"
+     "trace raw_syscalls:sys_enter { counts[name_of(args.id)] += 1 }",
+     {"NAMES": [(110, b"getppid")]}, "counts", [(b"getppid", P), (b"NR 39", Q), (b"NR 231", 1)]),
+], ids=["a number in a string", "a key of four parts", "a name from a read-only table"])
+def test_strings_built_in_the_kernel(calls, script, base, cell, expected):
+    got = run_live(script, workload(calls), base)
+    assert got.faults == []
+    assert got.tables[cell] == expected

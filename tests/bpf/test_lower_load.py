@@ -34,12 +34,7 @@ UPROBE_FIELDS = {"size": CtxField(112, 8), "a1": CtxField(104, 8, True), "a2": C
 # What the lowering does not handle yet, by row: the reason it gives.
 NOT_LOWERED = {
     "a read-only table": "len() of a table (not lowered yet)",
-    "a key built of bounded parts": "`..` (not lowered yet)",
     "a filter runs in the kernel": "a /FILTER/ (not lowered yet)",
-    "syscount.kp": "`..` (not lowered yet)",
-    "syscount_by_process.kp": "`..` (not lowered yet)",
-    "malloc_sizes.kp": "`..` (not lowered yet)",
-    "funclat.kp": "`..` (not lowered yet)",
     "other kinds under other constant keys": "`t` is updated in more than one way in one map (not lowered yet)",
 }
 
