@@ -16,6 +16,16 @@ from ktapjit.events.schema import EventFormat, Field
 from ktapjit.ir.func import Module, ProbeInfo, TimerInfo
 
 
+class NotLowered(Exception):
+    """A construct the lowering does not handle yet: its probe stays in
+    user space (KernelPlan.not_lowered), with this reason."""
+
+    def __init__(self, construct: str, span: Optional[Span]):
+        super().__init__(construct)
+        self.construct = construct
+        self.span = span
+
+
 # ------------------------------------------------------------ the input: events
 
 

@@ -23,8 +23,9 @@ from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.attach import prog_type_for
 from ktapjit.bpf.kernel_plan import (FAULT_AGG_VALUE, FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_FOR,
                                      FAULT_CONCAT, FAULT_LENGTH, FAULT_LOOP, FAULT_STRING_LONG, FAULT_NIL_INDEX, FAULT_NOT_AGG,
-                                     FAULT_OTHER_BOUNDS, FAULT_OVERFLOW, AuxMap, ErrorSite, KernelEvent,
+                                     FAULT_OTHER_BOUNDS, FAULT_OVERFLOW, AuxMap, NotLowered, ErrorSite, KernelEvent,
                                      KernelPlan, KernelProgram, MapSpec)
+from ktapjit.bpf.filter_code import filter_test
 from ktapjit.bpf.layout import TAG_BOOL, TAG_INT, TAG_NIL, TAG_STRING, KeyLayout, ValueLayout, pad8
 from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_SMP_PROCESSOR_ID, KTIME_GET_NS,
                                    MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PROBE_READ_KERNEL,
@@ -47,15 +48,6 @@ E2BIG = 7  # an insert into a full map (max_entries = --max-table)
 COMM_BYTES = 16  # TASK_COMM_LEN
 DECIMAL_MAX = 20  # len("-9223372036854775808")
 DECIMAL_BUFFER = 24  # a sign and 20 digits, right-aligned (the leading zeros are never copied)
-
-
-class NotLowered(Exception):
-    """A construct this lowering does not handle yet: its probe stays in user space."""
-
-    def __init__(self, construct: str, span: Optional[Span]):
-        super().__init__(construct)
-        self.construct = construct
-        self.span = span
 
 
 @dataclass
@@ -292,9 +284,9 @@ class _ProgramLowering:
     # -- driving
 
     def lower(self) -> "_ProgramLowering":
+        """The program: skip other processes' hits and filtered-out events
+        (no sample: the interpreter never sees them), then the body."""
         probe = self.target
-        if getattr(probe, "filter", None) is not None:
-            raise NotLowered("a /FILTER/", probe.filter_span)
         fn = self.fn
         self.use_map(SEQ_MAP)
         self.use_map(FAULT_MAP)
@@ -302,15 +294,20 @@ class _ProgramLowering:
         if self.event.pid is not None:
             pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
             tgid = fn.op(f"lshr i64 {pid_tgid}, 32")
-            mine = fn.op(f"icmp eq i64 {tgid}, {self.event.pid}")
-            body, skip = fn.new_label("body"), fn.new_label("skip")
-            fn.cond_br(mine, body, skip)
-            fn.start(skip)
-            fn.emit("ret i64 0")
-            fn.start(body)
+            self.skip_unless(fn.op(f"icmp eq i64 {tgid}, {self.event.pid}"))
+        if getattr(probe, "filter", None) is not None:
+            self.skip_unless(filter_test(fn, probe.filter, probe.filter_span, self.event.fields))
         self.inline(probe.func, [])
         self.fill_scratch()
         return self
+
+    def skip_unless(self, passes: str) -> None:
+        fn = self.fn
+        body, skip = fn.new_label("body"), fn.new_label("skip")
+        fn.cond_br(passes, body, skip)
+        fn.start(skip)
+        fn.emit("ret i64 0")
+        fn.start(body)
 
     def fill_scratch(self) -> None:
         at = self.fn.lines.index(";scratch")

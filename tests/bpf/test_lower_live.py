@@ -71,6 +71,12 @@ CASES = [
      'var n = 0\ntrace syscalls:sys_enter_getppid { if (execname == "calls") { n += 1 }\n'
      ' if (execname == "call" || execname == "callsx" || execname == probename) { n += 1000 } }',
      {"n": [(None, 0)]}, {"n": [(None, P)]}),
+    ("a filter",
+     "var n = 0\ntrace raw_syscalls:sys_enter /id == 110/ { n += 1 }",
+     {"n": [(None, 0)]}, {"n": [(None, P)]}),
+    ("a filter of two predicates, one negated",
+     "var t = {}\ntrace raw_syscalls:sys_enter /id < 200 && !(id == 110)/ { t[args.id] += 1 }",
+     {}, {"t": [(GETPID, Q)]}),
     ("a function inlined, a loop, a division",
      "var n = 0\nfunction sq(x) { return x * x }\n"
      "trace syscalls:sys_enter_getppid { for (i = 1, 3) { n += sq(i) / 2 } }",

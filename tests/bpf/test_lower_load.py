@@ -34,7 +34,6 @@ UPROBE_FIELDS = {"size": CtxField(112, 8), "a1": CtxField(104, 8, True), "a2": C
 # What the lowering does not handle yet, by row: the reason it gives.
 NOT_LOWERED = {
     "a read-only table": "len() of a table (not lowered yet)",
-    "a filter runs in the kernel": "a /FILTER/ (not lowered yet)",
     "other kinds under other constant keys": "`t` is updated in more than one way in one map (not lowered yet)",
 }
 
@@ -100,3 +99,12 @@ def test_a_profile_timer_lowers_to_a_perf_event_program():
     [program] = plan.programs
     assert isinstance(program.event.target(module), TimerInfo)
     assert program.prog_type == 25 - 18  # BPF_PROG_TYPE_PERF_EVENT
+
+
+def test_what_is_not_lowered_yet_says_what_and_where():
+    module = compile_script(b'var n = 0\ntrace a:b /comm == "x"/ { n += 1 }\ntrace c:d { n += 1 }', "t.kp").module
+    plan = lower_module(module, analyse_module(module), Limits(), events_for(module))
+    [(target, reason)] = plan.not_lowered.items()
+    assert target is module.probes[0]
+    assert reason.render() == "t.kp:2:12: a /FILTER/ on a str value (not lowered yet)"
+    assert [p.event.target(module) for p in plan.programs] == [module.probes[1]]
