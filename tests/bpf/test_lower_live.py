@@ -14,7 +14,18 @@ from tests.bpf.conftest import needs_bpf, open_fds
 from tests.bpf.lowered import CALLS_C, module_of, run_live
 from tests.cbuild import build_c
 
+from ktapjit.bpf.attach import attach_all
 from ktapjit.bpf.fault_ring import first_fault
+from ktapjit.bpf.kernel_load import load_plan
+from ktapjit.bpf.kernel_plan import CtxField
+from ktapjit.bpf.lower import lower_module
+from ktapjit.bpf.objects import BpfSession
+from ktapjit.bpf.placement import analyse_module
+from ktapjit.bpf.probe_regs import register_field, uprobe_event
+from ktapjit.bpf.tables import prefill, read_back
+from ktapjit.events.dynamic_probes import uprobe_pmu_event
+from ktapjit.events.elf import symbol_file_offset
+from ktapjit.events.perf_ring import PerfSession
 from ktapjit.ir.ops import Op
 from ktapjit.semantics import agg
 from ktapjit.semantics.limits import Limits
@@ -236,3 +247,41 @@ def test_strings_built_in_the_kernel(calls, script, base, cell, expected):
     got = run_live(script, workload(calls), base)
     assert got.faults == []
     assert got.tables[cell] == expected
+
+
+@pytest.mark.parametrize("kernel_arg, field", [
+    ("i=%di:s64", CtxField(112, 8, True)),
+    ("n=%si:u32", CtxField(104, 4, False)),
+    ("arg1=%ax", CtxField(80, 8, False)),
+    ("r=$retval:s32", CtxField(80, 4, True)),
+    ("p=+0(%si):string", CtxField(0, 0, readable=False)),
+])
+def test_a_fetch_arg_is_a_register_of_the_programs_context(kernel_arg, field):
+    assert register_field(kernel_arg, "x86_64") == field
+
+
+def test_a_uprobe_program_sums_a_register_argument_exactly(beats_workload):
+    """beat(i) for i in 0..N-1: the sum of its first argument, read from %di."""
+    n = 20000
+    source = "var s, calls = 0, 0\ntrace probe:/x:beat { s += args.i; calls += 1 }"
+    module = module_of(source)
+    [target] = symbol_file_offset(str(beats_workload), "beat")
+    work = subprocess.Popen([str(beats_workload), str(n)], stdin=subprocess.PIPE)
+    try:
+        event = uprobe_event(0, "beat", ["i=%di:s64"], False, b"beat", pid=work.pid)
+        plan = lower_module(module, analyse_module(module), Limits(), [event])
+        perf_event = uprobe_pmu_event(str(beats_workload), target.offset, is_return=False)
+        with BpfSession() as bpf, PerfSession([perf_event], pages=1, track_tasks=False) as perf:
+            loaded = load_plan(bpf, plan)
+            for spec in plan.maps:
+                prefill(spec, loaded.maps[spec.name], [(None, 0)])
+            [program] = plan.programs
+            attach_all([op.fd for op in perf.opened], loaded.programs[program.name])
+            work.stdin.write(b"go")
+            work.stdin.close()
+            assert work.wait(timeout=60) == 0
+            got = {spec.cell: read_back(spec, loaded.maps[spec.name]) for spec in plan.maps}
+    finally:
+        work.kill()
+        work.wait()
+    assert got == {"s": [(None, n * (n - 1) // 2)], "calls": [(None, n)]}
