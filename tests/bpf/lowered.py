@@ -4,6 +4,7 @@ run a workload, read the maps back."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -76,16 +77,18 @@ class Outcome:
 
 
 def run_live(source: str, workload: list[str], base: dict, limits: Limits = Limits(),
-             filter_pid: bool = True, cpu: Optional[int] = None, runs: int = 1,
+             filter_pid: bool = True, more: tuple[list[str], ...] = (), cpus: Optional[list[int]] = None,
              clockid: Optional[int] = None) -> Outcome:
     """Lower `source`, fill its maps from `base` (cell -> [(key, value)], as
-    the top level leaves them), attach it, run `workload` `runs` times in a
-    row (each waits for a byte on stdin; pinned to `cpu` when given, or to
-    CPU runs-1-k for run k when cpu is "spread"), and read every map back.
+    the top level leaves them), attach it, run `workload` and then each of
+    `more` in a row (each waits for a byte on stdin; the k-th pinned to
+    cpus[k] when given; the pid filter, if any, is the first's), and read
+    every map back.
     The perf samples of the same events are decoded into Outcome.samples
     (their clock: `clockid`, or perf's default)."""
-    works = [subprocess.Popen(workload, stdin=subprocess.PIPE, preexec_fn=_pin(cpu, runs, k))
-             for k in range(runs)]
+    commands = [workload, *more]
+    works = [subprocess.Popen(argv, stdin=subprocess.PIPE, preexec_fn=_pin(cpus[k] if cpus else None))
+             for k, argv in enumerate(commands)]
     try:
         plan, events = plan_for(source, limits, pid=works[0].pid if filter_pid else None,
                                 keep_samples=clockid is not None)
@@ -124,12 +127,10 @@ def _read(plan: KernelPlan, loaded: LoadedPlan) -> Outcome:
     return Outcome(tables, stamped, faults, plan)
 
 
-def _pin(cpu, runs: int, k: int):
+def _pin(cpu: Optional[int]):
     if cpu is None:
         return None
-    target = runs - 1 - k if cpu == "spread" else cpu
-    import os
-    return lambda: os.sched_setaffinity(0, {target})
+    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def _eventdefs(source: str) -> list[str]:
