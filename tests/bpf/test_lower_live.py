@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 from tests.bpf.conftest import needs_bpf, open_fds
-from tests.bpf.lowered import CALLS_C, module_of, run_live
+from tests.bpf.lowered import CALLS_C, module_of, plan_for, run_live
 from tests.cbuild import build_c
 
 from ktapjit.bpf.attach import attach_all
@@ -26,7 +28,7 @@ from ktapjit.bpf.probe_regs import register_field, uprobe_event
 from ktapjit.bpf.tables import prefill, read_back
 from ktapjit.events.dynamic_probes import uprobe_pmu_event
 from ktapjit.events.elf import symbol_file_offset
-from ktapjit.events.perf_ring import PerfSession
+from ktapjit.events.perf_ring import PerfSession, tracepoint
 from ktapjit.ir.ops import Op
 from ktapjit.semantics import agg
 from ktapjit.semantics.limits import Limits
@@ -271,3 +273,71 @@ def test_a_uprobe_program_sums_a_register_argument_exactly(beats_workload):
         work.kill()
         work.wait()
     assert got == {"s": [(None, n * (n - 1) // 2)], "calls": [(None, n)]}
+
+
+def _perf_fds_of(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += "perf_event" in os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return count
+
+
+def test_the_kernel_tables_equal_the_interpreters_on_the_same_events(calls, tmp_path):
+    """The interpreter traces the workload live (-p) and records the stream,
+    while the lowered programs count the same events in the kernel: its
+    trace_end output, live and over the recording, prints the tables read
+    back from the maps."""
+    body = "var t = {}\ntrace syscalls:sys_enter_getppid, syscalls:sys_enter_getpid { t[probename] += 1 }\n"
+    script = body + 'trace_end { for (k, v in pairs(t)) { printf("%s %d\\n", k, v) } }'
+    (tmp_path / "t.kp").write_text(script)
+    ktapjit = os.path.join(os.path.dirname(sys.executable), "ktapjit")
+    work = subprocess.Popen(workload(calls), stdin=subprocess.PIPE)
+    interp = None
+    try:
+        # a program returning 0 drops the tracepoint's sample for every perf
+        # event on it, the interpreter's too: keep them
+        plan, events = plan_for(body, pid=work.pid, keep_samples=True)
+        perf_events = [tracepoint("syscalls", e.event) for e in events]
+        with BpfSession() as bpf, PerfSession(perf_events, pages=1, track_tasks=False) as perf:
+            loaded = load_plan(bpf, plan)
+            for program, perf_event in zip(plan.programs, perf_events):
+                attach_all([op.fd for op in perf.opened if op.event is perf_event], loaded.programs[program.name])
+            interp = subprocess.Popen([ktapjit, "run", "--engine", "interp", "--record", "rec.data", "-p",
+                                       str(work.pid), "t.kp"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 30
+            while _perf_fds_of(interp.pid) < len(perf_events) * len(perf.cpus):
+                assert time.monotonic() < deadline and interp.poll() is None, interp.stderr.read()
+                time.sleep(0.05)
+            time.sleep(0.5)  # opened, then enabled
+            work.stdin.write(b"go")
+            work.stdin.close()
+            assert work.wait(timeout=60) == 0
+            time.sleep(0.5)
+            interp.send_signal(signal.SIGINT)  # as a user stops a -p trace
+            live_out, live_err = interp.communicate(timeout=60)
+            kernel = [(k, v) for k, v in read_back(plan.maps[0], loaded.maps[plan.maps[0].name])]
+    finally:
+        for proc in (work, interp):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    assert kernel == [(b"sys_enter_getppid", P), (b"sys_enter_getpid", Q)]
+    printed = "".join(f"{k.decode()} {v}\n" for k, v in kernel)
+    assert (live_out.decode(), interp.returncode) == (printed, 0), live_err.decode()
+    replay = subprocess.run([ktapjit, "run", "--replay", "rec.data", "t.kp"], cwd=tmp_path, capture_output=True,
+                            timeout=120)
+    assert replay.stdout.decode() == printed
+
+
+def test_without_keep_samples_the_tracepoint_writes_no_sample_for_any_perf_event(calls):
+    """A tracepoint program that returns 0 drops the event for every perf
+    event on that tracepoint: the cheap path when nothing records, and why
+    a recording run needs keep_samples."""
+    script = "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }"
+    got = run_live(script, workload(calls), {"n": [(None, 0)]})
+    assert got.tables["n"] == [(None, P)]
+    assert got.samples == []
