@@ -285,6 +285,7 @@ def _perf_fds_of(pid: int) -> int:
     return count
 
 
+@pytest.mark.slow  # two ktapjit processes, one tracing live: 5-10 s
 def test_the_kernel_tables_equal_the_interpreters_on_the_same_events(calls, tmp_path):
     """The interpreter traces the workload live (-p) and records the stream,
     while the lowered programs count the same events in the kernel: its
