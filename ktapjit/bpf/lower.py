@@ -2,12 +2,10 @@
 as LLVM IR text for bpfel, and the maps the programs share (docs/bpf.md,
 "Lowering").
 
-A script value in a program is a `Lowered`: an i64 tag (layout.TAG_*), i64
-bits (the integer, the boolean, a string's length) and, for a value that may
-be a string, a pointer to a zero-padded stack or map buffer of `cap` bytes.
-Tags that are constants fold away at O2, so integer code is plain integer
-code. Tables and functions are compile-time references: a table global is
-its map, a function global is inlined at each call.
+lower_module drives it: a few rounds over every event, until the maps'
+string slots settle, each program lowered by a _ProgramLowering, which
+inlines the probe body and the functions it calls, block by block, op by
+op (lower_ops.py). Values are lowered_value.Lowered.
 
 What is not lowered yet raises NotLowered at the construct: the probe then
 runs in user space (KernelPlan.not_lowered), with that reason.
@@ -21,21 +19,20 @@ from typing import Optional
 from ktapjit.bpf import layout
 from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.attach import prog_type_for
-from ktapjit.bpf.kernel_plan import (FAULT_AGG_VALUE, FAULT_ARITH, FAULT_COMPARE, FAULT_DIVZERO, FAULT_FOR,
-                                     FAULT_CONCAT, FAULT_LENGTH, FAULT_LOOP, FAULT_STRING_LONG, FAULT_NIL_INDEX, FAULT_NOT_AGG,
-                                     FAULT_OTHER_BOUNDS, FAULT_OVERFLOW, AuxMap, NotLowered, ErrorSite, KernelEvent,
-                                     KernelPlan, KernelProgram, MapSpec)
 from ktapjit.bpf.filter_code import filter_test
+from ktapjit.bpf.kernel_plan import (FAULT_ARITH, FAULT_CONCAT, FAULT_NOT_AGG, FAULT_OTHER_BOUNDS, FAULT_OVERFLOW,
+                                     FAULT_STRING_LONG, AuxMap, ErrorSite, KernelEvent, KernelPlan, KernelProgram,
+                                     MapSpec, NotLowered)
 from ktapjit.bpf.layout import TAG_BOOL, TAG_INT, TAG_NIL, TAG_STRING, KeyLayout, ValueLayout, pad8
 from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_SMP_PROCESSOR_ID, KTIME_GET_NS,
                                    MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PROBE_READ_KERNEL,
                                    RINGBUF_OUTPUT, FunctionText, module_text)
+from ktapjit.bpf.lower_ops import HANDLERS, op_text
+from ktapjit.bpf.lowered_value import NIL, FuncRef, Lowered, int_value
 from ktapjit.bpf.placement import KERNEL, KERNEL_STRING_MAX, Analysis, Reason
 from ktapjit.diag import Span
 from ktapjit.ir.func import Block, Func, Module, Value
-from ktapjit.ir.ops import ARITH_SYMBOL, Op
-from ktapjit.semantics.agg import lhist_bounds_error
-from ktapjit.semantics.intmath import TIME_DIVISORS
+from ktapjit.ir.ops import Op
 from ktapjit.semantics.limits import Limits
 
 SEQ_MAP = "ktj_seq"  # per-CPU u64: the sequence part of first-insert stamps
@@ -48,31 +45,6 @@ E2BIG = 7  # an insert into a full map (max_entries = --max-table)
 COMM_BYTES = 16  # TASK_COMM_LEN
 DECIMAL_MAX = 20  # len("-9223372036854775808")
 DECIMAL_BUFFER = 24  # a sign and 20 digits, right-aligned (the leading zeros are never copied)
-
-
-@dataclass
-class Lowered:
-    tag: str
-    bits: str
-    sptr: str = "null"
-    cap: int = 0  # bytes the string buffer holds; 0: never a string
-
-
-@dataclass(frozen=True)
-class TableRef:
-    slot: int
-
-
-@dataclass(frozen=True)
-class FuncRef:
-    func: Func
-
-
-NIL = Lowered(str(TAG_NIL), "0")
-
-
-def _int(value: str) -> Lowered:
-    return Lowered(str(TAG_INT), value)
 
 
 # ------------------------------------------------------------ the whole plan
@@ -408,9 +380,9 @@ class _ProgramLowering:
     # -- values
 
     def lower_value(self, instance: _Instance, v: Value):
-        handler = _HANDLERS.get(v.op)
+        handler = HANDLERS.get(v.op)
         if handler is None:
-            raise NotLowered(_op_text(v.op), v.span or self.where(v))
+            raise NotLowered(op_text(v.op), v.span or self.where(v))
         args = [instance.values.get(a) for a in v.args] if v.op is not Op.Phi else []
         return handler(self, instance, v, args)
 
@@ -844,10 +816,10 @@ class _ProgramLowering:
         if name in ("pid", "tid"):
             pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
             if name == "pid":
-                return _int(fn.op(f"lshr i64 {pid_tgid}, 32"))
-            return _int(fn.op(f"and i64 {pid_tgid}, 4294967295"))
+                return int_value(fn.op(f"lshr i64 {pid_tgid}, 32"))
+            return int_value(fn.op(f"and i64 {pid_tgid}, 4294967295"))
         if name == "cpu":
-            return _int(fn.helper(GET_SMP_PROCESSOR_ID, "i64", ""))
+            return int_value(fn.helper(GET_SMP_PROCESSOR_ID, "i64", ""))
         if name == "uid":
             return NIL  # perf records carry no uid: the interpreter's uid is nil too
         if name == "probename":
@@ -878,9 +850,9 @@ class _ProgramLowering:
             raise NotLowered(f"args.{name} (a {where.size}-byte field)", v.span or self.where(v))
         raw = fn.load(f"i{where.size * 8}", fn.gep("%ctx", where.offset))
         if where.size == 8:
-            return _int(raw)
+            return int_value(raw)
         extend = "sext" if where.signed else "zext"
-        return _int(fn.op(f"{extend} i{where.size * 8} {raw} to i64"))
+        return int_value(fn.op(f"{extend} i{where.size * 8} {raw} to i64"))
 
     def cut_at_nul(self, buf: str, size: int) -> Lowered:
         """A C string of at most `size` bytes in `buf` as a script string:
@@ -899,317 +871,3 @@ class _ProgramLowering:
             byte = fn.load("i8", at_ptr) if at < size else "0"
             fn.store("i8", fn.op(f"select i1 {keep}, i8 {byte}, i8 0"), at_ptr)
         return Lowered(str(TAG_STRING), length, buf, cap)
-
-
-# ------------------------------------------------------------ op handlers
-
-_HANDLERS = {}
-
-
-def handles(*ops):
-    def register(handler):
-        for op in ops:
-            _HANDLERS[op] = handler
-        return handler
-    return register
-
-
-def _op_text(op: Op) -> str:
-    names = {Op.Concat: "`..`", Op.Len: "len()", Op.Hist: "hist()", Op.LHist: "lhist()", Op.Stats: "stats()",
-             Op.NumCpus: "num_cpus()", Op.Arch: "arch()", Op.KernelV: "kernel_v()", Op.Delete: "delete()"}
-    return names.get(op, op.name)
-
-
-@handles(Op.Const)
-def _const(lw: _ProgramLowering, inst, v, a):
-    aux = v.aux
-    if aux is None:
-        return NIL
-    if aux is True or aux is False:
-        return Lowered(str(TAG_BOOL), str(int(aux)))
-    if isinstance(aux, bytes):
-        return lw.string_const(aux)
-    return _int(str(aux))
-
-
-@handles(Op.Param)
-def _param(lw, inst, v, a):
-    return inst.args[v.aux] if v.aux < len(inst.args) else NIL
-
-
-@handles(Op.Phi)
-def _phi(lw, inst, v, a):
-    fn = lw.fn
-    names = (fn.tmp("phi"), fn.tmp("phi"), fn.tmp("phi"))
-    for name in names:
-        fn.lines.append(f"  ;phi {name}")
-    cap = lw.state.phi_caps.get((lw.name, inst.prefix, v.id), 0)
-    inst.phis.append((v, names, cap))
-    return Lowered(names[0], names[1], names[2] if cap else "null", cap)
-
-
-@handles(Op.GlobalGet)
-def _global_get(lw, inst, v, a):
-    analysis = lw.state.analysis
-    if v.aux in analysis.table_globals:
-        return TableRef(v.aux)
-    if v.aux in analysis.func_globals:
-        return FuncRef(analysis.func_globals[v.aux])
-    return lw.read_cell(v.aux, None, v.span)
-
-
-@handles(Op.GlobalSet)
-def _global_set(lw, inst, v, a):
-    if not isinstance(a[0], Lowered):
-        raise NotLowered("a global set to a table or a function", v.span)
-    lw.write_cell(v.aux, None, a[0], v)
-    return NIL
-
-
-@handles(Op.TableGet)
-def _table_get(lw, inst, v, a):
-    table, key = a
-    if not isinstance(table, TableRef) or not isinstance(key, Lowered):
-        raise NotLowered("indexing a value that is not a table global", v.span)
-    return lw.read_cell(table.slot, key, v.span)
-
-
-@handles(Op.TableSet)
-def _table_set(lw, inst, v, a):
-    table, key, value = a
-    if not isinstance(table, TableRef) or not isinstance(key, Lowered) or not isinstance(value, Lowered):
-        raise NotLowered("storing into a value that is not a table global", v.span)
-    fn = lw.fn
-    if key.tag != str(TAG_INT):
-        nil_key = fn.op(f"icmp eq i64 {key.tag}, {TAG_NIL}")
-        lw.fault_if(nil_key, lw.state.site(v.span, FAULT_NIL_INDEX), "0")
-    lw.write_cell(table.slot, key, value, v)
-    return NIL
-
-
-@handles(Op.OrZero)
-def _or_zero(lw, inst, v, a):
-    (x,) = a
-    if x.tag == str(TAG_INT):
-        return x
-    fn = lw.fn
-    is_nil = fn.op(f"icmp eq i64 {x.tag}, {TAG_NIL}")
-    tag = fn.op(f"select i1 {is_nil}, i64 {TAG_INT}, i64 {x.tag}")
-    bits = fn.op(f"select i1 {is_nil}, i64 0, i64 {x.bits}")
-    return Lowered(tag, bits, x.sptr, x.cap)
-
-
-_SIMPLE_ARITH = {Op.Add: "add", Op.Sub: "sub", Op.Mul: "mul", Op.BAnd: "and", Op.BOr: "or", Op.BXor: "xor"}
-
-
-@handles(*ARITH_SYMBOL)
-def _arith(lw, inst, v, a):
-    x = lw.int_operand(a[0], v)
-    y = lw.int_operand(a[1], v)
-    fn = lw.fn
-    if v.op in _SIMPLE_ARITH:
-        return _int(fn.op(f"{_SIMPLE_ARITH[v.op]} i64 {x}, {y}"))
-    if v.op in (Op.Shl, Op.Shr):
-        count = fn.op(f"and i64 {y}, 63")
-        return _int(fn.op(f"{'shl' if v.op is Op.Shl else 'ashr'} i64 {x}, {count}"))
-    zero = fn.op(f"icmp eq i64 {y}, 0")
-    lw.fault_if(zero, lw.state.site(v.span, FAULT_DIVZERO), "0")
-    return _int(_signed_divide(fn, x, y, v.op is Op.Div))
-
-
-def _signed_divide(fn: FunctionText, x: str, y: str, quotient: bool) -> str:
-    """Truncating signed / and % through unsigned division: cpu v3 has no
-    signed division (INT64_MIN / -1 wraps to INT64_MIN, as the language says)."""
-    x_neg = fn.op(f"icmp slt i64 {x}, 0")
-    y_neg = fn.op(f"icmp slt i64 {y}, 0")
-    ax = fn.op(f"select i1 {x_neg}, i64 {fn.op(f'sub i64 0, {x}')}, i64 {x}")
-    ay = fn.op(f"select i1 {y_neg}, i64 {fn.op(f'sub i64 0, {y}')}, i64 {y}")
-    if quotient:
-        q = fn.op(f"udiv i64 {ax}, {ay}")
-        flip = fn.op(f"xor i1 {x_neg}, {y_neg}")
-        return fn.op(f"select i1 {flip}, i64 {fn.op(f'sub i64 0, {q}')}, i64 {q}")
-    r = fn.op(f"urem i64 {ax}, {ay}")
-    return fn.op(f"select i1 {x_neg}, i64 {fn.op(f'sub i64 0, {r}')}, i64 {r}")
-
-
-@handles(Op.Neg, Op.BNot)
-def _unary(lw, inst, v, a):
-    x = lw.int_operand(a[0], v)
-    if v.op is Op.Neg:
-        return _int(lw.fn.op(f"sub i64 0, {x}"))
-    return _int(lw.fn.op(f"xor i64 {x}, -1"))
-
-
-@handles(Op.Not)
-def _not(lw, inst, v, a):
-    return lw.boolean(lw.fn.op(f"xor i1 {lw.truth(a[0])}, true"))
-
-
-@handles(Op.Eq, Op.Ne)
-def _equal(lw, inst, v, a):
-    x, y = a
-    if not isinstance(x, Lowered) or not isinstance(y, Lowered):
-        raise NotLowered("comparing tables or functions", v.span or lw.where(v))
-    fn = lw.fn
-    same = fn.op(f"and i1 {fn.op(f'icmp eq i64 {x.tag}, {y.tag}')}, {fn.op(f'icmp eq i64 {x.bits}, {y.bits}')}")
-    common = min(x.cap, y.cap)
-    if common:
-        is_string = fn.op(f"icmp eq i64 {x.tag}, {TAG_STRING}")
-        both = fn.op(f"and i1 {same}, {is_string}")
-        compare, done = fn.new_label("streq"), fn.new_label("eqdone")
-        before = fn.label
-        fn.cond_br(both, compare, done)
-        fn.start(compare)  # equal lengths, at most `common` bytes: compare padded copies
-        left, right = lw.padded(x, common), lw.padded(y, common)
-        text_same = "true"
-        for at in range(0, pad8(common), 8):
-            word_left = fn.load("i64", fn.gep(left, at))
-            word_right = fn.load("i64", fn.gep(right, at))
-            text_same = fn.op(f"and i1 {text_same}, {fn.op(f'icmp eq i64 {word_left}, {word_right}')}")
-        compared = fn.label
-        fn.br(done)
-        fn.start(done)
-        same = fn.op(f"phi i1 [ {same}, %{before} ], [ {text_same}, %{compared} ]")
-    elif x.cap or y.cap:
-        is_string = fn.op(f"icmp eq i64 {x.tag}, {TAG_STRING}")
-        same = fn.op(f"and i1 {same}, {fn.op(f'xor i1 {is_string}, true')}")
-    if v.op is Op.Ne:
-        same = fn.op(f"xor i1 {same}, true")
-    return lw.boolean(same)
-
-
-_ORDER = {Op.Lt: "slt", Op.Le: "sle", Op.Gt: "sgt", Op.Ge: "sge"}
-
-
-@handles(*_ORDER)
-def _order(lw, inst, v, a):
-    x, y = a
-    if not isinstance(x, Lowered) or not isinstance(y, Lowered):
-        raise NotLowered("ordering tables or functions", v.span)
-    if x.cap and y.cap:
-        raise NotLowered("ordering of strings", v.span)
-    fn = lw.fn
-    if x.tag != str(TAG_INT) or y.tag != str(TAG_INT):
-        ints = fn.op(f"and i1 {fn.op(f'icmp eq i64 {x.tag}, {TAG_INT}')}, {fn.op(f'icmp eq i64 {y.tag}, {TAG_INT}')}")
-        detail = fn.op(f"or i64 {fn.op(f'shl i64 {x.tag}, 4')}, {y.tag}")
-        lw.fault_if(fn.op(f"xor i1 {ints}, true"), lw.state.site(v.span, FAULT_COMPARE), detail)
-    return lw.boolean(fn.op(f"icmp {_ORDER[v.op]} i64 {x.bits}, {y.bits}"))
-
-
-@handles(Op.Call)
-def _call(lw, inst, v, a):
-    callee, *args = a
-    return lw.call(callee, args, v.span)
-
-
-@handles(Op.LoopTick)
-def _loop_tick(lw, inst, v, a):
-    fn = lw.fn
-    count = fn.op(f"add i64 {fn.load('i64', inst.tick)}, 1")
-    limit = lw.state.limits.max_loop
-    over = fn.op(f"icmp sgt i64 {count}, {limit}")
-    lw.fault_if(over, lw.state.site(v.span, FAULT_LOOP, limit), "0")
-    fn.store("i64", count, inst.tick)
-    return NIL
-
-
-@handles(Op.ForInt)
-def _for_int(lw, inst, v, a):
-    return _int(lw.int_operand(a[0], v, FAULT_FOR, v.aux))
-
-
-@handles(Op.ForStepNonZero)
-def _for_step(lw, inst, v, a):
-    (x,) = a
-    fn = lw.fn
-    zero = fn.op(f"icmp eq i64 {x.bits}, 0")
-    is_int = fn.op(f"icmp eq i64 {x.tag}, {TAG_INT}")
-    lw.fault_if(fn.op(f"and i1 {zero}, {is_int}"), lw.state.site(v.span, FAULT_FOR), "0")
-    return x
-
-
-@handles(Op.ForCont)
-def _for_cont(lw, inst, v, a):
-    i, limit, stride = (x.bits for x in a)
-    fn = lw.fn
-    up = fn.op(f"icmp sgt i64 {stride}, 0")
-    below = fn.op(f"icmp sle i64 {i}, {limit}")
-    above = fn.op(f"icmp sge i64 {i}, {limit}")
-    return lw.boolean(fn.op(f"select i1 {up}, i1 {below}, i1 {above}"))
-
-
-@handles(Op.ForCanStep)
-def _for_can_step(lw, inst, v, a):
-    i, stride = (x.bits for x in a)
-    fn = lw.fn
-    result = fn.op(f"call {{i64, i1}} @llvm.sadd.with.overflow.i64(i64 {i}, i64 {stride})")
-    overflow = fn.op(f"extractvalue {{i64, i1}} {result}, 1")
-    return lw.boolean(fn.op(f"xor i1 {overflow}, true"))
-
-
-@handles(Op.Time)
-def _time(lw, inst, v, a):
-    now = lw.fn.helper(KTIME_GET_NS, "i64", "")
-    divisor = TIME_DIVISORS[v.aux]
-    return _int(now if divisor == 1 else lw.fn.op(f"udiv i64 {now}, {divisor}"))
-
-
-@handles(Op.EventValue)
-def _event_value(lw, inst, v, a):
-    return lw.event_value(v.aux, v)
-
-
-@handles(Op.EventField)
-def _event_field(lw, inst, v, a):
-    return lw.event_field(v.aux, v)
-
-
-
-@handles(Op.Len)
-def _len(lw, inst, v, a):
-    (x,) = a
-    if not isinstance(x, Lowered):
-        raise NotLowered("len() of a table", v.span)
-    fn = lw.fn
-    if x.tag != str(TAG_STRING):
-        bad = fn.op(f"icmp ne i64 {x.tag}, {TAG_STRING}")
-        lw.fault_if(bad, lw.state.site(v.span, FAULT_LENGTH), x.tag)
-    return _int(x.bits)
-
-
-_AGG_NAMES = {Op.Hist: "hist", Op.LHist: "lhist", Op.Stats: "stats"}
-
-
-@handles(Op.Hist, Op.LHist, Op.Stats)
-def _aggregate(lw, inst, v, a):
-    name = _AGG_NAMES[v.op]
-    table, key, value = a[:3]
-    if not isinstance(table, TableRef) or not isinstance(key, Lowered):
-        raise NotLowered(f"{name}() into a value that is not a table global", v.span)
-    bounds = ()
-    if v.op is Op.LHist:
-        bounds = tuple(b.aux for b in v.args[3:6])
-        if not all(type(b) is int for b in bounds) or lhist_bounds_error(*bounds):
-            raise NotLowered("lhist() with bounds that fail", v.span)
-    fn = lw.fn
-    x = lw.int_operand(value, v, FAULT_AGG_VALUE, name)
-    if key.tag != str(TAG_INT):
-        lw.fault_if(fn.op(f"icmp eq i64 {key.tag}, {TAG_NIL}"), lw.state.site(v.span, FAULT_NIL_INDEX), "0")
-    spec, ref = lw.map_of(table.slot, v.span)
-    key_buf = lw.key_of(table.slot, spec, key)
-    ptr = lw.insert_if_absent(spec, ref, key_buf, lw.lookup(ref, key_buf), v)
-    lw.claim_aggregate(ptr, name, bounds, v)
-    if v.op is Op.Stats:
-        lw.update_stats(ptr, x)
-    else:
-        lw.count_in_bucket(ptr, x, bounds, spec.value.buckets)
-    lw.stamp_if_new(ptr)
-    return NIL
-
-
-@handles(Op.Concat)
-def _concat(lw, inst, v, a):
-    x, y = a
-    if not isinstance(x, Lowered) or not isinstance(y, Lowered):
-        raise NotLowered("`..` of a table or a function", v.span)
-    return lw.concat(x, y, v)
