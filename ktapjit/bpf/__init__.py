@@ -20,7 +20,9 @@ between BPF functions are not supported: the lowering inlines them.
 
 Errors are ``BpfError``: ``str()`` is one line a user can act on.
 
-May import: ktapjit.diag, ktapjit.ir, ktapjit.semantics and ktapjit.events
-(the perf_event ABI: ioctls on the perf fds programs attach to). Nothing
-imports llvmlite at package import; only ``build`` does, when called.
+May import: ktapjit.diag, ktapjit.ir, ktapjit.semantics, ktapjit.events
+(the perf_event ABI: ioctls on the perf fds programs attach to; event
+formats) and ktapjit.kernel_filter (a probe's /FILTER/, compiled into its
+program). Nothing imports llvmlite at package import; only ``build`` does,
+when called.
 """

@@ -106,8 +106,42 @@ FieldShapes = Callable[[ProbeInfo], Mapping[str, FieldShape]]
 def place_module(module: Module, limits: Limits = Limits(),
                  field_shapes: Optional[FieldShapes] = None) -> list[Placement]:
     """One Placement per probe and timer of the module, in source order."""
+    return analyse_module(module, limits, field_shapes).placements
+
+
+@dataclass(frozen=True)
+class CellUse:
+    """How event-time code uses one script global (a table, or a global of
+    one cell): the update families its writers use, whether it is
+    per-thread state, and whether event-time code writes it at all (a cell
+    only the top level writes is constant while events run)."""
+
+    cell: str  # "t<slot>" a table global, "g<slot>" a scalar global
+    families: frozenset
+    thread_local: bool
+    written: bool
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The placements, and what the lowering needs to know of the globals:
+    how each cell is used, which slots hold one table or one function for
+    the whole run."""
+
+    placements: list[Placement]
+    cells: Mapping[str, CellUse]
+    table_globals: frozenset
+    func_globals: Mapping[int, Func]
+    string_bounds: Mapping[str, Optional[int]] = field(default_factory=dict)  # cell -> longest string it holds
+
+
+def analyse_module(module: Module, limits: Limits = Limits(),
+                   field_shapes: Optional[FieldShapes] = None) -> Analysis:
     analysis = _Analysis(module, limits, field_shapes)
-    return analysis.run()
+    placements = analysis.run()
+    bounds = {cell: v.strlen for cell, v in analysis.values_in.items() if "string" in v.kinds}
+    return Analysis(placements, analysis.cell_uses, frozenset(analysis.table_globals),
+                    dict(analysis.func_globals), bounds)
 
 
 # ------------------------------------------------------------ abstract values
@@ -265,7 +299,10 @@ class _Analysis:
             if self.values_out == self.values_in:
                 break
             self.values_in, self.values_out = self._widened(self.values_out, _round), dict(self.preset)
-        return _Verdict(self, bodies).placements()
+        verdict = _Verdict(self, bodies)
+        placements = verdict.placements()
+        self.cell_uses = verdict.cell_uses()
+        return placements
 
     def _widened(self, values: dict[str, _Abs], round_: int) -> dict[str, _Abs]:
         if round_ < 3:
@@ -764,6 +801,15 @@ class _Verdict:
                 cells.setdefault(access.cell, []).append((body, access))
         return {cell: accs for cell, accs in cells.items()
                 if any(a.kind in ("write", "delete") for _b, a in accs)}
+
+    def cell_uses(self) -> dict[str, CellUse]:
+        cells: dict[str, list] = {}
+        for body in self.bodies:
+            for access in body.accesses:
+                cells.setdefault(access.cell, []).append((body, access))
+        return {cell: CellUse(cell, frozenset(a.family for _b, a in accs if a.kind == "write"),
+                              self.thread_local(accs), any(a.kind in ("write", "delete") for _b, a in accs))
+                for cell, accs in cells.items()}
 
     @staticmethod
     def thread_local(accesses) -> bool:
