@@ -19,8 +19,8 @@ from ktapjit.bpf.objects import BpfSession
 from ktapjit.bpf.placement import KERNEL, analyse_module
 from ktapjit.bpf.tables import prefill, read_back, read_stamped
 from ktapjit.compiler import compile_script
-from ktapjit.events.decode import Sample, iter_records
-from ktapjit.events.perf_ring import PerfSession, tracepoint
+from ktapjit.events.records.decode import Sample, iter_records
+from ktapjit.events.records.perf_ring import PerfSession, tracepoint
 from ktapjit.events.tracefs import read_format
 from ktapjit.semantics.limits import Limits
 

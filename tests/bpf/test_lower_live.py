@@ -26,9 +26,9 @@ from ktapjit.bpf.objects import BpfSession
 from ktapjit.bpf.placement import analyse_module
 from ktapjit.bpf.probe_regs import register_field, uprobe_event
 from ktapjit.bpf.tables import prefill, read_back
-from ktapjit.events.dynamic_probes import uprobe_pmu_event
-from ktapjit.events.elf import symbol_file_offset
-from ktapjit.events.perf_ring import PerfSession, tracepoint
+from ktapjit.events.probes.dynamic_probes import uprobe_pmu_event
+from ktapjit.events.probes.elf import symbol_file_offset
+from ktapjit.events.records.perf_ring import PerfSession, tracepoint
 from ktapjit.ir.ops import Op
 from ktapjit.semantics import agg
 from ktapjit.semantics.limits import Limits
