@@ -34,6 +34,7 @@ SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY = 14, 15, 16
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_TLS = 0x1, 0x2, 0x4, 0x400
 SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
+STT_FUNC = 2
 _CONSTRUCTOR_SECTIONS = (".init_array", ".fini_array", ".preinit_array", ".ctors", ".dtors")
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
@@ -65,6 +66,8 @@ class _Symbol:
     bind: int
     shndx: int
     value: int
+    size: int = 0
+    is_function: bool = False
 
 
 @dataclass
@@ -103,8 +106,9 @@ def _parse(data: bytes, name: str) -> _Object:
             strtab = headers[link]
             strings = data[strtab[4]:strtab[4] + strtab[5]]
             for i in range(size // _SYM.size):
-                st_name, st_info, _, shndx, value, _ = _SYM.unpack_from(data, offset + i * _SYM.size)
-                symbols.append(_Symbol(_cstr(strings, st_name), st_info >> 4, shndx, value))
+                st_name, st_info, _, shndx, value, st_size = _SYM.unpack_from(data, offset + i * _SYM.size)
+                symbols.append(_Symbol(_cstr(strings, st_name), st_info >> 4, shndx, value, st_size,
+                                       st_info & 0xF == STT_FUNC))
         elif sh_type == SHT_RELA:
             relas.append((info, offset, size))
         elif flags & SHF_ALLOC and section_name != ".eh_frame" and (size or sh_type == SHT_NOBITS):
@@ -162,8 +166,11 @@ class _Linker:
         self._fill_got(content)
         self._fill_plt(content)
         exports = {name: self._resolve(obj, sym).offset for name, (obj, sym) in self.globals.items()}
+        functions = tuple((obj.sections[sym.shndx].address + sym.value, sym.size, sym.name)
+                          for obj in self.objects for sym in obj.symbols
+                          if sym.is_function and sym.shndx in obj.sections and sym.size)
         return Image(self.machine, bytes(content), size, segments, tuple(self.relative),
-                     tuple(self.imports), exports)
+                     tuple(self.imports), exports, functions)
 
     def _collect_globals(self) -> None:
         for obj in self.objects:

@@ -5,7 +5,8 @@ on where it lands listed beside it.
 An ``Image`` is what ``elflink.link`` makes of relocatable objects (the
 runtime's, a script's); it holds no address of this process, so it can be
 cached on disk, shipped in a bundle, or made on another machine for this
-one's target. ``map_image`` maps it: one anonymous mapping, the base added
+one's target. With KTAPJIT_PERF_MAP=1 set, each mapped function is named
+in /tmp/perf-PID.map, where `perf report` looks up JIT code. ``map_image`` maps it: one anonymous mapping, the base added
 to each relative word, each import's address written where it is used (its
 GOT slot), then each segment protected (code read+execute, constants
 read-only, data read+write). Nothing is ever unmapped: generated code is
@@ -23,12 +24,13 @@ from __future__ import annotations
 import ctypes
 import marshal
 import mmap
+import os
 import platform
 import struct
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-FORMAT = "ktapjit-image-1"
+FORMAT = "ktapjit-image-2"
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 _HOST_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -54,21 +56,23 @@ class Image:
     relative: tuple[int, ...]  # offsets of 64-bit words that get the base added
     imports: tuple[tuple[int, str, int], ...]  # (offset, symbol, addend): a 64-bit word
     exports: dict[str, int]  # global symbol -> offset
+    functions: tuple[tuple[int, int, str], ...] = ()  # (offset, size, name) of every function, for profilers
 
     def to_bytes(self) -> bytes:
         return marshal.dumps((FORMAT, self.machine, self.content, self.size,
                               tuple((s.offset, s.size, s.prot) for s in self.segments),
-                              self.relative, self.imports, self.exports))
+                              self.relative, self.imports, self.exports, self.functions))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Image":
         try:
-            fmt, machine, content, size, segments, relative, imports, exports = marshal.loads(data)
+            fmt, machine, content, size, segments, relative, imports, exports, functions = marshal.loads(data)
         except (EOFError, ValueError, TypeError) as exc:
             raise ImageError(f"not a ktapjit image ({exc})") from None
         if fmt != FORMAT:
             raise ImageError(f"not a {FORMAT} image")
-        return cls(machine, content, size, tuple(Segment(*s) for s in segments), relative, imports, exports)
+        return cls(machine, content, size, tuple(Segment(*s) for s in segments), relative, imports, exports,
+                   functions)
 
 
 def host_machine() -> str:
@@ -152,7 +156,20 @@ def map_image(image: Image, resolve: Callable[[str], Optional[int]] = lambda nam
             raise ImageError(f"ktapjit: cannot make {what} executable: {error}")
     if image.machine == "aarch64":
         _flush_instruction_cache(base, len(content))
+    if os.environ.get("KTAPJIT_PERF_MAP"):
+        _write_perf_map(base, image.functions)
     return MappedImage(base, length, {name: base + offset for name, offset in image.exports.items()})
+
+
+def _write_perf_map(base: int, functions: tuple[tuple[int, int, str], ...]) -> None:
+    """Name the functions for perf (its JIT map: /tmp/perf-PID.map, one
+    "START SIZE NAME" line each, hex), as perf cannot read anonymous memory's
+    symbols. Opt-in (KTAPJIT_PERF_MAP=1): the file outlives the process."""
+    try:
+        with open(f"/tmp/perf-{os.getpid()}.map", "a") as handle:
+            handle.writelines(f"{base + offset:x} {size:x} {name}\n" for offset, size, name in functions)
+    except OSError:
+        pass  # profiling aid only
 
 
 def _flush_instruction_cache(start: int, length: int) -> None:
@@ -165,6 +182,4 @@ def _flush_instruction_cache(start: int, length: int) -> None:
 
 
 def _errno_text() -> str:
-    import os
-
     return os.strerror(ctypes.get_errno())

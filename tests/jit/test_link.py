@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import os
 
 import pytest
 
@@ -124,3 +125,23 @@ def test_a_script_runs_with_no_linker(tmp_path, monkeypatch):
     status = main(["run", "--jit", "-e", 'var t = {}\nt["a"] += 2\nprintf("%s=%d\\n", "a", t["a"])'],
                   stdout=out, stderr=err)
     assert (status, out.getvalue(), err.getvalue()) == (0, b"a=2\n", b"")
+
+
+def test_a_perf_map_names_the_functions_when_asked(monkeypatch):
+    monkeypatch.setenv("KTAPJIT_PERF_MAP", "1")
+    path = f"/tmp/perf-{os.getpid()}.map"
+    if os.path.exists(path):
+        os.unlink(path)
+    try:
+        m = mapped("@n = internal global i64 14\n"
+                   "define internal i64 @helper(i64 %x) noinline { %y = mul i64 %x, 3 ret i64 %y }\n"
+                   "define i64 @f() { %n = load volatile i64, ptr @n\n"
+                   "                  %v = call i64 @helper(i64 %n) ret i64 %v }")
+        assert call(m, "f", ctypes.c_int64) == 42
+        lines = [line.split() for line in open(path)]
+    finally:
+        os.unlink(path)
+    named = {name: (int(start, 16), int(size, 16)) for start, size, name in lines}
+    assert {"f", "helper"} <= set(named)  # and the runtime's, if it was mapped meanwhile
+    assert named["f"][0] == m.address("f") and named["f"][1] > 0
+    assert m.base <= named["helper"][0] < m.base + m.size
