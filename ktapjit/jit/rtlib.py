@@ -35,8 +35,7 @@ from pathlib import Path
 
 from ktapjit.cache_paths import cache_root
 from ktapjit.diag import RuntimeFault
-from ktapjit.jit import elflink, runtime_abi, runtime_files
-from ktapjit.jit.elflink import LinkError
+from ktapjit.jit import runtime_abi, runtime_files
 from ktapjit.jit.image import Image, ImageError, MappedImage, host_machine, map_image
 
 RUNTIME_DIR = runtime_files.RUNTIME_DIR
@@ -146,10 +145,12 @@ def runtime_identity(target: str | None = None) -> str:
 
 def runtime_image(target: str | None = None) -> Image:
     """The runtime for `target`, linked into an image (see ``image.py``)."""
+    from ktapjit.jit import elflink  # only when the cache misses
+
     target = target or host_machine()
     try:
         return elflink.link([(runtime_files.object_path(target).name, runtime_object(target))])
-    except LinkError as exc:
+    except elflink.LinkError as exc:
         raise RuntimeBuildError(f"ktapjit: cannot link the JIT runtime: {exc}") from None
 
 

@@ -13,7 +13,6 @@ May import: stdlib.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
@@ -58,4 +57,6 @@ def stamp_path(target: str) -> Path:
 
 
 def read_stamp(target: str) -> dict:
+    import json  # not at run time: only the generator and its tests read stamps
+
     return json.loads(stamp_path(target).read_text())
