@@ -25,6 +25,16 @@ TRIPLES = {
 }
 
 
+def target_name(target: str) -> str:
+    """A target's name ("x86_64"), given it or its triple; ValueError if unknown."""
+    if target in TRIPLES:
+        return target
+    for name, triple in TRIPLES.items():
+        if target == triple or target.split("-")[0] == name:
+            return name
+    raise ValueError(f"no runtime for target {target!r} (known: {', '.join(sorted(TRIPLES))})")
+
+
 def sources() -> list[Path]:
     """The runtime's C sources and headers, read from the directory: adding
     or splitting a file needs no list edited anywhere."""
