@@ -125,8 +125,8 @@ def _target(target: str | None) -> str:
 
 def runtime_object(target: str | None = None) -> bytes:
     """The runtime for `target` (a name such as "aarch64" or an LLVM triple;
-    default: this machine's) as a relocatable ELF object, compiled from its bitcode by ``runtime_build`` for the
-    target's generic CPU."""
+    default: this machine's) as a relocatable ELF object, compiled from its
+    bitcode by ``runtime_build`` for the target's generic CPU."""
     target = _target(target)
     try:
         return runtime_files.object_path(target).read_bytes()
