@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench setup test-tools clean
+.PHONY: run test test-slow bench setup test-tools runtime clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -47,6 +47,12 @@ test-slow: $(STAMP) test-tools
 bench: $(STAMP)
 	$(VPY) -m pip install -q -e '.[test,bench]'
 	$(VPY) -m bench --write-docs
+
+# The JIT runtime's bitcode and objects (ktapjit/jit/runtime/generated/), from
+# its C sources with the pinned clang: after editing the runtime's C.
+runtime: $(STAMP)
+	$(VPY) -m pip install -q -e '.[runtime]'
+	$(VPY) -m ktapjit.jit.runtime_build
 
 clean:
 	rm -rf $(VENV) build *.egg-info
