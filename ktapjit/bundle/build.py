@@ -18,6 +18,7 @@ ktapjit.jit (codegen, rtlib, runtime_abi), ktapjit.cache_paths, llvmlite.binding
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -128,13 +129,19 @@ def _compiler(target: str) -> list[str]:
                       f"or set KTAPJIT_CC_{target.upper()}")
 
 
-def _compiler_identity(compiler: list[str]) -> str:
+@functools.lru_cache(maxsize=None)
+def _identity(compiler: tuple[str, ...]) -> str:
     try:
         done = subprocess.run([*compiler, "--version"], capture_output=True, timeout=30, check=False)
     except OSError as exc:
         raise BundleError(f"cannot run the C compiler {compiler[0]}: {exc.strerror or exc}") from None
     first = done.stdout.decode("utf-8", "replace").splitlines()
     return first[0] if first else compiler[0]
+
+
+def _compiler_identity(compiler: list[str]) -> str:
+    """The compiler's --version line (asked once per process)."""
+    return _identity(tuple(compiler))
 
 
 def _runtime_flags() -> list[str]:

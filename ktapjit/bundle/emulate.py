@@ -51,16 +51,24 @@ def emulator(target: str, path: str) -> list[str]:
     return [qemu, "-L", str(root), str(root / PYTHON)]
 
 
-def run_emulated(target: str, path: str, argv: Sequence[str], out: BinaryIO, err: BinaryIO) -> int:
-    """`ktapjit ARGV` under emulation; its output goes to `out` and `err`,
-    its exit status is returned."""
-    command = [*emulator(target, path), "-m", "ktapjit", *argv]
+def guest_python(target: str, path: str) -> tuple[list[str], dict]:
+    """The command that runs the `target` Python here with this ktapjit
+    importable, and its environment."""
+    command = emulator(target, path)
     env = dict(os.environ)
     package_parent = str(Path(ktapjit.__file__).resolve().parent.parent)
     # The root's aarch64 wheels first: the host's llvmlite is x86-64 code.
     env["PYTHONPATH"] = os.pathsep.join([str(guest_root(target) / SITE), package_parent])
     env["PYTHONNOUSERSITE"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return command, env
+
+
+def run_emulated(target: str, path: str, argv: Sequence[str], out: BinaryIO, err: BinaryIO) -> int:
+    """`ktapjit ARGV` under emulation; its output goes to `out` and `err`,
+    its exit status is returned."""
+    python, env = guest_python(target, path)
+    command = [*python, "-m", "ktapjit", *argv]
     for stream in (out, err):
         stream.flush()
     stdout, stderr = _fd(out), _fd(err)

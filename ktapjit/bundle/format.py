@@ -14,7 +14,8 @@ script's code and the runtime for the target, linked into one ELF shared
 library that a run maps with the system's dynamic loader. Plain JSON and
 bytes: nothing in a bundle is unpickled or executed by Python.
 
-May import: ktapjit, ktapjit.diag, ktapjit.ir.printer, ktapjit.jit.lower (Lowered), stdlib.
+May import: ktapjit, ktapjit.diag, ktapjit.ir.printer, ktapjit.jit.lower (Lowered),
+ktapjit.semantics.stack_request, stdlib.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def tables_of(lowered) -> dict:
         "entries": lowered.entries,
         "sites": [None if s is None else [s.file, s.line, s.col, s.end_line, s.end_col] for s in lowered.sites],
         "strings": [base64.b64encode(s).decode("ascii") for s in lowered.strings],
-        "event_slots": [list(slot) for slot in lowered.event_slots],
+        "event_slots": [[kind, _slot_name(kind, name)] for kind, name in lowered.event_slots],
         "entry_slots": lowered.entry_slots,
         "nglobals": lowered.nglobals,
     }
@@ -161,10 +162,21 @@ def lowered_of(tables: dict):
         entries=dict(tables["entries"]),
         sites=[None if s is None else Span(*s) for s in tables["sites"]],
         strings=[base64.b64decode(s) for s in tables["strings"]],
-        event_slots=[(kind, name) for kind, name in tables["event_slots"]],
+        event_slots=[(kind, _slot_of(kind, name)) for kind, name in tables["event_slots"]],
         entry_slots={name: list(slots) for name, slots in tables["entry_slots"].items()},
         nglobals=int(tables["nglobals"]),
     )
+
+
+def _slot_name(kind: str, name):
+    """A slot's name as JSON: a field's name, or a stack slot's request."""
+    return [name.part, name.depth, name.skip] if kind == "stack" else name
+
+
+def _slot_of(kind: str, name):
+    from ktapjit.semantics.stack_request import StackRequest
+
+    return StackRequest(*name) if kind == "stack" else name
 
 
 def _json(value) -> bytes:
