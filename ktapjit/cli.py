@@ -912,11 +912,13 @@ def _is_bundle(path: str) -> bool:
 def _bundle_options(ns) -> None:
     """`ktapjit run FILE [OPTIONS] [ARGS]`: run's options may also follow a
     bundle (the first word after them starts the script's arguments)."""
-    bundle, rest = ns.script, ns.args
-    del ns.script, ns.args  # argparse fills only what the namespace lacks
-    _build_parser("run").parse_args(["run", *rest], namespace=ns)
-    ns.args = [] if ns.script is None else [ns.script, *ns.args]
-    ns.script = bundle
+    parser = _build_parser("run")
+    defaults, after = vars(parser.parse_args(["run"])), parser.parse_args(["run", *ns.args])
+    for name, value in vars(after).items():
+        if name not in ("script", "args") and value != defaults[name]:
+            before = getattr(ns, name)
+            setattr(ns, name, before + value if isinstance(value, list) else value)
+    ns.args = [] if after.script is None else [after.script, *after.args]
 
 
 def _open_bundle(ns, out: BinaryIO, err: BinaryIO):
@@ -924,6 +926,7 @@ def _open_bundle(ns, out: BinaryIO, err: BinaryIO):
     (ns.bundle_engine) and its script compiled to IR: (path, source,
     module); or, for another target's bundle over a recording, the exit
     status of the run under emulation (bundle/emulate.py)."""
+    from ktapjit.bundle.emulate import EMULATED
     from ktapjit.bundle.format import BundleError, ir_fingerprint, read, refusal
     from ktapjit.jit.codegen import host_target
     from ktapjit.jit.runtime_abi import ABI_VERSION
@@ -935,7 +938,7 @@ def _open_bundle(ns, out: BinaryIO, err: BinaryIO):
         bundle = read(file)
         why = refusal(file, bundle.manifest, ABI_VERSION, bundle.target) or refusal(
             file, bundle.manifest, ABI_VERSION, machine)
-        if why and bundle.target != machine and ns.engine != "interp":
+        if why and bundle.target != machine and ns.engine != "interp" and bundle.target in EMULATED:
             if ns.replay is None:
                 raise UsageError(f"{why}; here it can only replay a recording (--replay), under emulation")
             from ktapjit.bundle.emulate import run_emulated

@@ -26,6 +26,7 @@ from ktapjit.bundle.format import BundleError
 from ktapjit.cache_paths import cache_root
 
 _QEMU = {"aarch64": ("qemu-aarch64-static", "qemu-aarch64")}
+EMULATED = frozenset(_QEMU)  # the targets whose bundles replay under emulation elsewhere
 SITE = "opt/ktapjit-site"  # in the root: the aarch64 wheels (llvmlite, lark, tqdm)
 PYTHON = "usr/bin/python3"
 

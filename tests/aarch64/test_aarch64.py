@@ -169,3 +169,66 @@ def test_fuzzer_slice_agrees_on_aarch64(fuzz_runs):
         assert kind == "run", aarch64.stderr
         if differences(interp, aarch64):
             raise AssertionError(report(case, ("interp", "aarch64"), interp, aarch64))
+
+
+# --- bundle round trips through the real entry point ----------------------------------------
+
+SYSCOUNT = REPO / "examples" / "syscount.kp"
+
+
+def ktapjit(*argv: str, cwd: Path = REPO) -> Outcome:
+    """`ktapjit ARGV` as a user runs it: the venv's entry point, a new process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([str(Path(sys.executable).parent / "ktapjit"), *argv], cwd=cwd, capture_output=True,
+                          timeout=600, check=False)
+    return Outcome(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="module")
+def syscount_aarch64(arm64, tmp_path_factory) -> Path:
+    bundle = tmp_path_factory.mktemp("roundtrip") / "s.kjx"
+    assert ktapjit("compile", "--target", "aarch64", str(SYSCOUNT), "-o", str(bundle)) == Outcome(0, b"", b"")
+    return bundle
+
+
+def test_an_aarch64_bundle_replays_here_as_the_interpreter_runs_it(syscount_aarch64):
+    """The issue's `Done when`, command for command."""
+    interp = ktapjit("run", "--engine", "interp", "--replay", str(DEMO), str(SYSCOUNT))
+    assert interp.status == 0 and interp.stdout
+    assert ktapjit("run", str(syscount_aarch64), "--replay", str(DEMO)) == interp
+    assert ktapjit("source", str(syscount_aarch64)) == Outcome(0, SYSCOUNT.read_bytes(), b"")
+
+
+def test_run_options_reach_the_emulated_run(syscount_aarch64, tmp_path):
+    interp = ktapjit("run", "--engine", "interp", "-f", "json", "--replay", str(DEMO), str(SYSCOUNT))
+    out = tmp_path / "out.json"
+    assert ktapjit("run", "-f", "json", "-o", str(out), str(syscount_aarch64), "--replay", str(DEMO)) == \
+        Outcome(0, b"", b"")
+    assert out.read_bytes() == interp.stdout
+    compared = ktapjit("run", "--engine", "compare", str(syscount_aarch64), "--replay", str(DEMO))
+    assert compared.status == 0 and b"compare: identical output" in compared.stderr, compared.stderr
+
+
+def test_an_aarch64_bundle_is_refused_live_here(syscount_aarch64):
+    refused = ktapjit("run", str(syscount_aarch64))
+    assert (refused.status, refused.stdout) == (2, b"")
+    assert refused.stderr == (f"ktapjit: {syscount_aarch64} holds aarch64 code and this machine is x86_64: "
+                              f"compile it with --target x86_64 (ktapjit source {syscount_aarch64} prints the "
+                              f"script); here it can only replay a recording (--replay), under emulation\n").encode()
+
+
+def test_an_x86_64_bundle_is_refused_on_aarch64(arm64, tmp_path):
+    import subprocess
+
+    from ktapjit.bundle.emulate import guest_python
+
+    bundle = tmp_path / "x.kjx"
+    assert ktapjit("compile", "--target", "x86_64", str(SYSCOUNT), "-o", str(bundle)).status == 0
+    python, env = guest_python("aarch64", str(bundle))
+    done = subprocess.run([*python, "-m", "ktapjit", "run", str(bundle), "--replay", str(DEMO)], env=env,
+                          capture_output=True, timeout=300, check=False)
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr == (f"ktapjit: {bundle} holds x86_64 code and this machine is aarch64: compile it with "
+                           f"--target aarch64 (ktapjit source {bundle} prints the script)\n").encode()
