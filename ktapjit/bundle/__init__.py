@@ -7,6 +7,6 @@ an engine for `ktapjit run FILE` without LLVM; ``emulate`` runs an AArch64
 bundle over a recording on another machine, under qemu user-mode emulation.
 
 May import: ktapjit.jit, ktapjit.compiler, ktapjit.ir, ktapjit.semantics,
-ktapjit.run_api, ktapjit.diag, ktapjit.cache_paths, stdlib (and, in
-``build`` only, llvmlite.binding).
+ktapjit.diag, ktapjit.cache_paths, stdlib (and, in ``build`` only,
+llvmlite.binding).
 """

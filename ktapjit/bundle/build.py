@@ -88,9 +88,12 @@ def compile_bundle(source: bytes, path: str, *, target: str, limits: Limits,
 def _portable_object(llvm_ir: str, target: str) -> bytes:
     """An ELF object for `target`'s baseline CPU, at O2 (as jit/codegen.py,
     whose target machine uses this CPU's features for the host target)."""
+    import llvmlite.binding as llvm
+
     from ktapjit.jit import codegen
 
-    llvm = codegen._llvm()
+    llvm.initialize_all_targets()  # idempotent; jit/codegen.py does the same
+    llvm.initialize_all_asmprinters()
     try:
         mod = llvm.parse_assembly(llvm_ir)
         mod.verify()
