@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 ARM64_ROOT ?= $(or $(KTAPJIT_ARM64_ROOT),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ktapjit/arm64-root)
 export KTAPJIT_ARM64_ROOT := $(ARM64_ROOT)
 
-.PHONY: run test test-slow test-aarch64 arm64-root bench setup test-tools clean
+.PHONY: run test test-slow test-aarch64 arm64-root bench setup test-tools runtime clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -62,6 +62,12 @@ test-aarch64: $(STAMP) arm64-root
 bench: $(STAMP)
 	$(VPY) -m pip install -q -e '.[test,bench]'
 	$(VPY) -m bench --write-docs
+
+# The JIT runtime's bitcode and objects (ktapjit/jit/runtime/generated/), from
+# its C sources with the pinned clang: after editing the runtime's C.
+runtime: $(STAMP)
+	$(VPY) -m pip install -q -e '.[runtime]'
+	$(VPY) -m ktapjit.jit.runtime_build
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,43 +1,31 @@
-"""LLVM code generation: verify, optimise at O2, emit objects and assembly,
-link objects into shared libraries bound to the native runtime, load them.
+"""LLVM code generation: verify, optimise at O2, emit objects and assembly;
+load a linked script image bound to the native runtime.
 
-Generated code is LLVM's MC output (what MCJIT runs), linked by the system
-linker and loaded with dlopen rather than kept in an MCJIT engine: one path
-for fresh and cached code, and a cached script loads in under a millisecond
+Generated code is LLVM's MC output, linked by the JIT's own linker
+(``elflink``: no ``ld`` on the machine) into a position-independent image
+and mapped into the process (``image.map_image``), its calls into the
+runtime bound to the runtime's copy in this process. Fresh and cached code
+take one load path, and a cached script loads in about a millisecond
 without importing llvmlite.binding at all (docs/jit.md).
 
 Hazards measured in docs/jit.md shape this module: an LLVM fatal error kills
 the process, so modules are verified before codegen and no inline asm is
 ever emitted; a TargetMachine is made per use.
 
-The link runs the system linker `ld` directly (~4 ms) rather than through
-the C compiler driver (~17 ms: gcc, collect2, then ld, with crt files and
-libgcc the generated code never uses); `-z defs` makes ld refuse an object
-needing anything but the runtime, and then the driver links it as before
-(docs/performance-notes.md).
-
-May import: llvmlite.binding (lazily: not on a cache hit), ktapjit.jit.rtlib.
+May import: llvmlite.binding (lazily: not on a cache hit), ktapjit.jit (rtlib,
+runtime_files, image, elflink).
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import os
 import platform
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
 
-from ktapjit.jit import rtlib
+from ktapjit.jit import elflink, rtlib, runtime_files
+from ktapjit.jit.elflink import LinkError
+from ktapjit.jit.image import Image, ImageError, map_image
 
-TARGETS = {
-    "x86_64": "x86_64-unknown-linux-gnu",
-    "aarch64": "aarch64-unknown-linux-gnu",
-}
+TARGETS = runtime_files.TRIPLES
 _HOST_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 _initialized = False
@@ -121,68 +109,28 @@ def emit_assembly(opt: Optimized) -> str:
     return target_machine(opt.target).emit_assembly(opt.module)
 
 
-def link_shared(obj: bytes, target: Path) -> None:
-    """Link a PIC object into a shared library against the runtime library,
-    atomically at `target`. The runtime is named by its absolute path (it has
-    no soname), so loading the result reuses the copy already in the process
-    and its one intern table. -Bsymbolic binds the library's references to
-    its own symbols: every script exports the same entry names."""
-    runtime = rtlib.library_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, obj_path = tempfile.mkstemp(dir=target.parent, prefix=".obj-", suffix=".o")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(obj)
-    tmp = obj_path[:-2] + ".so"
+def link_image(obj: bytes, name: str = "script") -> Image:
+    """A script's object linked into an image; its calls into the runtime
+    stay imports, bound when it is loaded."""
     try:
-        if not _link_with_ld(obj_path, tmp, runtime):
-            _link_with_driver(obj_path, tmp, runtime)
-        os.replace(tmp, target)
-    finally:
-        for leftover in (obj_path, tmp):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
-
-
-@functools.lru_cache(maxsize=1)
-def _ld() -> Optional[str]:
-    return shutil.which("ld")
-
-
-def _link_with_ld(obj_path: str, out: str, runtime: Path) -> bool:
-    """The fast link; False when there is no ld or it refused (an object that
-    needs libc or libgcc, an unusual ld): the driver then links it."""
-    ld = _ld()
-    if ld is None:
-        return False
-    # What the driver passes ld for a shared library, minus crt files and default
-    # libraries: generated code calls nothing but the runtime (-z defs checks it).
-    command = [ld, "-shared", "-Bsymbolic", "--eh-frame-hdr", "--hash-style=gnu", "-z", "defs",
-               "-o", out, obj_path, str(runtime)]
-    try:
-        done = subprocess.run(command, capture_output=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-def _link_with_driver(obj_path: str, out: str, runtime: Path) -> None:
-    done = subprocess.run([*rtlib.find_compiler(), "-shared", "-Wl,-Bsymbolic", "-o", out, obj_path, str(runtime)],
-                          capture_output=True, timeout=120, check=False)
-    if done.returncode != 0:
-        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()[:3]
-        raise CodegenError("ktapjit: linking the compiled script failed: " + " | ".join(detail))
+        return elflink.link([(name, obj)])
+    except LinkError as exc:
+        raise CodegenError(f"ktapjit: linking the compiled script failed: {exc}") from None
 
 
 class LoadedCode:
-    """A compiled script's shared library, loaded: symbol addresses, valid
-    while this object lives (the library is never unloaded)."""
+    """A compiled script's image, mapped: symbol addresses, valid while the
+    process lives (generated code is never unmapped)."""
 
-    def __init__(self, library: Path):
-        rtlib.load()  # the runtime first, so the script binds to this copy of it
-        self.lib = ctypes.CDLL(str(library))
+    def __init__(self, image: Image):
+        rt = rtlib.load()  # the runtime first: the script binds to this copy of it
+        try:
+            self.mapped = map_image(image, rt.symbols.get, what="the compiled script")
+        except ImageError as exc:
+            raise CodegenError(str(exc)) from None
 
     def address(self, symbol: str) -> int:
-        try:
-            return ctypes.addressof(ctypes.c_char.in_dll(self.lib, symbol))
-        except ValueError:
-            raise CodegenError(f"internal error: symbol {symbol} missing from the native code") from None
+        address = self.mapped.address(symbol)
+        if address is None:
+            raise CodegenError(f"internal error: symbol {symbol} missing from the native code")
+        return address

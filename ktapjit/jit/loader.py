@@ -1,25 +1,26 @@
-"""Loading a script as native code: lower it, then find its shared library
-in the on-disk cache, or optimise, generate and link one into it, and load
+"""Loading a script as native code: lower it, then find its linked image
+in the on-disk cache, or optimise, generate and link one into it, and map
 it into the process.
 
 Lowering (pure Python, milliseconds) always runs: it yields the LLVM IR text
 and the tables the engine needs (sites, strings, event slots). LLVM's
 optimisation and code generation, and the link, are skipped when the cache
-holds a library for the same IR text, CPU, runtime library build, llvmlite
-and ktapjit version. The IR text carries everything the script and its
-event schemas compile to, so it is the honest key; the runtime library's
-build is in it because a script library binds to that exact file.
+holds an image for the same IR text, CPU, runtime, llvmlite and ktapjit
+version. The IR text carries everything the script and its event schemas
+compile to, so it is the honest key; the runtime is in it because a script
+binds to its symbols.
 
 Cache directory: $KTAPJIT_CACHE_DIR/jit, else $XDG_CACHE_HOME/ktapjit/jit,
 else ~/.cache/ktapjit/jit. An unwritable cache is simply not used.
 
-May import: ktapjit.jit (lower, codegen, rtlib), ktapjit.ir, ktapjit.cache_paths.
+May import: ktapjit.jit (lower, codegen, rtlib, image), ktapjit.ir, ktapjit.cache_paths.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from pathlib import Path
 import ktapjit
 from ktapjit.cache_paths import cache_root
 from ktapjit.jit import codegen, rtlib
+from ktapjit.jit.image import Image, ImageError
 from ktapjit.jit.lower import Lowered, lower_module
 
 
@@ -61,7 +63,7 @@ def cache_key(llvm_ir: str, target: str) -> str:
 
     h = hashlib.sha256()
     for part in (f"ktapjit={ktapjit.__version__}", f"abi={rtlib.ABI_VERSION}",
-                 f"runtime={rtlib.library_path().name}", f"llvmlite={llvmlite.__version__}",
+                 f"runtime={rtlib.runtime_identity()}", f"llvmlite={llvmlite.__version__}",
                  f"target={target}", f"cpu={codegen.cpu_identity()}"):
         h.update(part.encode() + b"\0")
     h.update(llvm_ir.encode())
@@ -76,19 +78,17 @@ def compile_native(module) -> NativeProgram:
     stats.lower_s = time.perf_counter() - t0
     rt = rtlib.load()  # before the script, so the script binds to this copy of it
     target = codegen.host_target()
-    library = cache_dir() / f"{cache_key(lowered.llvm_ir, target)}.so"
-    stats.cache_hit = library.exists()
-    if stats.cache_hit:
-        t2 = time.perf_counter()
-        code = codegen.LoadedCode(library)
-    else:
+    path = cache_dir() / f"{cache_key(lowered.llvm_ir, target)}.kimg"
+    image = _cached(path)
+    stats.cache_hit = image is not None
+    if image is None:
         t1 = time.perf_counter()
         obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
         stats.llvm_s = time.perf_counter() - t1
-        with tempfile.TemporaryDirectory(prefix="ktapjit-") as scratch:  # only a miss needs one
-            library = _link(obj, library, fallback=Path(scratch) / "script.so")
-            t2 = time.perf_counter()
-            code = codegen.LoadedCode(library)  # mapped: the file may go with the scratch dir
+        image = codegen.link_image(obj)
+        _store(path, image)
+    t2 = time.perf_counter()
+    code = codegen.LoadedCode(image)
     _fill_strings(code, lowered, rt)
     stats.load_s = time.perf_counter() - t2
     return NativeProgram(lowered, code, stats)
@@ -102,12 +102,21 @@ def _fill_strings(code: codegen.LoadedCode, lowered: Lowered, rt: rtlib.RuntimeL
         table[i] = rt.string(data).payload
 
 
-def _link(obj: bytes, library: Path, fallback: Path) -> Path:
-    """Link into the cache; where the cache cannot be written, into scratch
-    (costing only the next run its compile time). Returns where it went."""
+def _cached(path: Path) -> Image | None:
     try:
-        codegen.link_shared(obj, library)
-        return library
+        return Image.from_bytes(path.read_bytes())
+    except (OSError, ImageError):
+        return None
+
+
+def _store(path: Path, image: Image) -> None:
+    """Into the cache, atomically; an unwritable cache only costs the next
+    run its compile time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kimg-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(image.to_bytes())
+        os.replace(tmp, path)
     except OSError:
-        codegen.link_shared(obj, fallback)
-        return fallback
+        pass

@@ -1,48 +1,46 @@
-"""The JIT's native runtime: build it, cache it, load it, bind it with ctypes.
+"""The JIT's native runtime: load it, bind it with ctypes.
 
 The runtime is the small C library in ``ktapjit/jit/runtime/`` (its ABI is
-the table in ``runtime_abi.py``; its C side ``ktrt.h``). It is compiled on
-first use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or
-``clang``; ``-O2 -fPIC -shared``, no Python headers) into a per-user cache
-directory:
+the table in ``runtime_abi.py``; its C side ``ktrt.h``). No C compiler runs
+here: ``runtime_build.py`` compiled it, at development or packaging time,
+into LLVM bitcode and a relocatable object per target, shipped in
+``runtime/generated/``. This module links the host's object with the JIT's
+own linker (``elflink``) into a position-independent image, caches the image
+(best effort) in
 
     $KTAPJIT_CACHE_DIR/rt, else $XDG_CACHE_HOME/ktapjit/rt, else ~/.cache/ktapjit/rt
 
-The file name carries a hash of the sources, the ABI version, the flags, the
-compiler's identity (``--version``) and the machine, so a change to any of
-them builds a new library. Concurrent builds are serialised with a file lock
-and the result is renamed into place atomically.
+and maps it into the process (``image.map_image``), its libc calls bound to
+the process's libc. A process maps one copy: it holds the intern table.
 
-Generated code links against this library: ``library_path()`` gives the
-``.so`` to hand to ``llvmlite.binding.load_library_permanently`` or the
-linker. ``load()`` gives a ``RuntimeLibrary`` with ctypes prototypes for
-every exported function (from the ABI table), used by tests and by the
-Python side of the engine (state, output, error messages).
+``load()`` gives a ``RuntimeLibrary`` with ctypes prototypes for every
+exported function (from the ABI table), used by tests and by the Python side
+of the engine (state, output, error messages); compiled scripts import its
+symbols (``RuntimeLibrary.symbols``). For other targets and for bundles:
+``runtime_object(target)``, ``runtime_bitcode(target)``, ``runtime_image(target)``.
 
-May import: stdlib, ktapjit.diag, ktapjit.cache_paths, ktapjit.jit.runtime_abi.
+May import: stdlib, ktapjit.diag, ktapjit.cache_paths, ktapjit.jit (runtime_abi,
+runtime_files, image, elflink).
 """
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
+import functools
 import hashlib
 import os
-import platform
-import shlex
-import shutil
 import struct
-import subprocess
 import tempfile
 from pathlib import Path
 
 from ktapjit.cache_paths import cache_root
 from ktapjit.diag import RuntimeFault
-from ktapjit.jit import runtime_abi
+from ktapjit.jit import elflink, runtime_abi, runtime_files
+from ktapjit.jit.elflink import LinkError
+from ktapjit.jit.image import Image, ImageError, MappedImage, host_machine, map_image
 
-RUNTIME_DIR = Path(__file__).with_name("runtime")
+RUNTIME_DIR = runtime_files.RUNTIME_DIR
 ABI_VERSION = runtime_abi.ABI_VERSION  # KRT_ABI_VERSION in ktrt_abi.h
-CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing", "-fno-semantic-interposition")
 
 # Tags (KT_* in the ABI table).
 _TAG = runtime_abi.values(runtime_abi.TAGS, "KT_")
@@ -58,7 +56,7 @@ globals().update(runtime_abi.values(runtime_abi.FEED_STATUSES, "K_"))
 
 
 class RuntimeBuildError(Exception):
-    """The runtime library could not be built (no compiler, or it failed)."""
+    """The runtime could not be linked or loaded here; ``str()`` is one line."""
 
 
 class KVal(ctypes.Structure):
@@ -110,162 +108,113 @@ PROTOTYPES = {
 }
 
 
-# -- building -------------------------------------------------------------------
+# -- the runtime for a target ---------------------------------------------------
 
 
 def cache_dir() -> Path:
-    """Where built libraries go (see the module docstring)."""
+    """Where linked runtime images go (see the module docstring)."""
     return cache_root() / "rt"
 
 
-def find_compiler() -> list[str]:
-    """The C compiler command: ``$CC`` (split like a shell), else cc, gcc, clang."""
-    cc = os.environ.get("CC", "").strip()
-    if cc:
-        cmd = shlex.split(cc)
-        if shutil.which(cmd[0]):
-            return cmd
-    for name in ("cc", "gcc", "clang"):
-        path = shutil.which(name)
-        if path:
-            return [path]
-    raise RuntimeBuildError(
-        "ktapjit: the JIT needs a C compiler to build its runtime, and none was found "
-        "(set CC or install gcc)"
-    )
-
-
-def _sources() -> list[Path]:
-    return sorted(RUNTIME_DIR.glob("*.[ch]"))
-
-
-def _build_key(compiler: list[str]) -> str:
-    h = hashlib.sha256()
-    h.update(f"abi={ABI_VERSION}\0flags={' '.join(CFLAGS)}\0".encode())
-    h.update(f"machine={platform.machine()}\0".encode())
-    h.update(" ".join(compiler).encode() + b"\0")
+def runtime_object(target: str | None = None) -> bytes:
+    """The runtime for `target` (default: this machine's) as a relocatable
+    ELF object, compiled from its bitcode by ``runtime_build`` for the
+    target's generic CPU."""
+    target = target or host_machine()
     try:
-        version = subprocess.run(
-            [*compiler, "--version"], capture_output=True, timeout=30, check=False
-        ).stdout
-    except OSError as e:
-        raise RuntimeBuildError(f"ktapjit: cannot run the C compiler {compiler[0]}: {e}") from e
-    h.update(version + b"\0")
-    for src in _sources():
-        h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
-    return h.hexdigest()[:24]
+        return runtime_files.object_path(target).read_bytes()
+    except OSError as exc:
+        raise RuntimeBuildError(f"ktapjit: the JIT runtime for {target} is not in this installation "
+                                f"({exc.strerror or exc})") from None
 
 
-def _fingerprint(compiler: list[str]) -> str:
-    """What the build key depends on, cheaply (file metadata, no subprocess):
-    asking the compiler its --version costs ~35 ms of every JIT start-up."""
-    h = hashlib.sha256()
-    h.update(f"abi={ABI_VERSION}\0flags={' '.join(CFLAGS)}\0{platform.machine()}\0".encode())
-    for path in [Path(shutil.which(compiler[0]) or compiler[0]).resolve(), *_sources()]:
-        st = path.stat()
-        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    h.update(" ".join(compiler).encode())
-    return h.hexdigest()[:24]
-
-
-# One runtime per process and cache directory: if the sources change while a
-# process runs (a developer's long fuzz run), a second copy must not load
-# beside the first, with its own intern table and perhaps other layouts.
-_chosen: dict[Path, Path] = {}
-
-
-def library_path(cache: Path | None = None) -> Path:
-    """The runtime's shared library, building it first if it is not cached."""
-    directory = cache if cache is not None else cache_dir()
-    chosen = _chosen.get(directory)
-    if chosen is None:
-        chosen = _chosen[directory] = _find_or_build(directory)
-    return chosen
-
-
-def _find_or_build(directory: Path) -> Path:
-    compiler = find_compiler()
-    memo = directory / f"fingerprint-{_fingerprint(compiler)}"
+def runtime_bitcode(target: str | None = None) -> bytes:
+    """The runtime for `target` as LLVM bitcode (for another CPU, or inlining)."""
+    target = target or host_machine()
     try:
-        known = directory / memo.read_text().strip()
-        if known.exists():
-            return known
+        return runtime_files.bitcode_path(target).read_bytes()
+    except OSError as exc:
+        raise RuntimeBuildError(f"ktapjit: the JIT runtime's bitcode for {target} is not in this "
+                                f"installation ({exc.strerror or exc})") from None
+
+
+@functools.cache
+def runtime_identity(target: str | None = None) -> str:
+    """A name for the runtime's code: compiled scripts are cached against it."""
+    return hashlib.sha256(runtime_object(target)).hexdigest()[:24]
+
+
+def runtime_image(target: str | None = None) -> Image:
+    """The runtime for `target`, linked into an image (see ``image.py``)."""
+    target = target or host_machine()
+    try:
+        return elflink.link([(runtime_files.object_path(target).name, runtime_object(target))])
+    except LinkError as exc:
+        raise RuntimeBuildError(f"ktapjit: cannot link the JIT runtime: {exc}") from None
+
+
+def _cached_image() -> Image:
+    """This machine's runtime image, from the cache when it holds it; an
+    unusable cache costs only the link (a few milliseconds)."""
+    path = cache_dir() / f"ktrt-{host_machine()}-{runtime_identity()}.kimg"
+    try:
+        return Image.from_bytes(path.read_bytes())
+    except (OSError, ImageError):
+        pass
+    image = runtime_image()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kimg-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(image.to_bytes())
+        os.replace(tmp, path)
     except OSError:
         pass
-    target = directory / f"libktrt-{_build_key(compiler)}.so"
-    if target.exists():
-        _remember(memo, target)
-        return target
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RuntimeBuildError(f"ktapjit: cannot create the JIT cache directory {directory}: "
-                                f"{e.strerror or e} (set KTAPJIT_CACHE_DIR)") from None
-    with open(directory / f"{target.name}.lock", "wb") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not target.exists():  # another process may have built it meanwhile
-                _compile(compiler, target)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    _remember(memo, target)
-    return target
-
-
-def _remember(memo: Path, target: Path) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".memo-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(target.name)
-        os.replace(tmp, memo)
-    except OSError:
-        pass  # an unwritable cache only costs the next start-up the compiler check
-
-
-def _compile(compiler: list[str], target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=target.parent)
-    os.close(fd)
-    cmd = [*compiler, *CFLAGS, "-o", tmp, *(str(s) for s in _sources() if s.suffix == ".c")]
-    try:
-        done = subprocess.run(cmd, capture_output=True, timeout=300, check=False)
-        if done.returncode != 0:
-            detail = done.stderr.decode("utf-8", "replace").strip().splitlines()[:5]
-            reason = " | ".join(detail) or f"{compiler[0]} exited with status {done.returncode}"  # a silent failure
-            raise RuntimeBuildError("ktapjit: building the JIT runtime failed: " + reason)
-        os.replace(tmp, target)
-    except OSError as e:
-        raise RuntimeBuildError(f"ktapjit: building the JIT runtime failed: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return image
 
 
 # -- loading --------------------------------------------------------------------
 
-_loaded: dict[Path, "RuntimeLibrary"] = {}
+_loaded: "RuntimeLibrary | None" = None
 
 
-def load(cache: Path | None = None) -> "RuntimeLibrary":
-    """The runtime library, built if needed and loaded once per path."""
-    path = library_path(cache)
-    rt = _loaded.get(path)
-    if rt is None:
-        rt = _loaded[path] = RuntimeLibrary(path)
-    return rt
+def load() -> "RuntimeLibrary":
+    """The runtime, mapped once per process."""
+    global _loaded
+    if _loaded is None:
+        try:
+            mapped = map_image(_cached_image(), what="the JIT runtime")
+        except ImageError as exc:
+            raise RuntimeBuildError(str(exc)) from None
+        _loaded = RuntimeLibrary(mapped)
+    return _loaded
 
 
 class RuntimeLibrary:
-    """The loaded runtime library: every ``k_*`` call of the ABI is an
-    attribute, a ctypes function with its prototype."""
+    """The loaded runtime: every ``k_*`` call of the ABI is an attribute, a
+    ctypes function with its prototype (bound on first use)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.lib = ctypes.CDLL(str(path))
-        for name, (restype, argtypes) in PROTOTYPES.items():
-            fn = getattr(self.lib, name)
-            fn.restype = restype
-            fn.argtypes = argtypes
-            setattr(self, name, fn)
+    def __init__(self, mapped: MappedImage):
+        self.mapped = mapped
+        self.symbols = mapped.symbols  # every global symbol's address
+
+    def address(self, name: str) -> int:
+        address = self.symbols.get(name)
+        if address is None:
+            raise AttributeError(f"the JIT runtime has no symbol {name}")
+        return address
+
+    def function(self, name: str, restype, argtypes):
+        """A ctypes function for a runtime symbol outside the ABI table."""
+        return ctypes.CFUNCTYPE(restype, *argtypes)(self.address(name))
+
+    def __getattr__(self, name: str):
+        prototype = PROTOTYPES.get(name)
+        if prototype is None:
+            raise AttributeError(name)
+        fn = self.function(name, *prototype)
+        setattr(self, name, fn)
+        return fn
 
     # values
     @staticmethod

@@ -26,6 +26,7 @@ import functools
 import io
 import random
 import struct
+import types
 from pathlib import Path
 
 import pytest
@@ -279,13 +280,14 @@ class KrtFilter(ctypes.Structure):
 
 @functools.cache
 def _runtime():
-    lib = ctypes.CDLL(str(rtlib.library_path()))
-    lib.krt_filter_set.argtypes = [ctypes.POINTER(KrtFilter), ctypes.c_void_p, ctypes.c_int64, ctypes.c_char_p,
-                                   ctypes.c_int64]
-    lib.krt_filter_matches.argtypes = [ctypes.POINTER(KrtFilter), ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int,
-                                       ctypes.c_uint32, ctypes.c_char_p]
-    lib.krt_filter_free.argtypes = [ctypes.POINTER(KrtFilter)]
-    return lib
+    rt = rtlib.load()
+    return types.SimpleNamespace(
+        krt_filter_set=rt.function("krt_filter_set", ctypes.c_int, [
+            ctypes.POINTER(KrtFilter), ctypes.c_void_p, ctypes.c_int64, ctypes.c_char_p, ctypes.c_int64]),
+        krt_filter_matches=rt.function("krt_filter_matches", ctypes.c_int, [
+            ctypes.POINTER(KrtFilter), ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_uint32,
+            ctypes.c_char_p]),
+        krt_filter_free=rt.function("krt_filter_free", None, [ctypes.POINTER(KrtFilter)]))
 
 
 def native_verdicts(node, fmt, records) -> list[bool]:

@@ -10,6 +10,7 @@ import functools
 import itertools
 import random
 import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ktapjit.diag import RuntimeFault
-from ktapjit.jit import rtlib
+from ktapjit.jit import image, rtlib, runtime_files
 from ktapjit.jit.rtlib import KVal
 from ktapjit.semantics import agg, intmath, values
 from ktapjit.semantics.folded import format_folded
@@ -35,10 +36,6 @@ REPO_ROOT = Path(rtlib.__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def rt():
-    try:
-        rtlib.find_compiler()
-    except rtlib.RuntimeBuildError as e:
-        pytest.skip(str(e))
     return rtlib.load()
 
 
@@ -794,52 +791,40 @@ def test_print_agg_rejects_a_non_table(rt):
         assert ours == py_outcome(agg.format_agg, value, b.ids, produces_output=True)
 
 
-# -- building --------------------------------------------------------------------------
+# -- linking and caching ---------------------------------------------------------------
 
 
-def test_builds_from_a_clean_cache_dir(tmp_path):
-    try:
-        rtlib.find_compiler()
-    except rtlib.RuntimeBuildError as e:
-        pytest.skip(str(e))
-    cache = tmp_path / "cache"
-    path = rtlib.library_path(cache)
-    assert path.parent == cache and path.is_file()
-    mtime = path.stat().st_mtime_ns
-    assert rtlib.library_path(cache) == path  # cached: not rebuilt
-    assert path.stat().st_mtime_ns == mtime
-    lib = rtlib.RuntimeLibrary(path)
-    assert rtlib.RuntimeLibrary.string_bytes(lib.string(b"fresh\0build")) == b"fresh\0build"
-    assert [p.name for p in cache.iterdir() if p.suffix == ".so"] == [path.name]
+def test_the_linked_runtime_is_cached_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("KTAPJIT_CACHE_DIR", str(tmp_path))
+    first = rtlib._cached_image()
+    [cached] = (tmp_path / "rt").iterdir()
+    assert cached.name == f"ktrt-{image.host_machine()}-{rtlib.runtime_identity()}.kimg"
+    mtime = cached.stat().st_mtime_ns
+    assert rtlib._cached_image() == first == rtlib.runtime_image()  # read back, not relinked
+    assert cached.stat().st_mtime_ns == mtime
 
 
-def test_concurrent_builds_share_one_library(tmp_path):
-    try:
-        rtlib.find_compiler()
-    except rtlib.RuntimeBuildError as e:
-        pytest.skip(str(e))
-    code = "import sys; from pathlib import Path; from ktapjit.jit import rtlib; " \
-           "print(rtlib.library_path(Path(sys.argv[1])))"
-    procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                         cwd=REPO_ROOT)
-        for _ in range(3)
-    ]
-    outs = {p.communicate(timeout=120)[0].strip() for p in procs}
-    assert all(p.returncode == 0 for p in procs)
-    assert len(outs) == 1
-    # No temp files: the library, its build lock, and the fingerprint memo
-    # that lets later start-ups skip asking the compiler its version.
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert [n.split("-")[0] for n in names] == ["fingerprint", "libktrt", "libktrt"], names
-    assert names[1].endswith(".so") and names[2].endswith(".so.lock")
+def test_a_damaged_cached_runtime_is_relinked(tmp_path, monkeypatch):
+    monkeypatch.setenv("KTAPJIT_CACHE_DIR", str(tmp_path))
+    rtlib._cached_image()
+    [cached] = (tmp_path / "rt").iterdir()
+    cached.write_bytes(b"\x00garbage")
+    assert rtlib._cached_image() == rtlib.runtime_image()
+    assert image.Image.from_bytes(cached.read_bytes()) == rtlib.runtime_image()
 
 
-def test_missing_compiler_is_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setenv("CC", "no-such-compiler-here")
+@pytest.mark.parametrize("cache", ["/dev/null/not-a-directory", "/proc/version/x"])
+def test_an_unusable_cache_only_costs_the_link(cache):
+    code = ("from ktapjit.jit import rtlib; rt = rtlib.load(); "
+            "print(rt.string_bytes(rt.string(b'mapped')).decode())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KTAPJIT_CACHE_DIR": cache}, cwd=REPO_ROOT)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "mapped\n", "")
+
+
+def test_a_missing_runtime_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(runtime_files, "object_path", lambda target: Path("/nonexistent/ktrt.o"))
     with pytest.raises(rtlib.RuntimeBuildError) as info:
-        rtlib.library_path(tmp_path / "cache")
-    message = str(info.value)
-    assert "C compiler" in message and "\n" not in message
-    assert not (tmp_path / "cache").exists()
+        rtlib.runtime_object("x86_64")
+    assert str(info.value) == ("ktapjit: the JIT runtime for x86_64 is not in this installation "
+                               "(No such file or directory)")
