@@ -957,8 +957,8 @@ def _open_bundle(ns, out: BinaryIO, err: BinaryIO):
     from ktapjit.bundle.load import BundleEngine
 
     try:
-        ns.bundle_engine = BundleEngine(bundle)
-    except (BundleError, OSError) as exc:
+        ns.bundle_engine = BundleEngine(bundle, file)
+    except BundleError as exc:
         raise UsageError(f"cannot load the code of {file}: {exc}; {FALL_BACK}") from None
     return path, source, module
 

@@ -2,19 +2,20 @@
 
     #!/usr/bin/env -S ktapjit run
     # ktapjit bundle: `ktapjit source FILE` prints the script
-    <zip: manifest.json, source, tables.json, code.so>
+    <zip: manifest.json, source, tables.json, code.image>
 
 The header makes the file self-describing to `head` and runnable as
 ``./FILE`` (the shebang); zip readers skip leading bytes. ``manifest.json``
 holds what a run checks before loading anything (format, ktapjit version,
 runtime ABI version, target) and what a reader audits (the script's path,
 the command line, the versions used); ``tables.json`` the tables the lowering
-made (jit/lower.py Lowered, without its LLVM IR text); ``code.so`` the
-script's code and the runtime for the target, linked into one ELF shared
-library that a run maps with the system's dynamic loader. Plain JSON and
-bytes: nothing in a bundle is unpickled or executed by Python.
+made (jit/lower.py Lowered, without its LLVM IR text); ``code.image`` the
+script's code and the runtime for the target, linked by the JIT's linker
+into one image (jit/image.py) that a run maps. JSON and bytes: nothing in a
+bundle is unpickled, and `ktapjit source` reads only the JSON and the
+source (the image is decoded only to run it, after the checks below).
 
-May import: ktapjit, ktapjit.diag, ktapjit.ir.printer, ktapjit.jit.lower (Lowered),
+May import: ktapjit, ktapjit.diag, ktapjit.ir.printer, ktapjit.jit (lower's Lowered, image's FORMAT),
 ktapjit.semantics.stack_request, stdlib.
 """
 
@@ -34,7 +35,7 @@ from ktapjit.diag import Span
 HEADER = b"#!/usr/bin/env -S ktapjit run\n# ktapjit bundle: `ktapjit source FILE` prints the script\n"
 FORMAT = "ktapjit-bundle"
 FORMAT_VERSION = 1
-CODE_KIND = "elf-shared"  # code.so: script and runtime, one shared library for dlopen
+CODE_MEMBER = "code.image"
 
 
 class BundleError(Exception):
@@ -73,7 +74,7 @@ def write(path: str, bundle: Bundle) -> None:
     data.write(HEADER)
     with zipfile.ZipFile(data, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, payload in (("manifest.json", _json(bundle.manifest)), ("source", bundle.source),
-                              ("tables.json", _json(bundle.tables)), ("code.so", bundle.code)):
+                              ("tables.json", _json(bundle.tables)), (CODE_MEMBER, bundle.code)):
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, payload)
@@ -100,7 +101,7 @@ def read(path: str) -> Bundle:
                 raise ValueError("not a bundle manifest")
             source = archive.read("source")
             tables = json.loads(archive.read("tables.json"))
-            code = archive.read("code.so")
+            code = archive.read(CODE_MEMBER)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zipfile.LargeZipFile) as exc:
         raise BundleError(f"{path} is a damaged ktapjit bundle ({exc})") from None
     if hashlib.sha256(code).hexdigest() != manifest.get("code_sha256"):
@@ -113,6 +114,8 @@ def refusal(path: str, manifest: dict, abi_version: int, machine: str) -> Option
     line, or None. The runtime inside a bundle speaks the ABI it was built
     with, and the Python side binds by this ktapjit's table, so both must
     agree exactly; so must ktapjit, whose IR the code was made from."""
+    from ktapjit.jit.image import FORMAT as CODE_KIND  # how the code is laid out and loaded
+
     again = f"compile it again with this ktapjit (ktapjit source {path} prints the script)"
     if manifest.get("format_version") != FORMAT_VERSION:
         return f"{path}: bundle format {manifest.get('format_version')} is not this ktapjit's " \

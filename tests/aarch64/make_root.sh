@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The arm64 Python root that runs AArch64 bundles under qemu user-mode
-# emulation (ktapjit/bundle/emulate.py), and the cross C compiler that links
-# their runtime (ktapjit/bundle/build.py). Idempotent: a root whose stamp
-# matches this script and the wheels' versions is kept.
+# emulation (ktapjit/bundle/emulate.py), and Debian's arm64 kernel headers
+# (the independent check of syscount's AArch64 table). Idempotent: a root
+# whose stamp matches this script and the wheels' versions is kept.
 #
 #   tests/aarch64/make_root.sh ROOT PIP
 #
@@ -18,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 packages=()
 command -v qemu-aarch64-static > /dev/null || command -v qemu-aarch64 > /dev/null || packages+=(qemu-user-static)
 command -v mmdebstrap > /dev/null || packages+=(mmdebstrap)
-command -v aarch64-linux-gnu-gcc > /dev/null || packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+[ -e /usr/aarch64-linux-gnu/include/asm-generic/unistd.h ] || packages+=(linux-libc-dev-arm64-cross)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
