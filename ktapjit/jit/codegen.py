@@ -21,8 +21,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from ktapjit.jit import elflink, rtlib, runtime_files
-from ktapjit.jit.elflink import LinkError
+from ktapjit.jit import rtlib, runtime_files
 from ktapjit.jit.image import Image, ImageError, map_image
 
 TARGETS = runtime_files.TRIPLES
@@ -112,9 +111,11 @@ def emit_assembly(opt: Optimized) -> str:
 def link_image(obj: bytes, name: str = "script") -> Image:
     """A script's object linked into an image; its calls into the runtime
     stay imports, bound when it is loaded."""
+    from ktapjit.jit import elflink  # not needed on a cache hit
+
     try:
         return elflink.link([(name, obj)])
-    except LinkError as exc:
+    except elflink.LinkError as exc:
         raise CodegenError(f"ktapjit: linking the compiled script failed: {exc}") from None
 
 

@@ -108,8 +108,8 @@ def process_symbol(name: str) -> Optional[int]:
     """`name`'s address in this process (libc and what is loaded), else in
     libgcc_s (the compiler's integer helpers), else None."""
     global _libgcc
-    try:
-        return ctypes.cast(getattr(_libc, name), ctypes.c_void_p).value
+    try:  # item access: a symbol named like a CDLL attribute (_handle) is still looked up
+        return ctypes.cast(_libc[name], ctypes.c_void_p).value
     except AttributeError:
         pass
     if _libgcc is None:
@@ -118,7 +118,7 @@ def process_symbol(name: str) -> Optional[int]:
         except OSError:
             return None
     try:
-        return ctypes.cast(getattr(_libgcc, name), ctypes.c_void_p).value
+        return ctypes.cast(_libgcc[name], ctypes.c_void_p).value
     except AttributeError:
         return None
 

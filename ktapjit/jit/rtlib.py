@@ -35,8 +35,7 @@ from pathlib import Path
 
 from ktapjit.cache_paths import cache_root
 from ktapjit.diag import RuntimeFault
-from ktapjit.jit import elflink, runtime_abi, runtime_files
-from ktapjit.jit.elflink import LinkError
+from ktapjit.jit import runtime_abi, runtime_files
 from ktapjit.jit.image import Image, ImageError, MappedImage, host_machine, map_image
 
 RUNTIME_DIR = runtime_files.RUNTIME_DIR
@@ -116,11 +115,19 @@ def cache_dir() -> Path:
     return cache_root() / "rt"
 
 
+def _target(target: str | None) -> str:
+    """A target name from a name, an LLVM triple or None (this machine)."""
+    try:
+        return runtime_files.target_name(target or host_machine())
+    except ValueError as exc:
+        raise RuntimeBuildError(f"ktapjit: {exc}") from None
+
+
 def runtime_object(target: str | None = None) -> bytes:
-    """The runtime for `target` (default: this machine's) as a relocatable
-    ELF object, compiled from its bitcode by ``runtime_build`` for the
+    """The runtime for `target` (a name such as "aarch64" or an LLVM triple;
+    default: this machine's) as a relocatable ELF object, compiled from its bitcode by ``runtime_build`` for the
     target's generic CPU."""
-    target = target or host_machine()
+    target = _target(target)
     try:
         return runtime_files.object_path(target).read_bytes()
     except OSError as exc:
@@ -130,7 +137,7 @@ def runtime_object(target: str | None = None) -> bytes:
 
 def runtime_bitcode(target: str | None = None) -> bytes:
     """The runtime for `target` as LLVM bitcode (for another CPU, or inlining)."""
-    target = target or host_machine()
+    target = _target(target)
     try:
         return runtime_files.bitcode_path(target).read_bytes()
     except OSError as exc:
@@ -146,10 +153,12 @@ def runtime_identity(target: str | None = None) -> str:
 
 def runtime_image(target: str | None = None) -> Image:
     """The runtime for `target`, linked into an image (see ``image.py``)."""
-    target = target or host_machine()
+    from ktapjit.jit import elflink  # only when the cache misses
+
+    target = _target(target)
     try:
         return elflink.link([(runtime_files.object_path(target).name, runtime_object(target))])
-    except LinkError as exc:
+    except elflink.LinkError as exc:
         raise RuntimeBuildError(f"ktapjit: cannot link the JIT runtime: {exc}") from None
 
 

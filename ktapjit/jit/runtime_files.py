@@ -13,7 +13,6 @@ May import: stdlib.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 RUNTIME_DIR = Path(__file__).with_name("runtime")
@@ -24,6 +23,16 @@ TRIPLES = {
     "x86_64": "x86_64-unknown-linux-gnu",
     "aarch64": "aarch64-unknown-linux-gnu",
 }
+
+
+def target_name(target: str) -> str:
+    """A target's name ("x86_64"), given it or its triple; ValueError if unknown."""
+    if target in TRIPLES:
+        return target
+    for name, triple in TRIPLES.items():
+        if target == triple or target.split("-")[0] == name:
+            return name
+    raise ValueError(f"no runtime for target {target!r} (known: {', '.join(sorted(TRIPLES))})")
 
 
 def sources() -> list[Path]:
@@ -58,4 +67,6 @@ def stamp_path(target: str) -> Path:
 
 
 def read_stamp(target: str) -> dict:
+    import json  # not at run time: only the generator and its tests read stamps
+
     return json.loads(stamp_path(target).read_text())

@@ -822,6 +822,17 @@ def test_an_unusable_cache_only_costs_the_link(cache):
     assert (done.returncode, done.stdout, done.stderr) == (0, "mapped\n", "")
 
 
+@pytest.mark.parametrize("target", ["aarch64", "aarch64-unknown-linux-gnu", "aarch64-linux-gnu"])
+def test_a_target_is_named_or_given_by_triple(target):
+    assert rtlib.runtime_object(target) == runtime_files.object_path("aarch64").read_bytes()
+
+
+def test_an_unknown_target_is_one_clear_line():
+    with pytest.raises(rtlib.RuntimeBuildError) as info:
+        rtlib.runtime_bitcode("riscv64-unknown-linux-gnu")
+    assert str(info.value) == "ktapjit: no runtime for target 'riscv64-unknown-linux-gnu' (known: aarch64, x86_64)"
+
+
 def test_a_missing_runtime_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(runtime_files, "object_path", lambda target: Path("/nonexistent/ktrt.o"))
     with pytest.raises(rtlib.RuntimeBuildError) as info:
