@@ -4,7 +4,12 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench setup test-tools runtime clean
+# The arm64 Python root AArch64 bundles run in under qemu (tests/aarch64/),
+# outside the repository; the CLI and the tests find it through this variable.
+ARM64_ROOT ?= $(or $(KTAPJIT_ARM64_ROOT),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ktapjit/arm64-root)
+export KTAPJIT_ARM64_ROOT := $(ARM64_ROOT)
+
+.PHONY: run test test-slow test-aarch64 arm64-root bench setup test-tools runtime clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -31,17 +36,27 @@ test-tools:
 	  fi; \
 	fi
 
+# qemu-user-static, gcc-aarch64-linux-gnu and the arm64 root: installed and
+# built once (idempotent), or a line saying why the AArch64 tests will skip.
+arm64-root: $(STAMP)
+	tests/aarch64/make_root.sh $(ARM64_ROOT) $(VENV)/bin/pip
+
 run: $(STAMP)
 	$(VENV)/bin/ktapjit run --replay examples/data/demo.data examples/syscount.kp
 
-# The default suite, then the slow fuzzing and soak tests within a bounded budget.
-test: $(STAMP) test-tools
+# The default suite, then the slow fuzzing and soak tests and the AArch64
+# tests (every conformance case under qemu: ~2 min) within bounded budgets.
+test: $(STAMP) test-tools arm64-root
 	$(VPY) -m pytest -q
 	timeout 1800 $(VPY) -m pytest -q -m slow --durations=15
+	timeout 900 $(VPY) -m pytest -q -m aarch64
 	timeout 600 $(VPY) -m pytest -q bench/test_bench_cli_smoke.py
 
 test-slow: $(STAMP) test-tools
 	$(VPY) -m pytest -q -m slow
+
+test-aarch64: $(STAMP) arm64-root
+	$(VPY) -m pytest -q -m aarch64
 
 # The benchmark tables and plot of docs/benchmarks.md (several minutes).
 bench: $(STAMP)

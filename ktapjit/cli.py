@@ -195,8 +195,30 @@ def _add_ps(commands) -> None:
 
 
 # In the order `ktapjit --help` lists them.
+def _add_compile(commands) -> None:
+    compile_ = commands.add_parser("compile", help="compile a script into a bundle for `ktapjit run FILE`",
+                                   description="Compile a script into one file (a bundle) holding its native "
+                                               "code for the target, the runtime, its source and command line "
+                                               "and the versions used; `ktapjit run FILE` runs it without "
+                                               "LLVM, `ktapjit source FILE` prints the script.")
+    compile_.add_argument("--target", choices=TARGETS, default=None,
+                          help="the machine to generate code for (default: this one)")
+    compile_.add_argument("-o", "--output", metavar="FILE", required=True, help="the bundle to write")
+    compile_.add_argument("-e", dest="program", metavar="PROGRAM", help="compile PROGRAM given on the command line")
+    compile_.add_argument("script", nargs="?", metavar="SCRIPT")
+    _add_limit_options(compile_)  # --max-string folds constants: a run must give the same
+
+
+def _add_source(commands) -> None:
+    source = commands.add_parser("source", help="print the script a bundle holds",
+                                 description="Print the script a bundle (from `ktapjit compile`) will run.")
+    source.add_argument("--manifest", action="store_true",
+                        help="print the bundle's manifest instead: target, versions, command line")
+    source.add_argument("bundle", metavar="FILE")
+
+
 _COMMANDS = {"run": _add_run, "record": _add_record, "list": _add_list, "ir": _add_ir, "asm": _add_asm,
-             "plan": _add_plan, "ps": _add_ps}
+             "plan": _add_plan, "ps": _add_ps, "compile": _add_compile, "source": _add_source}
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -320,6 +342,7 @@ def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
     argv, command = _split_command(argv)
     ns = parser.parse_args(argv)
     ns.command_argv = command
+    ns.raw_argv = [*argv, *(["--", *command] if command else [])]  # an emulated bundle run repeats it
     if ns.command is None:
         raise _ParserExit(EXIT_USAGE, parser.format_usage())
     if command and ns.command not in ("run", "record"):
@@ -338,6 +361,10 @@ def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
         return _cmd_record(ns, err)
     if ns.command == "ps":
         return _cmd_ps(ns, out)
+    if ns.command == "compile":
+        return _cmd_compile(ns, err)
+    if ns.command == "source":
+        return _cmd_source(ns, out)
     raise UsageError(f"unknown command '{ns.command}'")
 
 
@@ -505,10 +532,16 @@ def _cmd_list(ns, out: BinaryIO) -> int:
 
 
 def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
-    path, source = _load_source(ns)
-    _check_mode_options(ns)
-    with _no_collection():
-        module = _compile(path, source, _limits(ns), ns, err).module
+    if ns.program is None and ns.script is not None and _is_bundle(ns.script):
+        opened = _open_bundle(ns, out, err)
+        if isinstance(opened, int):  # run elsewhere: under emulation
+            return opened
+        path, source, module = opened
+    else:
+        path, source = _load_source(ns)
+        _check_mode_options(ns)
+        with _no_collection():
+            module = _compile(path, source, _limits(ns), ns, err).module
     if ns.engine == "compare":
         if ns.metrics is not None or ns.exports:
             raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
@@ -606,7 +639,8 @@ def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO
         host = session.host if session is not None else Host.local()
         config = RunConfig(limits=_limits(ns), script_args=(path, *ns.args), start_time_ns=start_ns, host=host,
                            structured_output=ns.format == "json")
-        return _execute(engine, module, config, session, sink, err, wrap, notices)
+        return _execute(engine, module, config, session, sink, err, wrap, notices,
+                        native=getattr(ns, "bundle_engine", None))
     finally:
         _close_session(session, notices)
 
@@ -793,7 +827,7 @@ def _is_json(sink) -> bool:
 FALL_BACK = "to run without the JIT: --engine interp"
 
 
-def _load(engine_name: str, module, config: RunConfig, sink: BinaryIO):
+def _load(engine_name: str, module, config: RunConfig, sink: BinaryIO, native=None):
     """The engine's run, before any script code ran. A JIT that cannot run
     here (no C compiler, no cache directory, no llvmlite, native code that
     will not build or load) is the machine's problem: one line that says why
@@ -804,6 +838,8 @@ def _load(engine_name: str, module, config: RunConfig, sink: BinaryIO):
         from ktapjit.interp.engine import InterpEngine
 
         return InterpEngine().load(module, config, _writer(sink))
+    if native is not None:  # a bundle's code (bundle/load.py): nothing to compile
+        return native.load(module, config, _writer(sink))
     from ktapjit.jit.codegen import CodegenError
     from ktapjit.jit.rtlib import RuntimeBuildError
 
@@ -828,9 +864,9 @@ def _writer(sink):
 
 
 def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryIO, err: BinaryIO,
-             wrap, notices: BinaryIO) -> int:
+             wrap, notices: BinaryIO, native=None) -> int:
     with _no_collection():
-        run = _load(engine_name, module, config, sink)
+        run = _load(engine_name, module, config, sink, native)
     if wrap is not None:
         run = wrap(run)
     outcome = None
@@ -860,6 +896,110 @@ def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryI
     if _is_json(sink):
         sink.end(status)
     return status
+
+
+# ------------------------------------------------------------ bundles
+
+
+def _cmd_compile(ns, err: BinaryIO) -> int:
+    from ktapjit.bundle.build import compile_bundle
+    from ktapjit.bundle.format import BundleError, write
+    from ktapjit.jit.codegen import host_target
+
+    path, source = _load_source(ns)
+    try:
+        bundle = compile_bundle(source, path, target=ns.target or host_target(), limits=_limits(ns),
+                                argv=["ktapjit", *ns.raw_argv])
+        write(ns.output, bundle)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def _cmd_source(ns, out: BinaryIO) -> int:
+    import json
+
+    from ktapjit.bundle.format import BundleError, read
+
+    try:
+        bundle = read(ns.bundle)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
+    if ns.manifest:
+        out.write(json.dumps(bundle.manifest, indent=1, sort_keys=True).encode() + b"\n")
+    else:
+        out.write(bundle.source)
+    return EXIT_OK
+
+
+def _is_bundle(path: str) -> bool:
+    from ktapjit.bundle.format import is_bundle
+
+    return is_bundle(path)
+
+
+def _bundle_options(ns) -> None:
+    """`ktapjit run FILE [OPTIONS] [ARGS]`: run's options may also follow a
+    bundle (the first word after them starts the script's arguments)."""
+    parser = _build_parser("run")
+    defaults, after = vars(parser.parse_args(["run"])), parser.parse_args(["run", *ns.args])
+    for name, value in vars(after).items():
+        if name not in ("script", "args") and value != defaults[name]:
+            before = getattr(ns, name)
+            setattr(ns, name, before + value if isinstance(value, list) else value)
+    ns.args = [] if after.script is None else [after.script, *after.args]
+
+
+def _open_bundle(ns, out: BinaryIO, err: BinaryIO):
+    """The bundle `ns.script` checked, its code loaded for the JIT runs
+    (ns.bundle_engine) and its script compiled to IR: (path, source,
+    module); or, for another target's bundle over a recording, the exit
+    status of the run under emulation (bundle/emulate.py)."""
+    from ktapjit.bundle.emulate import EMULATED
+    from ktapjit.bundle.format import BundleError, ir_fingerprint, read, refusal
+    from ktapjit.jit.codegen import host_target
+    from ktapjit.jit.runtime_abi import ABI_VERSION
+
+    _bundle_options(ns)
+    _check_mode_options(ns)
+    file, machine = ns.script, host_target()
+    try:
+        bundle = read(file)
+        why = refusal(file, bundle.manifest, ABI_VERSION, bundle.target) or refusal(
+            file, bundle.manifest, ABI_VERSION, machine)
+        if why and bundle.target != machine and ns.engine != "interp" and bundle.target in EMULATED:
+            if ns.replay is None:
+                raise UsageError(f"{why}; here it can only replay a recording (--replay), under emulation")
+            from ktapjit.bundle.emulate import run_emulated
+
+            return run_emulated(bundle.target, file, ns.raw_argv, out, err)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
+    if why and ns.engine != "interp":
+        raise UsageError(why)
+    path, source = bundle.script_path, bundle.source
+    module = _compile(path, source, _limits(ns), ns, err).module
+    if ns.engine == "interp":
+        return path, source, module  # the interpreter needs no code: an audit of the source's behaviour
+    if ir_fingerprint(module) != bundle.manifest.get("ir_sha256"):
+        raise UsageError(_bundle_mismatch(file, bundle.manifest, _limits(ns)))
+    from ktapjit.bundle.load import BundleEngine
+
+    try:
+        ns.bundle_engine = BundleEngine(bundle, file)
+    except BundleError as exc:
+        raise UsageError(f"cannot load the code of {file}: {exc}; {FALL_BACK}") from None
+    return path, source, module
+
+
+def _bundle_mismatch(file: str, manifest: dict, limits: Limits) -> str:
+    built = manifest.get("limits", {})
+    differ = [f"--{name.replace('_', '-')} {value}" for name, value in sorted(built.items())
+              if getattr(limits, name, value) != value]
+    if differ:
+        return f"{file} was compiled with {' '.join(differ)}, which its code depends on: run it with that, " \
+               f"or compile it again"
+    return f"{file} is damaged: its code was not made from its source"
 
 
 def entry() -> None:

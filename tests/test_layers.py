@@ -47,9 +47,10 @@ RULES: dict[str, frozenset[str]] = {
     "output_json": frozenset({"diag", "semantics"}),
     "metrics": frozenset({"diag", "semantics"}),
     "compiler": frozenset({"diag", "frontend", "ir", "semantics", "jit"}),
+    "bundle": frozenset({"diag", "cache_paths", "ir", "semantics", "jit", "compiler"}),
     "cli": frozenset({"diag", "cache_paths", "frontend", "ir", "interp", "jit", "events", "tracing",
                       "run_api", "run_lifecycle", "semantics", "compare", "kernel_filter",
-                      "output_json", "metrics", "compiler", "bpf"}),
+                      "output_json", "metrics", "compiler", "bpf", "bundle"}),
     "__main__": frozenset({"cli"}),
 }
 

@@ -54,11 +54,14 @@ class JitEngine:
 class JitRun(RunLifecycle):
     feeds_natively = True
 
-    def __init__(self, module, config: RunConfig, out: Callable[[bytes], None], program: NativeProgram):
+    def __init__(self, module, config: RunConfig, out: Callable[[bytes], None], program: NativeProgram,
+                 runtime: rtlib.RuntimeLibrary | None = None):
         super().__init__(module, config)
         self.out = out
         self.program = program
-        self.rt = rtlib.load()
+        # A bundle's program carries its own runtime (bundle/load.py); a
+        # fresh compile binds to the JIT's.
+        self.rt = runtime if runtime is not None else rtlib.load()
         limits = config.limits
         self.state = self.rt.state(max_table=limits.max_table, max_string=limits.max_string,
                                    max_loop=limits.max_loop, max_depth=limits.max_depth)
@@ -114,7 +117,7 @@ class JitRun(RunLifecycle):
         per-event path (jit/feed.py says when)."""
         from ktapjit.jit.feed import build_feed  # 30-45 ms of imports a script without probes never needs
 
-        self.feed = build_feed(self.module, self.program, plan)
+        self.feed = build_feed(self.module, self.program, plan, self.rt)
         return self.feed
 
     def feed_chunk(self, data: bytes, offsets=None, base: int = 0) -> bool:

@@ -221,12 +221,13 @@ def _address(data):
     return data.address if isinstance(data, PinnedBuffer) else data
 
 
-def build_feed(module, program, plan: FeedPlan) -> Optional[NativeFeed]:
+def build_feed(module, program, plan: FeedPlan, rt=None) -> Optional[NativeFeed]:
     """A kfeed for the session `plan` describes, or None when it must run
-    the Python path."""
+    the Python path; `rt` is the runtime the run's code is bound to (by
+    default the JIT's)."""
     if any(t.kind not in ("tick", "profile") for t in module.timers):
         return None
-    rt = rtlib.load()
+    rt = rt if rt is not None else rtlib.load()
     ptr = rt.k_feed_new(plan.start_ns)
     if not ptr:
         return None
