@@ -23,7 +23,13 @@ import pytest
 
 from ktapjit.cli import main
 from tests.events.test_elf import build_programs, expected_offset, nm_functions
-from tests.tracing.conftest import TRACEFS, children, perf_fds, set_event
+from tests.tracing.conftest import TRACEFS, children, live_skip_reason, perf_fds, set_event
+
+_REASON = live_skip_reason()
+if _REASON:
+    pytest.skip(_REASON, allow_module_level=True)
+
+pytestmark = pytest.mark.live
 
 REPO = Path(__file__).resolve().parents[2]
 
