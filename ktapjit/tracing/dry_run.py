@@ -217,6 +217,9 @@ def replay_dry_run(path: str, module: Module, engine: str) -> tuple[DryRun, list
 
     replay = open_replay(path, module)
     dry = DryRun(engine, "the recorded processes", *_planned(module, replay.plan.bound, {}), source=path)
+    for probe in dry.probes:
+        for event in probe.events:
+            event.kernel_filter = None  # no kernel filters a recording: ktapjit applies them all
     return dry, list(replay.warnings)
 
 
@@ -284,9 +287,10 @@ def _site_text(site: Site) -> str:
     return text
 
 
-def _event_lines(event: PlannedEvent) -> list[str]:
+def _event_lines(event: PlannedEvent, live: bool) -> list[str]:
     head = f"{event.kind} {event.system}:{event.event}"
-    lines = [f"  {head}" + ("" if event.kernel_filter else ", no kernel filter")]
+    # A replay has no kernel: ktapjit applies every filter itself.
+    lines = [f"  {head}" + ("" if event.kernel_filter or not live else ", no kernel filter")]
     if event.kernel_filter:
         lines.append(f"    kernel filter: {event.kernel_filter}")
     if event.sites:
@@ -315,7 +319,7 @@ def dry_run_text(dry: DryRun) -> str:
         n = len(probe.events)
         lines.append(f"  {n} event{'' if n == 1 else 's'}:")
         for event in probe.events:
-            lines += ["  " + line for line in _event_lines(event)]
+            lines += ["  " + line for line in _event_lines(event, dry.source == "live")]
     for timer in dry.timers:
         lines += ["", f"timer {timer.index}: {timer.info.text}", f"  {_timer_text(timer.info)}"]
         lines += ["  " + line for line in _where_text(dry.engine, timer.where, timer.reasons)]

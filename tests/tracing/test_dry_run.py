@@ -168,6 +168,21 @@ def test_usdt_sites_with_their_semaphore(programs):
     assert f", semaphore at file offset {expected_offset(path, sema):#x}\n" in out
 
 
+def test_replay_binds_against_the_recording():
+    data = REPO / "examples" / "data" / "demo.data"
+    assert dry("--replay", str(data), "-e", "trace sched:sched_switch /prev_pid == 1/ { }") == f"""\
+Dry run: nothing was attached.
+engine: jit
+events from: the recording {data}
+traces: the recorded processes
+
+probe 1 (-e:1:7): trace sched:sched_switch /prev_pid == 1/
+  runs: in user space (jit)
+  1 event:
+    tracepoint sched:sched_switch
+"""
+
+
 def test_scope_of_pid_and_command():
     out = dry("-p", str(os.getpid()), "-e", "trace sched:sched_switch { }")
     assert f"traces: process {os.getpid()} and its children\n" in out
