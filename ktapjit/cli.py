@@ -508,11 +508,11 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     path, source = _load_source(ns)
     _check_mode_options(ns)
     module = _compile(path, source, _limits(ns), ns, err).module
+    if ns.engine == "compare" and (ns.metrics is not None or ns.exports):
+        raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
     if ns.dry_run:
         return _cmd_dry_run(ns, module, source, out, err)
     if ns.engine == "compare":
-        if ns.metrics is not None or ns.exports:
-            raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
         return _cmd_compare(ns, module, path, source, out, err)
     sink = None
     ns.exporter = _open_exporter(ns, module, err)
@@ -543,6 +543,7 @@ def _cmd_dry_run(ns, module, source: bytes, out: BinaryIO, err: BinaryIO) -> int
     the run's), the plan printed, nothing attached and CMD not started."""
     from ktapjit.tracing.dry_run import dry_run_objects, dry_run_text, live_dry_run, replay_dry_run
 
+    _exporter_wanted(ns, module)  # its errors are the run's; no port is bound
     sink = _open_output(ns, out)
     try:
         _check_traceable(ns, module)
@@ -580,13 +581,31 @@ def _place_dry_run(dry, module, limits: Limits) -> None:
 
 def _open_exporter(ns, module, err: BinaryIO):
     """The --metrics server, bound before anything is traced, or None."""
+    wanted = _exporter_wanted(ns, module)
+    if wanted is None:
+        return None
+    from ktapjit.metrics.exporter import open_exporter
+
+    address, exports = wanted
+    try:
+        exporter = open_exporter(address, exports)
+    except OSError as exc:
+        raise UsageError(f"--metrics {ns.metrics}: cannot serve there: {exc.strerror or exc}") from None
+    if not ns.quiet:
+        _say(err, f"Serving metrics at {exporter.server.url}")
+    return exporter
+
+
+def _exporter_wanted(ns, module):
+    """--metrics and --export checked (a dry run stops here): (address,
+    exports), or None without --metrics."""
     if ns.metrics is None:
         if ns.exports:
             raise UsageError("--export needs --metrics [ADDR:]PORT")
         return None
     if ns.replay is not None:
         raise UsageError("--metrics serves a live trace and cannot be combined with --replay")
-    from ktapjit.metrics.exporter import ExportError, check_exports, open_exporter, parse_export
+    from ktapjit.metrics.exporter import ExportError, check_exports, parse_export
     from ktapjit.metrics.server import AddressError, parse_address
 
     try:
@@ -597,13 +616,7 @@ def _open_exporter(ns, module, err: BinaryIO):
         raise UsageError(str(exc)) from None
     if not exports:
         raise UsageError("--metrics needs at least one --export NAME[:TYPE]")
-    try:
-        exporter = open_exporter(address, exports)
-    except OSError as exc:
-        raise UsageError(f"--metrics {ns.metrics}: cannot serve there: {exc.strerror or exc}") from None
-    if not ns.quiet:
-        _say(err, f"Serving metrics at {exporter.server.url}")
-    return exporter
+    return address, exports
 
 
 def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO, err: BinaryIO,

@@ -249,6 +249,10 @@ ERRORS = [
     (["-e", "trace sched:sched_switch { }", "--", "/no/such/command"]),
     (["-e", "print(1)", "--", "true"]),
     (["--replay", "/no/such/recording.data", "-e", "trace sched:sched_switch { }"]),
+    (["--metrics", "9", "-e", "var n = 0 trace sched:sched_switch { n += 1 }"]),
+    (["--metrics", "127.0.0.1:0", "--export", "nosuch", "-e", "var n = 0 trace sched:sched_switch { n += 1 }"]),
+    (["--engine", "compare", "--metrics", "0", "--export", "n", "-e", "var n = 0 trace sched:sched_switch { }"]),
+    (["--export", "n", "-e", "var n = 0 trace sched:sched_switch { }"]),
 ]
 
 
