@@ -112,6 +112,8 @@ def _add_run(commands) -> None:
     _add_limit_options(run)
     run.add_argument("--replay", metavar="PERF_DATA", help="run over a recording (perf.data) instead of live")
     run.add_argument("--record", metavar="PERF_DATA", help="also record the live stream to a perf.data file")
+    run.add_argument("-d", "--dry-run", action="store_true",
+                     help="resolve every event and probe, print what would be attached, attach nothing")
     run.add_argument("-p", "--pid", type=_positive_int, metavar="PID", help="trace only this process (and its children)")
     run.add_argument("--buffer-pages", type=_power_of_two, default=1024, metavar="N",
                      help="ring buffer pages per CPU, a power of two (default 1024: 4 MiB)")
@@ -542,9 +544,11 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
         _check_mode_options(ns)
         with _no_collection():
             module = _compile(path, source, _limits(ns), ns, err).module
+    if ns.engine == "compare" and (ns.metrics is not None or ns.exports):
+        raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
+    if ns.dry_run:
+        return _cmd_dry_run(ns, module, source, out, err)
     if ns.engine == "compare":
-        if ns.metrics is not None or ns.exports:
-            raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
         return _cmd_compare(ns, module, path, source, out, err)
     sink = None
     ns.exporter = _open_exporter(ns, module, err)
@@ -570,15 +574,74 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
             sink.close()
 
 
+def _cmd_dry_run(ns, module, source: bytes, out: BinaryIO, err: BinaryIO) -> int:
+    """-d: the probes resolved as the run resolves them (so its errors are
+    the run's), the plan printed, nothing attached and CMD not started."""
+    from ktapjit.tracing.dry_run import dry_run_objects, dry_run_text, live_dry_run, replay_dry_run
+
+    _exporter_wanted(ns, module)  # its errors are the run's; no port is bound
+    sink = _open_output(ns, out)
+    try:
+        _check_traceable(ns, module)
+        if ns.replay is not None:
+            dry, warnings = _bound_session(lambda: replay_dry_run(ns.replay, module, ns.engine), source)
+            for warning in warnings:
+                _say(err, f"ktapjit: warning: {warning}")
+        else:
+            dry = _bound_session(lambda: live_dry_run(module, ns.engine, ns.pid or -1, ns.command_argv), source)
+        if ns.engine == "bpf":
+            _place_dry_run(dry, module, _limits(ns))
+        if ns.format == "json":
+            import json
+
+            objects = [*dry_run_objects(dry), {"v": 1, "type": "end", "status": EXIT_OK}]
+            sink.write(b"".join(json.dumps(o, separators=(",", ":")).encode() + b"\n" for o in objects))
+        else:
+            sink.write(dry_run_text(dry).encode("utf-8", "surrogateescape"))
+    finally:
+        if sink is not out:
+            sink.close()
+    return EXIT_OK
+
+
+def _place_dry_run(dry, module, limits: Limits) -> None:
+    """--engine bpf: where each probe and timer runs, as `ktapjit plan` says."""
+    from ktapjit.bpf.placement import place_module
+
+    placed = {id(p.target): p for p in place_module(module, limits)}
+    for planned in (*dry.probes, *dry.timers):
+        placement = placed[id(planned.info)]
+        planned.where = placement.where
+        planned.reasons = tuple(reason.render() for reason in placement.reasons)
+
+
 def _open_exporter(ns, module, err: BinaryIO):
     """The --metrics server, bound before anything is traced, or None."""
+    wanted = _exporter_wanted(ns, module)
+    if wanted is None:
+        return None
+    from ktapjit.metrics.exporter import open_exporter
+
+    address, exports = wanted
+    try:
+        exporter = open_exporter(address, exports)
+    except OSError as exc:
+        raise UsageError(f"--metrics {ns.metrics}: cannot serve there: {exc.strerror or exc}") from None
+    if not ns.quiet:
+        _say(err, f"Serving metrics at {exporter.server.url}")
+    return exporter
+
+
+def _exporter_wanted(ns, module):
+    """--metrics and --export checked (a dry run stops here): (address,
+    exports), or None without --metrics."""
     if ns.metrics is None:
         if ns.exports:
             raise UsageError("--export needs --metrics [ADDR:]PORT")
         return None
     if ns.replay is not None:
         raise UsageError("--metrics serves a live trace and cannot be combined with --replay")
-    from ktapjit.metrics.exporter import ExportError, check_exports, open_exporter, parse_export
+    from ktapjit.metrics.exporter import ExportError, check_exports, parse_export
     from ktapjit.metrics.server import AddressError, parse_address
 
     try:
@@ -589,13 +652,7 @@ def _open_exporter(ns, module, err: BinaryIO):
         raise UsageError(str(exc)) from None
     if not exports:
         raise UsageError("--metrics needs at least one --export NAME[:TYPE]")
-    try:
-        exporter = open_exporter(address, exports)
-    except OSError as exc:
-        raise UsageError(f"--metrics {ns.metrics}: cannot serve there: {exc.strerror or exc}") from None
-    if not ns.quiet:
-        _say(err, f"Serving metrics at {exporter.server.url}")
-    return exporter
+    return address, exports
 
 
 _own_process = False  # set by entry(): the process is this command, nothing else lives in it
@@ -783,9 +840,7 @@ def _isatty(stream) -> bool:
 
 
 def _open_session(ns, module, source: bytes, err: BinaryIO, progress=None):
-    if ns.replay is None and not (module.probes or module.timers):
-        if ns.record or ns.pid or ns.command_argv:
-            raise UsageError("this script has no probes or timers: there is nothing to trace")
+    if not _check_traceable(ns, module):
         return None  # and the tracing machinery is never imported: start-up stays short
     from ktapjit.tracing.session import live_session, replay_session
 
@@ -795,6 +850,15 @@ def _open_session(ns, module, source: bytes, err: BinaryIO, progress=None):
             _say(err, f"ktapjit: warning: {warning}")
         return session
     return _bound_session(lambda: live_session(module, _live_options(ns, ns.record, err)), source)
+
+
+def _check_traceable(ns, module) -> bool:
+    """Whether the run has a stream: a replay, or probes or timers to trace live."""
+    if ns.replay is None and not (module.probes or module.timers):
+        if ns.record or ns.pid or ns.command_argv:
+            raise UsageError("this script has no probes or timers: there is nothing to trace")
+        return False
+    return True
 
 
 def _open_output(ns, out: BinaryIO) -> BinaryIO:

@@ -282,24 +282,11 @@ def _perf_events(bound: list[BoundEvent]):
     none); each probe's own filter is still applied by the dispatcher. The
     event records callchains when any of its probes calls stack()/ustack().
     """
-    from ktapjit.kernel_filter.language import MAX_FILTER_TEXT
-
-    groups: dict[tuple[str, str], list[BoundEvent]] = {}
-    for b in bound:
-        groups.setdefault((b.system, b.event), []).append(b)
+    groups = events_of(bound)
     events = []
     for (system, event), members in groups.items():
-        texts = list(dict.fromkeys(b.filter_text for b in members))
-        if None in texts:
-            kernel_filter = None
-        elif len(texts) == 1:
-            kernel_filter = texts[0]
-        else:
-            kernel_filter = " || ".join(f"({t})" for t in texts)
-            if len(kernel_filter.encode("latin-1")) > MAX_FILTER_TEXT:
-                kernel_filter = None  # too long for the kernel: ktapjit alone filters
         callchain = any(b.callchain for b in members)
-        ev = tracepoint(system, event, filter=kernel_filter, callchain=callchain)
+        ev = tracepoint(system, event, filter=kernel_filter(members), callchain=callchain)
         # Only a glob may skip an event the kernel refuses: a name the script
         # spells out must open.
         ev.optional = all(b.from_glob for b in members)
@@ -307,6 +294,30 @@ def _perf_events(bound: list[BoundEvent]):
             ev.label = event if ev.optional else members[0].eventdef
         events.append(ev)
     return events, list(groups.values())
+
+
+def events_of(bound: list[BoundEvent]) -> dict[tuple[str, str], list[BoundEvent]]:
+    """The bound events of each distinct tracepoint, in first-bound order."""
+    groups: dict[tuple[str, str], list[BoundEvent]] = {}
+    for b in bound:
+        groups.setdefault((b.system, b.event), []).append(b)
+    return groups
+
+
+def kernel_filter(members: list[BoundEvent]) -> Optional[str]:
+    """The filter the kernel gets for one tracepoint: the OR of its probes'
+    filters, None when one probe has none or the OR is too long."""
+    from ktapjit.kernel_filter.language import MAX_FILTER_TEXT
+
+    texts = list(dict.fromkeys(b.filter_text for b in members))
+    if None in texts:
+        return None
+    if len(texts) == 1:
+        return texts[0]
+    text = " || ".join(f"({t})" for t in texts)
+    if len(text.encode("latin-1")) > MAX_FILTER_TEXT:
+        return None  # too long for the kernel: ktapjit alone filters
+    return text
 
 
 # How many refused names a warning lists before it says "and N more".

@@ -247,10 +247,12 @@ TABLE = [
      b"NR 0 (3, 7ffd1234, a, 0, 0, ffffffffffffffff)"),
     ("raw_syscalls", "sys_exit", dict(id=1, ret=-14), b"NR 1 = -14"),
     ("syscalls", "sys_enter_openat", dict(dfd=0xFFFFFF9C, filename=0x7FFC00001000, flags=0x80000, mode=0),
-     b"dfd: 0xffffff9c, filename: 0x7ffc00001000, flags: 0x00080000, mode: 0x00000000"),
-    ("syscalls", "sys_exit_read", dict(ret=5), b"0x5"),
-    ("syscalls", "sys_exit_read", dict(ret=-1), b"0xffffffffffffffff"),
-    ("syscalls", "sys_enter_getppid", dict(), b""),
+     b"sys_openat(dfd: 0xffffff9c, filename: 0x7ffc00001000, flags: 0x80000, mode: 0)"),
+    ("syscalls", "sys_enter_close", dict(fd=9), b"sys_close(fd: 9)"),
+    ("syscalls", "sys_enter_close", dict(fd=10), b"sys_close(fd: 0xa)"),
+    ("syscalls", "sys_exit_read", dict(ret=5), b"sys_read -> 0x5"),
+    ("syscalls", "sys_exit_read", dict(ret=-1), b"sys_read -> 0xffffffffffffffff"),
+    ("syscalls", "sys_enter_getppid", dict(), b"sys_getppid()"),
     ("irq", "softirq_entry", dict(vec=7), b"vec=7 [action=SCHED]"),
     ("irq", "softirq_entry", dict(vec=12), b"vec=12 [action=0xc]"),
     ("timer", "hrtimer_start", dict(hrtimer=1, function=0, expires=5, softexpires=4, mode=0),
@@ -396,3 +398,43 @@ def test_truncated_and_corrupt_records(feeds, streams, tmp_path):  # noqa: F811
                  lambda buf, raw: struct.pack_into("<I", buf, raw + 8, (50 << 16) | 200))
     out, err, status = agree(feeds, loc, "trace sched:sched_process_exec { print(argstr) }")
     assert status == 0
+
+
+# -- syscall events on kernels that copy a user string into the event -----------------------
+
+# The layout and print fmt newer kernels give sys_enter_openat (trace_syscalls.c copies the
+# string `filename` points to into __filename_val); the text trace prints it after the pointer.
+_OPENAT_WITH_STRING = """name: sys_enter_openat
+ID: 700
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:int dfd;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:const char * filename;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:int flags;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:umode_t mode;\toffset:40;\tsize:8;\tsigned:0;
+\tfield:__data_loc char[] __filename_val;\toffset:48;\tsize:4;\tsigned:0;
+
+print fmt: "dfd: 0x%08lx, filename: 0x%08lx \\"%s\\", flags: 0x%08lx, mode: 0x%08lx", ((unsigned long)(REC->dfd)), ((unsigned long)(REC->filename)), __get_str(__filename_val), ((unsigned long)(REC->flags)), ((unsigned long)(REC->mode))
+"""
+
+
+def test_syscall_with_a_copied_string_both_ways():
+    ev = parse_format(_OPENAT_WITH_STRING, "syscalls")
+    raw = ev.encode(dict(dfd=0xFFFFFF9C, filename=0x7FFC00001000, flags=0x80000, mode=0,
+                         __filename_val=b"/etc/hostname"))
+    text = b'sys_openat(dfd: 0xffffff9c, filename: 0x7ffc00001000 "/etc/hostname", flags: 0x80000, mode: 0)'
+    assert native(compile_argstr(ev), raw) == compile_print_fmt(ev)(raw) == text
+
+
+def test_syscall_with_a_copied_byte_array_keeps_its_print_fmt():
+    """The kernel prints such an array up to a size argument only its metadata names: perf's rendering stays."""
+    head = _OPENAT_WITH_STRING.split("print fmt:")[0].replace("char[] __filename_val", "u8[] __filename_val")
+    text = head + 'print fmt: "dfd: 0x%08lx, filename: 0x%08lx", ((unsigned long)(REC->dfd)), ((unsigned long)(REC->filename))\n'
+    ev = parse_format(text, "syscalls")
+    raw = ev.encode(dict(dfd=3, filename=16, flags=0, mode=0))
+    assert compile_print_fmt(ev)(raw) == b"dfd: 0x00000003, filename: 0x00000010"

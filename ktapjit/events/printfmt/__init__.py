@@ -3,6 +3,9 @@ parsed once and compiled for one of two back ends, side by side.
 
 - ``parse.py``, the front end: the format string's pieces and the
   arguments' expression trees, as libtraceevent reads them.
+- ``syscalls.py``: the print fmt that renders syscall events as the
+  kernel's text trace does (not as their own print fmt says), which the
+  front end reads in their place.
 - ``values.py``: C's unsigned 64-bit arithmetic over a record, which both
   back ends fold constants with.
 - ``closures.py`` compiles the parse to Python closures that render

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ktapjit.events.errors import PrintFmtError
+from ktapjit.events.printfmt.syscalls import kernel_text_print_fmt
 from ktapjit.events.printfmt.values import _const_eval
 from ktapjit.events.schema import EventFormat
 
@@ -554,8 +555,10 @@ def parse_print_fmt(ev: EventFormat) -> tuple[list[tuple[str, object]], list[tup
     *pieces* are ("lit", bytes), ("bad", bytes) (an unknown conversion,
     printed as is) and ("conv", spec) with spec's text, flags, width, prec
     (None: absent, -1: '*'), ls (length modifier: -2 hh .. 2 ll) and conv;
-    *args* are the argument expression trees (tuples, see _Parser). Raises
+    *args* are the argument expression trees (tuples, see _Parser). A syscall
+    event's print fmt is the kernel text trace's (syscalls.py). Raises
     PrintFmtError (and RecursionError) as compile_print_fmt falls back."""
-    fmt_text, arg_text = _split_print_fmt(ev.print_fmt)
+    # Syscall events render as the kernel's text trace does, not as their print fmt says (syscalls.py).
+    fmt_text, arg_text = _split_print_fmt(kernel_text_print_fmt(ev) or ev.print_fmt)
     args = _Parser(_lex(arg_text), ev).arg_list()
     return _split_format(fmt_text), args

@@ -651,6 +651,47 @@ def sweep_stale(root: Optional[Path] = None) -> list[str]:
     return swept
 
 
+# --- planning (read-only) ---------------------------------------------------------------------
+#
+# What a probe spec stands for, found in its ELF file without writing to
+# tracefs: the manager below creates exactly this, and `ktapjit run -d`
+# shows it.
+
+@dataclass(frozen=True)
+class UprobePlan:
+    """The uprobes of one ``PATH:SYMBOL`` (a function, a glob or a hex offset)."""
+
+    path: str  # absolute, as uprobe_events gets it
+    symbol: str  # as written
+    is_return: bool
+    machine: str  # x86_64, aarch64: the ABI of the fetch args
+    targets: tuple  # elf.ResolvedSymbol: a function (or None) and its file offset, in file order
+    kernel_args: tuple[str, ...]  # the fetch args in the kernel's syntax
+
+    @property
+    def is_glob(self) -> bool:
+        return is_glob_symbol(self.symbol)
+
+
+def plan_uprobe(path: str, symbol: str, *, is_return: bool = False,
+                fetchargs: Sequence[str] = ()) -> UprobePlan:
+    """Resolve ``symbol`` in ``path`` and check the fetch args; raises
+    ElfError or DynamicProbeError (one line) when either is wrong."""
+    elf = open_elf(path)
+    machine = _MACHINE_BY_EM.get(elf.machine, _host_machine())
+    targets = elf.resolve(symbol)
+    args = translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
+    return UprobePlan(os.path.abspath(path), symbol, is_return, machine, tuple(targets), tuple(args))
+
+
+def plan_usdt(path: str, provider: str, name: str) -> tuple[str, list[tuple[SdtNote, list[str]]]]:
+    """The machine, and each USDT site of ``provider:name`` in ``path`` with
+    its arguments as kernel fetch args."""
+    elf = open_elf(path)
+    machine = _MACHINE_BY_EM.get(elf.machine, _host_machine())
+    return machine, [(note, sdt_fetchargs(note, machine, elf)) for note in elf.find_sdt(provider, name)]
+
+
 # --- the manager ---------------------------------------------------------------------------
 
 def _atexit_close(ref: "weakref.ReferenceType[DynamicProbes]") -> None:
@@ -748,12 +789,10 @@ class DynamicProbes:
         """uprobes (or uretprobes) on a function, a glob of functions, or a hex
         file offset of ``path``: one event per address, but for a glob, whose
         addresses are the sites of one event (add_sites)."""
-        elf = self._elf(path)
-        machine = _MACHINE_BY_EM.get(elf.machine, _host_machine())
-        targets = elf.resolve(symbol)
-        # Check the fetch args once, before anything is created.
-        translate_fetchargs(fetchargs, kind="uprobe", is_return=is_return, machine=machine)
-        if is_glob_symbol(symbol):
+        # Everything is resolved and checked (the fetch args too) before anything is created.
+        planned = plan_uprobe(path, symbol, is_return=is_return, fetchargs=fetchargs)
+        machine, targets = planned.machine, list(planned.targets)
+        if planned.is_glob:
             site = self.add_sites(path, symbol, targets, is_return=is_return, fetchargs=fetchargs,
                                   machine=machine)
             if site is None:
@@ -854,10 +893,7 @@ class DynamicProbes:
         """One uprobe per USDT site of ``provider:name`` (globs allowed), with
         the site's arguments as ``arg1..argN`` and its semaphore, if any,
         counted up by the kernel (``ref_ctr_offset``) while the event is in use."""
-        elf = self._elf(path)
-        machine = _MACHINE_BY_EM.get(elf.machine, _host_machine())
-        notes = elf.find_sdt(provider, name)
-        prepared = [(n, sdt_fetchargs(n, machine, elf)) for n in notes]
+        machine, prepared = plan_usdt(path, provider, name)
         out = []
         for note, args in prepared:
             base = event or event_name(note.name)
@@ -879,9 +915,6 @@ class DynamicProbes:
         ev = ProbeEvent(self.group, name, kind, line, KPROBE_EVENTS, function,
                         arg_names=arg_names(line.split()[2:]))
         return self._create(KPROBE_EVENTS, line, ev, f"cannot create {kind} on {function}")
-
-    def _elf(self, path: str) -> ElfFile:
-        return open_elf(path)
 
     def _machine_of(self, path: str) -> str:
         try:
@@ -985,6 +1018,40 @@ def uprobe_pmu_format_text(name: str, is_return: bool = False, ident: int = 0) -
         fields = "\tfield:unsigned long __probe_ip;\toffset:8;\tsize:8;\tsigned:0;\n"
         fmt = 'print fmt: "(%lx)", REC->__probe_ip\n'
     return f"name: {name}\nID: {ident}\nformat:\n{common}{fields}\n{fmt}"
+
+
+# A fetch arg's type -> (the field's C type, size, signed, printf conversion),
+# as the kernel writes a probe event's format (kernel/trace/trace_probe.c).
+_FETCH_FIELD_TYPES = {f"{sign}{bits}": (f"{sign}{bits}", bits // 8, int(sign == "s"), conv)
+                      for bits in (8, 16, 32, 64)
+                      for sign, conv in (("u", "%u"), ("s", "%d"), ("x", "0x%x"))}
+_FETCH_FIELD_TYPES.update({"string": ("__data_loc char[]", 4, 1, '\\"%s\\"'),
+                           "ustring": ("__data_loc char[]", 4, 1, '\\"%s\\"'),
+                           "symstr": ("__data_loc char[]", 4, 1, '\\"%s\\"'),
+                           "char": ("char", 1, 0, "'%c'")})
+_DEFAULT_FETCH_TYPE = "u64"  # the kernel's default on 64-bit machines
+
+
+def planned_format_text(name: str, is_return: bool, kernel_args: Sequence[str]) -> str:
+    """The format text the kernel will give a uprobe with ``kernel_args``
+    once it is created (fields packed after the probe address, as probe
+    events are): for checking filters against before anything exists."""
+    text = uprobe_pmu_format_text(name, is_return)
+    head, _, _ = text.partition("\nprint fmt:")
+    offset = 24 if is_return else 16
+    fields, convs, refs = [], [], []
+    for arg in kernel_args:
+        arg_name, _, fetch = arg.partition("=")
+        ftype = _split_type(fetch)[1] or _DEFAULT_FETCH_TYPE
+        ctype, size, signed, conv = _FETCH_FIELD_TYPES.get(ftype, _FETCH_FIELD_TYPES[_DEFAULT_FETCH_TYPE])
+        fields.append(f"\tfield:{ctype} {arg_name};\toffset:{offset};\tsize:{size};\tsigned:{signed};\n")
+        convs.append(f" {arg_name}={conv}")
+        refs.append(f"__get_str({arg_name})" if ctype.startswith("__data_loc") else f"REC->{arg_name}")
+        offset += size
+    place = "(%lx <- %lx)" if is_return else "(%lx)"
+    probe_refs = "REC->__probe_func, REC->__probe_ret_ip" if is_return else "REC->__probe_ip"
+    print_fmt = f'print fmt: "{place}{"".join(convs)}", ' + ", ".join([probe_refs, *refs]) + "\n"
+    return head + "".join(fields) + "\n" + print_fmt
 
 
 def uprobe_pmu_format(name: str, is_return: bool = False, ident: int = 0):
