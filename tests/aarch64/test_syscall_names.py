@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ktapjit.cli import main
-from ktapjit.events.perfdata import HEADER_ARCH
+from ktapjit.events.records.perfdata import HEADER_ARCH
 from ktapjit.events.synth import EventSpec, SyntheticStream, choice, write_perf_data
 
 REPO = Path(__file__).resolve().parents[2]
