@@ -13,7 +13,7 @@ import pytest
 
 from ktapjit.cli import main
 from ktapjit.events.records.perfdata import HEADER_ARCH
-from ktapjit.events.synth import EventSpec, SyntheticStream, choice, write_perf_data
+from ktapjit.testing.synth import EventSpec, SyntheticStream, choice, write_perf_data
 
 REPO = Path(__file__).resolve().parents[2]
 SYSCOUNT = REPO / "examples" / "syscount.kp"
