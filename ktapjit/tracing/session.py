@@ -146,8 +146,12 @@ def live_session(module: Module, options) -> Session:
         try:
             outcome = run_live(live, bound, session.plan, options, session.start_ns)
         finally:
-            if owner is not None:
-                owner.remove_events()  # perf is closed by now: nothing holds them
+            try:
+                if live.run is not None:
+                    live.run.detach_kernel()  # perf is closed: the kernel's tables are final
+            finally:
+                if owner is not None:
+                    owner.remove_events()  # perf is closed by now: nothing holds them
         driver.lost = max(driver.lost, outcome.lost)
         driver.unprocessed = outcome.unprocessed
         return outcome.end_ns
