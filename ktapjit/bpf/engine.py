@@ -18,8 +18,6 @@ timers. A script whose kernel-placed probes need anything else (uprobes,
 USDT, site events), or whose top level leaves an aggregation in a cell the
 kernel updates, runs wholly in user space, and `-v` says why.
 
-May import: ktapjit.bpf, ktapjit.interp, ktapjit.run_api, ktapjit.diag,
-ktapjit.events, ktapjit.semantics, ktapjit.ir.
 """
 
 from __future__ import annotations
@@ -100,8 +98,12 @@ class BpfRun(InterpRun):
         if refusal:
             say(f"bpf: every probe runs in user space: {refusal}")
             return
-        plan = lower_module(module, analysis, limits, [event for event, _fds in attachments],
-                            keep_samples=events.recording)
+        kernel_events = [event for event, _fds in attachments]
+        plan = lower_module(module, analysis, limits, kernel_events, keep_samples=events.recording)
+        if not events.recording and _shares_an_event(module, events, plan):
+            # A program that returns 0 drops the sample for every perf event on its
+            # tracepoint: the user-space probes on it would never see theirs.
+            plan = lower_module(module, analysis, limits, kernel_events, keep_samples=True)
         refusal = self._aggregation_in_base(plan)
         if refusal:
             say(f"bpf: every probe runs in user space: {refusal}")
@@ -289,6 +291,16 @@ def _kernel_events(module: Module, analysis, events: LiveEvents):
                 return [], f"{member.eventdef or member.event}: only tracepoints and profile-N run in the kernel yet"
             built.append((tracepoint_event(member.probe, member.fmt, events.pid), opened.fds))
     return built, None
+
+
+def _shares_an_event(module: Module, events: LiveEvents, plan) -> bool:
+    """Whether a perf event runs both a probe lowered to the kernel and one that stays in user space."""
+    lowered = {p.probe for p in plan.programs if not p.event.timer}
+    for opened in events.opened:
+        probes = {m.probe for m in opened.members if not m.is_profile}
+        if probes & lowered and probes - lowered:
+            return True
+    return False
 
 
 def _where(module: Module, placement, plan, lowered: set, timers: set) -> str:
