@@ -51,6 +51,9 @@ class TimedRun:
     def attach_kernel(self, events) -> None:
         self.run.attach_kernel(events)
 
+    def poll_kernel(self) -> bool:
+        return self.run.poll_kernel()
+
     def detach_kernel(self) -> None:
         self.run.detach_kernel()
 

@@ -22,8 +22,9 @@ the reference the native path is tested against.
 
 A run that puts probes in the kernel (the BPF engine) takes one more
 step: a live session calls `Run.attach_kernel(LiveEvents)` once its perf
-events are open and before it enables them, and `Run.detach_kernel()` once
-they are closed, on every path (before trace_end). Other engines do nothing
+events are open and before it enables them, `Run.poll_kernel()` between
+rounds, and `Run.detach_kernel()` once they are closed, on every path
+(before trace_end). Other engines do nothing
 there (run_lifecycle.py).
 """
 
@@ -339,6 +340,10 @@ class Run(Protocol):
     def attach_kernel(self, events: LiveEvents) -> None:
         """A live session's perf events are open, not yet enabled: put what
         runs in the kernel on them. Raises BpfError when the kernel refuses."""
+
+    def poll_kernel(self) -> bool:
+        """Between a live session's rounds: False once code in the kernel
+        failed (the error is then in `errors` and tracing stops)."""
 
     def detach_kernel(self) -> None:
         """The session's perf events are closed: take back what ran in the

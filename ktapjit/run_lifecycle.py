@@ -94,6 +94,9 @@ class RunLifecycle:
     def attach_kernel(self, events) -> None:
         """Nothing runs in the kernel (the BPF engine's run does)."""
 
+    def poll_kernel(self) -> bool:
+        return True
+
     def detach_kernel(self) -> None:
         pass
 

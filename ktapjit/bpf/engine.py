@@ -12,6 +12,8 @@ reach the ring (unless the run records it). When the perf events are closed
 the session calls `detach_kernel`: the maps are read back into the
 interpreter's globals, a fault in kernel code becomes the run's error, and
 every BPF object is closed; trace_end then runs over the same tables.
+Between rounds the session asks `poll_kernel`: a fault in kernel code stops
+the trace there, as an error in the interpreter does.
 
 What may go to the kernel in this increment: tracepoints and `profile-N`
 timers. A script whose kernel-placed probes need anything else (uprobes,
@@ -69,6 +71,7 @@ class BpfRun(InterpRun):
         self.kernel_timers: frozenset[int] = frozenset()
         self._bpf = None  # the BpfSession owning every map and program
         self._loaded = None
+        self._faults = None  # the FaultRing of the loaded programs
         self._cells: list[_Cell] = []
 
     # -- the per-event surface: kernel-placed probes ran in the kernel already
@@ -120,6 +123,8 @@ class BpfRun(InterpRun):
 
     def _load(self, plan, fds_of: dict) -> None:
         from ktapjit.bpf.attach import attach_all
+        from ktapjit.bpf.fault_ring import FaultRing
+        from ktapjit.bpf.lower import FAULT_MAP
         from ktapjit.bpf.kernel_load import load_plan
         from ktapjit.bpf.objects import BpfSession
         from ktapjit.bpf.source_map import create_source_map
@@ -137,6 +142,7 @@ class BpfRun(InterpRun):
                 target = self._loaded.maps[spec.name]
                 prefill(spec, target, base)
                 self._cells.append(_Cell(spec, target, base))
+            self._faults = FaultRing(self._loaded.maps[FAULT_MAP])
             for program in plan.programs:
                 attach_all(list(fds_of[id(program.event)]), self._loaded.programs[program.name])
         except BaseException:
@@ -157,6 +163,13 @@ class BpfRun(InterpRun):
         return BpfError(f"{where}: the kernel's verifier refused `{what}` on {program.event.event}"
                         f" ({exc}); -v shows its log", exc.errno)
 
+    def poll_kernel(self) -> bool:
+        """Between rounds: False once kernel code failed (its error is then
+        the run's, and tracing stops, as the interpreter stops at an error)."""
+        if self._faults is not None:
+            self._read_faults()
+        return self.tracing
+
     def detach_kernel(self) -> None:
         """After the perf events are closed: the maps back into the
         globals, a kernel fault into the errors, every BPF object closed.
@@ -164,11 +177,14 @@ class BpfRun(InterpRun):
         if self._bpf is None:
             return
         try:
+            if self._faults is not None:
+                self._read_faults()
             if self._loaded is not None:
                 self._read_back()
-                self._read_faults()
         finally:
-            bpf, self._bpf, self._loaded, self._cells = self._bpf, None, None, []
+            if self._faults is not None:
+                self._faults.close()
+            bpf, self._bpf, self._loaded, self._faults, self._cells = self._bpf, None, None, None, []
             bpf.close()
 
     def _read_back(self) -> None:
@@ -186,11 +202,9 @@ class BpfRun(InterpRun):
                 table.set(key, value)
 
     def _read_faults(self) -> None:
-        from ktapjit.bpf.fault_ring import FaultRing, first_fault
-        from ktapjit.bpf.lower import FAULT_MAP
+        from ktapjit.bpf.fault_ring import first_fault
 
-        with FaultRing(self._loaded.maps[FAULT_MAP]) as ring:
-            fault = first_fault(ring.records(), self._loaded.plan.sites)
+        fault = first_fault(self._faults.records(), self._loaded.plan.sites)
         if fault is not None and self.tracing:
             self.errors.append(fault)
             self.tracing = False

@@ -122,6 +122,16 @@ def test_a_user_space_probe_on_the_tracepoint_of_a_kernel_probe_still_gets_its_s
     assert "ktapjit: bpf: syscalls:sys_enter_getpid: kernel" in err.splitlines()
 
 
+def test_a_recorded_run_keeps_every_sample_for_the_interpreters_replay(calls, nothing_left, tmp_path):
+    script = ("var t = {}\ntrace syscalls:sys_enter_getppid, syscalls:sys_enter_getpid { t[probename] += 1 }\n"
+              "trace_end { for (k, v in pairs(t)) { printf(\"%s %d\\n\", k, v) } }")
+    recording = str(tmp_path / "bpf.data")
+    status, out, _err = ktapjit("--bpf", "-q", "--record", recording, "-e", script,
+                                "--", str(calls), str(P), str(Q), "nowait")
+    assert (status, out) == (0, f"sys_enter_getppid {P}\nsys_enter_getpid {Q}\n")
+    assert ktapjit("--engine", "interp", "--replay", recording, "-e", script)[:2] == (status, out)
+
+
 def test_a_tick_that_reads_a_global_keeps_its_writer_in_user_space(calls, nothing_left):
     script = ("var n, s = 0, 0\ntrace syscalls:sys_enter_getppid { n += 1 }\n"
               "tick-100ms { s += n; n = 0 }\ntrace_end { print(s + n) }")
@@ -141,6 +151,22 @@ def test_a_kernel_fault_is_the_interpreters_error_then_trace_end_runs(calls, not
     [error] = [line for line in err.splitlines() if line.startswith("error:")]
     assert error == "error: table overflow (2 entries) at -e:2:33"
     assert error in interp[2].splitlines()
+
+
+def test_a_kernel_fault_ends_a_system_wide_trace_by_itself(calls):
+    """Nothing else would end it: no command, no Ctrl-C."""
+    script = "var t = {}\ntrace raw_syscalls:sys_enter { t[args.id] += 1 }\ntrace_end { print(\"end\") }"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.Popen([sys.executable, "-m", "ktapjit", "run", "--bpf", "-q", "--max-table", "2", "-e", script],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        subprocess.run([str(calls), "10", "10", "nowait"], check=True)
+        out, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert (run.returncode, out, err) == (1, "end\n", "error: table overflow (2 entries) at -e:2:33\n")
 
 
 def test_replay_is_refused_in_one_line(tmp_path):
