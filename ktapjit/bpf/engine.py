@@ -151,6 +151,8 @@ class BpfRun(InterpRun):
 
     def _rejected(self, plan, exc: VerifierError) -> BpfError:
         """The verifier's refusal, naming the probe and its line; -v shows its log."""
+        from ktapjit.bpf.syscall import last_log_line
+
         program = next((p for p in plan.programs if p.name == exc.program), None)
         if program is None:
             return exc
@@ -160,8 +162,9 @@ class BpfRun(InterpRun):
         where = span.location() if span is not None else "?"
         if self.engine.verbose and exc.log:
             self._verbose("bpf: verifier log:\n" + exc.log.rstrip("\n"))
-        return BpfError(f"{where}: the kernel's verifier refused `{what}` on {program.event.event}"
-                        f" ({exc}); -v shows its log", exc.errno)
+        hint = "" if self.engine.verbose else " (-v shows its log)"
+        return BpfError(f"{where}: the BPF verifier rejected `{what}` (program '{program.name}'): "
+                        f"{last_log_line(exc.log)}{hint}", exc.errno)
 
     def poll_kernel(self) -> bool:
         """Between rounds: False once kernel code failed (its error is then

@@ -169,6 +169,22 @@ def test_a_kernel_fault_ends_a_system_wide_trace_by_itself(calls):
     assert (run.returncode, out, err) == (1, "end\n", "error: table overflow (2 entries) at -e:2:33\n")
 
 
+@pytest.mark.slow  # the verifier walks a million instructions, twice
+def test_a_verifier_rejection_names_the_probe_and_its_line(calls, nothing_left):
+    script = "var n = 0\ntrace syscalls:sys_enter_getppid { for (i = 1, 300000) { n += i } }"
+    command = ["--max-loop", "1000000", "-e", script, "--", str(calls), "1", "0", "nowait"]
+    status, out, err = ktapjit("--bpf", *command)
+    assert (status, out) == (1, "")
+    assert err == ("ktapjit: -e:2:1: the BPF verifier rejected `trace syscalls:sys_enter_getppid` "
+                   "(program 'k0e0_sys_enter_'): BPF program is too large. Processed 1000001 insn "
+                   "(-v shows its log)\n")
+    status, _out, err = ktapjit("--bpf", "-v", *command)
+    lines = err.splitlines()
+    assert status == 1 and "ktapjit: bpf: verifier log:" in lines and len(lines) > 10
+    assert lines[-1].endswith("rejected `trace syscalls:sys_enter_getppid` (program 'k0e0_sys_enter_'): "
+                              "BPF program is too large. Processed 1000001 insn")
+
+
 def test_replay_is_refused_in_one_line(tmp_path):
     status, out, err = ktapjit("--bpf", "--replay", str(tmp_path / "x.data"), "-e", "trace syscalls:* {}")
     assert (status, out, err) == (2, "", "ktapjit: the BPF engine needs live events: --engine bpf cannot run --replay\n")
