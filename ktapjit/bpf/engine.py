@@ -194,8 +194,7 @@ class BpfRun(InterpRun):
         from ktapjit.bpf.tables import read_back
 
         for cell in self._cells:
-            merged = _merge(cell.spec.family, cell.base, read_back(cell.spec, cell.target),
-                            self._cell_items(cell.spec))
+            merged = _merge(cell.spec, cell.base, read_back(cell.spec, cell.target), self._cell_items(cell.spec))
             if cell.spec.scalar:
                 self._set_global(cell.spec.slot, merged[0][1] if merged else None)
                 continue
@@ -231,19 +230,25 @@ class BpfRun(InterpRun):
             self.engine.say(text)
 
 
-def _merge(family: tuple, base: list, kernel: list, user: list) -> list:
-    """A cell's pairs after the events: each key as the kernel left it,
-    unless user-space code updated it too (a commutative update of the same
-    family, docs/bpf.md): then both halves' updates count. Keys the kernel
-    holds come in its first-insert order, then keys only user space made."""
-    base_of, user_of = dict(base), dict(user)
+def _merge(spec, base: list, kernel: list, user: list) -> list:
+    """A cell's pairs after the events (docs/bpf.md, "Running"): a key only
+    one half changed from `base` (what the top level left) as that half left
+    it, a key both changed with both updates (a commutative update of the
+    same family), a key too long for the map (prefill left it out) as user
+    space holds it. In insertion order: the top level's keys, then the
+    kernel's in first-insert order, then those only user space made."""
+    base_of, kernel_of, user_of = dict(base), dict(kernel), dict(user)
     merged = []
-    for key, value in kernel:
-        if key in user_of and user_of[key] != base_of.get(key):
-            value = _both(family, base_of.get(key), value, user_of[key])
-        merged.append((key, value))
-    held = {key for key, _v in kernel}
-    merged += [(key, value) for key, value in user if key not in held and value != base_of.get(key)]
+    for key in dict.fromkeys([k for k, _v in base] + [k for k, _v in kernel] + [k for k, _v in user]):
+        b, k, u = base_of.get(key), kernel_of.get(key), user_of.get(key)
+        if not (spec.scalar or spec.key.fits(key)) or (u != b and k == b):
+            value = u  # the kernel never touched it
+        elif u != b and u is not None and k is not None:
+            value = _both(spec.family, b, k, u)
+        else:
+            value = k if u == b else u
+        if value is not None:
+            merged.append((key, value))
     return merged
 
 

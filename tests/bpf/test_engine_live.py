@@ -81,6 +81,19 @@ SAME_AS_INTERP = [
      "trace_end { print(n) }",
      None,  # the interpreter's
      ["syscalls:sys_enter_getppid: user"]),  # getpid's probe reads n while events run
+    ("a global and a table both halves update",
+     "var n = 5\nvar t = {}\nt[\"top\"] = 1\n"
+     "trace syscalls:sys_enter_getppid { n += 1; t[\"k\"] += 1 }\n"
+     "trace syscalls:sys_enter_getpid { n += 1; t[\"u\"] += 1; t[\"k\"] += 1; print(\"x\") }\n"
+     "trace_end { print(n); for (k, v in pairs(t)) { printf(\"%s %d\\n\", k, v) } }",
+     "x\n" * Q + f"{P + Q + 5}\ntop 1\nk {P + Q}\nu {Q}\n",
+     ["syscalls:sys_enter_getppid: kernel", "syscalls:sys_enter_getpid: user: -e:5:74: print() writes output"]),
+    ("a top-level key too long for the map stays in its place",
+     "var t = {}\nt[\"a key longer than any string the kernel programs build\"] = 1\n"
+     "trace syscalls:sys_enter_getppid { t[probename] += 1 }\n"
+     "trace_end { for (k, v in pairs(t)) { printf(\"%s %d\\n\", k, v) } }",
+     f"a key longer than any string the kernel programs build 1\nsys_enter_getppid {P}\n",
+     ["syscalls:sys_enter_getppid: kernel"]),
     ("a top-level base the kernel adds to",
      "var n = 0\nn = 7\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }",
      f"{P + 7}\n",
