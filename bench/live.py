@@ -33,6 +33,8 @@ from bench.stats import median
 from bench.workloads import SCRIPTS
 
 LOOP_SOURCE = SCRIPTS / "getppid_loop.c"
+# Engines that trace live events only (no --replay): measured here, not in the other sections.
+LIVE_ONLY_ENGINES = ("bpf",)
 TRACEPOINT = "syscalls:sys_enter_getppid"
 # Passed with -e, as a user would type it; the file keeps it in one place.
 KTAPJIT_PROGRAM = (SCRIPTS / "getppid_count.kp").read_text()

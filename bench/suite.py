@@ -215,7 +215,7 @@ def run_live(ctx: Context) -> dict:
     p = ctx.profile
     with tempfile.TemporaryDirectory(prefix="ktapjit-bench-live-") as tmp:
         exe = live.build_loop(Path(tmp))
-        modes, skipped = live.modes(ctx.ktapjit, ctx.cli_available(), Path(tmp))
+        modes, skipped = live.modes(ctx.ktapjit, [*ctx.cli_available(), *live.LIVE_ONLY_ENGINES], Path(tmp))
         for s in skipped:
             ctx.skip("live", s["what"], s["reason"])
         ctx.log(f"[live] {p.live_calls} getppid calls: {', '.join(m.name for m in modes)}")

@@ -32,7 +32,7 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
 
-ENGINES = ("interp", "jit", "compare")
+ENGINES = ("interp", "jit", "bpf", "compare")
 TARGETS = ("x86_64", "aarch64")  # jit/codegen.py TARGETS
 
 
@@ -107,8 +107,9 @@ def _add_run(commands) -> None:
     run = commands.add_parser("run", help="run a script", description="Run a ktap script.")
     run.add_argument("--engine", choices=ENGINES, default="jit",
                      help="jit (the default): native code; interp: the reference interpreter; "
-                          "compare: both, checked")
+                          "bpf: probes in the kernel where they may run there (live only); compare: jit and interp, checked")
     run.add_argument("--jit", dest="engine", action="store_const", const="jit", help="same as --engine jit")
+    run.add_argument("--bpf", dest="engine", action="store_const", const="bpf", help="same as --engine bpf")
     _add_limit_options(run)
     run.add_argument("--replay", metavar="PERF_DATA", help="run over a recording (perf.data) instead of live")
     run.add_argument("--record", metavar="PERF_DATA", help="also record the live stream to a perf.data file")
@@ -345,6 +346,7 @@ def _dispatch(argv: list[str], out: BinaryIO, err: BinaryIO) -> int:
     ns = parser.parse_args(argv)
     ns.command_argv = command
     ns.raw_argv = [*argv, *(["--", *command] if command else [])]  # an emulated bundle run repeats it
+    ns.argv = ["ktapjit", *ns.raw_argv]  # what `ktapjit ps` shows
     if ns.command is None:
         raise _ParserExit(EXIT_USAGE, parser.format_usage())
     if command and ns.command not in ("run", "record"):
@@ -566,7 +568,8 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
             shown = TerminalOutput(sink, progress)  # the bar makes way for the script's lines
         opener = lambda: _open_session(ns, module, source, err, progress)  # noqa: E731
         wrap = None if ns.exporter is None else lambda run: ns.exporter.attach(run, module.global_names)
-        return _run_engine(ns.engine, ns, module, path, opener, shown, err, wrap)
+        engine = _bpf_engine(ns, source, err) if ns.engine == "bpf" else ns.engine
+        return _run_engine(engine, ns, module, path, opener, shown, err, wrap)
     finally:
         if ns.exporter is not None:
             ns.exporter.server.close()
@@ -613,6 +616,12 @@ def _place_dry_run(dry, module, limits: Limits) -> None:
         placement = placed[id(planned.info)]
         planned.where = placement.where
         planned.reasons = tuple(reason.render() for reason in placement.reasons)
+
+
+def _bpf_engine(ns, source: bytes, err: BinaryIO):
+    from ktapjit.bpf.engine import BpfEngine
+
+    return BpfEngine(source, ns.argv, ns.verbose, lambda text: _say(err, f"ktapjit: {text}"))
 
 
 def _open_exporter(ns, module, err: BinaryIO):
@@ -784,6 +793,10 @@ def _split_command(args: list[str]) -> tuple[list[str], list[str]]:
 def _check_mode_options(ns) -> None:
     if ns.verbose and ns.quiet:
         raise UsageError("-v (rates on stderr) and -q (nothing on stderr) contradict each other: give one")
+    if ns.engine == "bpf" and ns.replay is not None:
+        raise UsageError("the BPF engine needs live events: --engine bpf cannot run --replay")
+    if ns.engine == "bpf" and ns.metrics is not None:
+        raise UsageError("--metrics needs --engine interp or jit: the BPF engine's tables are in the kernel while it traces")
     if ns.verbose and ns.replay is not None:
         raise UsageError("-v reports a live trace's rates: a replay has none (its progress bar shows on a terminal)")
     if ns.replay is not None:
@@ -898,6 +911,8 @@ def _load(engine_name: str, module, config: RunConfig, sink: BinaryIO, native=No
     and how to do without it, exit 2. Never a quiet switch to the
     interpreter: it is some 100 times slower on events, and the user would
     not know why."""
+    if not isinstance(engine_name, str):  # an engine made for this run (the BPF engine)
+        return engine_name.load(module, config, _writer(sink))
     if engine_name != "jit":
         from ktapjit.interp.engine import InterpEngine
 

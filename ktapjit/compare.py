@@ -48,6 +48,15 @@ class TimedRun:
     def events(self) -> int:
         return self.steps + (self.feed.samples if self.feed is not None else 0)
 
+    def attach_kernel(self, events) -> None:
+        self.run.attach_kernel(events)
+
+    def poll_kernel(self) -> bool:
+        return self.run.poll_kernel()
+
+    def detach_kernel(self) -> None:
+        self.run.detach_kernel()
+
     def native_feed(self, plan):
         self.feed = self.run.native_feed(plan)
         return self.feed

@@ -19,6 +19,13 @@ hands the run whole chunks (`feed_chunk`: a replay's offsets into its
 buffer; `feed_release`: what the feed's own live merger releases after
 `NativeFeed.push`) and reads the feed's state. The per-event surface stays
 the reference the native path is tested against.
+
+A run that puts probes in the kernel (the BPF engine) takes one more
+step: a live session calls `Run.attach_kernel(LiveEvents)` once its perf
+events are open and before it enables them, `Run.poll_kernel()` between
+rounds, and `Run.detach_kernel()` once they are closed, on every path
+(before trace_end). Other engines do nothing
+there (run_lifecycle.py).
 """
 
 from __future__ import annotations
@@ -285,6 +292,26 @@ class NativeFeed(Protocol):
         """Drop what the live merger holds; the number of samples dropped."""
 
 
+@dataclass(frozen=True)
+class OpenedEvent:
+    """One perf event a live session opened, not yet enabled: what its
+    samples run (tracing.plan BoundEvents, or one BoundProfile) and its fds
+    (one per CPU, or one for a traced task)."""
+
+    members: tuple
+    fds: tuple[int, ...]
+    tracepoint: bool  # a tracepoint of the kernel's (not a dynamic probe, not a cpu-clock)
+
+
+@dataclass(frozen=True)
+class LiveEvents:
+    """A live session's perf events, for Run.attach_kernel."""
+
+    opened: tuple[OpenedEvent, ...]
+    pid: Optional[int]  # the traced process (-p, -- CMD); None: system-wide
+    recording: bool  # the stream is also written to a perf.data file: every sample must reach the ring
+
+
 class Run(Protocol):
     errors: list[RuntimeFault]  # the runtime errors so far, in order
     tracing: bool  # between a normal start() and exit() or an error
@@ -309,6 +336,18 @@ class Run(Protocol):
     def native_feed(self, plan: FeedPlan) -> Optional[NativeFeed]:
         """A feed running the session `plan` describes natively, or None:
         the session takes the per-event path (always, unless feeds_natively)."""
+
+    def attach_kernel(self, events: LiveEvents) -> None:
+        """A live session's perf events are open, not yet enabled: put what
+        runs in the kernel on them. Raises BpfError when the kernel refuses."""
+
+    def poll_kernel(self) -> bool:
+        """Between a live session's rounds: False once code in the kernel
+        failed (the error is then in `errors` and tracing stops)."""
+
+    def detach_kernel(self) -> None:
+        """The session's perf events are closed: take back what ran in the
+        kernel (tables, errors) and close it. Idempotent."""
 
     # Only a run whose native_feed gave a feed is asked for these two.
 

@@ -91,6 +91,15 @@ class RunLifecycle:
         """No native feed: every event runs through run_probe and its kin."""
         return None
 
+    def attach_kernel(self, events) -> None:
+        """Nothing runs in the kernel (the BPF engine's run does)."""
+
+    def poll_kernel(self) -> bool:
+        return True
+
+    def detach_kernel(self) -> None:
+        pass
+
     def start(self) -> bool:
         """Run the top level. False when no events should follow (exit() or an error)."""
         if self._started:

@@ -43,7 +43,7 @@ RULES: dict[str, frozenset[str]] = {
                       "kernel_filter"}),
     "tracing": frozenset({"diag", "frontend", "ir", "events", "semantics", "run_api", "kernel_filter"}),
     "compare": frozenset({"diag"}),
-    "bpf": frozenset({"diag", "ir", "semantics", "events", "kernel_filter"}),
+    "bpf": frozenset({"diag", "ir", "semantics", "events", "kernel_filter", "run_api", "interp"}),
     "output_json": frozenset({"diag", "semantics"}),
     "metrics": frozenset({"diag", "semantics"}),
     "compiler": frozenset({"diag", "frontend", "ir", "semantics", "jit"}),

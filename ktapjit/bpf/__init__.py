@@ -20,9 +20,14 @@ between BPF functions are not supported: the lowering inlines them.
 
 Errors are ``BpfError``: ``str()`` is one line a user can act on.
 
+- The engine (engine.py, ``--engine bpf``): an interpreter run for the
+  user-space half, the kernel-placed probes lowered, loaded and attached to
+  the live session's perf events (docs/bpf.md, "Running").
+
 May import: ktapjit.diag, ktapjit.ir, ktapjit.semantics, ktapjit.events
 (the perf_event ABI: ioctls on the perf fds programs attach to; event
-formats) and ktapjit.kernel_filter (a probe's /FILTER/, compiled into its
-program). Nothing imports llvmlite at package import; only ``build`` does,
+formats), ktapjit.kernel_filter (a probe's /FILTER/, compiled into its
+program), ktapjit.run_api and ktapjit.interp (the engine: the interpreter
+runs the user-space half). Nothing imports llvmlite at package import; only ``build`` does,
 when called.
 """

@@ -37,7 +37,7 @@ from ktapjit.events.errors import EventsError
 from ktapjit.events.tracefs import list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
-from ktapjit.run_api import Aborted
+from ktapjit.run_api import Aborted, LiveEvents, OpenedEvent
 from ktapjit.tracing.dispatch import LiveDriver, LiveRounds
 from ktapjit.tracing.plan import (
     BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, create_dynamic,
@@ -427,6 +427,8 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                     for ev, (_attr, ids, _name) in zip(session.events, session.attrs()):
                         for b in members_of.get(id(ev), ()):  # the task tracker binds to no probe
                             plan.attach(ids, b)
+                    if driver.run is not None:  # before the events are enabled: no hit is missed
+                        driver.run.attach_kernel(_live_events(session, events, groups, pid, options))
                     attrs = session.attr_table()
                     rounds = driver.open_rounds(plan, attrs, start_ns)
                     head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
@@ -464,6 +466,17 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
     if stop.aborted:  # a second signal during the clean-up: it is done now
         raise Aborted
     return outcome
+
+
+def _live_events(session: PerfSession, events, groups, pid: int, options: LiveOptions) -> LiveEvents:
+    """The opened perf events as Run.attach_kernel takes them."""
+    fds: dict[int, list[int]] = {}
+    for op in session.opened:
+        fds.setdefault(id(op.event), []).append(op.fd)
+    opened = tuple(OpenedEvent(tuple(members), tuple(fds.get(id(ev), ())),
+                               ev.system is not None and not ev.system.startswith(GROUP_PREFIX))
+                   for ev, members in zip(events, groups) if members)
+    return LiveEvents(opened, None if pid == -1 else pid, options.record_path is not None)
 
 
 def _rate_report(say, reader: "_Reader", session: PerfSession, driver):

@@ -142,12 +142,20 @@ def live_session(module: Module, options) -> Session:
     session = Session(monotonic_ns(), plan, None, live=True)
 
     def drive(driver) -> int:
+        from ktapjit.tracing.live import LiveOutcome
+
         live = driver if isinstance(driver, LiveDriver) else LiveDriver(driver)  # `ktapjit record`'s
         try:
-            outcome = run_live(live, bound, session.plan, options, session.start_ns)
+            outcome = run_live(live, bound, session.plan, _polling_kernel(options, live.run), session.start_ns)
+        except _KernelStopped:
+            outcome = LiveOutcome(live.last_time, 0)
         finally:
-            if owner is not None:
-                owner.remove_events()  # perf is closed by now: nothing holds them
+            try:
+                if live.run is not None:
+                    live.run.detach_kernel()  # perf is closed: the kernel's tables are final
+            finally:
+                if owner is not None:
+                    owner.remove_events()  # perf is closed by now: nothing holds them
         driver.lost = max(driver.lost, outcome.lost)
         driver.unprocessed = outcome.unprocessed
         return outcome.end_ns
@@ -156,6 +164,27 @@ def live_session(module: Module, options) -> Session:
     if owner is not None:
         session.cleanup = owner.close
     return session
+
+
+class _KernelStopped(Exception):
+    """Code the run put in the kernel failed: the trace ends at once, as
+    when a probe fails in user space (Run.poll_kernel)."""
+
+
+def _polling_kernel(options, run: Optional[Run]):
+    """`options` whose between-rounds step also asks the run about its kernel code."""
+    if run is None:
+        return options
+    from dataclasses import replace
+
+    between = options.between_rounds
+
+    def between_rounds() -> None:
+        between()
+        if not run.poll_kernel():
+            raise _KernelStopped
+
+    return replace(options, between_rounds=between_rounds)
 
 
 class _DynamicOwner:
