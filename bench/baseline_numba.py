@@ -311,6 +311,13 @@ def measure(name: str, workload: str, columns: Columns, min_seconds: float, max_
     """Run kernel `name` over the columns until `min_seconds` (at least 3 times)."""
     kernel = KERNELS[name]
     fn, args = kernel.prepare(columns)
+    result, compile_s, samples = time_kernel(fn, args, min_seconds, max_reps)
+    return timing(workload, columns.n, samples, compile_s, kernel.expect(result))
+
+
+def time_kernel(fn, args, min_seconds: float, max_reps: int):
+    """(result, compile seconds, sorted ns per call): the first call compiles
+    (or loads numba's cache), then calls until `min_seconds`, at least 3."""
     t0 = time.perf_counter()
     result = fn(*args)
     compile_s = time.perf_counter() - t0
@@ -321,7 +328,10 @@ def measure(name: str, workload: str, columns: Columns, min_seconds: float, max_
         elapsed = time.perf_counter_ns() - t0
         samples.append(elapsed)
         spent += elapsed / 1e9
-    n = max(columns.n, 1)
-    samples.sort()
-    return BaselineTiming(workload, columns.n, len(samples), samples[len(samples) // 2] / n, samples[0] / n,
-                          compile_s, kernel.expect(result))
+    return result, compile_s, sorted(samples)
+
+
+def timing(workload: str, events: int, samples: list[int], compile_s: float, expected_line: str) -> BaselineTiming:
+    n = max(events, 1)
+    return BaselineTiming(workload, events, len(samples), samples[len(samples) // 2] / n, samples[0] / n,
+                          compile_s, expected_line)

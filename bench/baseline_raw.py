@@ -23,7 +23,6 @@ the same recording, as for the column baseline.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -31,7 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 from numba import njit
 
-from bench.baseline_numba import BaselineTiming, _slot
+from bench.baseline_numba import BaselineTiming, _slot, time_kernel, timing
 from ktapjit.events.records import perf_abi as abi
 
 # The sample fields before RAW, in the order the kernel writes them, and their sizes.
@@ -251,19 +250,7 @@ def measure(name: str, workload: str, path: Path, min_seconds: float, max_reps: 
     kernel = KERNELS[name]
     layout = raw_layout(path, kernel.event, kernel.field)
     fn, args = kernel.prepare(layout)
-    t0 = time.perf_counter()
-    result = fn(*args)
-    compile_s = time.perf_counter() - t0
+    result, compile_s, samples = time_kernel(fn, args, min_seconds, max_reps)
     if 2 * result[1] > KEY_SLOTS:
         raise Unavailable(f"{result[1]} distinct keys: more than the baseline's fixed table holds")
-    samples, spent = [], 0.0
-    while len(samples) < max_reps and (len(samples) < 3 or spent < min_seconds):
-        t0 = time.perf_counter_ns()
-        fn(*args)
-        elapsed = time.perf_counter_ns() - t0
-        samples.append(elapsed)
-        spent += elapsed / 1e9
-    n = max(layout.samples, 1)
-    samples.sort()
-    return BaselineTiming(workload, layout.samples, len(samples), samples[len(samples) // 2] / n, samples[0] / n,
-                          compile_s, kernel.expect(result))
+    return timing(workload, layout.samples, samples, compile_s, kernel.expect(result))
