@@ -540,7 +540,10 @@ class _Reader(threading.Thread):
         self.session: Optional[PerfSession] = None
         self.counting = counting
         self.samples = 0
-        self.passes: queue.SimpleQueue = queue.SimpleQueue()  # lists of (cpu, bytes), or an exception
+        # A Queue, not a SimpleQueue: CPython 3.11's SimpleQueue.get(timeout)
+        # waits forever when a signal handler (the stop's halt) returns after
+        # its deadline, and Ctrl-C would then hang the loop.
+        self.passes: queue.Queue = queue.Queue()  # lists of (cpu, bytes), or an exception
         self._stopping = threading.Event()
         self._attached = threading.Event()
         self.quiet_passes = 0  # complete drain passes that found every ring empty since the last queued one
