@@ -259,14 +259,15 @@ class Teardown:
         fds, self.fds = self.fds, []
         if not fds:
             return
-        if self.tracepoints >= self.ANNOUNCE_FROM:
-            self.status(f"Detaching from {counted(self.tracepoints, 'event')}...")
 
         def note_signal(signum, frame) -> None:
             self.status("Still detaching: the kernel releases the events one by one; ending when it is done.")
 
         saved = {sig: signal.signal(sig, note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            # Said once the handlers are in: a Ctrl-C prompted by it is only noted.
+            if self.tracepoints >= self.ANNOUNCE_FROM:
+                self.status(f"Detaching from {counted(self.tracepoints, 'event')}...")
             for fd in fds:
                 try:
                     os.close(fd)

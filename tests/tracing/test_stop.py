@@ -120,7 +120,12 @@ def test_recording_cut_by_a_stop_replays_the_live_output_first(load, procs, tmp_
 
 @pytest.mark.slow
 def test_second_signal_ends_at_once_and_removes_the_uprobe(spin, load, procs):
-    live = procs.ktapjit("-e", f"var n = 0\ntrace probe:{spin}:beat {{ for (i = 1, 3000) {{ n += 1 }} }}\n"
+    # A probe slow enough for the JIT to fall behind too, so that the stop's
+    # backlog outlasts the gap (the perf events are released only after
+    # trace_end now: a signal after it has no stop left to cut short), and
+    # quick enough that one native step ends well within the gap (two
+    # signals within one step are one to Python).
+    live = procs.ktapjit("-e", f"var n = 0\ntrace probe:{spin}:beat {{ for (i = 1, 10000) {{ n += 1 }} }}\n"
                                "trace_end { print(\"end\", n) }")
     live.wait_tracing()
     group = TRACEFS / "events" / f"ktapjit_{live.proc.pid}"
