@@ -54,6 +54,9 @@ class TimedRun:
     def poll_kernel(self) -> bool:
         return self.run.poll_kernel()
 
+    def holds_kernel_code(self) -> bool:
+        return self.run.holds_kernel_code()
+
     def detach_kernel(self) -> None:
         self.run.detach_kernel()
 

@@ -345,6 +345,11 @@ class Run(Protocol):
         """Between a live session's rounds: False once code in the kernel
         failed (the error is then in `errors` and tracing stops)."""
 
+    def holds_kernel_code(self) -> bool:
+        """Whether attach_kernel put code in the kernel. Such code runs until
+        its perf events are closed, not merely disabled, so the session then
+        closes them before detach_kernel, and before trace_end."""
+
     def detach_kernel(self) -> None:
         """The session's perf events are closed: take back what ran in the
         kernel (tables, errors) and close it. Idempotent."""

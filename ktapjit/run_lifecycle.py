@@ -97,6 +97,9 @@ class RunLifecycle:
     def poll_kernel(self) -> bool:
         return True
 
+    def holds_kernel_code(self) -> bool:
+        return False
+
     def detach_kernel(self) -> None:
         pass
 

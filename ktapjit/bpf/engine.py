@@ -173,6 +173,9 @@ class BpfRun(InterpRun):
             self._read_faults()
         return self.tracing
 
+    def holds_kernel_code(self) -> bool:
+        return self._loaded is not None
+
     def detach_kernel(self) -> None:
         """After the perf events are closed: the maps back into the
         globals, a kernel fault into the errors, every BPF object closed.

@@ -220,6 +220,64 @@ def _halter(session: PerfSession) -> Callable[[], None]:
     return halt
 
 
+class Teardown:
+    """The perf events of an ended trace, closed only after trace_end ran.
+
+    Closing a tracepoint's last perf event costs the kernel RCU grace periods
+    under its event_mutex: tens of ms each, one event after another whoever
+    closes them (threads gain nothing; disabling first is done already), so
+    about 2 minutes for the 2000-odd events of `trace *:*`. A stop must not
+    wait for that: run_live disables the events, ends the command and the
+    recording, and hands the fds over here; trace_end runs and prints; then
+    Session.close() calls close(). A long close is announced on stderr first.
+    Signals during it are noted, not obeyed: a close cut short would leave
+    events (and the dynamic events they keep busy) behind.
+    """
+
+    # Tracepoint events from which the close is announced: at 40 to 50 ms
+    # each on the test VM, 2 s and more. A count, not a timer, so that a run
+    # says the same whatever the load (another process holding the kernel's
+    # event_mutex can make even one event's close take seconds).
+    ANNOUNCE_FROM = 50
+
+    def __init__(self, status: Callable[[str], None] = lambda text: None):
+        self.status = status
+        self.fds: list[int] = []
+        self.tracepoints = 0  # events the kernel releases one by one
+
+    @contextmanager
+    def holding(self, session: PerfSession):
+        """Takes the session's fds as it ends, on every path."""
+        try:
+            yield
+        finally:
+            self.tracepoints = sum(ev.system is not None for ev in session.events)
+            self.fds += session.release_fds()
+
+    def close(self) -> None:
+        """Close the fds held; idempotent. Runs on the main thread."""
+        fds, self.fds = self.fds, []
+        if not fds:
+            return
+
+        def note_signal(signum, frame) -> None:
+            self.status("Still detaching: the kernel releases the events one by one; ending when it is done.")
+
+        saved = {sig: signal.signal(sig, note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            # Said once the handlers are in: a Ctrl-C prompted by it is only noted.
+            if self.tracepoints >= self.ANNOUNCE_FROM:
+                self.status(f"Detaching from {counted(self.tracepoints, 'event')}...")
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+
 class _Child:
     """`-- CMD`: forked now, held before exec until the events are enabled."""
 
@@ -237,6 +295,7 @@ class _Child:
                 os.write(2, f"ktapjit: cannot run '{argv[0]}': {exc.strerror}\n".encode())
             os._exit(127)
         os.close(read_fd)
+        self.name = argv[0]
         self.status: Optional[int] = None
 
     def release(self) -> None:
@@ -255,7 +314,10 @@ class _Child:
                 self.status = os.waitstatus_to_exitcode(status)
         return self.status is not None
 
-    def stop(self) -> None:
+    # A command still running this long after SIGTERM gets SIGKILL: a stop must end.
+    KILL_AFTER = 2.0  # seconds
+
+    def stop(self, warn: Callable[[str], None] = lambda text: None) -> None:
         """On an early exit of ktapjit: don't leave the command behind."""
         if self.status is None:
             try:
@@ -263,11 +325,17 @@ class _Child:
             except OSError:
                 pass
         self._close_go()  # after the kill: a child still waiting must not run untraced
-        if self.status is None:
-            try:
-                os.waitpid(self.pid, 0)
-            except OSError:
-                pass
+        deadline = time.monotonic() + self.KILL_AFTER
+        try:
+            while not self.exited():
+                if time.monotonic() >= deadline:
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    warn(f"'{self.name}' did not end within {self.KILL_AFTER:g} s of SIGTERM: killed")
+                    return
+                time.sleep(0.01)
+        except OSError:
+            pass
 
 
 def _perf_events(bound: list[BoundEvent]):
@@ -393,8 +461,10 @@ def _comm_records(session: PerfSession, start_ns: int, pids, mmaps: bool = False
 
 
 def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, options: LiveOptions,
-             start_ns: int) -> LiveOutcome:
-    """Trace until Ctrl-C/SIGTERM, exit(), an error, or the end of CMD."""
+             start_ns: int, teardown: Teardown) -> LiveOutcome:
+    """Trace until Ctrl-C/SIGTERM, exit(), an error, or the end of CMD. The
+    perf events are left disabled in `teardown`, whose close() the caller
+    calls after trace_end, on every path."""
     events, groups = _perf_events(bound)
     for profile in plan.profiles:
         events.append(_profile_event(profile))
@@ -403,9 +473,10 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
         events.append(_clock_event())
         groups.append([])
     # The stop handlers go in first and come out last: from here on a signal
-    # ends the trace (and trace_end runs) but never cuts short the closing of
-    # the perf events, the recording or the command, which the removal of
-    # dynamic events after this function depends on (EBUSY while perf is open).
+    # ends the trace (and trace_end runs) but never cuts short the disabling
+    # of the perf events, the closing of the recording or the end of the
+    # command. The events are closed later (Teardown), and the removal of
+    # dynamic events waits for that (EBUSY while perf is open).
     # User stacks need the mappings: of profile-N samples, or of probes with stacks.
     stacks = bool(plan.profiles) or any(b.callchain for b in bound)
     with _StopFlag() as stop:
@@ -419,7 +490,8 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                     _exclude_ktapjit(events)
                 # CLOCK_MONOTONIC timestamps are comparable with the start time.
                 with PerfSession(events, pid=pid, pages=options.pages, enable_on_exec=child is not None,
-                                 clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session:
+                                 clockid=time.CLOCK_MONOTONIC, track_mmaps=stacks) as session, \
+                        teardown.holding(session):
                     check_globs(bound, session.refused)
                     for line in refusal_summary(_refusals(plan, session)):
                         options.warn(line)
@@ -462,7 +534,7 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                     writer.close()
             finally:
                 if child is not None:
-                    child.stop()
+                    child.stop(options.warn)
     if stop.aborted:  # a second signal during the clean-up: it is done now
         raise Aborted
     return outcome
@@ -564,7 +636,10 @@ class _Reader(threading.Thread):
         self.session: Optional[PerfSession] = None
         self.counting = counting
         self.samples = 0
-        self.passes: queue.SimpleQueue = queue.SimpleQueue()  # lists of (cpu, bytes), or an exception
+        # A Queue, not a SimpleQueue: CPython 3.11's SimpleQueue.get(timeout)
+        # waits forever when a signal handler (the stop's halt) returns after
+        # its deadline, and Ctrl-C would then hang the loop.
+        self.passes: queue.Queue = queue.Queue()  # lists of (cpu, bytes), or an exception
         self._stopping = threading.Event()
         self._attached = threading.Event()
         self.quiet_passes = 0  # complete drain passes that found every ring empty since the last queued one

@@ -17,9 +17,13 @@ A live session whose script has uprobes, USDT markers or kprobes owns the
 dynamic events it created: one DynamicProbes (made after stale groups of
 dead runs are swept) lives from binding through the whole perf session, and
 `Session.close()` removes them on whatever path the run ends by (the caller
-calls it in a `finally`; `drive` already closes them once perf is done, so
-the events do not outlive the trace while trace_end runs). SIGINT/SIGTERM
-are handled from before the first event is created (live.SignalGuard).
+calls it in a `finally`, after trace_end). SIGINT/SIGTERM are handled from
+before the first event is created (live.SignalGuard).
+
+A live session's perf events are closed by `Session.close()` too, first: the
+kernel can take long to release them (live.Teardown), and trace_end's output
+must not wait for it. Until then they are disabled, and so are dynamic
+events that still exist while trace_end runs.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class Session:
     plan: StreamPlan  # sample id -> bound probes (filled in once live events are open)
     drive: Callable  # (driver) -> end time in ns
     host: Host = field(default_factory=Host.local)  # what num_cpus(), arch(), kernel_v() report
-    cleanup: Optional[Callable[[], list]] = None  # removes dynamic events; returns problems
+    cleanup: Optional[Callable[[], list]] = None  # closes perf events, removes dynamic ones; returns problems
     raw: Optional[RawStream] = None  # set when records come from one buffer (a replay)
     live: bool = False  # records come from perf rings (live.run_live)
     kernel_symbols: Optional[KernelSymbolizer] = None  # for stack(); None: this machine's kallsyms
@@ -65,8 +69,9 @@ class Session:
     progress: Optional[object] = None  # a replay's progress.ReplayProgress, told per chunk
 
     def close(self) -> list[str]:
-        """Remove what the session created (dynamic events) and put the signal
-        handlers back; idempotent. Returns problems (one line each), if any."""
+        """Close what the session opened and remove what it created (perf
+        events, dynamic events) and put the signal handlers back; idempotent.
+        Returns problems (one line each), if any."""
         cleanup, self.cleanup = self.cleanup, None
         return cleanup() if cleanup is not None else []
 
@@ -120,7 +125,7 @@ def _recorded_host(data) -> Host:
 
 
 def live_session(module: Module, options) -> Session:
-    from ktapjit.tracing.live import bind_live, run_live
+    from ktapjit.tracing.live import Teardown, bind_live, run_live
 
     owner = _DynamicOwner.open() if has_dynamic_probes(module) else None
     try:
@@ -141,28 +146,35 @@ def live_session(module: Module, options) -> Session:
     plan = StreamPlan(bound=list(bound), profiles=bind_profiles(module), refused=refused)
     session = Session(monotonic_ns(), plan, None, live=True)
 
+    teardown = Teardown(options.status)
+
     def drive(driver) -> int:
         from ktapjit.tracing.live import LiveOutcome
 
         live = driver if isinstance(driver, LiveDriver) else LiveDriver(driver)  # `ktapjit record`'s
         try:
-            outcome = run_live(live, bound, session.plan, _polling_kernel(options, live.run), session.start_ns)
+            outcome = run_live(live, bound, session.plan, _polling_kernel(options, live.run), session.start_ns,
+                               teardown)
         except _KernelStopped:
             outcome = LiveOutcome(live.last_time, 0)
         finally:
-            try:
-                if live.run is not None:
-                    live.run.detach_kernel()  # perf is closed: the kernel's tables are final
-            finally:
-                if owner is not None:
-                    owner.remove_events()  # perf is closed by now: nothing holds them
+            if live.run is not None:
+                if live.run.holds_kernel_code():
+                    teardown.close()  # kernel code runs until its perf events close: then its tables are final
+                live.run.detach_kernel()
         driver.lost = max(driver.lost, outcome.lost)
         driver.unprocessed = outcome.unprocessed
         return outcome.end_ns
 
+    def cleanup() -> list[str]:
+        try:
+            teardown.close()
+        finally:
+            problems = owner.close() if owner is not None else []  # perf is closed: nothing holds them
+        return problems
+
     session.drive = drive
-    if owner is not None:
-        session.cleanup = owner.close
+    session.cleanup = cleanup
     return session
 
 

@@ -113,6 +113,19 @@ def test_signal_while_command_runs_ends_it_and_runs_trace_end(procs):
     assert time.monotonic() - t0 < 20
 
 
+def test_signal_ends_a_command_that_ignores_sigterm(procs):
+    """SIGINT while CMD runs and ignores SIGTERM: CMD gets SIGKILL after 2 s,
+    the user is told, trace_end runs, and CMD is not left behind."""
+    live = procs.ktapjit("-e", "var who = 0\ntrace syscalls:sys_enter_clock_nanosleep { who = pid }\n"
+                         "trace_end { print(who) }", "--", "sh", "-c", "trap '' TERM; exec sleep 60")
+    live.wait_tracing()
+    time.sleep(0.5)  # let sleep(1) reach its clock_nanosleep
+    status, out, err = live.stop(signal.SIGINT)
+    assert status == 0 and err == status_line(1) + "\nktapjit: 'sh' did not end within 2 s of SIGTERM: killed\n"
+    who = int(out)
+    assert who > 0 and not os.path.exists(f"/proc/{who}")
+
+
 # --- exit() ----------------------------------------------------------------------------------
 
 def test_exit_in_probe_stops_tracing_and_runs_trace_end(workload):

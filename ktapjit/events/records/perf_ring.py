@@ -506,6 +506,22 @@ class PerfSession:
                 pass
         self.opened.clear()
 
+    def release_fds(self) -> list[int]:
+        """Disable everything, unmap the rings, and hand the fds over to the
+        caller to close, when it chooses: closing a tracepoint's last perf event
+        costs the kernel RCU grace periods under its event_mutex (tens of ms
+        each, one event after another whoever closes them), which a caller may
+        rather pay after more urgent work. close() then has no fd left to close."""
+        fds = [op.fd for op in self.opened]
+        for fd in fds:
+            try:
+                abi.perf_ioctl(fd, abi.PERF_EVENT_IOC_DISABLE, 0)
+            except abi.PerfError:
+                pass
+        self.opened.clear()
+        self.close()
+        return fds
+
     # -- control ---------------------------------------------------------------------------
 
     def enable(self) -> None:
