@@ -75,6 +75,21 @@ class Image:
                    functions)
 
 
+def store_image(path, image: Image) -> None:
+    """Write `image` to `path` (a cache entry) atomically. An unwritable
+    cache only costs a later run the work of making the image again."""
+    import tempfile  # only a cache miss writes
+
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".kimg-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(image.to_bytes())
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def host_machine() -> str:
     machine = platform.machine().lower()
     return _HOST_ALIASES.get(machine, machine)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 import ktapjit
 from ktapjit.cache_paths import cache_root
 from ktapjit.jit import codegen, rtlib
-from ktapjit.jit.image import Image, ImageError
+from ktapjit.jit.image import Image, ImageError, store_image
 from ktapjit.jit.lower import Lowered, lower_module
 
 
@@ -86,7 +84,7 @@ def compile_native(module) -> NativeProgram:
         obj = codegen.emit_object(codegen.optimize(lowered.llvm_ir, target))
         stats.llvm_s = time.perf_counter() - t1
         image = codegen.link_image(obj)
-        _store(path, image)
+        store_image(path, image)
     t2 = time.perf_counter()
     code = codegen.LoadedCode(image)
     _fill_strings(code, lowered, rt)
@@ -108,15 +106,3 @@ def _cached(path: Path) -> Image | None:
     except (OSError, ImageError):
         return None
 
-
-def _store(path: Path, image: Image) -> None:
-    """Into the cache, atomically; an unwritable cache only costs the next
-    run its compile time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kimg-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(image.to_bytes())
-        os.replace(tmp, path)
-    except OSError:
-        pass

@@ -28,15 +28,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 from ktapjit.cache_paths import cache_root
 from ktapjit.diag import RuntimeFault
 from ktapjit.jit import runtime_abi, runtime_files
-from ktapjit.jit.image import Image, ImageError, MappedImage, host_machine, map_image
+from ktapjit.jit.image import Image, ImageError, MappedImage, host_machine, map_image, store_image
 
 RUNTIME_DIR = runtime_files.RUNTIME_DIR
 ABI_VERSION = runtime_abi.ABI_VERSION  # KRT_ABI_VERSION in ktrt_abi.h
@@ -171,14 +169,7 @@ def _cached_image() -> Image:
     except (OSError, ImageError):
         pass
     image = runtime_image()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kimg-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(image.to_bytes())
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    store_image(path, image)
     return image
 
 
