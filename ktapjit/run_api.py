@@ -47,14 +47,69 @@ def monotonic_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
+class KernelAddresses:
+    """Kernel symbol name -> address (an int64), what ipof("NAME") reports: read from a
+    kallsyms text (the running kernel's /proc/kallsyms by default) when
+    first asked, since KASLR moves every address at each boot.
+
+    A name kallsyms lists several times (static functions of several files,
+    a module's symbol named as one of the kernel's) gives its first line:
+    the kernel's own symbols come before the modules'. When every address
+    reads as 0 (kernel.kptr_restrict, or not root), no address is known.
+    """
+
+    def __init__(self, path: Optional[str] = "/proc/kallsyms", text: Optional[bytes] = None):
+        self._path = path  # None with no text: a kernel whose addresses are not known
+        self._text = text
+        self._found: dict[bytes, Optional[int]] = {}
+
+    @classmethod
+    def unknown(cls) -> "KernelAddresses":
+        return cls(path=None)
+
+    def addresses(self, names) -> dict[bytes, Optional[int]]:
+        """Each of `names` (bytes) -> its address, or None."""
+        wanted = {n for n in names if n not in self._found}
+        if wanted:
+            self._found.update(self._scan(wanted))
+        return {n: self._found[n] for n in names}
+
+    def _scan(self, wanted: set) -> dict[bytes, Optional[int]]:
+        found: dict[bytes, Optional[int]] = dict.fromkeys(wanted)
+        text = self._text
+        if text is None and self._path is not None:
+            try:
+                with open(self._path, "rb") as f:
+                    text = f.read()
+            except OSError:
+                text = None
+        seen, any_nonzero = set(), False
+        for line in (text or b"").splitlines():
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            try:
+                address = int(parts[0], 16)
+            except ValueError:
+                continue
+            any_nonzero = any_nonzero or address != 0
+            name = parts[2]
+            if name in wanted and name not in seen:
+                seen.add(name)
+                # An int64, as event values hold pointers: its two's complement.
+                found[name] = address - (1 << 64) if address >= 1 << 63 else address
+        return found if any_nonzero else dict.fromkeys(wanted)
+
+
 @dataclass(frozen=True)
 class Host:
-    """What num_cpus(), arch() and kernel_v() report: the traced machine, which
-    on a replay is the one the recording was made on."""
+    """What num_cpus(), arch(), kernel_v() and ipof() report: the traced
+    machine, which on a replay is the one the recording was made on."""
 
     num_cpus: int
     arch: bytes
     kernel_release: bytes
+    kernel_symbols: KernelAddresses = field(default_factory=KernelAddresses, compare=False)
 
     @classmethod
     def local(cls) -> "Host":

@@ -33,7 +33,8 @@ def handles(*ops):
 
 def op_text(op: Op) -> str:
     names = {Op.Concat: "`..`", Op.Len: "len()", Op.Hist: "hist()", Op.LHist: "lhist()", Op.Stats: "stats()",
-             Op.NumCpus: "num_cpus()", Op.Arch: "arch()", Op.KernelV: "kernel_v()", Op.Delete: "delete()"}
+             Op.NumCpus: "num_cpus()", Op.Arch: "arch()", Op.KernelV: "kernel_v()", Op.Delete: "delete()",
+             Op.KernelSymbol: "ipof()"}
     return names.get(op, op.name)
 
 
@@ -337,7 +338,7 @@ def _concat(lw, inst, v, a):
 NOT_LOWERED_OPS = frozenset({
     Op.FreeCell, Op.CellNew, Op.CellGet, Op.CellSet, Op.StringOf, Op.TableNew, Op.Delete, Op.PairsSnapshot,
     Op.SnapshotLen, Op.SnapshotKey, Op.Closure, Op.Print, Op.Printf, Op.PrintHist, Op.PrintFolded,
-    Op.PrintAgg, Op.NumCpus, Op.Arch, Op.KernelV, Op.Stack,
+    Op.PrintAgg, Op.NumCpus, Op.Arch, Op.KernelV, Op.KernelSymbol, Op.Stack,
 })
 
 

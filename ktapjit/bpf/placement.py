@@ -467,6 +467,9 @@ class _Analysis:
             return _kind("string", strlen=ARCH_MAX, key=("arch",))
         if op is Op.KernelV:
             return _kind("string", strlen=KERNEL_RELEASE_MAX, key=("kernel_v",))
+        if op is Op.KernelSymbol:
+            why("ipof() (its address is looked up in kallsyms in user space when the run starts)", self.where(v))
+            return _kind("int", "nil")
         result = _RESULT_KINDS.get(info(op).result, _TOP)
         keys = [a.key for a in args]
         if (flags & PURE or info(op).result in ("int", "bool")) and None not in keys:

@@ -28,12 +28,17 @@ LIBRARIES = {
 BUILTINS = frozenset({
     "print", "printf", "print_hist", "print_folded", "len", "delete", "stringof", "num_cpus",
     "hist", "lhist", "stats", "print_agg", "arch", "kernel_v", "exit", "gettimeofday_ns", "gettimeofday_us",
-    "gettimeofday_ms", "gettimeofday_s", "pairs", "stack", "ustack",
+    "gettimeofday_ms", "gettimeofday_s", "pairs", "stack", "ustack", "ipof",
 }) | LIBRARIES.keys()
 # Builtins that read the current event: probe bodies only, like event values.
 EVENT_BUILTINS = frozenset({"stack", "ustack"})
 
 ARG_GLOBAL = "arg"
+IPOF_SHAPE = (
+    "ipof takes a kernel symbol's name as a string literal: ipof(\"vfs_read\"); "
+    "ktap's ipof(ADDRESS), the function at an address, is not supported "
+    "(in a profile-N probe, stack(1) names the sampled function)"
+)
 KDEBUG_SHAPE = (
     "kdebug.tracepoint takes an event name and a function literal, at top level; "
     "or write `trace *:NAME { ... }`"
@@ -428,6 +433,8 @@ class _Resolver:
         elif call.builtin in EVENT_BUILTINS:
             self.check_event_context(call.callee.span, f"{call.builtin}()")
             self.check_stack_arguments(call)
+        elif call.builtin == "ipof":
+            self.check_ipof_argument(call)
 
     def check_stack_arguments(self, call: ast.Call) -> None:
         # The frames kept are fixed per call site, like ktap's: the callchain
@@ -437,6 +444,16 @@ class _Resolver:
                 self.diags.error(_expr_span(arg), f"{call.builtin}(depth, skip) takes integer constants")
         if len(call.args) > 2:
             self.diags.error(_expr_span(call.args[2]), f"{call.builtin}() takes at most 2 arguments (depth, skip)")
+
+    def check_ipof_argument(self, call: ast.Call) -> None:
+        # The name is fixed per call site so that engines look every address
+        # up once, when the run starts, and compiled code holds none (KASLR).
+        if not call.args:
+            self.diags.error(call.span, IPOF_SHAPE)
+            return
+        bad = [a for i, a in enumerate(call.args) if i > 0 or not isinstance(a, ast.StrLit)]
+        if bad:
+            self.diags.error(_expr_span(bad[0]), IPOF_SHAPE)
 
     def check_event_context(self, span: Span, what: str) -> None:
         assert self.ctx is not None

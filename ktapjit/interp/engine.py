@@ -43,6 +43,7 @@ class InterpRun(RunLifecycle):
         self.rt = Runtime(config.limits, len(module.global_names), config.start_time_ns, out, config.host,
                           config.structured_output)
         self.machine = Machine(self.rt)
+        self.rt.host.kernel_symbols.addresses(module.kernel_symbol_names())  # one kallsyms scan for all
 
     def _set_time(self, time_ns: int) -> None:
         self.rt.now_ns = time_ns

@@ -447,6 +447,12 @@ def _kernel_v(v, a, rt):
     return lambda r: text
 
 
+@handles(Op.KernelSymbol)
+def _kernel_symbol(v, a, rt):
+    address = rt.host.kernel_symbols.addresses([v.aux])[v.aux]
+    return lambda r: address
+
+
 @handles(Op.Time)
 def _time(v, a, rt):
     divisor = TIME_DIVISORS[v.aux]

@@ -139,3 +139,7 @@ class Module:
     probes: list[ProbeInfo] = field(default_factory=list)
     timers: list[TimerInfo] = field(default_factory=list)
     trace_end: Optional[Func] = None
+
+    def kernel_symbol_names(self) -> list[bytes]:
+        """The names the script's ipof() calls look up, each once, in order."""
+        return list(dict.fromkeys(v.aux for f in self.funcs for v in f.values() if v.op is Op.KernelSymbol))

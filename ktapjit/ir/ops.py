@@ -120,6 +120,8 @@ OPS: list[OpInfo] = [
     OpInfo("NumCpus", 0, "int", PURE, doc="num_cpus()"),
     OpInfo("Arch", 0, "string", PURE, doc="arch()"),
     OpInfo("KernelV", 0, "string", PURE, doc="kernel_v()"),
+    OpInfo("KernelSymbol", 0, "any", PURE,
+           doc="ipof(aux): kernel symbol aux's (bytes) address, from the host's kallsyms; nil when unknown"),
     OpInfo("Time", 0, "int", 0, doc="gettimeofday_<aux>(), aux in ns us ms s: event time"),
     # -- the current event (probe bodies only)
     OpInfo("EventValue", 0, "any", EVENT,

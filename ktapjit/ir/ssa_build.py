@@ -590,6 +590,8 @@ class _FuncBuilder:
             return self.emit(Op.TableNew, [])
         if name in _VALUE_BUILTINS:
             return self.emit(_VALUE_BUILTINS[name], [])
+        if name == "ipof":  # resolve made sure of one string literal
+            return self.emit(Op.KernelSymbol, [], aux=expr.args[0].value, span=span)
         if name in _TIME_UNITS:
             return self.emit(Op.Time, [], aux=_TIME_UNITS[name])
         if name in ("stack", "ustack"):

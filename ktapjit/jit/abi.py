@@ -137,5 +137,7 @@ E_FOR_NOT_INT = {"initial value": _ERRORS["E_FOR_INITIAL"], "limit": _ERRORS["E_
                  "step": _ERRORS["E_FOR_STEP"]}
 
 # Host values follow the script globals in s->globals: run_api.Host's
-# attributes, in this order (lower.py reads them by position).
+# attributes, in this order (lower.py reads them by position); then the
+# address of each name of Module.kernel_symbol_names(), filled when the run
+# starts so that no address is in the code (KASLR; the cache keys the IR).
 HOST_SLOTS = ("num_cpus", "arch", "kernel_release")

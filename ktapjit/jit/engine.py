@@ -1,12 +1,13 @@
 """The JIT as an engine (run_api.py): JitEngine and JitRun.
 
 A run owns one native ``kstate`` (limits, output buffer, identities, errors),
-the globals array (script globals, then num_cpus/arch/kernel_v) and the event
-slot array. Each step calls one generated entry function through
-``k_enter``; its output is handed to ``out`` before the step returns, and a
-K_RUN_ERROR becomes a RuntimeFault at its site's span. The lifecycle
-(exit(), errors, trace_end) is run_lifecycle.py's, shared with the
-interpreter, so both engines end runs identically.
+the globals array (script globals, then num_cpus/arch/kernel_v and the
+addresses ipof() names) and the event slot array. Each step calls one
+generated entry function through ``k_enter``; its output is handed to
+``out`` before the step returns, and a K_RUN_ERROR becomes a RuntimeFault
+at its site's span. The lifecycle (exit(), errors, trace_end) is
+run_lifecycle.py's, shared with the interpreter, so both engines end runs
+identically.
 
 May import: ktapjit.jit, ktapjit.run_api, ktapjit.run_lifecycle,
 ktapjit.semantics, ktapjit.diag.
@@ -73,7 +74,8 @@ class JitRun(RunLifecycle):
         fields.now_ns = config.start_time_ns
         fields.stack_budget = _stack_budget(limits.max_depth)
         lowered = program.lowered
-        self.globals = (KVal * (lowered.nglobals + len(abi.HOST_SLOTS)))()
+        self.kernel_symbols = module.kernel_symbol_names()
+        self.globals = (KVal * (lowered.nglobals + len(abi.HOST_SLOTS) + len(self.kernel_symbols)))()
         fields.globals = ctypes.addressof(self.globals)
         self.slots = (KVal * max(1, len(lowered.event_slots)))()
         fields.event = ctypes.addressof(self.slots)
@@ -172,6 +174,10 @@ class JitRun(RunLifecycle):
         base = self.program.lowered.nglobals
         for i, name in enumerate(abi.HOST_SLOTS):
             self.globals[base + i] = self._kval(getattr(host, name))
+        base += len(abi.HOST_SLOTS)
+        addresses = host.kernel_symbols.addresses(self.kernel_symbols)
+        for i, name in enumerate(self.kernel_symbols):
+            self.globals[base + i] = self._kval(addresses[name])
 
     def _kval(self, value) -> KVal:
         rt = self.rt

@@ -92,6 +92,7 @@ class ModuleLowering:
         self._string_index: dict[bytes, int] = {}
         self.event_slots: list[tuple[str, str]] = []
         self._slot_index: dict[tuple[str, str], int] = {}
+        self.kernel_symbols = module.kernel_symbol_names()  # their slots follow abi.HOST_SLOTS
         self.runtime = abi.declare_runtime(self.llmod)
         self.functions = {
             func: abi.define_kcode(self.llmod, f"ktap_f{i}_{_symbol_part(func.name)}")
@@ -792,6 +793,12 @@ def _host(index: int):
 
 for _i, _op in enumerate((Op.NumCpus, Op.Arch, Op.KernelV)):  # abi.HOST_SLOTS' order
     lowers(_op)(_host(_i))
+
+
+@lowers(Op.KernelSymbol)
+def _kernel_symbol(fl, v):
+    index = len(abi.HOST_SLOTS) + fl.ml.kernel_symbols.index(v.aux)
+    return _host(index)(fl, v)
 
 
 @lowers(Op.Time)

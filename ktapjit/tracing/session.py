@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from ktapjit.events.errors import EventsError
 from ktapjit.ir.func import Module
-from ktapjit.run_api import Host, NativeFeed, Run, monotonic_ns
+from ktapjit.run_api import Host, KernelAddresses, NativeFeed, Run, monotonic_ns
 from ktapjit.tracing.dispatch import LiveDriver, NativeDriver, StreamDriver
 from ktapjit.tracing.plan import StreamPlan, bind_profiles, has_dynamic_probes
-from ktapjit.tracing.stacks import needs_stacks, replay_kernel_symbols
+from ktapjit.tracing.stacks import needs_stacks, recorded_on_running_kernel, replay_kernel_symbols
 
 if TYPE_CHECKING:
     from ktapjit.events.probes.symbolize import KernelSymbolizer
@@ -110,17 +110,22 @@ def replay_session(path: str, module: Module, progress=None) -> Session:
     # Only a script that takes stacks names kernel frames (StreamDriver).
     kernel_symbols = replay_kernel_symbols(data.kernel_build_id, data.osrelease) \
         if needs_stacks(module, replay.plan) else None
-    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data), raw=raw,
+    return Session(replay.start_ns, replay.plan, drive, host=_recorded_host(data, module), raw=raw,
                    kernel_symbols=kernel_symbols, warnings=replay.warnings, progress=progress)
 
 
-def _recorded_host(data) -> Host:
+def _recorded_host(data, module: Module) -> Host:
     """The machine a recording was made on, where its headers say; else this one."""
     local = Host.local()
+    # ipof(): this machine's kallsyms fits only a recording of this kernel
+    # (asked only of a script that calls it: the check imports the ELF reader).
+    same_kernel = not module.kernel_symbol_names() or recorded_on_running_kernel(
+        data.kernel_build_id, data.osrelease)
     return Host(
         num_cpus=data.nr_cpus_online or local.num_cpus,
         arch=data.arch.encode() if data.arch else local.arch,
         kernel_release=data.osrelease.encode() if data.osrelease else local.kernel_release,
+        kernel_symbols=local.kernel_symbols if same_kernel else KernelAddresses.unknown(),
     )
 
 

@@ -62,14 +62,21 @@ def replay_kernel_symbols(build_id: Optional[bytes], release: Optional[str]) -> 
     when the recording was made on the running kernel, judged by its build-id
     (by its release where either build-id is unknown); else a symbolizer that
     knows no symbol, since another kernel's addresses would get wrong names."""
-    from ktapjit.events.probes.symbolize import KernelSymbolizer, running_kernel_build_id
+    from ktapjit.events.probes.symbolize import KernelSymbolizer
+
+    return None if recorded_on_running_kernel(build_id, release) else KernelSymbolizer(text="")
+
+
+def recorded_on_running_kernel(build_id: Optional[bytes], release: Optional[str]) -> bool:
+    """Whether a recording's kernel is the running one: by build-id, or by
+    release where either build-id is unknown (a reboot may still have moved
+    its addresses: KASLR)."""
+    from ktapjit.events.probes.symbolize import running_kernel_build_id
 
     running = running_kernel_build_id()
     if build_id is not None and running is not None:
-        same = build_id == running
-    else:
-        same = release is None or release == os.uname().release
-    return None if same else KernelSymbolizer(text="")
+        return build_id == running
+    return release is None or release == os.uname().release
 
 
 def needs_stacks(module, plan) -> bool:

@@ -111,6 +111,11 @@ SAME_AS_INTERP = [
      "var n = 0\nn = 7\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }",
      f"{P + 7}\n",
      ["syscalls:sys_enter_getppid: kernel"]),
+    ("ipof() looks its address up in user space",
+     "var t = {}\ntrace syscalls:sys_enter_getppid { t[ipof(\"vfs_read\")] += 1 }\n"
+     "trace_end { print(t[ipof(\"vfs_read\")], len(t)) }",
+     f"{P}\t1\n",
+     ["syscalls:sys_enter_getppid: user: -e:2:42: ipof()"]),
 ]
 
 

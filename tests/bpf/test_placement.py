@@ -177,6 +177,8 @@ CASES = [
      "a:b user\n"
      "  3:25 `..` builds a string of unbounded size\n"
      "  4:3 the key of `t` is a string of unbounded size"),
+    ("ipof", 'var t = {}\ntrace a:b { t[ipof("vfs_read")] += 1 }',
+     "a:b user\n  2:19 ipof() (its address is looked up in kallsyms in user space when the run starts)"),
     ("stringof", "var t = {}\ntrace a:b { t[stringof(pid)] += 1 }",
      "a:b user\n"
      "  2:14 the key of `t` is a string of unbounded size\n"

@@ -61,6 +61,13 @@ CASES = [
     ('kdebug.tracepoint("a")', 1, 1, "takes an event name"),
     ('if (1) { kdebug.tracepoint("a", function () { }) }', 1, 10, "at top level"),
     ('kdebug.tracepoint("a:", function () { })', 1, 19, "is not a tracepoint"),
+    # ipof: one string literal, so that addresses are looked up when the run starts
+    ("trace a:b { print(ipof(arg0)) }", 1, 24, "ktap's ipof(ADDRESS), the function at an address, is not supported"),
+    ('var s = "vfs_read"\nprint(ipof(s))', 2, 12,
+     'ipof takes a kernel symbol\'s name as a string literal: ipof("vfs_read")'),
+    ('print(ipof("vfs_" .. "read"))', 1, 12, "as a string literal"),
+    ("print(ipof())", 1, 11, "as a string literal"),
+    ('print(ipof("vfs_read", 1))', 1, 24, "as a string literal"),
 ]
 
 ACCEPTED = [
@@ -71,6 +78,8 @@ ACCEPTED = [
     "#!/usr/bin/env ktapjit\nprint(1)",
     'var s = "\\n\\t\\r\\\\\\"\\\'\\x41\\0"',
     "var print = 1\nprint = 2",
+    'var ipof = function (a) { return a }\nprint(ipof(1))',
+    'print(ipof("vfs_read"))\ntrace a:b { print(ipof("x")) }\ntrace_end { print(ipof("y")) }',
     "var table = {}\ntable.new = 1",
     "trace a:b { print(pid, tid, cpu, uid, execname, probename, argstr, arg0, arg9, args.x, stack(), ustack()) }",
     "profile-10ms { print(pid, stack()) }",

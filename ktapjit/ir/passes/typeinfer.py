@@ -34,6 +34,7 @@ _FIXED = {
     Op.Not: BOOL, Op.Eq: BOOL, Op.Ne: BOOL, Op.Lt: BOOL, Op.Le: BOOL, Op.Gt: BOOL, Op.Ge: BOOL,
     Op.ForCont: BOOL, Op.ForCanStep: BOOL,
     Op.Concat: STRING, Op.StringOf: STRING, Op.Arch: STRING, Op.KernelV: STRING,
+    Op.KernelSymbol: INT | NIL,
     Op.TableNew: TABLE, Op.Closure: FUNCTION, Op.CellNew: CELL, Op.FreeCell: CELL,
     Op.PairsSnapshot: KEYS,
     Op.Param: ANY, Op.CellGet: ANY, Op.TableGet: ANY, Op.Call: ANY, Op.SnapshotKey: ANY & ~NIL,
