@@ -118,6 +118,16 @@ class Unary:
     span: Span
 
 
+def int_constant(expr: "Expr") -> Optional[int]:
+    """The value of an integer literal, or of a negated one (`-1` parses as
+    unary minus over 1); None for any other expression."""
+    if isinstance(expr, IntLit):
+        return expr.value
+    if isinstance(expr, Unary) and expr.op == "-" and isinstance(expr.operand, IntLit):
+        return -expr.operand.value
+    return None
+
+
 @dataclass(eq=False, slots=True)
 class TableItem:
     """One item of a table constructor."""

@@ -439,9 +439,12 @@ class _Resolver:
     def check_stack_arguments(self, call: ast.Call) -> None:
         # The frames kept are fixed per call site, like ktap's: the callchain
         # depth a probe needs is then known when its event is opened.
-        for arg in call.args[:2]:
-            if not isinstance(arg, ast.IntLit):
+        for position, arg in enumerate(call.args[:2]):
+            value = ast.int_constant(arg)
+            if value is None:
                 self.diags.error(_expr_span(arg), f"{call.builtin}(depth, skip) takes integer constants")
+            elif value < 0 and position == 1:
+                self.diags.error(_expr_span(arg), f"{call.builtin}(depth, skip): skip cannot be negative")
         if len(call.args) > 2:
             self.diags.error(_expr_span(call.args[2]), f"{call.builtin}() takes at most 2 arguments (depth, skip)")
 

@@ -60,8 +60,11 @@ def build_module(program: ast.Program) -> Module:
 
 
 def _stack_request(name: str, args: list[ast.Expr]) -> StackRequest:
-    # resolve checked that the arguments, if any, are integer literals.
-    depth, skip = [a.value for a in args] + [None, 0][len(args):]
+    # resolve checked that the arguments, if any, are integer constants.
+    # A negative depth is ktap's "every frame" (ktap clamped it as unsigned).
+    depth, skip = [ast.int_constant(a) for a in args] + [None, 0][len(args):]
+    if depth is not None and depth < 0:
+        depth = None
     return StackRequest("kernel" if name == "stack" else "user", depth, skip)
 
 

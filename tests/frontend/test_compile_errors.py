@@ -50,6 +50,7 @@ CASES = [
     ("trace a:b { print(stack(n)) }", 1, 25, "stack(depth, skip) takes integer constants"),
     ("trace a:b { print(ustack(1, 1 + 1)) }", 1, 29, "ustack(depth, skip) takes integer constants"),
     ("trace a:b { print(stack(1, 2, 3)) }", 1, 31, "at most 2 arguments"),
+    ("trace a:b { print(stack(4, -1)) }", 1, 28, "skip cannot be negative"),
     # ktap's library: unknown members, its FFI, and kdebug.tracepoint's shape
     ("ansi.blink()", 1, 1, "library 'ansi' has no function 'blink'"),
     ("var x = ansi", 1, 9, "builtin 'ansi' is not a value"),
@@ -84,6 +85,7 @@ ACCEPTED = [
     "trace a:b { print(pid, tid, cpu, uid, execname, probename, argstr, arg0, arg9, args.x, stack(), ustack()) }",
     "profile-10ms { print(pid, stack()) }",
     "profile-10ms { print(stack(5), stack(5, 2), ustack(0, 0)) }",
+    "profile-10ms { print(stack(-1, 12), ustack(-1)) }",
     "if (1) { var a = 1 } print(1)",
     "function f() { return\n1 }",
     "ansi.clear_screen() ansi.set_color(31) ansi.set_color2(1, 2) ansi.set_color3(1, 2, 3) ansi.reset_color() ansi.new_line()",

@@ -147,15 +147,20 @@ trace_end {{ for (st, v in pairs(s)) {{ printf("user %d\\n%s\\n--\\n", v, st) }}
 
 @live_test
 def test_ustack_depth_and_skip_pick_frames(ask):
-    """ktap's stack(depth, skip): ustack(1) is the probed frame alone, and
-    ustack(1, 1) the frame that called it."""
+    """ktap's stack(depth, skip): ustack(1) is the probed frame alone,
+    ustack(1, 1) the frame that called it, and ustack(-1, 1) every frame
+    but the probed one (ktap's -1 depth, as its stack_profile sample uses)."""
     script = f"""var s = {{}}
-trace probe:{ask}:ask_parent {{ s[ustack(1) .. "|" .. ustack(1, 1) .. "|" .. ustack(0)] += 1 }}
-trace_end {{ for (st, v in pairs(s)) {{ printf("%s %d\\n", st, v) }} }}
+var rest = {{}}
+trace probe:{ask}:ask_parent {{ s[ustack(1) .. "|" .. ustack(1, 1) .. "|" .. ustack(0)] += 1
+  rest[ustack(-1, 1)] += 1 }}
+trace_end {{ for (st, v in pairs(s)) {{ printf("%s %d\\n", st, v) }}
+  for (st, v in pairs(rest)) {{ printf("%d\\n%s\\n", v, st) }} }}
 """
     status, out, err = ktapjit("-q", "--", str(ask), "4", script=script)
     assert (status, err) == (0, ""), err
-    (line,) = out.splitlines()
+    line, rest_count, *rest = out.splitlines()
+    assert rest_count == "4" and rest[0].startswith("main+") and len(rest) > 1, out
     key, count = line.split()
     first, caller, none = key.split("|")
     assert (first, count, none) == ("ask_parent+0x0", "4", ""), out
