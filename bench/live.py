@@ -9,9 +9,11 @@ and a tracer's set-up and tear-down are not counted. It runs
   { n += 1 } trace_end { print(n) }' -- ./loop N`` per engine the command line
   runs (the count it prints is checked against N);
 - under ``perf record -e syscalls:sys_enter_getppid -o TMP -- ./loop N``;
-- under ``bpftrace -e 'tracepoint:syscalls:sys_enter_getppid { @n =
-  count(); }' -c './loop N'`` (its @n is checked against N too), when
+- under ``bpftrace -e 'tracepoint:syscalls:sys_enter_getppid /pid == cpid/
+  { @n = count(); }' -c './loop N'`` (its @n is checked against N too), when
   bpftrace is installed (`make setup` installs Debian's package as root).
+  The pid test is the one ktapjit's BPF program makes for `-- CMD`: both
+  count the loop's calls only, whatever else runs on the machine.
 
 in interleaved rounds; per-call overhead is the traced median ns/call minus
 the untraced median. The loop makes over a million calls a second, so the
@@ -44,7 +46,7 @@ TRACEPOINT = "syscalls:sys_enter_getppid"
 KTAPJIT_PROGRAM = (SCRIPTS / "getppid_count.kp").read_text()
 _LOOP_LINE = re.compile(rb"loop: (\d+) calls, ([0-9.]+) ns/call")
 _LOST_LINE = re.compile(rb"([0-9,]+) events? lost")  # ktapjit reports lost records on stderr
-BPFTRACE_PROGRAM = f"tracepoint:{TRACEPOINT} {{ @n = count(); }}"
+BPFTRACE_PROGRAM = f"tracepoint:{TRACEPOINT} /pid == cpid/ {{ @n = count(); }}"
 _BPFTRACE_COUNT = re.compile(rb"^@n: (\d+)$", re.M)  # bpftrace prints its maps at exit
 _BPFTRACE_LOST = re.compile(rb"Lost (\d+) events")
 
