@@ -44,8 +44,12 @@ class UprobeDefinition:
 
 def read_definition(group: str, event: str, root: Optional[Path] = None) -> Optional[UprobeDefinition]:
     """The event's definition, or None when uprobe_events has no line for it
-    (a kprobe, another tracer's event) or a line of a shape not known here."""
-    text = ((root or tracefs_root()) / UPROBE_EVENTS).read_text()
+    (a kprobe, another tracer's event), a line of a shape not known here, or
+    cannot be read."""
+    try:
+        text = ((root or tracefs_root()) / UPROBE_EVENTS).read_text()
+    except OSError:
+        return None
     return parse_definition(text, group, event)
 
 

@@ -27,3 +27,11 @@ p:ktapjit_7/odd /tmp/w/work:0x0000000000001139 ktapjit_site=\x:u32
 ])
 def test_a_definition_read_back(event, expected):
     assert parse_definition(UPROBE_EVENTS, "ktapjit_7", event) == expected
+
+
+def test_a_tracefs_without_uprobe_events_gives_no_definition(tmp_path):
+    from ktapjit.bpf.uprobe_events import read_definition
+
+    assert read_definition("ktapjit_7", "tick", root=tmp_path) is None
+    (tmp_path / "uprobe_events").write_text(UPROBE_EVENTS)
+    assert read_definition("ktapjit_7", "tick", root=tmp_path) == UprobeDefinition("uprobe", (), (0x1139,))
