@@ -22,19 +22,23 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) test-tools
 
-# The Prometheus server the --metrics tests scrape with: installed when
-# missing, as root, where apt-get exists; otherwise those tests skip and say
-# why. Never fails the build.
+# Tools some tests and benchmarks run, installed when missing, as root, where
+# apt-get exists; otherwise what needs them skips and says why. Never fails
+# the build. prometheus: the server the --metrics tests scrape. bpftrace:
+# the live benchmark's reference for in-kernel tracing (bench/live.py).
+TEST_TOOLS := prometheus bpftrace
+
 test-tools:
-	@if ! command -v prometheus > /dev/null; then \
+	@for tool in $(TEST_TOOLS); do \
+	  command -v $$tool > /dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends prometheus > /dev/null) \
-	    || echo "make: could not install prometheus: its tests will skip"; \
+	      apt-get install -y -qq --no-install-recommends $$tool > /dev/null) \
+	    || echo "make: could not install $$tool: what needs it will skip"; \
 	  else \
-	    echo "make: prometheus is not installed (needs root and apt-get): its tests will skip"; \
+	    echo "make: $$tool is not installed (needs root and apt-get): what needs it will skip"; \
 	  fi; \
-	fi
+	done
 
 # qemu-user-static, gcc-aarch64-linux-gnu and the arm64 root: installed and
 # built once (idempotent), or a line saying why the AArch64 tests will skip.
@@ -59,7 +63,7 @@ test-aarch64: $(STAMP) arm64-root
 	$(VPY) -m pytest -q -m aarch64
 
 # The benchmark tables and plot of docs/benchmarks.md (several minutes).
-bench: $(STAMP)
+bench: $(STAMP) test-tools
 	$(VPY) -m pip install -q -e '.[test,bench]'
 	$(VPY) -m bench --write-docs
 

@@ -9,10 +9,16 @@ and a tracer's set-up and tear-down are not counted. It runs
   { n += 1 } trace_end { print(n) }' -- ./loop N`` per engine the command line
   runs (the count it prints is checked against N);
 - under ``perf record -e syscalls:sys_enter_getppid -o TMP -- ./loop N``;
-- under bpftrace counting the same tracepoint, when bpftrace is installed.
+- under ``bpftrace -e 'tracepoint:syscalls:sys_enter_getppid /pid == cpid/
+  { @n = count(); }' -c './loop N'`` (its @n is checked against N too), when
+  bpftrace is installed (`make setup` installs Debian's package as root).
+  The pid test is the one ktapjit's BPF program makes for `-- CMD`: both
+  count the loop's calls only, whatever else runs on the machine.
 
 in interleaved rounds; per-call overhead is the traced median ns/call minus
-the untraced median. Needs root, tracefs with the per-syscall tracepoints,
+the untraced median. The loop makes over a million calls a second, so the
+events each tracer lost (ktapjit's "N events lost" line) are those at that
+rate: for probes in the kernel there is no ring to lose them from. Needs root, tracefs with the per-syscall tracepoints,
 and gcc; otherwise the section is skipped with the reason. Every tracer is
 a child in its own process group, killed on timeout; the tracers remove
 what they enabled when they exit.
@@ -39,7 +45,10 @@ TRACEPOINT = "syscalls:sys_enter_getppid"
 # Passed with -e, as a user would type it; the file keeps it in one place.
 KTAPJIT_PROGRAM = (SCRIPTS / "getppid_count.kp").read_text()
 _LOOP_LINE = re.compile(rb"loop: (\d+) calls, ([0-9.]+) ns/call")
-_LOST_LINE = re.compile(rb"(\d+) events lost")  # ktapjit reports lost records on stderr
+_LOST_LINE = re.compile(rb"([0-9,]+) events? lost")  # ktapjit reports lost records on stderr
+BPFTRACE_PROGRAM = f"tracepoint:{TRACEPOINT} /pid == cpid/ {{ @n = count(); }}"
+_BPFTRACE_COUNT = re.compile(rb"^@n: (\d+)$", re.M)  # bpftrace prints its maps at exit
+_BPFTRACE_LOST = re.compile(rb"Lost (\d+) events")
 
 
 def skip_reason() -> Optional[str]:
@@ -74,6 +83,7 @@ class Mode:
     def as_json(self, base: Optional[float]) -> dict:
         mid = median(self.ns_per_call) if self.ns_per_call else None
         return {"name": self.name, "ns_per_call": self.ns_per_call, "ns_per_call_median": mid,
+                "events_per_s": 1e9 / mid if mid else None,
                 "overhead_ns_per_call": (mid - base) if mid is not None and base is not None else None,
                 "counted": self.counted, "lost": self.lost, "wall_s": self.wall_s, "max_rss_kib": self.max_rss_kib,
                 "error": self.error}
@@ -92,10 +102,10 @@ def modes(ktapjit: list[str], engines: list[str], tmp: Path) -> tuple[list[Mode]
         skipped.append({"what": "perf record", "reason": "perf is not installed"})
     bpftrace = shutil.which("bpftrace")
     if bpftrace:
-        program = "tracepoint:syscalls:sys_enter_getppid { @n = count(); }"
-        out.append(Mode("bpftrace", [bpftrace, "-q", "-e", program, "-c"]))
+        out.append(Mode("bpftrace", [bpftrace, "-q", "-e", BPFTRACE_PROGRAM, "-c"]))
     else:
-        skipped.append({"what": "bpftrace", "reason": "bpftrace is not installed"})
+        skipped.append({"what": "bpftrace", "reason": "bpftrace is not installed (`make test-tools` installs "
+                                                      "Debian's bpftrace as root)"})
     return out, skipped
 
 
@@ -123,4 +133,9 @@ def run_rounds(all_modes: list[Mode], exe: Path, calls: int, rounds: int, timeou
                 counts = [ln for ln in result.stdout.decode().splitlines() if ln.strip().isdigit()]
                 mode.counted.append(int(counts[-1]) if counts else None)
                 lost = _LOST_LINE.search(result.stderr)
+                mode.lost.append(int(lost.group(1).replace(b",", b"")) if lost else 0)
+            elif mode.name == "bpftrace":
+                count = _BPFTRACE_COUNT.search(result.stdout)
+                mode.counted.append(int(count.group(1)) if count else None)
+                lost = _BPFTRACE_LOST.search(result.stderr + result.stdout)
                 mode.lost.append(int(lost.group(1)) if lost else 0)

@@ -129,6 +129,13 @@ def _live_overhead(results: dict, name: str) -> Optional[float]:
     return None
 
 
+def _live_lost(results: dict, name: str) -> Optional[int]:
+    for row in _section(results, "live").get("rows", []):
+        if row["name"] == name and not row.get("error") and row.get("lost") is not None:
+            return sum(row["lost"])
+    return None
+
+
 def _startup_warm(results: dict, engine: str, command: str = "print") -> Optional[float]:
     for row in _section(results, "startup").get("rows", []):
         if row["engine"] == engine and row.get("command", "print") == command and row.get("available") \
@@ -276,20 +283,50 @@ def live_table(results: dict) -> Table:
     sec = _section(results, "live")
     calls = sec.get("calls", 0)
     t = Table(f"Live overhead per getppid() call ({calls:,} calls, {sec.get('rounds', 0)} round(s))",
-              ["mode", "ns/call (median)", "overhead ns/call", "events counted", "peak RSS MiB"],
-              note="ns/call is timed inside the loop; overhead is the traced median minus the untraced one."
-                   + rss_note(results))
+              ["mode", "ns/call (median)", "overhead ns/call", "events/s", "events counted", "lost",
+               "peak RSS MiB"],
+              note="ns/call is timed inside the loop; overhead is the traced median minus the untraced one; "
+                   "events/s is the traced loop's rate (the rate the lost events were lost at); lost is what "
+                   "the tracer reported lost, per round." + rss_note(results))
     if sec.get("skipped"):
-        t.rows.append(["(all)", f"n/a (skipped: {sec['skipped']})", "", "", ""])
+        t.rows.append(["(all)", f"n/a (skipped: {sec['skipped']})", "", "", "", "", ""])
     for row in sec.get("rows", []):
         if row.get("error"):
-            t.rows.append([row["name"], f"failed: {row['error']}", "", "", ""])
+            t.rows.append([row["name"], f"failed: {row['error']}", "", "", "", "", ""])
             continue
         counted = ", ".join(f"{c}/{calls}" for c in row["counted"])
-        if any(row.get("lost") or ()):
-            counted += f" (lost: {', '.join(str(n) for n in row['lost'])})"
+        lost = ", ".join(str(n) for n in row.get("lost") or ()) if row["name"] != "untraced" else ""
+        events_per_s = row.get("events_per_s") if row["name"] != "untraced" else None
         t.rows.append([row["name"], num(row["ns_per_call_median"]), num(row["overhead_ns_per_call"]),
-                       counted, mib(row["max_rss_kib"])])
+                       rate(events_per_s) if events_per_s else "", counted, lost, mib(row["max_rss_kib"])])
+    return t
+
+
+def bpf_compile_table(results: dict) -> Table:
+    sec = _section(results, "live").get("bpf_compile") or {}
+    t = Table("BPF path: compile and load of the live program (ms, median)",
+              [*sec.get("steps", []), "total", "programs"],
+              note="In-process, after a warm-up, as `ktapjit run --bpf` does it before attaching; "
+                   "each repetition loads into fresh maps and closes them.")
+    if sec.get("error"):
+        t.rows.append([f"failed: {sec['error']}", *[""] * len(sec.get("steps", [])), ""][:len(t.headers)])
+    elif sec:
+        t.rows.append([num(sec["median_ms"][step]) for step in sec["steps"]]
+                      + [num(sec["total_median_ms"]), str(sec["programs"])])
+    return t
+
+
+def live_startup_table(results: dict) -> Table:
+    sec = _section(results, "live")
+    t = Table("Start-up of a live trace: ktapjit run --engine E -e PROGRAM -- true",
+              ["engine", "wall ms (median)", "runs"],
+              note="The live section's program over a workload that makes no events: compiling, opening "
+                   "the perf events (bpf: lowering, loading and attaching too) and tearing down.")
+    for row in sec.get("startup", []):
+        if row.get("error"):
+            t.rows.append([row["engine"], f"failed: {row['error']}", ""])
+        else:
+            t.rows.append([row["engine"], num(row["wall_median_s"] * 1e3), str(len(row["wall_s"]))])
     return t
 
 
@@ -385,6 +422,18 @@ def targets_table(results: dict) -> Table:
     missing = na(jit_cli) if perf is not None else "n/a (perf record not measured)"
     t.rows.append(["live overhead <= perf record's", f"{times(v)} perf's" if v is not None else missing,
                    _met(v, lambda x: x <= 1.0), f"interp {times(iv)} perf's" if iv is not None else "n/a"])
+
+    # 9. Issue 13: --engine bpf's live overhead no worse than bpftrace's, none lost.
+    theirs, ours = _live_overhead(results, "bpftrace"), _live_overhead(results, "ktapjit bpf")
+    v = ratio(ours, theirs)
+    lost = _live_lost(results, "ktapjit bpf")
+    if v is not None:
+        measured = f"bpf {times(v)} bpftrace's ({num(ours)} vs {num(theirs)} ns)"
+    else:
+        measured = "n/a (bpftrace not measured)" if theirs is None else "n/a (bpf not measured)"
+    t.rows.append(["bpf live overhead <= bpftrace's, 0 lost", measured,
+                   _met(v, lambda x: x <= 1.0 and lost == 0),
+                   f"bpf lost {lost}" if lost is not None else "n/a"])
     return t
 
 
@@ -399,13 +448,19 @@ def skipped_table(results: dict) -> Table:
 
 
 _SECTION_TABLES = (("handlers", handlers_table), ("baseline", baseline_table), ("replay", replay_table),
-                   ("compile", compile_table), ("startup", startup_table), ("live", live_table))
+                   ("compile", compile_table), ("startup", startup_table), ("live", live_table),
+                   ("live", bpf_compile_table), ("live", live_startup_table))
+
+
+_LIVE_SUB_TABLES = ("BPF path:", "Start-up of a live trace:")
 
 
 def tables(results: dict) -> list[Table]:
     out = [engines_table(results)]
-    out += [make(results) for name, make in _SECTION_TABLES
+    made = [make(results) for name, make in _SECTION_TABLES
             if name in results.get("sections", {}) and not results["sections"][name].get("error")]
+    # The live section's sub-tables exist only in results that measured them.
+    out += [t for t in made if t.rows or not t.title.startswith(_LIVE_SUB_TABLES)]
     out.append(targets_table(results))
     skipped = skipped_table(results)
     if skipped.rows:

@@ -223,7 +223,21 @@ def run_live(ctx: Context) -> dict:
     base = modes[0]  # untraced
     base_ns = median(base.ns_per_call) if base.ns_per_call else None
     return {"calls": p.live_calls, "rounds": p.live_rounds, "tracepoint": live.TRACEPOINT,
-            "rows": [m.as_json(base_ns) for m in modes]}
+            "rows": [m.as_json(base_ns) for m in modes], **_bpf_path(ctx)}
+
+
+def _bpf_path(ctx: Context) -> dict:
+    """The BPF path's compile steps, and every engine's start-up on the live program."""
+    from bench import bpf_path, live
+
+    ctx.log("[live] BPF compile steps")
+    steps = bpf_path.measure_compile(live.KTAPJIT_PROGRAM.encode(), ctx.profile.compile_reps)
+    startup = []
+    for engine in [*ctx.cli_available(), *live.LIVE_ONLY_ENGINES]:
+        ctx.log(f"[live] start-up {engine}")
+        argv = [*ctx.ktapjit, "run", "--engine", engine, "-e", live.KTAPJIT_PROGRAM, "--", "true"]
+        startup.append({"engine": engine, **bpf_path.measure_startup(argv, ctx.profile.startup_warm, b"0\n")})
+    return {"bpf_compile": steps.as_json(), "startup": startup}
 
 
 RUNNERS = {"handlers": run_handlers, "baseline": run_baseline, "replay": run_replay,

@@ -30,6 +30,9 @@ def test_smoke_run_writes_json_and_tables(tmp_path):
     for title in ("Per-event handler latency", "native baseline", "End-to-end replay", "Compile latency",
                   "Start-up", "Live overhead", "Targets"):
         assert title in proc.stdout
+    if results["sections"]["live"].get("rows"):  # measured (root): the BPF path's sub-tables too
+        for title in ("BPF path: compile and load", "Start-up of a live trace"):
+            assert title in proc.stdout
     # An engine that does not run is reported as such, never with numbers.
     for engine in results["engines"]["in_process"]:
         if not engine["available"]:

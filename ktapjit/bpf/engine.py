@@ -15,10 +15,14 @@ every BPF object is closed; trace_end then runs over the same tables.
 Between rounds the session asks `poll_kernel`: a fault in kernel code stops
 the trace there, as an error in the interpreter does.
 
-What may go to the kernel in this increment: tracepoints and `profile-N`
-timers. A script whose kernel-placed probes need anything else (uprobes,
-USDT, site events), or whose top level leaves an aggregation in a cell the
-kernel updates, runs wholly in user space, and `-v` says why.
+What may go to the kernel: tracepoints, `profile-N` timers, and the
+uprobes, uretprobes and USDT probes ktapjit creates, site events (a glob's
+one event) included: a uprobe's program reads its fetch args from the
+registers, and a site event's program tells its sites apart by where the
+probed address falls in its page (uprobe_events.py, probe_regs.py). A
+script whose kernel-placed probes need anything else (a kprobe, two sites
+at the same offset in a page), or whose top level leaves an aggregation in
+a cell the kernel updates, runs wholly in user space, and `-v` says why.
 
 """
 
@@ -312,10 +316,43 @@ def _kernel_events(module: Module, analysis, events: LiveEvents):
                 continue
             if id(module.probes[member.probe]) not in kernel:
                 continue
-            if not opened.tracepoint:
-                return [], f"{member.eventdef or member.event}: only tracepoints and profile-N run in the kernel yet"
-            built.append((tracepoint_event(member.probe, member.fmt, events.pid), opened.fds))
+            if opened.tracepoint:
+                built.append((tracepoint_event(member.probe, member.fmt, events.pid), opened.fds))
+                continue
+            event, why = _uprobe_event(member, events.pid)
+            if why:
+                return [], f"{member.eventdef or member.event}: {why}"
+            built.append((event, opened.fds))
     return built, None
+
+
+def _uprobe_event(member, pid: Optional[int]):
+    """(the KernelEvent of a ktapjit uprobe, uretprobe or USDT event, None),
+    or (None, why it cannot run in the kernel)."""
+    from ktapjit.bpf.kernel_plan import PAGE_SIZE
+    from ktapjit.bpf.probe_regs import uprobe_event
+    from ktapjit.bpf.uprobe_events import read_definition
+    from ktapjit.events.probes.dynamic_probes import GROUP_PREFIX
+
+    definition = None
+    if member.system.startswith(GROUP_PREFIX):
+        definition = read_definition(member.system, member.event)
+    if definition is None:
+        return None, "only tracepoints, uprobes, uretprobes, USDT and profile-N run in the kernel"
+    sites = ()
+    if member.sites:
+        if len(member.sites) != len(definition.offsets):
+            return None, f"uprobe_events has {len(definition.offsets)} sites for its {len(member.sites)} functions"
+        in_page = [offset % PAGE_SIZE for offset in definition.offsets]
+        first = {}
+        for name, at in zip(member.sites, in_page):
+            if at in first:
+                return None, (f"`{first[at]}` and `{name}` are at the same offset in a page ({at:#x}): "
+                              "a kernel program cannot tell the sites apart")
+            first[at] = name
+        sites = tuple((at, name.encode()) for at, name in zip(in_page, member.sites))
+    return uprobe_event(member.probe, member.event, definition.kernel_args, definition.is_return, member.probename,
+                        pid, definition.kind, arg_names=member.arg_names, sites=sites), None
 
 
 def _shares_an_event(module: Module, events: LiveEvents, plan) -> bool:

@@ -41,7 +41,7 @@ def _predicate(fn: FunctionText, pred: FilterPredicate, span, fields) -> str:
     if where is None and pred.field in GENERIC_CPU:
         cpu = fn.op(f"trunc i64 {fn.helper(GET_SMP_PROCESSOR_ID, 'i64', '')} to i32")
         return _compare(fn, pred.op, cpu, 32, True, pred.value)
-    if where is None or where.string or not where.readable or where.size not in (1, 2, 4, 8):
+    if where is None or where.string or not where.in_context or where.size not in (1, 2, 4, 8):
         raise NotLowered(f"a /FILTER/ on field {pred.field}", span)
     bits = where.size * 8
     raw = fn.load(f"i{bits}", fn.gep("%ctx", where.offset))

@@ -40,6 +40,14 @@ class CtxField:
     signed: bool = False
     string: bool = False  # char[N]: `size` bytes, cut at the first NUL
     readable: bool = True  # False: a field the lowering cannot read yet (an array, a __data_loc string)
+    func_ip: bool = False  # a uprobe's probed address (__probe_ip, __probe_func): bpf_get_func_ip()
+    constant: Optional[int] = None  # a fetch arg's immediate (\IMM), already of its type
+    deref: Optional[int] = None  # `size` bytes of user memory at (the register at `offset`) + deref
+
+    @property
+    def in_context(self) -> bool:
+        """Whether the field is the context's own bytes at `offset` (what a /FILTER/ compares)."""
+        return self.readable and not self.func_ip and self.constant is None and self.deref is None
 
 
 def ctx_field(f: Field) -> CtxField:
@@ -51,6 +59,11 @@ def ctx_field(f: Field) -> CtxField:
     return CtxField(f.offset, f.size, f.signed)
 
 
+# A mapping's load address moves by whole pages (4 KiB or a multiple), so an
+# address's offset in a 4 KiB page is its file offset's.
+PAGE_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class KernelEvent:
     """One event a kernel-placed probe attaches to.
@@ -59,7 +72,11 @@ class KernelEvent:
     type follows it, attach.prog_type_for). `fields` maps `args.NAME` to
     where it lives; `arg_names` are the fields arg0, arg1, ... read, in
     order. `pid` set: only that process's hits run the body (a uprobe or
-    tracepoint program sees every task, attach.py)."""
+    tracepoint program sees every task, attach.py). `sites`: a site event's
+    (events.probes.probe_sites) probes by site index, each as the offset of
+    its address within a page and its probename: the kernel program finds
+    the site it runs for from bpf_get_func_ip() (a virtual address, which
+    keeps the file offset's place in its page whatever the load address)."""
 
     probe: int  # index into Module.probes (Module.timers for a profile-N timer)
     event: str  # the event's name, e.g. "sys_enter_getppid"
@@ -69,6 +86,7 @@ class KernelEvent:
     arg_names: tuple[str, ...] = ()
     pid: Optional[int] = None
     timer: bool = False  # a profile-N timer's cpu-clock event: `probe` indexes Module.timers
+    sites: tuple[tuple[int, bytes], ...] = ()  # (address % PAGE_SIZE, probename) by site index
 
     def target(self, module: Module) -> Union[ProbeInfo, TimerInfo]:
         return module.timers[self.probe] if self.timer else module.probes[self.probe]

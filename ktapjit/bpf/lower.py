@@ -22,10 +22,11 @@ from ktapjit.bpf.attach import prog_type_for
 from ktapjit.bpf.filter_code import filter_test
 from ktapjit.bpf.kernel_plan import (FAULT_ARITH, FAULT_CONCAT, FAULT_NOT_AGG, FAULT_OTHER_BOUNDS, FAULT_OVERFLOW,
                                      FAULT_STRING_LONG, AuxMap, ErrorSite, KernelEvent, KernelPlan, KernelProgram,
-                                     MapSpec, NotLowered)
+                                     MapSpec, NotLowered, PAGE_SIZE)
 from ktapjit.bpf.layout import TAG_BOOL, TAG_INT, TAG_NIL, TAG_STRING, KeyLayout, ValueLayout, pad8
-from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_SMP_PROCESSOR_ID, KTIME_GET_NS,
-                                   MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PROBE_READ_KERNEL,
+from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_FUNC_IP, GET_SMP_PROCESSOR_ID,
+                                   KTIME_GET_NS, MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM,
+                                   PROBE_READ_KERNEL, PROBE_READ_USER,
                                    RINGBUF_OUTPUT, FunctionText, module_text)
 from ktapjit.bpf.lower_ops import HANDLERS, op_text
 from ktapjit.bpf.lowered_value import NIL, FuncRef, Lowered, int_value
@@ -823,6 +824,8 @@ class _ProgramLowering:
         if name == "uid":
             return NIL  # perf records carry no uid: the interpreter's uid is nil too
         if name == "probename":
+            if self.event.sites:
+                return self.site_probename()
             return self.string_const(self.event.probename)
         if name == "execname":
             buf = fn.alloca(COMM_BYTES)
@@ -842,6 +845,12 @@ class _ProgramLowering:
         fn = self.fn
         if not where.readable:
             raise NotLowered(f"args.{name} (an array or dynamic field)", v.span or self.where(v))
+        if where.func_ip:
+            return int_value(fn.helper(GET_FUNC_IP, "i64", "ptr %ctx"))
+        if where.constant is not None:
+            return int_value(str(where.constant))
+        if where.deref is not None:
+            return self.user_memory_field(where)
         if where.string:
             buf = fn.alloca(pad8(where.size))
             fn.helper_void(PROBE_READ_KERNEL, f"ptr {buf}, i64 {where.size}, ptr {fn.gep('%ctx', where.offset)}")
@@ -853,6 +862,42 @@ class _ProgramLowering:
             return int_value(raw)
         extend = "sext" if where.signed else "zext"
         return int_value(fn.op(f"{extend} i{where.size * 8} {raw} to i64"))
+
+    def user_memory_field(self, where) -> Lowered:
+        """An integer of user memory at a register plus a displacement; 0
+        where it cannot be read, as the kernel's fetch gives (the helper
+        zeroes its buffer on a fault)."""
+        fn = self.fn
+        base = fn.load("i64", fn.gep("%ctx", where.offset))
+        address = fn.op(f"add i64 {base}, {where.deref}")
+        buf = fn.alloca(8)
+        fn.helper_void(PROBE_READ_USER, f"ptr {buf}, i64 {where.size}, ptr {fn.op(f'inttoptr i64 {address} to ptr')}")
+        raw = fn.load(f"i{where.size * 8}", buf)
+        if where.size == 8:
+            return int_value(raw)
+        extend = "sext" if where.signed else "zext"
+        return int_value(fn.op(f"{extend} i{where.size * 8} {raw} to i64"))
+
+    def site_probename(self) -> Lowered:
+        """A site event's probename: the name of the site whose address
+        has the probed address's offset in its page (KernelEvent.sites),
+        chosen word by word into one buffer."""
+        fn = self.fn
+        sites = self.event.sites
+        cap = max(8, *(pad8(len(name)) for _at, name in sites))
+        in_page = fn.op(f"and i64 {fn.helper(GET_FUNC_IP, 'i64', 'ptr %ctx')}, {PAGE_SIZE - 1}")
+        hits = [fn.op(f"icmp eq i64 {in_page}, {at}") for at, _name in sites[1:]]
+        length = str(len(sites[0][1]))
+        for hit, (_at, name) in zip(hits, sites[1:]):
+            length = fn.op(f"select i1 {hit}, i64 {len(name)}, i64 {length}")
+        buf = fn.alloca(cap)
+        for word_at in range(0, cap, 8):
+            word_of = lambda name: int.from_bytes(name.ljust(cap, b"\0")[word_at:word_at + 8], "little", signed=True)
+            word = str(word_of(sites[0][1]))
+            for hit, (_at, name) in zip(hits, sites[1:]):
+                word = fn.op(f"select i1 {hit}, i64 {word_of(name)}, i64 {word}")
+            fn.store("i64", word, fn.gep(buf, word_at))
+        return Lowered(str(TAG_STRING), length, buf, cap)
 
     def cut_at_nul(self, buf: str, size: int) -> Lowered:
         """A C string of at most `size` bytes in `buf` as a script string:

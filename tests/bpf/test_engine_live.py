@@ -34,19 +34,6 @@ def calls(tmp_path_factory):
     return build_c(tmp_path_factory, "calls", CALLS_C, "-O2", purpose="the syscall workload")
 
 
-# `beats N`: calls beat() N times (a function a uprobe can take).
-BEATS_NOWAIT_C = r"""
-#include <stdlib.h>
-__attribute__((noinline)) void beat(long i) { __asm__ volatile("" :: "r"(i)); }
-int main(int argc, char **argv) { for (long i = 0, n = atol(argv[1]); i < n; i++) beat(i); return 0; }
-"""
-
-
-@pytest.fixture(scope="module")
-def beats(tmp_path_factory):
-    return build_c(tmp_path_factory, "beats", BEATS_NOWAIT_C, "-O2", purpose="the uprobe workload")
-
-
 def ktapjit(*args: str) -> tuple[int, str, str]:
     out, err = io.BytesIO(), io.BytesIO()
     status = main(["run", *args], stdout=out, stderr=err)
@@ -168,16 +155,6 @@ def test_a_profile_timer_counts_in_the_kernel(calls, nothing_left):
     status, out, err = ktapjit("--bpf", "-v", "-e", script, "--", str(calls), "300000", "0", "nowait")
     assert (status, out) == (0, "true\n")
     assert "ktapjit: bpf: profile-1ms: kernel" in err.splitlines()
-
-
-def test_a_kernel_placed_uprobe_runs_the_whole_script_in_user_space_for_now(beats, clean_tracing_state):  # noqa: F811
-    # (the uprobe layer keeps the traced binary open after the run, under every engine)
-    script = f"var n = 0\ntrace probe:{beats}:beat {{ n += 1 }}\ntrace_end {{ print(n) }}"
-    status, out, err = ktapjit("--bpf", "-v", "-e", script, "--", str(beats), "500")
-    assert (status, out) == (0, "500\n")
-    assert (f"ktapjit: bpf: every probe runs in user space: probe:{beats}:beat: "
-            "only tracepoints and profile-N run in the kernel yet") in err.splitlines()
-    assert our_programs() == []
 
 
 def test_a_tick_that_reads_a_global_keeps_its_writer_in_user_space(calls, nothing_left):

@@ -243,6 +243,11 @@ def test_strings_built_in_the_kernel(calls, script, base, cell, expected):
     ("arg1=%ax", CtxField(80, 8, False)),
     ("r=$retval:s32", CtxField(80, 4, True)),
     ("p=+0(%si):string", CtxField(0, 0, readable=False)),
+    ("arg2=\\42:s32", CtxField(0, 4, True, constant=42)),
+    ("arg2=\\4294967289:s32", CtxField(0, 4, True, constant=-7)),
+    ("arg1=-24(%bp):s64", CtxField(32, 8, True, deref=-24)),
+    ("arg1=+8(%sp):u32", CtxField(152, 4, False, deref=8)),
+    ("p=+0(+8(%si)):u64", CtxField(0, 0, readable=False)),
 ])
 def test_a_fetch_arg_is_a_register_of_the_programs_context(kernel_arg, field):
     assert register_field(kernel_arg, "x86_64") == field
