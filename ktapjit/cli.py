@@ -502,14 +502,14 @@ def _live_options(ns, record_path: Optional[str], err: BinaryIO):
     )
 
 
-def _attach_companions(reads, outputs, tracepoint_fds):
+def _attach_companions(reads, outputs):
     """The companion programs of a live session (tracing/companion.py), in the kernel."""
     from ktapjit.bpf.companion import attach_companions
     from ktapjit.bpf.errors import BpfError
     from ktapjit.events.errors import EventsError
 
     try:
-        return attach_companions(reads, outputs, tracepoint_fds)
+        return attach_companions(reads, outputs)
     except BpfError as exc:
         raise EventsError(f"cannot read memory at event time: {exc}") from None
 

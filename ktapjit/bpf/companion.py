@@ -15,13 +15,18 @@ by the command line.
 
 from __future__ import annotations
 
+import ctypes
+import os
+
 from ktapjit.bpf import syscall as sc
+from ktapjit.bpf.errors import BpfError
 from ktapjit.bpf.attach import attach
 from ktapjit.bpf.btf import member_bit_offset
 from ktapjit.bpf.build import compile_ir
 from ktapjit.bpf.loader import load_object
 from ktapjit.bpf.objects import BpfSession, possible_cpus
 from ktapjit.events.records import companion as record
+from ktapjit.events.records import perf_abi
 
 _MAP_LOOKUP_ELEM = 1
 _PERF_EVENT_OUTPUT = 25
@@ -108,14 +113,63 @@ def module_text(plans) -> str:
     return "\n".join(head) + "\n\n" + "\n".join(program_text(f"ktc{i}", p) for i, p in enumerate(plans))
 
 
-def attach_companions(plans, output_fds: dict[int, int], tracepoint_fds: dict[tuple[str, str], list[int]]) -> BpfSession:
-    """Load one companion program per plan and attach it to its tracepoint's
-    perf events (their first fd: a tracepoint program runs on every CPU);
-    `output_fds`: the bpf-output event's fd per CPU. The returned session
-    owns the maps and programs (the perf events hold the programs once
-    attached); close it when the perf events are closed. Raises BpfError."""
-    session = BpfSession()
+class _ProgStats(ctypes.Structure):
+    """struct bpf_prog_info up to recursion_misses (Linux 5.12+; zero before)."""
+
+    _fields_ = [("head", ctypes.c_uint8 * 208), ("recursion_misses", ctypes.c_uint64)]
+
+
+class CompanionPrograms:
+    """The loaded companion programs: their maps and programs, and the
+    carrier events they are attached through. close() detaches them."""
+
+    def __init__(self):
+        self.bpf = BpfSession()
+        self.carriers: list[int] = []
+
+    def dropped(self) -> int:
+        """Hits the kernel skipped because BPF was busy on their CPU (a
+        program running, or a bpf() map call of any process): it runs no
+        program then, and drops the tracepoint's samples too."""
+        total = 0
+        for program in self.bpf.programs:
+            total += sc.obj_info(program.live_fd(), _ProgStats()).recursion_misses
+        return total
+
+    def close(self) -> None:
+        try:
+            for fd in self.carriers:
+                os.close(fd)
+            self.carriers.clear()
+        finally:
+            self.bpf.close()
+
+
+def _carrier(tracepoint: int) -> int:
+    """A perf event on the tracepoint that stays disabled, for every task,
+    to attach a program through. Not the session's own events: a traced
+    command's children inherit those, and when an inherited event is freed
+    (the child exits) the kernel takes the program off the tracepoint. A
+    disabled event writes no sample; the program still runs on every hit."""
+    attr = perf_abi.perf_event_attr(type=perf_abi.PERF_TYPE_TRACEPOINT, config=tracepoint, sample_period=1,
+                                    disabled=1)
+    attr.size = ctypes.sizeof(attr)
+    return perf_abi.perf_event_open(attr, -1, _first_online_cpu(), -1, perf_abi.PERF_FLAG_FD_CLOEXEC)
+
+
+def _first_online_cpu() -> int:
+    from ktapjit.events.records.perf_ring import online_cpus
+
+    return online_cpus()[0]
+
+
+def attach_companions(plans, output_fds: dict[int, int]) -> CompanionPrograms:
+    """Load one companion program per plan and attach it to its tracepoint
+    through a carrier event; `output_fds`: the session's bpf-output event's
+    fd per CPU. Close the result when tracing is over. Raises BpfError."""
+    loaded = CompanionPrograms()
     try:
+        session = loaded.bpf
         size = max(p.payload_size for p in plans)
         out = session.create_map(OUTPUT_MAP, sc.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, possible_cpus())
         for cpu, fd in output_fds.items():
@@ -124,10 +178,14 @@ def attach_companions(plans, output_fds: dict[int, int], tracepoint_fds: dict[tu
         programs = load_object(session, compile_ir(module_text(plans)), {OUTPUT_MAP: out, SCRATCH_MAP: scratch},
                                sc.BPF_PROG_TYPE_TRACEPOINT)
         for i, plan in enumerate(plans):
-            fds = tracepoint_fds.get((plan.system, plan.event))
-            if fds:
-                attach(fds[0], programs[f"ktc{i}"], enable=False)
+            try:
+                fd = _carrier(plan.tracepoint)
+            except perf_abi.PerfError as exc:
+                raise BpfError(f"cannot open {plan.system}:{plan.event} for its companion program: "
+                               f"{perf_abi.refusal_reason(exc.errno)}") from None
+            loaded.carriers.append(fd)
+            attach(fd, programs[f"ktc{i}"], enable=False)
     except BaseException:
-        session.close()
+        loaded.close()
         raise
-    return session
+    return loaded

@@ -11,7 +11,8 @@ writes the tracepoint's own sample, on the same CPU.
 
 Pairing, the same live and on a replay: records arrive in time order; a
 companion is kept as the latest of its (CPU, tracepoint), and the next
-sample of that tracepoint on that CPU takes it. A companion whose sample
+sample of that tracepoint on that CPU takes it when the same thread wrote
+both (else the sample has none: its reads give nil). A companion whose sample
 never comes (the kernel filter dropped it, or it was another task's hit
 while tracing one process) is overwritten by the next: the program runs
 with preemption off, so no other hit of the same tracepoint on the same
@@ -91,9 +92,10 @@ def plan_reads(bound: list, max_string: int, tracepoint_id: Callable[[str, str],
             item = read_item(MemoryRead.parse(aux), b)
             if item is not None:
                 items.setdefault((b.system, b.event), {})[item] = None
-    room = min(max_string, MAX_READ) + 1
     plans = []
     for (system, event), wanted in items.items():
+        # A task read needs no text room: an event reading only those stays small.
+        room = min(max_string, MAX_READ) + 1 if any(i.kind != record.IN_IOWAIT for i in wanted) else 0
         plan = TracepointReads(system, event, tracepoint_id(system, event), tuple(wanted), room)
         if plan.payload_size > MAX_PAYLOAD:
             from ktapjit.events.errors import EventsError
@@ -148,20 +150,24 @@ class CompanionPairing:
     def __init__(self, routes: CompanionRoutes, max_string: int):
         self.routes = routes
         self.max_string = max_string
-        self.pending: dict[tuple, record.Companion] = {}
+        self.pending: dict[tuple, tuple] = {}  # (cpu, tracepoint) -> (tid, Companion)
 
     def keep(self, sample) -> bool:
         """Keep `sample` when it is a companion (True); else False."""
         if sample.id not in self.routes.ids:
             return False
         companion = record.parse(sample.raw or b"", sample.offset)
-        self.pending[(sample.cpu, companion.tracepoint)] = companion
+        self.pending[(sample.cpu, companion.tracepoint)] = (sample.tid, companion)
         return True
 
     def take(self, sample) -> Optional[PairedReads]:
-        """The companion of a tracepoint sample, if one is waiting."""
-        companion = self.pending.pop((sample.cpu, self.routes.tracepoint_of.get(sample.id)), None)
-        return None if companion is None else PairedReads(companion, self.max_string)
+        """The companion of a tracepoint sample, if one is waiting: written
+        by the same thread (a lost companion must not leave its sample
+        another task's)."""
+        waiting = self.pending.pop((sample.cpu, self.routes.tracepoint_of.get(sample.id)), None)
+        if waiting is None or waiting[0] != sample.tid:
+            return None
+        return PairedReads(waiting[1], self.max_string)
 
 
 def missing_warning(path: str) -> str:

@@ -97,8 +97,8 @@ class LiveOptions:
     warn: Callable[[str], None] = lambda text: print(f"ktapjit: {text}", file=sys.stderr)  # not silenced
     rates: Optional[Callable[[str], None]] = None  # -v: where the rates lines go (tracing/rates.py)
     between_rounds: Callable[[], None] = lambda: None  # on the main thread, at least every POLL_SECONDS
-    # Loads companion programs (bpf.companion.attach_companions: plans, bpf-output fds by CPU,
-    # tracepoint fds) for probes that read memory at event time; returns what to close() after.
+    # Loads companion programs (bpf.companion.attach_companions: plans, bpf-output fds by CPU)
+    # for probes that read memory at event time; returns what to close() after.
     companions: Optional[Callable] = None
     max_string: int = 4096  # --max-string: the bound of a string read at event time
 
@@ -549,7 +549,7 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                     writer.close()
             finally:
                 if loaded is not None:
-                    loaded.close()
+                    _close_companions(loaded, options)
                 if child is not None:
                     child.stop(options.warn)
     if stop.aborted:  # a second signal during the clean-up: it is done now
@@ -576,16 +576,21 @@ def _load_companions(session: PerfSession, events, companion_ev, plan: StreamPla
                        lambda system, event: configs[(system, event)])
     if not reads:
         return None
-    fds: dict[int, list[int]] = {}
-    outputs = {}
-    for op in session.opened:
-        if op.event is companion_ev:
-            outputs[op.cpu] = op.fd
-        fds.setdefault(id(op.event), []).append(op.fd)
-    tracepoint_fds = {(ev.system, ev.event): fds.get(id(ev), []) for ev in session.events if ev.system is not None}
-    loaded = options.companions(reads, outputs, tracepoint_fds)
+    outputs = {op.cpu: op.fd for op in session.opened if op.event is companion_ev}
+    loaded = options.companions(reads, outputs)
     plan.companions = routes
     return loaded
+
+
+def _close_companions(loaded, options: LiveOptions) -> None:
+    try:
+        dropped = loaded.dropped()
+    finally:
+        loaded.close()
+    if dropped:
+        options.warn(f"the kernel dropped {counted(dropped, 'event')} of the traced tracepoints: BPF was busy on "
+                     "their CPU (a program, or any process's bpf() call), and the companion programs there "
+                     "make the kernel skip such hits")
 
 
 def _live_events(session: PerfSession, events, groups, pid: int, options: LiveOptions) -> LiveEvents:
