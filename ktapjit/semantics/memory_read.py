@@ -16,6 +16,9 @@ from typing import Optional
 STRING_READS = ("user_string", "kernel_string")
 TASK_READS = ("in_iowait",)
 MEMORY_BUILTINS = frozenset(STRING_READS + TASK_READS)
+# The most bytes one string read copies, whatever --max-string says: a
+# companion record is one perf sample, whose size is a u16.
+MAX_STRING_READ = 4096
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,8 @@ from typing import Callable, Optional
 from ktapjit.events.records import companion as record
 from ktapjit.events.records import perf_abi as abi
 from ktapjit.events.records.perf_ring import TraceEvent
-from ktapjit.semantics.memory_read import MemoryRead, STRING_READS
+from ktapjit.semantics.memory_read import MAX_STRING_READ, STRING_READS, MemoryRead
 
-# The most bytes one string read copies, whatever --max-string says: a
-# companion is one perf sample, and a record's size is a u16.
-MAX_READ = 4096
 # The room for items in one companion record, below the u16 record size.
 MAX_PAYLOAD = 60 * 1024
 
@@ -95,7 +92,7 @@ def plan_reads(bound: list, max_string: int, tracepoint_id: Callable[[str, str],
     plans = []
     for (system, event), wanted in items.items():
         # A task read needs no text room: an event reading only those stays small.
-        room = min(max_string, MAX_READ) + 1 if any(i.kind != record.IN_IOWAIT for i in wanted) else 0
+        room = min(max_string, MAX_STRING_READ) + 1 if any(i.kind != record.IN_IOWAIT for i in wanted) else 0
         plan = TracepointReads(system, event, tracepoint_id(system, event), tuple(wanted), room)
         if plan.payload_size > MAX_PAYLOAD:
             from ktapjit.events.errors import EventsError
