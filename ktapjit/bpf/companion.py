@@ -97,7 +97,20 @@ def program_text(name: str, reads) -> str:
             ]
         lines.append(f"  %rt{i} = trunc i64 %r{i} to i32")
         store("i32", f"%rt{i}", base + 4, f"r{i}")
-    size = reads.payload_size
+    size = str(reads.payload_size)
+    last = len(reads.items) - 1
+    if reads.items and reads.items[last].kind != record.IN_IOWAIT:
+        # The last string's room is written only as far as it was copied:
+        # a short path makes a short record, not one of --max-string bytes.
+        tail = record.HEAD.size + last * (record.ITEM.size + reads.room) + record.ITEM.size
+        lines += [
+            f"  %neg = icmp slt i64 %r{last}, 0",
+            f"  %copied = select i1 %neg, i64 0, i64 %r{last}",
+            f"  %over = icmp ugt i64 %copied, {reads.room}",
+            f"  %kept = select i1 %over, i64 {reads.room}, i64 %copied",
+            f"  %size = add i64 %kept, {tail}",
+        ]
+        size = "%size"
     lines += [
         f"  %out = {_call(_PERF_EVENT_OUTPUT, f'ptr %ctx, ptr @{OUTPUT_MAP}, i64 {_CURRENT_CPU}, ptr %buf, i64 {size}')}",
         "  br label %done",
@@ -170,7 +183,9 @@ def attach_companions(plans, output_fds: dict[int, int]) -> CompanionPrograms:
     loaded = CompanionPrograms()
     try:
         session = loaded.bpf
-        size = max(p.payload_size for p in plans)
+        # Slack of one room: the verifier may bound the computed record size
+        # by its bits (LLVM turns the add into an or), up to twice the room.
+        size = max(p.payload_size + p.room for p in plans)
         out = session.create_map(OUTPUT_MAP, sc.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 4, 4, possible_cpus())
         for cpu, fd in output_fds.items():
             out.update(cpu.to_bytes(4, "little"), fd.to_bytes(4, "little"))

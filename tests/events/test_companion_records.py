@@ -94,6 +94,14 @@ def test_a_string_is_cut_to_max_string():
     assert user_string(pairing(max_string=3), [companion(0, 5, item(b"/etc")), sample(0, 5)]) == b"/et"
 
 
+def test_the_last_strings_room_ends_after_its_nul():
+    second = record.Item(record.KERNEL_STRING, 16, 5, 0xFFFF0000, b"/etc")
+    raw = record.build(OPENAT, 64, [item(b"/first"), second])
+    parsed = record.parse(raw[:len(raw) - 64 + 5], 0)
+    assert [(i.kind, i.offset, i.text) for i in parsed.items.values()] == [
+        (record.USER_STRING, FILENAME, b"/first"), (record.KERNEL_STRING, 16, b"/etc")]
+
+
 def test_a_sample_without_routes_to_companions_is_not_kept():
     assert not pairing().keep(sample(0, 5))
 
@@ -101,7 +109,7 @@ def test_a_sample_without_routes_to_companions_is_not_kept():
 @pytest.mark.parametrize("raw,message", [
     (b"KTC1", "corrupt companion record: 4 bytes, shorter than its header"),
     (b"KTCX" + bytes(12), "corrupt companion record: bad magic 0x5843544b"),
-    (record.build(OPENAT, 8, [item(b"/a")])[:-4], "corrupt companion record: 1 items of 8 bytes do not fit in its 36 bytes"),
+    (record.build(OPENAT, 8, [item(b"/a")])[:-12], "corrupt companion record: 1 items of 8 bytes do not fit in its 28 bytes"),
     (record.build(OPENAT, 8, [record.Item(9, 0, 0, 0, b"")]), "corrupt companion record: unknown item kind 9"),
 ])
 def test_a_corrupt_companion_is_a_stream_error_with_its_offset(raw, message):

@@ -153,6 +153,14 @@ def test_argn_names_the_same_field_as_args_as_ktap_counts_them(opener, tmp_path)
     assert after(f"true\t{tmp_path}/start", out) == [f"true\t{tmp_path}/file-0", "true\tnil", "true\t" + "x" * 300]
 
 
+def test_several_reads_on_one_event(opener, tmp_path):
+    script = ('trace syscalls:sys_enter_openat { if (execname == "opener") '
+              '{ print(in_iowait(), user_string(args.filename), kernel_string(args.filename)) } }')
+    status, out, err = ktapjit("-q", "--max-string", "1", "--", str(opener), str(tmp_path), "1", script=script)
+    assert status == 0, err
+    assert out.splitlines()[-3:] == ["0\t/\tnil", "0\tnil\tnil", "0\tx\tnil"]
+
+
 def test_kernel_string_reads_kernel_memory_and_user_string_faults_there(napper):
     # rcu_utilization's `s` points at a string constant in the kernel.
     script = ('var seen = {}\ntrace rcu:rcu_utilization { seen[kernel_string(args.s) .. " " .. '

@@ -20,7 +20,8 @@ The payload (little-endian, fixed size for one tracepoint):
           the bytes copied including the NUL)
       u64 value: the pointer read from the field (a string), or the task
           field's value (in_iowait)
-      room bytes: the string as copied, NUL-terminated
+      room bytes: the string as copied, NUL-terminated; the last item's
+          room is cut after its NUL (the record is as long as it needs)
 
 This module only reads and writes payloads; it knows nothing of scripts.
 """
@@ -66,13 +67,14 @@ def payload_size(nitems: int, room: int) -> int:
 def parse(raw: bytes, offset: int) -> Companion:
     """The companion in a bpf-output sample's raw data. ``offset`` is the
     sample's byte offset in the stream, for the error a corrupt one raises.
-    The kernel pads raw data to 8 bytes: bytes after the items are ignored."""
+    The kernel pads raw data to 8 bytes: bytes after the items are ignored;
+    the last item's text room may be short."""
     if len(raw) < HEAD.size:
         raise DecodeError(f"corrupt companion record: {len(raw)} bytes, shorter than its header", offset)
     magic, tracepoint, count, room = HEAD.unpack_from(raw)
     if magic != MAGIC:
         raise DecodeError(f"corrupt companion record: bad magic 0x{magic:08x}", offset)
-    if payload_size(count, room) > len(raw):
+    if count and payload_size(count, room) - room > len(raw):
         raise DecodeError(f"corrupt companion record: {count} items of {room} bytes do not fit "
                           f"in its {len(raw)} bytes", offset)
     items = {}
