@@ -26,7 +26,6 @@ from typing import Callable, Optional
 
 from ktapjit.events.records import companion as record
 from ktapjit.events.records import perf_abi as abi
-from ktapjit.events.records.perf_ring import TraceEvent
 from ktapjit.semantics.memory_read import MAX_STRING_READ, STRING_READS, MemoryRead
 
 # The room for items in one companion record, below the u16 record size.
@@ -103,11 +102,11 @@ def plan_reads(bound: list, max_string: int, tracepoint_id: Callable[[str, str],
     return plans
 
 
-def companion_event() -> TraceEvent:
+def companion_event():
     """The bpf-output event companion programs write to, on every CPU and
     for every task (bpf_perf_event_output writes to the current CPU's
     event, which a per-task event is not while another task runs)."""
-    from ktapjit.events.records.perf_ring import SAMPLE_TYPE
+    from ktapjit.events.records.perf_ring import SAMPLE_TYPE, TraceEvent  # live only: a replay never opens it
 
     attr = abi.perf_event_attr(type=abi.PERF_TYPE_SOFTWARE, config=abi.PERF_COUNT_SW_BPF_OUTPUT,
                                sample_period=1, sample_type=SAMPLE_TYPE | abi.PERF_SAMPLE_RAW)
