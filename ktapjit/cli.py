@@ -22,6 +22,7 @@ from ktapjit.bpf.errors import BpfError
 from ktapjit.diag import CompileError, counted
 from ktapjit.run_api import Aborted, Host, Limits, RunConfig, monotonic_ns
 from ktapjit.semantics.intmath import INT64_MAX  # limits are 64-bit counters in native code
+from ktapjit.semantics.limits import DEFAULT_MAX_STRING
 
 
 EXIT_OK = 0
@@ -497,7 +498,20 @@ def _live_options(ns, record_path: Optional[str], err: BinaryIO):
         warn=lambda text: _say(err, f"ktapjit: {text}"),
         rates=(lambda text: _say(err, f"ktapjit: {text}")) if getattr(ns, "verbose", False) else None,
         between_rounds=ns.exporter.tick if getattr(ns, "exporter", None) is not None else lambda: None,
+        companions=_attach_companions, max_string=getattr(ns, "max_string", DEFAULT_MAX_STRING),
     )
+
+
+def _attach_companions(reads, outputs):
+    """The companion programs of a live session (tracing/companion.py), in the kernel."""
+    from ktapjit.bpf.companion import attach_companions
+    from ktapjit.bpf.errors import BpfError
+    from ktapjit.events.errors import EventsError
+
+    try:
+        return attach_companions(reads, outputs)
+    except BpfError as exc:
+        raise EventsError(f"cannot read memory at event time: {exc}") from None
 
 
 def _guard_events(action):
@@ -953,7 +967,7 @@ def _execute(engine_name: str, module, config: RunConfig, session, sink: BinaryI
         if run.start() and session is not None:
             from ktapjit.tracing.session import drive_run
 
-            outcome = drive_run(session, run, module, config.limits.max_table)
+            outcome = drive_run(session, run, module, config.limits.max_table, config.limits.max_string)
     except KeyboardInterrupt:
         pass  # Ctrl-C during the top level: like at any other time, trace_end runs
     if outcome is not None and _is_json(sink) and sink.with_losses:

@@ -167,6 +167,11 @@ class EventContext(Protocol):
     def stack(self, request) -> object:
         """``stack()`` or ``ustack()``: a semantics.stack_request.StackRequest."""
 
+    def memory(self, read: str) -> object:
+        """What the kernel read for ``user_string``, ``kernel_string`` or
+        ``in_iowait`` at event time (a semantics.memory_read.MemoryRead's
+        aux); None when the stream did not carry it."""
+
 
 # -- the feed plan: a session's records described to a native feed, as plain values
 

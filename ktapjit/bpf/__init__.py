@@ -20,6 +20,11 @@ between BPF functions are not supported: the lowering inlines them.
 
 Errors are ``BpfError``: ``str()`` is one line a user can act on.
 
+- Companion programs (companion.py, btf.py): for every engine, the small
+  programs that read `user_string`/`kernel_string`/`in_iowait()` when a
+  tracepoint fires and write them as bpf-output samples; the command line
+  hands them to the live session (tracing/companion.py says what to read).
+
 - The engine (engine.py, ``--engine bpf``): an interpreter run for the
   user-space half, the kernel-placed probes lowered, loaded and attached to
   the live session's perf events (docs/bpf.md, "Running").

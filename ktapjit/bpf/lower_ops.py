@@ -338,7 +338,7 @@ def _concat(lw, inst, v, a):
 NOT_LOWERED_OPS = frozenset({
     Op.FreeCell, Op.CellNew, Op.CellGet, Op.CellSet, Op.StringOf, Op.TableNew, Op.Delete, Op.PairsSnapshot,
     Op.SnapshotLen, Op.SnapshotKey, Op.Closure, Op.Print, Op.Printf, Op.PrintHist, Op.PrintFolded,
-    Op.PrintAgg, Op.NumCpus, Op.Arch, Op.KernelV, Op.KernelSymbol, Op.Stack,
+    Op.PrintAgg, Op.NumCpus, Op.Arch, Op.KernelV, Op.KernelSymbol, Op.Stack, Op.EventMemory,
 })
 
 

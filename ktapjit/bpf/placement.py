@@ -33,6 +33,7 @@ from ktapjit.ir.dominators import Dominance
 from ktapjit.ir.func import Block, Func, Module, ProbeInfo, TimerInfo, Value
 from ktapjit.ir.ops import CUPDATE, EVENT, OUTPUT, PURE, Op, info
 from ktapjit.semantics.limits import Limits
+from ktapjit.semantics.memory_read import MAX_STRING_READ, MemoryRead
 
 # Strings the kernel builds or keys by live in fixed-size slots; this is the
 # largest slot (a key and a value of this size still fit the 512-byte BPF
@@ -481,6 +482,12 @@ class _Analysis:
         if v.op is Op.Stack:
             why(str(v.aux), self.where(v))  # a StackRequest prints as the call: stack(), ustack(2, 1)
             return _RESULT_KINDS["string"]
+        if v.op is Op.EventMemory:
+            read = MemoryRead.parse(name)
+            why(f"{read} (read at event time: its companion record is paired in user space)", self.where(v))
+            if read.kind == "in_iowait":
+                return _kind("int", "nil")
+            return _kind("string", "nil", strlen=MAX_STRING_READ)
         if v.op is Op.EventValue and name in ("pid", "tid", "cpu"):
             return _kind("int", "nil", key=("event", name))
         if name == "uid":

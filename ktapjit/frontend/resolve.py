@@ -17,6 +17,7 @@ from typing import Optional
 from ktapjit.diag import CompileError, Diagnostics, Span
 from ktapjit.frontend import ast
 from ktapjit.frontend.parse import FFI_UNSUPPORTED
+from ktapjit.semantics.memory_read import MEMORY_BUILTINS, STRING_READS
 
 # ktap's library namespaces: `ns.member(...)` calls a builtin while `ns` is
 # not a declared name (a script may declare its own `ansi`).
@@ -29,9 +30,9 @@ BUILTINS = frozenset({
     "print", "printf", "print_hist", "print_folded", "len", "delete", "stringof", "num_cpus",
     "hist", "lhist", "stats", "print_agg", "arch", "kernel_v", "exit", "gettimeofday_ns", "gettimeofday_us",
     "gettimeofday_ms", "gettimeofday_s", "pairs", "stack", "ustack", "ipof",
-}) | LIBRARIES.keys()
+}) | MEMORY_BUILTINS | LIBRARIES.keys()
 # Builtins that read the current event: probe bodies only, like event values.
-EVENT_BUILTINS = frozenset({"stack", "ustack"})
+EVENT_BUILTINS = frozenset({"stack", "ustack"}) | MEMORY_BUILTINS
 
 ARG_GLOBAL = "arg"
 IPOF_SHAPE = (
@@ -63,6 +64,11 @@ def _is_kdebug_tracepoint(callee: ast.Expr) -> bool:
         isinstance(callee, ast.Index) and isinstance(callee.obj, ast.Name) and callee.obj.ident == "kdebug"
         and isinstance(callee.key, ast.StrLit) and callee.key.value == b"tracepoint"
     )
+
+
+def _is_event_field(expr: ast.Expr) -> bool:
+    return isinstance(expr, ast.ArgsField) or (
+        isinstance(expr, ast.EventValue) and expr.name.startswith("arg") and expr.name[3:].isdigit())
 
 
 # builtin_name's answer for `ns.member` whose member the library lacks: reported.
@@ -432,9 +438,25 @@ class _Resolver:
             self.diags.error(call.callee.span, "'pairs' is only allowed as the iterator of a for-in loop")
         elif call.builtin in EVENT_BUILTINS:
             self.check_event_context(call.callee.span, f"{call.builtin}()")
-            self.check_stack_arguments(call)
+            if call.builtin in MEMORY_BUILTINS:
+                self.check_memory_arguments(call)
+            else:
+                self.check_stack_arguments(call)
         elif call.builtin == "ipof":
             self.check_ipof_argument(call)
+
+    def check_memory_arguments(self, call: ast.Call) -> None:
+        # The kernel reads the memory before the body runs, so the pointer
+        # must be one the reading program can find then: an event field.
+        name = call.builtin
+        if name not in STRING_READS:
+            if call.args:
+                self.diags.error(_expr_span(call.args[0]), f"{name}() takes no arguments")
+            return
+        if len(call.args) != 1 or not _is_event_field(call.args[0]):
+            where = _expr_span(call.args[0]) if call.args else call.span
+            self.diags.error(where, f"{name}() takes one event field, args.NAME or argN: "
+                                    "the kernel reads the string when the event happens")
 
     def check_stack_arguments(self, call: ast.Call) -> None:
         # The frames kept are fixed per call site, like ktap's: the callchain

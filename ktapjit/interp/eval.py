@@ -477,6 +477,12 @@ def _event_field(v, a, rt):
     return lambda r: rt.current_event().field(name)
 
 
+@handles(Op.EventMemory)
+def _event_memory(v, a, rt):
+    read = v.aux  # a semantics.memory_read.MemoryRead's aux
+    return lambda r: rt.current_event().memory(read)
+
+
 @handles(Op.Stack)
 def _stack(v, a, rt):
     request = v.aux  # a semantics.stack_request.StackRequest

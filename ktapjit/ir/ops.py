@@ -127,6 +127,8 @@ OPS: list[OpInfo] = [
     OpInfo("EventValue", 0, "any", EVENT,
            doc="aux in pid tid cpu uid execname probename argstr arg0..arg9"),
     OpInfo("EventField", 0, "any", EVENT, doc="args.<aux>; nil when the event has no such field"),
+    OpInfo("EventMemory", 0, "any", EVENT,
+           doc="user_string/kernel_string/in_iowait: aux is a semantics.memory_read.MemoryRead's aux"),
     OpInfo("Stack", 0, "any", EVENT, doc="stack() or ustack(): aux is the semantics.stack_request.StackRequest"),
 ]
 

@@ -20,6 +20,7 @@ from ktapjit.diag import Span
 from ktapjit.frontend import ast
 from ktapjit.ir.func import Block, Func, Module, ProbeInfo, TimerInfo, Value
 from ktapjit.ir.ops import BINARY_OPS, UNARY_OPS, BlockKind, Op, info
+from ktapjit.semantics.memory_read import MEMORY_BUILTINS, MemoryRead
 from ktapjit.semantics.stack_request import StackRequest
 
 _TIME_UNITS = {"gettimeofday_ns": "ns", "gettimeofday_us": "us", "gettimeofday_ms": "ms", "gettimeofday_s": "s"}
@@ -57,6 +58,14 @@ def build_module(program: ast.Program) -> Module:
     if program.trace_end is not None:
         module.trace_end = _FuncBuilder(program.trace_end.body, "trace_end", funcs).build()
     return module
+
+
+def _memory_read(name: str, args: list[ast.Expr]) -> MemoryRead:
+    """resolve checked the shape: no argument, or one event field."""
+    if not args:
+        return MemoryRead(name)
+    arg = args[0]
+    return MemoryRead(name, f"args.{arg.field_name}" if isinstance(arg, ast.ArgsField) else arg.name)
 
 
 def _stack_request(name: str, args: list[ast.Expr]) -> StackRequest:
@@ -597,6 +606,8 @@ class _FuncBuilder:
             return self.emit(Op.KernelSymbol, [], aux=expr.args[0].value, span=span)
         if name in _TIME_UNITS:
             return self.emit(Op.Time, [], aux=_TIME_UNITS[name])
+        if name in MEMORY_BUILTINS:
+            return self.emit(Op.EventMemory, [], aux=_memory_read(name, expr.args).aux, span=span)
         if name in ("stack", "ustack"):
             return self.emit(Op.Stack, [], aux=_stack_request(name, expr.args), span=span)
         if name in _ANSI_FORMATS:

@@ -237,6 +237,8 @@ class JitRun(RunLifecycle):
                     value = event.value(name)
                 elif kind == "field":
                     value = event.field(name)
+                elif kind == "memory":
+                    value = event.memory(name)
                 else:
                     value = event.stack(name)
                 if isinstance(value, Table):

@@ -282,6 +282,8 @@ def _add_probe(rt, ptr: int, group: int, probe: FeedProbe, program) -> None:
             sources.append((slot, values[name]))
         elif kind == "field":
             sources.append((slot, fields.get(name, probe.unknown_field)))
+        elif kind == "memory":
+            raise Unsupported("memory read at event time")  # companions are paired in Python
         else:
             raise Unsupported("stacks")  # symbolizing needs the Python Stacks
     for _slot, source in sources:

@@ -35,7 +35,7 @@ from ktapjit.semantics.intmath import TIME_DIVISORS
 STRINGS_GLOBAL = "ktap_strings"
 # Ops whose arguments go to the runtime in the argv array.
 _ARGV_OPS = (Op.Call, Op.Print, Op.Printf, Op.Hist, Op.LHist, Op.Stats)
-_EVENT_OPS = {Op.EventValue: "value", Op.EventField: "field", Op.Stack: "stack"}
+_EVENT_OPS = {Op.EventValue: "value", Op.EventField: "field", Op.Stack: "stack", Op.EventMemory: "memory"}
 _COMPARE = {Op.Lt: "<", Op.Le: "<=", Op.Gt: ">", Op.Ge: ">="}
 _INT_BINARY = {Op.Add: "add", Op.Sub: "sub", Op.Mul: "mul", Op.BAnd: "and_", Op.BOr: "or_",
                Op.BXor: "xor"}
@@ -66,7 +66,7 @@ class Lowered:
     entries: dict[str, str]  # "main", "probe0", "timer1", "trace_end" -> symbol
     sites: list[Optional[Span]]  # site id -> where a runtime error is reported
     strings: list[bytes]  # ktap_strings[i] must hold the interned kstr of strings[i]
-    event_slots: list[tuple[str, str]]  # slot -> ("value"|"field"|"stack", name)
+    event_slots: list[tuple[str, str]]  # slot -> ("value"|"field"|"stack"|"memory", name)
     entry_slots: dict[str, list[int]] = field(default_factory=dict)  # entry -> slots it reads
     nglobals: int = 0
 

@@ -34,6 +34,8 @@ from ktapjit.events.records.decode import (
 from ktapjit.events.records.merge import StreamMerger
 from ktapjit.ir.func import Module
 from ktapjit.run_api import NativeFeed, Run
+from ktapjit.semantics.limits import DEFAULT_MAX_STRING
+from ktapjit.tracing.companion import CompanionPairing
 from ktapjit.tracing.plan import StreamPlan
 from ktapjit.tracing.sample_event import ProfileEvent, SampleEvent
 from ktapjit.tracing.stacks import Stacks, needs_stacks
@@ -48,10 +50,12 @@ MAX_TIMER_CATCH_UP = 10_000_000
 
 class StreamDriver:
     def __init__(self, run, module: Module, plan: StreamPlan, max_table: int, start_ns: int,
-                 kernel_symbols: Optional[KernelSymbolizer] = None):
+                 kernel_symbols: Optional[KernelSymbolizer] = None, max_string: int = DEFAULT_MAX_STRING):
         self.run = run
         self.plan = plan
         self.max_table = max_table
+        self.max_string = max_string
+        self.pairing: Optional[CompanionPairing] = None  # made once the plan has companion routes
         # perf names the idle task "swapper" without any COMM record for it.
         self.comms: dict[int, bytes] = {0: b"swapper"}
         self.lost = 0
@@ -110,6 +114,13 @@ class StreamDriver:
             self.last_time = time
 
     def sample(self, sample: Sample) -> None:
+        companion = None
+        if self.plan.companions is not None:
+            if self.pairing is None:
+                self.pairing = CompanionPairing(self.plan.companions, self.max_string)
+            if self.pairing.keep(sample):
+                return
+            companion = self.pairing.take(sample)
         bound_events = self.plan.by_id.get(sample.id)
         if not bound_events:
             return
@@ -127,7 +138,7 @@ class StreamDriver:
                 continue
             if bound.matches is not None and not bound.matches(sample.raw or b"", sample.cpu, filter_comm):
                 continue
-            event = SampleEvent(sample, bound, comm, self.max_table, time, self.stacks)
+            event = SampleEvent(sample, bound, comm, self.max_table, time, self.stacks, companion)
             if not self.run.run_probe(bound.probe, event):
                 self.active = False
                 return

@@ -200,6 +200,10 @@ def _feed_note(module: Module, bound: list[BoundEvent]) -> str:
     from ktapjit.kernel_filter.native import UnsupportedFilter, compile_program
 
     for b in bound:
+        if b.memory_reads:
+            return (f"no: probe {b.probe + 1} reads memory at event time ({', '.join(b.memory_reads)}): its "
+                    "companion records are paired on the per-event path")
+    for b in bound:
         text = module.probes[b.probe].filter
         if text is None:
             continue

@@ -38,6 +38,7 @@ from ktapjit.events.tracefs import list_events, read_format
 from ktapjit.frontend.eventdef import KprobeSpec
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Aborted, LiveEvents, OpenedEvent
+from ktapjit.tracing.companion import CompanionRoutes, companion_event, plan_reads, wants_companions
 from ktapjit.tracing.dispatch import LiveDriver, LiveRounds
 from ktapjit.tracing.plan import (
     BoundEvent, EventUniverse, StreamPlan, bind_tracepoints, create_dynamic,
@@ -96,6 +97,10 @@ class LiveOptions:
     warn: Callable[[str], None] = lambda text: print(f"ktapjit: {text}", file=sys.stderr)  # not silenced
     rates: Optional[Callable[[str], None]] = None  # -v: where the rates lines go (tracing/rates.py)
     between_rounds: Callable[[], None] = lambda: None  # on the main thread, at least every POLL_SECONDS
+    # Loads companion programs (bpf.companion.attach_companions: plans, bpf-output fds by CPU)
+    # for probes that read memory at event time; returns what to close() after.
+    companions: Optional[Callable] = None
+    max_string: int = 4096  # --max-string: the bound of a string read at event time
 
 
 @dataclass
@@ -472,6 +477,11 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
     if options.heartbeat:
         events.append(_clock_event())
         groups.append([])
+    companion_ev = None
+    if wants_companions(bound):
+        companion_ev = companion_event()
+        events.append(companion_ev)
+        groups.append([])
     # The stop handlers go in first and come out last: from here on a signal
     # ends the trace (and trace_end runs) but never cuts short the disabling
     # of the perf events, the closing of the recording or the end of the
@@ -483,6 +493,7 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
         child = _Child(options.command) if options.command else None
         pid = child.pid if child else options.pid
         writer = None
+        loaded = None  # the companion programs' maps, held until the perf events are done with
         try:
             # The reader thread exists before the events (and after the fork).
             with _Reader(counting=options.rates is not None) as reader:
@@ -499,6 +510,8 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                     for ev, (_attr, ids, _name) in zip(session.events, session.attrs()):
                         for b in members_of.get(id(ev), ()):  # the task tracker binds to no probe
                             plan.attach(ids, b)
+                    if companion_ev is not None:
+                        loaded = _load_companions(session, events, companion_ev, plan, options)
                     if driver.run is not None:  # before the events are enabled: no hit is missed
                         driver.run.attach_kernel(_live_events(session, events, groups, pid, options))
                     attrs = session.attr_table()
@@ -514,7 +527,9 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                         # Enabled before the status line: a user (or a test) starts the
                         # workload on seeing it, and its first events must be traced.
                         session.enable()
-                        opened = _points(events, groups, session.refused)
+                        counted_events = [(ev, g) for ev, g in zip(events, groups) if ev is not companion_ev]
+                        opened = _points([ev for ev, _g in counted_events], [g for _ev, g in counted_events],
+                                         session.refused)
                         options.status(f"Tracing {counted(opened, 'event')}... Hit Ctrl-C to end.")
                         if child:
                             child.release()
@@ -533,11 +548,49 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                 if writer is not None:
                     writer.close()
             finally:
+                if loaded is not None:
+                    _close_companions(loaded, options)
                 if child is not None:
                     child.stop(options.warn)
     if stop.aborted:  # a second signal during the clean-up: it is done now
         raise Aborted
     return outcome
+
+
+def _load_companions(session: PerfSession, events, companion_ev, plan: StreamPlan, options: LiveOptions):
+    """The companion programs of the probes that read memory at event time,
+    attached before the events are enabled; the stream's routes to pair
+    their records with their samples go into the plan."""
+    if options.companions is None:
+        raise EventsError("user_string(), kernel_string() and in_iowait() need the BPF layer, "
+                          "which this command does not load")
+    ids = {id(ev): ids for ev, (_attr, ids, _name) in zip(session.events, session.attrs())}
+    routes = CompanionRoutes(set(ids.get(id(companion_ev), ())))
+    configs = {}
+    for ev in session.events:
+        if ev.system is not None:
+            configs[(ev.system, ev.event)] = ev.attr.config
+            for sid in ids.get(id(ev), ()):
+                routes.tracepoint_of[sid] = ev.attr.config
+    reads = plan_reads([b for b in plan.bound if (b.system, b.event) in configs], options.max_string,
+                       lambda system, event: configs[(system, event)])
+    if not reads:
+        return None
+    outputs = {op.cpu: op.fd for op in session.opened if op.event is companion_ev}
+    loaded = options.companions(reads, outputs)
+    plan.companions = routes
+    return loaded
+
+
+def _close_companions(loaded, options: LiveOptions) -> None:
+    try:
+        dropped = loaded.dropped()
+    finally:
+        loaded.close()
+    if dropped:
+        options.warn(f"the kernel dropped {counted(dropped, 'event')} of the traced tracepoints: BPF was busy on "
+                     "their CPU (a program, or any process's bpf() call), and the companion programs there "
+                     "make the kernel skip such hits")
 
 
 def _live_events(session: PerfSession, events, groups, pid: int, options: LiveOptions) -> LiveEvents:

@@ -58,6 +58,7 @@ class BoundEvent:
     from_glob: bool = False  # that spec is a glob: the event may be skipped if the kernel refuses it
     site_table: Optional[SiteTable] = None  # a site event's (events.probes.probe_sites), else None
     site_offset: int = 0  # where its records hold their site index
+    memory_reads: tuple[str, ...] = ()  # the body's user_string/kernel_string/in_iowait (MemoryRead auxes)
 
     is_profile = False
 
@@ -111,6 +112,7 @@ class StreamPlan:
     profiles: list["BoundProfile"] = field(default_factory=list)  # profile-N timers' cpu-clock events
     by_id: dict[int, list] = field(default_factory=dict)  # BoundEvents, or one BoundProfile
     refused: list = field(default_factory=list)  # functions globs matched that the kernel cannot probe
+    companions: Optional[object] = None  # tracing.companion.CompanionRoutes, when the stream carries companions
 
     def attach(self, sample_ids: Iterable[int], event: BoundEvent) -> None:
         for sid in sample_ids:
@@ -250,6 +252,12 @@ def uses_stacks(func: Func) -> bool:
     return any(value.op is Op.Stack for value in func.values())
 
 
+def memory_reads(func: Func) -> tuple[str, ...]:
+    """What a probe body asks the kernel to read at event time (Op.EventMemory
+    auxes, once each): a companion program then runs on its event."""
+    return tuple(dict.fromkeys(value.aux for value in func.values() if value.op is Op.EventMemory))
+
+
 def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFormat, filter_node) -> BoundEvent:
     probe = module.probes[index]
     matches = None
@@ -264,7 +272,7 @@ def bind_event(module: Module, index: int, system: str, event: str, fmt: EventFo
         matches = compile_filter(filter_node, fmt)
         filter_text = filter_to_kernel_text(filter_node)
     return BoundEvent(index, system, event, fmt, filter_text, matches, compile_print_fmt(fmt),
-                      arg_field_names(fmt), uses_stacks(probe.func))
+                      arg_field_names(fmt), uses_stacks(probe.func), memory_reads=memory_reads(probe.func))
 
 
 def bind_tracepoints(module: Module, universe: EventUniverse, where: str = "") -> list[BoundEvent]:

@@ -19,6 +19,8 @@ from ktapjit.events.errors import EventsError
 from ktapjit.events.tracefs import tracepoints_by_id
 from ktapjit.ir.func import Module
 from ktapjit.diag import CompileError, Diagnostic
+from ktapjit.events.records.companion import COMPANION_EVENT
+from ktapjit.tracing.companion import CompanionRoutes, missing_warning, wants_companions
 from ktapjit.tracing.plan import EventUniverse, StreamPlan, bind_profiles, bind_tracepoints
 
 
@@ -134,7 +136,24 @@ def open_replay(path: str, module: Module) -> Replay:
         plan.bound.append(bound)
         plan.attach(universe.ids[(bound.system, bound.event)], bound)
     _bind_recorded_profiles(module, data, plan, path)
+    if wants_companions(plan.bound):
+        plan.companions = _companion_routes(data)
+        if plan.companions is None:
+            warnings.append(missing_warning(path))
     return Replay(data, plan, warnings)
+
+
+def _companion_routes(data: PerfData) -> Optional[CompanionRoutes]:
+    """Where a ktapjit recording's companion records are, and each
+    tracepoint sample's key to them; None when it has none."""
+    routes = CompanionRoutes()
+    for ev in data.attrs:
+        if ev.name == COMPANION_EVENT and ev.attr.type == abi.PERF_TYPE_SOFTWARE:
+            routes.ids.update(_sample_ids(ev))
+        elif ev.attr.type == abi.PERF_TYPE_TRACEPOINT:
+            for sid in _sample_ids(ev):
+                routes.tracepoint_of[sid] = ev.attr.config
+    return routes if routes.ids else None
 
 
 def _unfinished_warning(data: PerfData, path: str) -> str:

@@ -31,9 +31,11 @@ def task_value(event, name: str) -> object:
 
 
 class SampleEvent:
-    __slots__ = ("sample", "bound", "comm", "max_table", "time_ns", "stacks", "_fields", "_tables")
+    __slots__ = ("sample", "bound", "comm", "max_table", "time_ns", "stacks", "_fields", "_tables", "companion")
 
-    def __init__(self, sample, bound: BoundEvent, comm: bytes, max_table: int, time_ns: int, stacks=None):
+    def __init__(self, sample, bound: BoundEvent, comm: bytes, max_table: int, time_ns: int, stacks=None,
+                 companion=None):
+        self.companion = companion  # tracing.companion.PairedReads: what the kernel read for this sample
         self.sample = sample
         self.bound = bound
         self.comm = comm
@@ -90,6 +92,11 @@ class SampleEvent:
             return None
         return self.stacks.render(self.sample, request)
 
+    def memory(self, read: str) -> object:
+        if self.companion is None:
+            return None
+        return self.companion.value(read, self.bound)
+
     def _script_value(self, value: object) -> object:
         # Integers are int64 in the language: an unsigned 64-bit field (a
         # pointer, an unsigned long) reads as two's complement, as C casts it.
@@ -131,3 +138,6 @@ class ProfileEvent:
 
     def stack(self, request) -> object:
         return self.stacks.render(self.sample, request)
+
+    def memory(self, read: str) -> object:
+        return None  # a cpu-clock sample has no companion

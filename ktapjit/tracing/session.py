@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from ktapjit.events.errors import EventsError
 from ktapjit.ir.func import Module
 from ktapjit.run_api import Host, KernelAddresses, NativeFeed, Run, monotonic_ns
+from ktapjit.semantics.limits import DEFAULT_MAX_STRING
 from ktapjit.tracing.dispatch import LiveDriver, NativeDriver, StreamDriver
 from ktapjit.tracing.plan import StreamPlan, bind_profiles, has_dynamic_probes
 from ktapjit.tracing.stacks import needs_stacks, recorded_on_running_kernel, replay_kernel_symbols
@@ -239,9 +240,11 @@ class _DynamicOwner:
         return problems
 
 
-def drive_run(session: Session, run: Run, module: Module, max_table: int) -> Outcome:
+def drive_run(session: Session, run: Run, module: Module, max_table: int,
+              max_string: int = DEFAULT_MAX_STRING) -> Outcome:
     """Feed the session's events to an engine run (its top level already ran)."""
-    driver = StreamDriver(run, module, session.plan, max_table, session.start_ns, session.kernel_symbols)
+    driver = StreamDriver(run, module, session.plan, max_table, session.start_ns, session.kernel_symbols,
+                          max_string)
     offer = _feed_offer(run, module)
     if session.live:
         driver = LiveDriver(driver, run, offer)  # chooses once the rings are open

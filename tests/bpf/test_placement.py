@@ -352,6 +352,11 @@ def test_every_kernel_placement_has_no_reason_and_every_user_one_has_one():
 # ------------------------------------------------------------ the examples
 
 EXAMPLES = {
+    "execsnoop.kp": """
+        syscalls:sys_enter_execve user
+          15:8 printf() writes output, in event order
+          15:54 user_string(args.filename) (read at event time: its companion record is paired in user space)
+    """,
     "filtered.kp": """
         sched:sched_process_exec user
           21:8 printf() writes output, in event order
@@ -374,6 +379,21 @@ EXAMPLES = {
     "hello.kp": "",  # no probes: top level and trace_end run in user space
     "malloc_sizes.kp": """
         probe:/lib/x86_64-linux-gnu/libc.so.6:malloc size=%di:u64 kernel
+    """,
+    "offcputime.kp": """
+        sched:sched_switch user
+          24:6 stores a computed value into `left`: the last writer wins
+          25:8 stores a computed value into `for_io`: the last writer wins
+          25:35 in_iowait() (read at event time: its companion record is paired in user space)
+          26:18 reads `left`, which trace sched:sched_switch writes: the value read depends on the order of events
+          31:13 reads `for_io`, which trace sched:sched_switch writes: the value read depends on the order of events
+          34:7 `left` is updated in more than one way (=, = nil (delete))
+          35:9 `for_io` is updated in more than one way (=, = nil (delete))
+    """,
+    "opensnoop.kp": """
+        syscalls:sys_enter_openat user
+          18:8 printf() writes output, in event order
+          18:54 user_string(args.filename) (read at event time: its companion record is paired in user space)
     """,
     "schedtime.kp": """
         sched:sched_switch user

@@ -354,3 +354,9 @@ def test_examples_plan_without_errors():
             continue  # funclat.kp, usdt.kp probe examples/demo.c, built by their own tests
         out = dry(str(script))
         assert out.startswith("Dry run: nothing was attached.\n")
+
+
+def test_a_probe_reading_memory_at_event_time_takes_the_per_event_path():
+    out = dry("--engine", "jit", "-e", "trace syscalls:sys_enter_openat { print(user_string(args.filename)) }")
+    assert out.splitlines()[4] == ("native feed: no: probe 1 reads memory at event time (user_string "
+                                   "args.filename): its companion records are paired on the per-event path")

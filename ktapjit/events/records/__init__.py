@@ -5,6 +5,8 @@
 - ``decode.py``: the one decoder, bytes -> one dataclass a record.
 - ``merge.py``: the order records are delivered in (by time, per round).
 - ``perfdata.py``: reading and writing perf.data files.
+- ``companion.py``: the payload of companion records (memory a BPF program
+  read when a tracepoint fired, carried as bpf-output samples).
 
 May import: ktapjit.events (errors, tracefs and the schema of a format).
 """

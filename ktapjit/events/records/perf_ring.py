@@ -65,6 +65,7 @@ class TraceEvent:
     event: str | None = None
     optional: bool = False
     label: str | None = None  # how messages name it, when not by ``name`` (a probe as the script wrote it)
+    system_wide: bool = False  # opened for every task even in a per-task session (a bpf-output event)
 
     @property
     def shown(self) -> str:
@@ -444,8 +445,8 @@ class PerfSession:
         attr = stream_layout(abi.perf_event_attr.from_bytes(bytes(ev.attr)),
                              READ_FORMAT if self._lost_format else abi.PERF_FORMAT_ID)
         attr.size = ctypes.sizeof(attr)
-        attr.inherit = int(self.inherit)
-        attr.enable_on_exec = int(self.enable_on_exec)
+        attr.inherit = int(self.inherit and not ev.system_wide)
+        attr.enable_on_exec = int(self.enable_on_exec and not ev.system_wide)
         attr.watermark = 1
         attr.wakeup_watermark = self.wakeup_bytes
         if self.clockid is not None:
@@ -472,7 +473,8 @@ class PerfSession:
 
     def _perf_event_open(self, ev: TraceEvent, cpu: int) -> int:
         try:
-            return abi.perf_event_open(self._attr_for(ev), self.pid, cpu, -1, abi.PERF_FLAG_FD_CLOEXEC)
+            return abi.perf_event_open(self._attr_for(ev), -1 if ev.system_wide else self.pid, cpu, -1,
+                                       abi.PERF_FLAG_FD_CLOEXEC)
         except abi.PerfError as exc:
             # Kernels before 6.0 reject PERF_FORMAT_LOST with EINVAL; so does
             # an event this kernel cannot open. Only the first open can tell:

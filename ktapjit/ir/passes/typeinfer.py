@@ -38,7 +38,7 @@ _FIXED = {
     Op.TableNew: TABLE, Op.Closure: FUNCTION, Op.CellNew: CELL, Op.FreeCell: CELL,
     Op.PairsSnapshot: KEYS,
     Op.Param: ANY, Op.CellGet: ANY, Op.TableGet: ANY, Op.Call: ANY, Op.SnapshotKey: ANY & ~NIL,
-    Op.EventField: ANY, Op.Stack: ANY,
+    Op.EventField: ANY, Op.Stack: ANY, Op.EventMemory: ANY,
     Op.GlobalSet: 0, Op.CellSet: 0, Op.TableSet: 0, Op.Delete: 0, Op.LoopTick: 0,
     Op.Print: 0, Op.Printf: 0, Op.PrintHist: 0, Op.PrintFolded: 0,
     Op.Hist: 0, Op.LHist: 0, Op.Stats: 0, Op.PrintAgg: 0,
