@@ -15,7 +15,7 @@ into one image (jit/image.py) that a run maps. JSON and bytes: nothing in a
 bundle is unpickled, and `ktapjit source` reads only the JSON and the
 source (the image is decoded only to run it, after the checks below).
 
-May import: ktapjit, ktapjit.diag, ktapjit.ir.printer, ktapjit.jit (lower's Lowered, image's FORMAT),
+May import: ktapjit, ktapjit.diag, ktapjit.ir.printer, ktapjit.jit (lowered's Lowered, image's FORMAT),
 ktapjit.semantics.stack_request, stdlib.
 """
 
@@ -158,7 +158,7 @@ def tables_of(lowered) -> dict:
 
 def lowered_of(tables: dict):
     """The Lowered the engine runs with, from `tables_of`'s JSON."""
-    from ktapjit.jit.lower import Lowered
+    from ktapjit.jit.lowered import Lowered
 
     return Lowered(
         llvm_ir="",  # the code is already made

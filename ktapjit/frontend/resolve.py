@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ktapjit.diag import CompileError, Diagnostics, Span
+from ktapjit.frontend import ARG_GLOBAL
 from ktapjit.frontend import ast
 from ktapjit.frontend.parse import FFI_UNSUPPORTED
 
@@ -33,7 +34,6 @@ BUILTINS = frozenset({
 # Builtins that read the current event: probe bodies only, like event values.
 EVENT_BUILTINS = frozenset({"stack", "ustack"})
 
-ARG_GLOBAL = "arg"
 KDEBUG_SHAPE = (
     "kdebug.tracepoint takes an event name and a function literal, at top level; "
     "or write `trace *:NAME { ... }`"

@@ -139,3 +139,6 @@ class Module:
     probes: list[ProbeInfo] = field(default_factory=list)
     timers: list[TimerInfo] = field(default_factory=list)
     trace_end: Optional[Func] = None
+    # The JIT's cache key of the inputs compile_script made this module from
+    # (jit/script_cache.py); None for a module made any other way.
+    inputs_key: Optional[str] = None

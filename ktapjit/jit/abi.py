@@ -136,6 +136,4 @@ E_EVENT = _ERRORS["E_EVENT"]
 E_FOR_NOT_INT = {"initial value": _ERRORS["E_FOR_INITIAL"], "limit": _ERRORS["E_FOR_LIMIT"],
                  "step": _ERRORS["E_FOR_STEP"]}
 
-# Host values follow the script globals in s->globals: run_api.Host's
-# attributes, in this order (lower.py reads them by position).
-HOST_SLOTS = ("num_cpus", "arch", "kernel_release")
+from ktapjit.jit.lowered import HOST_SLOTS  # noqa: E402,F401  (lower.py reads abi.HOST_SLOTS)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 
-from dataclasses import dataclass, field
 from typing import Optional
 
 from llvmlite import ir
@@ -30,6 +29,7 @@ from ktapjit.ir.ops import Op
 from ktapjit.ir.types import TypeSet
 from ktapjit.jit import abi
 from ktapjit.jit.abi import I1, I32, I64, KVAL, KVALP
+from ktapjit.jit.lowered import Lowered, entry_functions
 from ktapjit.semantics.intmath import TIME_DIVISORS
 
 STRINGS_GLOBAL = "ktap_strings"
@@ -56,19 +56,6 @@ def _c(n: int) -> ir.Constant:
 
 
 NIL_VALUE = (_c(abi.NIL), _c(0))
-
-
-@dataclass
-class Lowered:
-    """The LLVM module text and the tables the engine needs to run it."""
-
-    llvm_ir: str
-    entries: dict[str, str]  # "main", "probe0", "timer1", "trace_end" -> symbol
-    sites: list[Optional[Span]]  # site id -> where a runtime error is reported
-    strings: list[bytes]  # ktap_strings[i] must hold the interned kstr of strings[i]
-    event_slots: list[tuple[str, str]]  # slot -> ("value"|"field"|"stack", name)
-    entry_slots: dict[str, list[int]] = field(default_factory=dict)  # entry -> slots it reads
-    nglobals: int = 0
 
 
 def _module_name(path: str) -> str:
@@ -155,16 +142,6 @@ class ModuleLowering:
             index = self._slot_index[key] = len(self.event_slots)
             self.event_slots.append(key)
         return index
-
-
-def entry_functions(module: Module) -> dict[str, Func]:
-    """The functions the engine enters, by role: main, probeN, timerN, trace_end."""
-    entries = {"main": module.main}
-    entries.update({f"probe{i}": p.func for i, p in enumerate(module.probes)})
-    entries.update({f"timer{i}": t.func for i, t in enumerate(module.timers)})
-    if module.trace_end is not None:
-        entries["trace_end"] = module.trace_end
-    return entries
 
 
 _MIN_FILL = 8  # shorter constructors are cheaper inline
