@@ -1013,7 +1013,7 @@ def _cmd_source(ns, out: BinaryIO) -> int:
 
 
 def _is_bundle(path: str) -> bool:
-    from ktapjit.bundle.format import is_bundle
+    from ktapjit.bundle.header import is_bundle  # not format.py: a script's run needs no zipfile
 
     return is_bundle(path)
 
