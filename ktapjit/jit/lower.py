@@ -33,6 +33,8 @@ from ktapjit.jit.lowered import Lowered, entry_functions
 from ktapjit.semantics.intmath import TIME_DIVISORS
 
 STRINGS_GLOBAL = "ktap_strings"
+# The entries a run enters once (the top level, trace_end): compiled at -O0.
+RUN_ONCE = ("main", "trace_end")
 # Ops whose arguments go to the runtime in the argv array.
 _ARGV_OPS = (Op.Call, Op.Print, Op.Printf, Op.Hist, Op.LHist, Op.Stats)
 _EVENT_OPS = {Op.EventValue: "value", Op.EventField: "field", Op.Stack: "stack"}
@@ -96,6 +98,13 @@ class ModuleLowering:
                 entry_slots[llfn.name] = sorted(self._slot_index[k] for k in _event_keys(func))
             else:
                 llfn.linkage = "internal"  # reached only through closures: not exported
+        for role in RUN_ONCE:
+            if role in entries:
+                # Not optimised: code that runs once costs more to optimise
+                # than it can save, and LLVM then selects its instructions
+                # with FastISel; calls out of it still reach optimised code.
+                self.functions[entries[role]].attributes.add("noinline")
+                self.functions[entries[role]].attributes.add("optnone")
         return Lowered(
             llvm_ir=str(self.llmod),
             entries={name: self.functions[func].name for name, func in entries.items()},
