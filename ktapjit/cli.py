@@ -558,8 +558,9 @@ def _cmd_run(ns, out: BinaryIO, err: BinaryIO) -> int:
     else:
         path, source = _load_source(ns)
         _check_mode_options(ns)
-        with _no_collection():
-            module = _compile(path, source, _limits(ns), ns, err).module
+        with _no_collection():  # the JIT's cache may hold the module (jit/script_cache.py)
+            module = _compile(path, source, _limits(ns), ns, err,
+                              cached=ns.engine == "jit" and not ns.time_steps).module
     if ns.engine == "compare" and (ns.metrics is not None or ns.exports):
         raise UsageError("--metrics needs one engine: --engine interp or jit, not compare")
     if ns.dry_run:
@@ -1026,7 +1027,7 @@ def _cmd_source(ns, out: BinaryIO) -> int:
 
 
 def _is_bundle(path: str) -> bool:
-    from ktapjit.bundle.format import is_bundle
+    from ktapjit.bundle.header import is_bundle  # not format.py: a script's run needs no zipfile
 
     return is_bundle(path)
 

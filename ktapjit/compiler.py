@@ -13,9 +13,12 @@ User errors are collected in the unit's Diagnostics, with the source they
 point into; the run stops after the step that found them and raises a
 CompileError carrying that source.
 
-The JIT's own path (jit/loader.py: a cache of linked libraries, then a
-load) lowers through the same lower_module; these native steps serve
-`ktapjit asm` and `--dump-after`.
+The JIT's own path (jit/loader.py: a cache of linked images, then a load)
+lowers through the same lower_module; these native steps serve `ktapjit
+asm` and `--dump-after`. With `cached`, a run looks the script up in the
+JIT's cache first (jit/script_cache.py, keyed by every input of the
+compile): a hit is the module the steps made last time, with its native
+code, and no step runs.
 
 May import: ktapjit.diag, ktapjit.frontend, ktapjit.ir, ktapjit.semantics,
 and ktapjit.jit (only inside the native steps: `ktapjit run --engine interp`
@@ -29,16 +32,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, TextIO
 
 from ktapjit.diag import CompileError, Diagnostics
-from ktapjit.frontend import ast
-from ktapjit.frontend.parse import parse_program
-from ktapjit.frontend.resolve import resolve_program
 from ktapjit.ir.func import Module
 from ktapjit.ir.pipeline import IR_GOALS, IR_STEPS, Step, check_steps, step
 from ktapjit.semantics.limits import Limits
 
 if TYPE_CHECKING:
+    from ktapjit.frontend import ast
     from ktapjit.jit.codegen import Optimized
-    from ktapjit.jit.lower import Lowered
+    from ktapjit.jit.lowered import Lowered
 
 
 @dataclass
@@ -66,6 +67,8 @@ class Compilation:
 
 
 def _parse(unit: Compilation) -> None:
+    from ktapjit.frontend.parse import parse_program  # a cached module needs no front end
+
     try:
         unit.program = parse_program(unit.source, unit.path)
     except CompileError as exc:  # the parser stops at its first problem
@@ -73,6 +76,8 @@ def _parse(unit: Compilation) -> None:
 
 
 def _resolve(unit: Compilation) -> None:
+    from ktapjit.frontend.resolve import resolve_program
+
     resolve_program(unit.program, unit.diagnostics)
 
 
@@ -169,7 +174,7 @@ def shown_after(unit: Compilation, name: str) -> str:
 def compile_script(source: bytes, path: str = "-e", *, limits: Optional[Limits] = None, optimize: bool = True,
                    verify: bool = False, target: Optional[str] = None, assembly: bool = False,
                    until: str = IR_END, dump_after: Optional[str] = None,
-                   dump_to: Optional[TextIO] = None) -> Compilation:
+                   dump_to: Optional[TextIO] = None, cached: bool = False) -> Compilation:
     """Run the steps up to and including `until`. The IR (`.module`) is
     verified after every IR step when `verify`; `dump_after` writes a step's
     result, under an `after STEP` header, to `dump_to` (after codegen: its
@@ -181,6 +186,11 @@ def compile_script(source: bytes, path: str = "-e", *, limits: Optional[Limits] 
     assembly = assembly or dump_after == "codegen"
     unit = Compilation(path, source, limits or Limits(), optimize, verify, target, assembly,
                        Diagnostics(source=source))
+    key = None
+    if cached and until == IR_END and dump_after is None and not verify and target is None:
+        key = _cached_module(unit)
+        if unit.module is not None:
+            return unit
     for s in STEPS[:STEP_NAMES.index(until) + 1]:
         if s.optional and not optimize:
             continue
@@ -188,7 +198,25 @@ def compile_script(source: bytes, path: str = "-e", *, limits: Optional[Limits] 
         if s.name == dump_after and dump_to is not None:
             comment = _COMMENT.get(s.name, "#")
             dump_to.write(f"{comment} after {s.name}\n{shown_after(unit, s.name)}\n")
+    if key is not None:
+        from ktapjit.jit import script_cache
+
+        script_cache.made(key, unit.module)
     return unit
+
+
+def _cached_module(unit: Compilation) -> Optional[str]:
+    """Look `unit` up in the JIT's cache: on a hit, set its module. The key
+    (None: nothing is cached)."""
+    from ktapjit.jit import script_cache
+
+    start = time.perf_counter()
+    key = script_cache.script_key(unit.source, unit.path, unit.limits, unit.optimize)
+    if key is not None:
+        unit.module = script_cache.find(key)
+        if unit.module is not None:
+            unit.timings.append(("cache", time.perf_counter() - start))
+    return key
 
 
 def _run_step(unit: Compilation, s: Step) -> None:

@@ -16,7 +16,7 @@ function to completion), ``_set_time`` and ``_set_global`` (where the `arg`
 table goes).
 
 May import: ktapjit.diag, ktapjit.run_api, ktapjit.semantics,
-ktapjit.frontend.resolve (ARG_GLOBAL).
+ktapjit.frontend (ARG_GLOBAL).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import re
 from typing import Optional
 
 from ktapjit.diag import RuntimeFault
-from ktapjit.frontend.resolve import ARG_GLOBAL
+from ktapjit.frontend import ARG_GLOBAL
 from ktapjit.run_api import Result, RunConfig
 from ktapjit.semantics.intmath import INT64_MAX, INT64_MIN
 from ktapjit.semantics.values import Table

@@ -15,7 +15,7 @@ into one image (jit/image.py) that a run maps. JSON and bytes: nothing in a
 bundle is unpickled, and `ktapjit source` reads only the JSON and the
 source (the image is decoded only to run it, after the checks below).
 
-May import: ktapjit, ktapjit.diag, ktapjit.ir.printer, ktapjit.jit (lower's Lowered, image's FORMAT),
+May import: ktapjit, ktapjit.diag, ktapjit.ir.printer, ktapjit.jit (lowered's Lowered, image's FORMAT),
 ktapjit.semantics.stack_request, stdlib.
 """
 
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import ktapjit
+from ktapjit.bundle.header import HEADER, is_bundle  # noqa: F401  (is_bundle: part of this module's API)
 from ktapjit.diag import Span
 
-HEADER = b"#!/usr/bin/env -S ktapjit run\n# ktapjit bundle: `ktapjit source FILE` prints the script\n"
 FORMAT = "ktapjit-bundle"
 FORMAT_VERSION = 1
 CODE_MEMBER = "code.image"
@@ -58,15 +58,6 @@ class Bundle:
     @property
     def script_path(self) -> str:
         return self.manifest["script"]
-
-
-def is_bundle(path: str) -> bool:
-    """Whether the file at `path` starts like a bundle (a script never does)."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(len(HEADER)) == HEADER
-    except OSError:
-        return False
 
 
 def write(path: str, bundle: Bundle) -> None:
@@ -158,7 +149,7 @@ def tables_of(lowered) -> dict:
 
 def lowered_of(tables: dict):
     """The Lowered the engine runs with, from `tables_of`'s JSON."""
-    from ktapjit.jit.lower import Lowered
+    from ktapjit.jit.lowered import Lowered
 
     return Lowered(
         llvm_ir="",  # the code is already made

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ktapjit.diag import CompileError, Diagnostics, Span
+from ktapjit.frontend import ARG_GLOBAL
 from ktapjit.frontend import ast
 from ktapjit.frontend.parse import FFI_UNSUPPORTED
 from ktapjit.semantics.memory_read import MEMORY_BUILTINS, STRING_READS
@@ -34,7 +35,6 @@ BUILTINS = frozenset({
 # Builtins that read the current event: probe bodies only, like event values.
 EVENT_BUILTINS = frozenset({"stack", "ustack"}) | MEMORY_BUILTINS
 
-ARG_GLOBAL = "arg"
 IPOF_SHAPE = (
     "ipof takes a kernel symbol's name as a string literal: ipof(\"vfs_read\"); "
     "ktap's ipof(ADDRESS), the function at an address, is not supported "

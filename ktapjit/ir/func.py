@@ -139,6 +139,9 @@ class Module:
     probes: list[ProbeInfo] = field(default_factory=list)
     timers: list[TimerInfo] = field(default_factory=list)
     trace_end: Optional[Func] = None
+    # The JIT's cache key of the inputs compile_script made this module from
+    # (jit/script_cache.py); None for a module made any other way.
+    inputs_key: Optional[str] = None
 
     def kernel_symbol_names(self) -> list[bytes]:
         """The names the script's ipof() calls look up, each once, in order."""

@@ -25,7 +25,6 @@ from ktapjit.ir.passes.copyelim import copyelim
 from ktapjit.ir.passes.deadcode import deadcode
 from ktapjit.ir.passes.fold import fold
 from ktapjit.ir.passes.typeinfer import typeinfer_module
-from ktapjit.ir.ssa_build import build_module
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,8 @@ def per_function(fn: Callable) -> Callable:
 
 
 def _build(unit) -> None:
+    from ktapjit.ir.ssa_build import build_module  # and the AST: a module from the JIT's cache needs neither
+
     unit.module = build_module(unit.program)
 
 

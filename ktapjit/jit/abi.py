@@ -136,8 +136,4 @@ E_EVENT = _ERRORS["E_EVENT"]
 E_FOR_NOT_INT = {"initial value": _ERRORS["E_FOR_INITIAL"], "limit": _ERRORS["E_FOR_LIMIT"],
                  "step": _ERRORS["E_FOR_STEP"]}
 
-# Host values follow the script globals in s->globals: run_api.Host's
-# attributes, in this order (lower.py reads them by position); then the
-# address of each name of Module.kernel_symbol_names(), filled when the run
-# starts so that no address is in the code (KASLR; the cache keys the IR).
-HOST_SLOTS = ("num_cpus", "arch", "kernel_release")
+from ktapjit.jit.lowered import HOST_SLOTS  # noqa: E402,F401  (lower.py reads abi.HOST_SLOTS)

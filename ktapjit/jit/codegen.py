@@ -18,7 +18,7 @@ runtime_files, image, elflink).
 
 from __future__ import annotations
 
-import platform
+import os
 from dataclasses import dataclass
 
 from ktapjit.jit import rtlib, runtime_files
@@ -35,7 +35,7 @@ class CodegenError(Exception):
 
 
 def host_target() -> str:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()  # what platform.machine() reads, without its import
     return _HOST_ALIASES.get(machine, machine)
 
 
@@ -73,7 +73,7 @@ def cpu_identity() -> str:
                      if line.startswith((b"model name", b"flags", b"Features", b"CPU part"))]
         return repr(sorted(set(lines)))
     except OSError:
-        return platform.processor() or platform.machine()
+        return os.uname().machine
 
 
 @dataclass

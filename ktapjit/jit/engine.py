@@ -27,9 +27,9 @@ import threading
 from typing import Callable
 
 from ktapjit.diag import RuntimeFault
-from ktapjit.jit import abi, rtlib
+from ktapjit.jit import rtlib
 from ktapjit.jit.loader import NativeProgram, compile_native
-from ktapjit.jit.lower import entry_functions
+from ktapjit.jit.lowered import HOST_SLOTS, entry_functions
 from ktapjit.jit.marks import output_items
 from ktapjit.jit.rtlib import KVal
 from ktapjit.run_api import FeedPlan, RunConfig
@@ -75,7 +75,7 @@ class JitRun(RunLifecycle):
         fields.stack_budget = _stack_budget(limits.max_depth)
         lowered = program.lowered
         self.kernel_symbols = module.kernel_symbol_names()
-        self.globals = (KVal * (lowered.nglobals + len(abi.HOST_SLOTS) + len(self.kernel_symbols)))()
+        self.globals = (KVal * (lowered.nglobals + len(HOST_SLOTS) + len(self.kernel_symbols)))()
         fields.globals = ctypes.addressof(self.globals)
         self.slots = (KVal * max(1, len(lowered.event_slots)))()
         fields.event = ctypes.addressof(self.slots)
@@ -172,9 +172,9 @@ class JitRun(RunLifecycle):
 
     def _set_host(self, host) -> None:
         base = self.program.lowered.nglobals
-        for i, name in enumerate(abi.HOST_SLOTS):
+        for i, name in enumerate(HOST_SLOTS):
             self.globals[base + i] = self._kval(getattr(host, name))
-        base += len(abi.HOST_SLOTS)
+        base += len(HOST_SLOTS)
         addresses = host.kernel_symbols.addresses(self.kernel_symbols)
         for i, name in enumerate(self.kernel_symbols):
             self.globals[base + i] = self._kval(addresses[name])

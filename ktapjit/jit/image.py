@@ -25,7 +25,6 @@ import ctypes
 import marshal
 import mmap
 import os
-import platform
 import struct
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -91,7 +90,7 @@ def store_image(path, image: Image) -> None:
 
 
 def host_machine() -> str:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()  # what platform.machine() reads, without its import
     return _HOST_ALIASES.get(machine, machine)
 
 

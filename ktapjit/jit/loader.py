@@ -1,19 +1,20 @@
-"""Loading a script as native code: lower it, then find its linked image
-in the on-disk cache, or optimise, generate and link one into it, and map
-it into the process.
+"""Loading a script as native code: find its linked image in the on-disk
+cache, or lower, optimise, generate and link one into it, and map it into
+the process.
 
-Lowering (pure Python, milliseconds) always runs: it yields the LLVM IR text
-and the tables the engine needs (sites, strings, event slots). LLVM's
-optimisation and code generation, and the link, are skipped when the cache
-holds an image for the same IR text, CPU, runtime, llvmlite and ktapjit
-version. The IR text carries everything the script and its event schemas
-compile to, so it is the honest key; the runtime is in it because a script
-binds to its symbols.
+A module compile_script made for a run carries the key of its inputs
+(jit/script_cache.py): on a hit its image and the lowering's tables come
+from that entry, and nothing is lowered; on a miss they are made and stored
+with the module. Any other module (built in-process by a test or a
+benchmark) is lowered every time and its image cached by the LLVM IR text,
+with the CPU, runtime, llvmlite and ktapjit version: the text carries
+everything the module compiles to.
 
 Cache directory: $KTAPJIT_CACHE_DIR/jit, else $XDG_CACHE_HOME/ktapjit/jit,
 else ~/.cache/ktapjit/jit. An unwritable cache is simply not used.
 
-May import: ktapjit.jit (lower, codegen, rtlib, image), ktapjit.ir, ktapjit.cache_paths.
+May import: ktapjit.jit (lower, lowered, codegen, rtlib, image, script_cache), ktapjit.ir,
+ktapjit.cache_paths.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from pathlib import Path
 
 import ktapjit
 from ktapjit.cache_paths import cache_root
-from ktapjit.jit import codegen, rtlib
+from ktapjit.jit import codegen, rtlib, script_cache
 from ktapjit.jit.image import Image, ImageError, store_image
-from ktapjit.jit.lower import Lowered, lower_module
+from ktapjit.jit.lowered import Lowered
 
 
 @dataclass
 class CompileStats:
+    """Where a load's time went."""
+
     lower_s: float = 0.0
     llvm_s: float = 0.0  # optimisation and codegen; 0 on a cache hit
     load_s: float = 0.0
@@ -41,6 +44,8 @@ class CompileStats:
 
 @dataclass
 class NativeProgram:
+    """A script's native code, mapped, with the tables to run it."""
+
     lowered: Lowered
     code: codegen.LoadedCode
     stats: CompileStats = field(default_factory=CompileStats)
@@ -69,12 +74,30 @@ def cache_key(llvm_ir: str, target: str) -> str:
 
 
 def compile_native(module) -> NativeProgram:
-    """Lower, optimise, generate, link and load `module` for this machine."""
+    """Find or make `module`'s native code for this machine, and load it."""
     stats = CompileStats()
+    rt = rtlib.load()  # before the script, so the script binds to this copy of it
+    cached = script_cache.native(module)
+    if cached is not None:
+        lowered, image = cached.lowered, cached.image
+        stats.cache_hit = True
+    else:
+        lowered, image = _lower_and_link(module, stats)
+    t2 = time.perf_counter()
+    code = codegen.LoadedCode(image)
+    _fill_strings(code, lowered, rt)
+    stats.load_s = time.perf_counter() - t2
+    return NativeProgram(lowered, code, stats)
+
+
+def _lower_and_link(module, stats: CompileStats) -> tuple[Lowered, Image]:
+    """Lower `module`, and find its image by the LLVM IR text, or make one;
+    a module with an inputs key is stored under it (script_cache.py)."""
+    from ktapjit.jit.lower import lower_module  # imports llvmlite.ir: a cache hit never needs it
+
     t0 = time.perf_counter()
     lowered = lower_module(module)
     stats.lower_s = time.perf_counter() - t0
-    rt = rtlib.load()  # before the script, so the script binds to this copy of it
     target = codegen.host_target()
     path = cache_dir() / f"{cache_key(lowered.llvm_ir, target)}.kimg"
     image = _cached(path)
@@ -85,11 +108,8 @@ def compile_native(module) -> NativeProgram:
         stats.llvm_s = time.perf_counter() - t1
         image = codegen.link_image(obj)
         store_image(path, image)
-    t2 = time.perf_counter()
-    code = codegen.LoadedCode(image)
-    _fill_strings(code, lowered, rt)
-    stats.load_s = time.perf_counter() - t2
-    return NativeProgram(lowered, code, stats)
+    script_cache.keep(module, lowered, image)
+    return lowered, image
 
 
 def _fill_strings(code: codegen.LoadedCode, lowered: Lowered, rt: rtlib.RuntimeLibrary) -> None:

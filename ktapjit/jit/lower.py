@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 
-from dataclasses import dataclass, field
 from typing import Optional
 
 from llvmlite import ir
@@ -30,9 +29,12 @@ from ktapjit.ir.ops import Op
 from ktapjit.ir.types import TypeSet
 from ktapjit.jit import abi
 from ktapjit.jit.abi import I1, I32, I64, KVAL, KVALP
+from ktapjit.jit.lowered import HOST_SLOTS, Lowered, entry_functions
 from ktapjit.semantics.intmath import TIME_DIVISORS
 
 STRINGS_GLOBAL = "ktap_strings"
+# The entries a run enters once (the top level, trace_end): compiled at -O0.
+RUN_ONCE = ("main", "trace_end")
 # Ops whose arguments go to the runtime in the argv array.
 _ARGV_OPS = (Op.Call, Op.Print, Op.Printf, Op.Hist, Op.LHist, Op.Stats)
 _EVENT_OPS = {Op.EventValue: "value", Op.EventField: "field", Op.Stack: "stack", Op.EventMemory: "memory"}
@@ -58,19 +60,6 @@ def _c(n: int) -> ir.Constant:
 NIL_VALUE = (_c(abi.NIL), _c(0))
 
 
-@dataclass
-class Lowered:
-    """The LLVM module text and the tables the engine needs to run it."""
-
-    llvm_ir: str
-    entries: dict[str, str]  # "main", "probe0", "timer1", "trace_end" -> symbol
-    sites: list[Optional[Span]]  # site id -> where a runtime error is reported
-    strings: list[bytes]  # ktap_strings[i] must hold the interned kstr of strings[i]
-    event_slots: list[tuple[str, str]]  # slot -> ("value"|"field"|"stack"|"memory", name)
-    entry_slots: dict[str, list[int]] = field(default_factory=dict)  # entry -> slots it reads
-    nglobals: int = 0
-
-
 def _module_name(path: str) -> str:
     """The LLVM module's name: the script's path, its bytes outside ASCII
     escaped. A path is bytes (os.fsdecode keeps undecodable ones as
@@ -92,7 +81,7 @@ class ModuleLowering:
         self._string_index: dict[bytes, int] = {}
         self.event_slots: list[tuple[str, str]] = []
         self._slot_index: dict[tuple[str, str], int] = {}
-        self.kernel_symbols = module.kernel_symbol_names()  # their slots follow abi.HOST_SLOTS
+        self.kernel_symbols = module.kernel_symbol_names()  # their slots follow HOST_SLOTS
         self.runtime = abi.declare_runtime(self.llmod)
         self.functions = {
             func: abi.define_kcode(self.llmod, f"ktap_f{i}_{_symbol_part(func.name)}")
@@ -110,6 +99,13 @@ class ModuleLowering:
                 entry_slots[llfn.name] = sorted(self._slot_index[k] for k in _event_keys(func))
             else:
                 llfn.linkage = "internal"  # reached only through closures: not exported
+        for role in RUN_ONCE:
+            if role in entries:
+                # Not optimised: code that runs once costs more to optimise
+                # than it can save, and LLVM then selects its instructions
+                # with FastISel; calls out of it still reach optimised code.
+                self.functions[entries[role]].attributes.add("noinline")
+                self.functions[entries[role]].attributes.add("optnone")
         return Lowered(
             llvm_ir=str(self.llmod),
             entries={name: self.functions[func].name for name, func in entries.items()},
@@ -156,16 +152,6 @@ class ModuleLowering:
             index = self._slot_index[key] = len(self.event_slots)
             self.event_slots.append(key)
         return index
-
-
-def entry_functions(module: Module) -> dict[str, Func]:
-    """The functions the engine enters, by role: main, probeN, timerN, trace_end."""
-    entries = {"main": module.main}
-    entries.update({f"probe{i}": p.func for i, p in enumerate(module.probes)})
-    entries.update({f"timer{i}": t.func for i, t in enumerate(module.timers)})
-    if module.trace_end is not None:
-        entries["trace_end"] = module.trace_end
-    return entries
 
 
 _MIN_FILL = 8  # shorter constructors are cheaper inline
@@ -791,13 +777,13 @@ def _host(index: int):
     return lower_host
 
 
-for _i, _op in enumerate((Op.NumCpus, Op.Arch, Op.KernelV)):  # abi.HOST_SLOTS' order
+for _i, _op in enumerate((Op.NumCpus, Op.Arch, Op.KernelV)):  # HOST_SLOTS' order
     lowers(_op)(_host(_i))
 
 
 @lowers(Op.KernelSymbol)
 def _kernel_symbol(fl, v):
-    index = len(abi.HOST_SLOTS) + fl.ml.kernel_symbols.index(v.aux)
+    index = len(HOST_SLOTS) + fl.ml.kernel_symbols.index(v.aux)
     return _host(index)(fl, v)
 
 

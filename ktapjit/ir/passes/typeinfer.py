@@ -13,7 +13,7 @@ interprocedural and escape analysis, left for later.
 
 from __future__ import annotations
 
-from ktapjit.frontend.resolve import ARG_GLOBAL
+from ktapjit.frontend import ARG_GLOBAL
 from ktapjit.ir.func import Func, Module, Value
 from ktapjit.ir import types
 from ktapjit.ir.ops import Op
