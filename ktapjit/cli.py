@@ -1099,4 +1099,32 @@ def _bundle_mismatch(file: str, manifest: dict, limits: Limits) -> str:
 def entry() -> None:
     global _own_process
     _own_process = True
-    sys.exit(main())
+    try:
+        status = main()
+    except KeyboardInterrupt:  # a Ctrl-C as main() returned, past its own handlers
+        status = None
+    sys.exit(_past_interrupts(status))
+
+
+def _past_interrupts(status: Optional[int]) -> int:
+    """Ignore SIGINT for the rest of the process (its output is written;
+    what is left is the interpreter's shutdown), so a late Ctrl-C cannot
+    surface as a KeyboardInterrupt traceback; `status` None: one already
+    came out of main(). A Ctrl-C noted before the ignore took effect may
+    raise once more here: it is the same late interrupt."""
+    import signal
+
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            break
+        except KeyboardInterrupt:
+            pass
+    if status is None:
+        try:
+            _say(sys.stderr.buffer, "ktapjit: interrupted")
+            _flush(sys.stderr.buffer)
+        except (OSError, ValueError):
+            pass
+        status = EXIT_INTERRUPTED
+    return status

@@ -22,13 +22,18 @@ from ktapjit.diag import counted
 
 
 class TimedRun:
-    """A Run (run_api.Run) whose event steps are timed and counted. A run
-    that feeds natively (the JIT) keeps its feed: its chunks are timed, and
-    its events are the samples the feed ran probes for."""
+    """A Run (run_api.Run) whose event steps are timed and whose events are
+    counted. An event is a sample of the stream bound to a probe or a
+    `profile-N` timer, counted once however many probes it runs and whatever
+    their filters decide: the per-event path counts them as it dispatches
+    them (count_sample), a native feed (the JIT) as it reads them (its
+    `samples`). A `tick-N` run is no event: the clock's, not the stream's;
+    its time is in the total, as it is inside a native feed's chunks. A run
+    that feeds natively keeps its feed: its chunks are timed."""
 
     def __init__(self, run):
         self.run = run
-        self.steps = 0
+        self.samples = 0  # counted by the per-event path
         self.event_s = 0.0
         self.feed = None
 
@@ -46,7 +51,10 @@ class TimedRun:
 
     @property
     def events(self) -> int:
-        return self.steps + (self.feed.samples if self.feed is not None else 0)
+        return self.samples + (self.feed.samples if self.feed is not None else 0)
+
+    def count_sample(self) -> None:
+        self.samples += 1
 
     def attach_kernel(self, events) -> None:
         self.run.attach_kernel(events)
@@ -96,7 +104,6 @@ class TimedRun:
         return self.run.finish(time_ns)
 
     def _timed(self, step, a, b) -> bool:
-        self.steps += 1
         return self._timed_call(step, a, b)
 
 

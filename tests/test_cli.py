@@ -130,3 +130,35 @@ def test_full_disk_is_one_line():
 def test_runtime_error_is_reported_before_trace_end_runs():
     proc = run_shell(f"{KTAPJIT} run -e 'print(\"top\")\nvar x = nil + 1\ntrace_end {{ print(\"end\") }}' 2>&1")
     assert proc.stdout.splitlines() == ["top", "error: attempt to perform arithmetic on a nil value at -e:2:13", "end"]
+
+
+# A real `ktapjit` process gets a real SIGINT at the instant its work is done:
+# from a wrapper of main(), right after main() returned, or from an atexit
+# hook, while the interpreter shuts down. The run's output stands, its status
+# says it ran, and no traceback follows.
+_LATE_SIGINT = {
+    "as main returns": "cli.main = late(cli.main)",
+    "during shutdown": "atexit.register(interrupt)",
+}
+
+
+@pytest.mark.parametrize("when", sorted(_LATE_SIGINT))
+def test_a_ctrl_c_as_the_process_exits_is_no_traceback(when):
+    program = "\n".join([
+        "import atexit, os, signal, sys",
+        "import ktapjit.cli as cli",
+        "def interrupt(): os.kill(os.getpid(), signal.SIGINT)",
+        "def late(main):",
+        "    def run(*args, **kwargs):",
+        "        status = main(*args, **kwargs)",
+        "        interrupt()",
+        "        return status",
+        "    return run",
+        _LATE_SIGINT[when],
+        "sys.argv = ['ktapjit', 'run', '-e', 'print(\"hi\")']",
+        "cli.entry()",
+    ])
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
+    assert (done.stdout, done.stderr.decode()) == (b"hi\n", {"as main returns": "ktapjit: interrupted\n",
+                                                               "during shutdown": ""}[when])
+    assert done.returncode == {"as main returns": 130, "during shutdown": 0}[when]

@@ -79,9 +79,9 @@ def test_compare_without_events_gives_both_trials_one_start(call):
 
 
 def timed_trial(engine: str, events: int, seconds: float) -> Trial:
-    """A trial that took `events` steps of `seconds` in all (its run is never called)."""
+    """A trial that ran `events` events in `seconds` in all (its run is never called)."""
     run = TimedRun(object())
-    run.steps, run.event_s = events, seconds
+    run.samples, run.event_s = events, seconds
     return Trial(engine, timed=[run])
 
 
@@ -93,6 +93,30 @@ def timed_trial(engine: str, events: int, seconds: float) -> Trial:
 def test_timing_line_counts_events(n, m, line):
     same, lines = verdict(timed_trial("interp", n, 4e-6), timed_trial("jit", m, 2e-6))
     assert same and lines[-1] == line
+
+
+@pytest.mark.parametrize("script,counted", [
+    # demo.data: 1264 raw_syscalls:sys_enter samples, 2734 samples in all.
+    ("trace raw_syscalls:sys_enter { n += 1 }", "1264 events"),
+    # A sample is one event however many probes it runs, ...
+    ("trace raw_syscalls:sys_enter { n += 1 }\ntrace raw_syscalls:sys_enter { n += 2 }", "1264 events"),
+    ("trace *:* { n += 1 }", "2734 events"),
+    # ... and whatever its filter decides: the engine read and filtered it.
+    ("trace raw_syscalls:sys_enter /id == 0/ { n += 1 }", "1264 events"),
+    # A tick-N run is the clock's, not the stream's: no event.
+    ("trace raw_syscalls:sys_enter { n += 1 }\ntick-10ms { n += 1 }", "1264 events"),
+    ("tick-10ms { n += 1 }", None),
+])
+def test_both_engines_count_the_same_events(script, counted):
+    from tests.test_examples import DEMO
+
+    status, out, err = compare("--replay", str(DEMO), "-e", f"var n = 0\n{script}\ntrace_end {{ print(n) }}")
+    timing = err.splitlines()[-1]
+    assert status == 0
+    if counted is None:
+        assert timing == "compare: no events; nothing to time per event"
+    else:
+        assert timing.startswith(f"compare: {counted}; interp "), timing
 
 
 COUNT = "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }"

@@ -26,14 +26,7 @@ def loaded_sessions() -> list[LoadedSession]:
     """Every session with a program loaded now, oldest first. Programs and
     maps that vanish while we look are skipped: their session ended."""
     sessions: dict[int, LoadedSession | None] = {}  # map id -> session; None: not a ktapjit_src map
-    for prog_id in sc.prog_ids():
-        fd = sc.fd_by_id(sc.BPF_PROG_GET_FD_BY_ID, prog_id)
-        if fd is None:
-            continue
-        try:
-            info, map_ids = sc.prog_info(fd)
-        finally:
-            os.close(fd)
+    for prog_id, info, map_ids in sc.loaded_programs():
         for map_id in map_ids:
             if map_id not in sessions:
                 sessions[map_id] = _read_carrier(map_id)

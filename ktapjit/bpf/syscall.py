@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import platform
+from typing import Iterator
 
 from ktapjit.bpf.errors import PERMISSION, BpfError, UnsupportedError, VerifierError, failure
 
@@ -379,6 +380,20 @@ def _ids(cmd: int) -> list[int]:
     while (current := next_id(cmd, current)) is not None:
         ids.append(current)
     return ids
+
+
+def loaded_programs() -> Iterator[tuple[int, ProgInfo, list[int]]]:
+    """(id, info, ids of its maps) of every BPF program loaded now, by any
+    process, in id order; a program unloaded while we walk is skipped."""
+    for prog_id in prog_ids():
+        fd = fd_by_id(BPF_PROG_GET_FD_BY_ID, prog_id)
+        if fd is None:
+            continue
+        try:
+            info, maps = prog_info(fd)
+        finally:
+            os.close(fd)
+        yield prog_id, info, maps
 
 
 def fd_by_id(cmd: int, id_: int) -> int | None:

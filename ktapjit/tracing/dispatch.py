@@ -59,6 +59,9 @@ class StreamDriver:
         # perf names the idle task "swapper" without any COMM record for it.
         self.comms: dict[int, bytes] = {0: b"swapper"}
         self.lost = 0
+        # `--engine compare` counts events: each sample bound to a probe, once,
+        # whatever its filters say, as a native feed counts them (compare.py).
+        self.count_sample = getattr(run, "count_sample", lambda: None)
         self.unprocessed = 0  # events read live but never run: a stop's deadline cut them (tracing/live.py)
         self.last_time = start_ns
         self.active = True
@@ -124,6 +127,7 @@ class StreamDriver:
         bound_events = self.plan.by_id.get(sample.id)
         if not bound_events:
             return
+        self.count_sample()
         comm = self.comms.get(sample.tid)
         if comm is None:
             comm = b":%d" % (sample.tid or 0)  # as perf script names an unknown thread

@@ -79,18 +79,7 @@ def our_program_ids(names: set[str]) -> list[int]:
     """Ids of loaded programs that carry one of ``names``, loaded by this process
     (the kernel keeps no owner pid, so names made unique to the test tell)."""
     from ktapjit.bpf import syscall as sc
-    found = []
-    for prog_id in sc.prog_ids():
-        fd = sc.fd_by_id(sc.BPF_PROG_GET_FD_BY_ID, prog_id)
-        if fd is None:
-            continue
-        try:
-            info, _maps = sc.prog_info(fd)
-        finally:
-            os.close(fd)
-        if info.name.decode() in names:
-            found.append(prog_id)
-    return found
+    return [prog_id for prog_id, info, _maps in sc.loaded_programs() if info.name.decode() in names]
 
 
 @pytest.fixture

@@ -107,6 +107,9 @@ def test_a_program_is_loaded_with_its_map_and_both_are_listed_by_the_kernel(no_l
         assert (info.name.decode(), info.type) == (name, sc.BPF_PROG_TYPE_TRACEPOINT)
         assert program.map_ids() == [counts.info().id]
         assert info.id in sc.prog_ids()
+        listed = [(prog_id, found.name.decode(), maps) for prog_id, found, maps in sc.loaded_programs()
+                  if prog_id == info.id]
+        assert listed == [(info.id, name, [counts.info().id])]
 
 
 @pytest.mark.parametrize("ir, maps, message", [

@@ -442,3 +442,33 @@ def test_a_refused_event_named_explicitly_fails_the_session():
             pass
     assert info.value.errno == 1 and str(info.value).startswith("cannot open irq_vectors:irq_work_exit: ")
     assert _perf_fds() == 0
+
+
+def test_each_cpus_tracepoints_are_one_group_its_first_one_leads(workload):
+    """Enabling an event reschedules its whole CPU context, so a session's
+    tracepoints form one group per CPU, brought in by enabling its leader
+    (`*:*` enabled in seconds otherwise). Seen from outside: turning off the
+    first tracepoint on every CPU turns off the others with it, and a second
+    enable() brings them all back."""
+    n = 200
+    events = [tracepoint("syscalls", "sys_enter_getppid"), tracepoint("syscalls", "sys_exit_getppid")]
+    for leaders_off, expected in ((True, {}), (False, {"syscalls:sys_enter_getppid": n,
+                                                       "syscalls:sys_exit_getppid": n})):
+        proc = _start(workload, n)
+        with PerfSession(events, pid=proc.pid) as s:
+            s.enable()
+            s.disable()
+            s.enable()  # again: members as well as leaders
+            if leaders_off:
+                for op in s.opened:
+                    if op.event is events[0]:
+                        abi.perf_ioctl(op.fd, abi.PERF_EVENT_IOC_DISABLE, 0)
+            _go(proc)
+            proc.wait(timeout=30)
+            records = _decode(s, s.drain())
+            counts: dict[str, int] = {}
+            for r in records:
+                if isinstance(r, Sample):
+                    name = s.event_of(r.id).name
+                    counts[name] = counts.get(name, 0) + 1
+        assert counts == expected

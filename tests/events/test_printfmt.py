@@ -473,3 +473,19 @@ def test_argstr_equals_perf_script(recording):
     for e in REQUIRED:
         assert seen[e] > 0, f"no {e} samples were recorded"
     assert sum(seen.values()) == sum(len(v) for v in expected.values())
+
+
+def test_a_format_is_parsed_once_for_both_back_ends():
+    """`trace *:*` binds thousands of formats, and both the per-event
+    renderer (closures.py) and the native one (bytecode.py) read each print
+    fmt: the parse is made once per format and shared, unchangeable."""
+    from ktapjit.events.printfmt.bytecode import compile_argstr
+    from ktapjit.events.printfmt.parse import parse_print_fmt
+
+    ev = load("sched", "sched_switch")
+    first = parse_print_fmt(ev)
+    compile_print_fmt(ev)
+    compile_argstr(ev)
+    assert parse_print_fmt(ev) is first
+    assert all(isinstance(part, tuple) for part in first)
+    assert parse_print_fmt(load("sched", "sched_switch")) == first  # another format object: parsed again, alike

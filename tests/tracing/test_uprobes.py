@@ -226,6 +226,33 @@ def test_a_globs_probename_runs_on_the_native_event_path(prog, engine):
         assert feeds == []  # the interpreter has no native path
 
 
+def _open_files() -> dict[int, str]:
+    files = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            files[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own fd
+            pass
+    return files
+
+
+@pytest.mark.parametrize("bpf", [False, True], ids=["engine", "bpf"])
+def test_a_uprobe_run_leaves_no_file_open(prog, engine, bpf, tmp_path):
+    """The probed binary is read for its symbols and mapped; after the run
+    this process has exactly the files it had before (an in-process caller
+    runs many traces). A copy: a binary no run of this process has read yet."""
+    if bpf and engine != "jit":
+        pytest.skip("the bpf engine runs once, not per user-space engine")
+    prog = shutil.copy(prog, tmp_path / "probed")
+    script = f"var n = 0\ntrace probe:{prog}:add {{ n += 1 }}\ntrace_end {{ print(n) }}"
+    before = _open_files()
+    if bpf:
+        runcli.ENGINE = "bpf"
+    status, out, err, _ = ktapjit("-q", command=(prog, "5"), script=script)
+    assert (status, out, err) == (0, "5\n", "")
+    assert _open_files() == before
+
+
 def _group_of(data) -> str:
     from ktapjit.events.records.perfdata import read_perf_data
     return next(s for s, _e in read_perf_data(str(data)).schemas() if s.startswith("ktapjit_"))

@@ -11,6 +11,7 @@ values.py, as libtraceevent reads them.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from ktapjit.events.errors import PrintFmtError
@@ -548,7 +549,7 @@ def _split_print_fmt(text: str) -> tuple[str, str]:
     return "".join(fmt_parts), rest
 
 
-def parse_print_fmt(ev: EventFormat) -> tuple[list[tuple[str, object]], list[tuple]]:
+def parse_print_fmt(ev: EventFormat) -> tuple[tuple[tuple[str, object], ...], tuple[tuple, ...]]:
     """(pieces, args) of *ev*'s print fmt, for both back ends (closures.py,
     and the JIT's native renderer, bytecode.py).
 
@@ -557,8 +558,16 @@ def parse_print_fmt(ev: EventFormat) -> tuple[list[tuple[str, object]], list[tup
     (None: absent, -1: '*'), ls (length modifier: -2 hh .. 2 ll) and conv;
     *args* are the argument expression trees (tuples, see _Parser). A syscall
     event's print fmt is the kernel text trace's (syscalls.py). Raises
-    PrintFmtError (and RecursionError) as compile_print_fmt falls back."""
-    # Syscall events render as the kernel's text trace does, not as their print fmt says (syscalls.py).
-    fmt_text, arg_text = _split_print_fmt(kernel_text_print_fmt(ev) or ev.print_fmt)
-    args = _Parser(_lex(arg_text), ev).arg_list()
-    return _split_format(fmt_text), args
+    PrintFmtError (and RecursionError) as compile_print_fmt falls back.
+    Parsed once per format: both back ends take it, for each of the
+    thousands of formats `trace *:*` binds."""
+    parsed = _parsed.get(ev)
+    if parsed is None:
+        # Syscall events render as the kernel's text trace does, not as their print fmt says (syscalls.py).
+        fmt_text, arg_text = _split_print_fmt(kernel_text_print_fmt(ev) or ev.print_fmt)
+        args = _Parser(_lex(arg_text), ev).arg_list()
+        parsed = _parsed[ev] = (tuple(_split_format(fmt_text)), tuple(args))
+    return parsed
+
+
+_parsed: "weakref.WeakKeyDictionary[EventFormat, tuple]" = weakref.WeakKeyDictionary()

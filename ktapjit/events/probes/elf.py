@@ -29,6 +29,7 @@ close matches), a stripped binary.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import difflib
 import fnmatch
 import mmap
@@ -36,9 +37,10 @@ import os
 import re
 import stat
 import struct
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 from ktapjit.events.errors import EventsError
 
@@ -224,9 +226,10 @@ class ElfFile:
             if st.st_size < 64:
                 raise ElfError(f"'{self.path}' is not an ELF file (too short)")
             try:
-                self._map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-            except (OSError, ValueError) as exc:
-                raise ElfError(f"cannot map '{self.path}': {exc}") from None
+                self._map, unmap = _map_read_only(fd, st.st_size)
+                self._unmap = weakref.finalize(self, unmap)  # runs once: on close() or when collected
+            except OSError as exc:
+                raise ElfError(f"cannot map '{self.path}': {exc.strerror or exc}") from None
         finally:
             os.close(fd)
         try:
@@ -242,10 +245,10 @@ class ElfFile:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        m = getattr(self, "_map", None)
-        if m is not None:
-            m.close()
+        unmap = getattr(self, "_unmap", None)
+        if unmap is not None:
             self._map = None
+            unmap()
 
     def __enter__(self) -> "ElfFile":
         return self
@@ -259,10 +262,10 @@ class ElfFile:
         if offset < 0 or size < 0 or offset + size > self.size:
             raise ElfError(f"'{self.path}' is truncated or corrupt "
                            f"(read of {size} bytes at {offset:#x} past the end)")
-        return self._map[offset:offset + size]
+        return bytes(self._map[offset:offset + size])
 
     def _parse_header(self) -> None:
-        ident = self._map[:16]
+        ident = bytes(self._map[:16])
         if ident[:4] != b"\x7fELF":
             raise ElfError(f"'{self.path}' is not an ELF file")
         if ident[4] != 2:
@@ -655,6 +658,29 @@ class _SymbolIndex:
             if end is not None and vaddr < end:
                 return sym, vaddr - sym.value
         return None
+
+
+def _map_read_only(fd: int, size: int) -> tuple[memoryview, Callable[[], None]]:
+    """The file behind ``fd`` mapped read-only, and the function that unmaps
+    it (to run once). Not mmap.mmap: that
+    keeps a duplicate of the fd open while mapped, and open_elf's cache
+    kept every probed binary open for the life of the process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_PRIVATE, fd, 0)
+    if addr is None or addr == ctypes.c_void_p(-1).value:  # MAP_FAILED
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    view = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+
+    def unmap(view=view) -> None:
+        view.release()  # no access through it can reach the unmapped pages
+        libc.munmap(addr, size)
+
+    return view, unmap
 
 
 @lru_cache(maxsize=64)

@@ -118,6 +118,13 @@ def software_event(config: int, period: int, name: str,
     return TraceEvent(name, attr)
 
 
+def _groups(ev: TraceEvent) -> bool:
+    """Whether ``ev`` joins its CPU's group of tracepoints (PerfSession.enable
+    says why). Tracepoints never compete for a counter, so a group is always
+    scheduled whole, and traces what its events would alone."""
+    return ev.attr.type == abi.PERF_TYPE_TRACEPOINT and not ev.system_wide  # a group has one task
+
+
 def _task_tracker(sample_type: int, mmaps: bool = False) -> TraceEvent:
     """A dummy event that only makes the kernel emit COMM/FORK/EXIT records
     (and, with ``mmaps``, MMAP2 records of executable mappings, for user
@@ -325,6 +332,7 @@ class _Opened:
     cpu: int
     fd: int
     id: int
+    leads: bool = False  # the group leader of its CPU's tracepoints
 
 
 @dataclass
@@ -381,6 +389,7 @@ class PerfSession:
         self._ids: dict[int, list[int]] = {}
         self._event_by_id: dict[int, TraceEvent] = {}
         self.refused: list[Refusal] = []  # optional events left out, in the order given
+        self._leaders: dict[int, int] = {}  # cpu -> fd of the group its tracepoints join
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -435,6 +444,8 @@ class PerfSession:
 
     def _forget(self, op: _Opened) -> None:
         self.opened.remove(op)
+        if op.leads:  # no event joined it yet: the refusal came before the next event
+            del self._leaders[op.cpu]
         os.close(op.fd)
         self._event_by_id.pop(op.id, None)
         ids = self._ids.get(id(op.event), [])
@@ -461,8 +472,10 @@ class PerfSession:
         except abi.PerfError as exc:
             raise abi.PerfError(f"cannot open {ev.shown}: {abi.refusal_reason(exc.errno)}",
                                 exc.errno) from None
-        op = _Opened(ev, cpu, fd, 0)
+        op = _Opened(ev, cpu, fd, 0, _groups(ev) and cpu not in self._leaders)
         self.opened.append(op)  # recorded before anything else can fail
+        if op.leads:
+            self._leaders[cpu] = fd
         if ev.filter:
             abi.set_filter(fd, ev.filter)
         op.id = abi.event_id(fd)
@@ -472,9 +485,10 @@ class PerfSession:
         return op
 
     def _perf_event_open(self, ev: TraceEvent, cpu: int) -> int:
+        group = self._leaders.get(cpu, -1) if _groups(ev) else -1
+        pid = -1 if ev.system_wide else self.pid
         try:
-            return abi.perf_event_open(self._attr_for(ev), -1 if ev.system_wide else self.pid, cpu, -1,
-                                       abi.PERF_FLAG_FD_CLOEXEC)
+            return abi.perf_event_open(self._attr_for(ev), pid, cpu, group, abi.PERF_FLAG_FD_CLOEXEC)
         except abi.PerfError as exc:
             # Kernels before 6.0 reject PERF_FORMAT_LOST with EINVAL; so does
             # an event this kernel cannot open. Only the first open can tell:
@@ -483,7 +497,7 @@ class PerfSession:
                 raise
             self._lost_format = False
             try:
-                return abi.perf_event_open(self._attr_for(ev), self.pid, cpu, -1, abi.PERF_FLAG_FD_CLOEXEC)
+                return abi.perf_event_open(self._attr_for(ev), pid, cpu, group, abi.PERF_FLAG_FD_CLOEXEC)
             except abi.PerfError:
                 self._lost_format = True
                 raise exc from None
@@ -507,6 +521,7 @@ class PerfSession:
             except OSError:
                 pass
         self.opened.clear()
+        self._leaders.clear()
 
     def release_fds(self) -> list[int]:
         """Disable everything, unmap the rings, and hand the fds over to the
@@ -521,13 +536,18 @@ class PerfSession:
             except abi.PerfError:
                 pass
         self.opened.clear()
+        self._leaders.clear()
         self.close()
         return fds
 
     # -- control ---------------------------------------------------------------------------
 
     def enable(self) -> None:
-        for op in self.opened:
+        # Enabling an event reschedules every event of its CPU context, so
+        # N events enabled one by one cost the kernel N*N steps (seconds for
+        # `*:*`). A group member enabled while its leader is off costs little;
+        # the leaders, last, bring their whole groups in at once.
+        for op in sorted(self.opened, key=lambda op: op.leads):
             abi.perf_ioctl(op.fd, abi.PERF_EVENT_IOC_ENABLE, 0, "PERF_EVENT_IOC_ENABLE")
 
     def disable(self) -> None:
