@@ -243,7 +243,7 @@ def test_a_uprobe_run_leaves_no_file_open(prog, engine, bpf, tmp_path):
     runs many traces). A copy: a binary no run of this process has read yet."""
     if bpf and engine != "jit":
         pytest.skip("the bpf engine runs once, not per user-space engine")
-    prog = shutil.copy(prog, tmp_path / "probed")
+    prog = str(shutil.copy(prog, tmp_path / "probed"))  # argv holds strings, as from a shell
     script = f"var n = 0\ntrace probe:{prog}:add {{ n += 1 }}\ntrace_end {{ print(n) }}"
     before = _open_files()
     if bpf:
