@@ -265,6 +265,9 @@ _CALLS = (
           "copied. KF_SITE_NAME slots read it. 0, K_E_NOMEM, or -1."),
     _call("int k_feed_timer(kfeed *f, int64_t period, kcode code)", "writes",
           "A tick timer, first due at start_ns + period; add in declaration order."),
+    _call("void k_feed_walker(kfeed *f, kwalk walk)", "writes",
+          "The session's compiled walker (NULL: none); it runs the records it accepts, the "
+          "generic walker the rest."),
     _call("int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, "
           "const uint64_t *offsets, uint64_t n, uint64_t base)", "reenters fails",
           "Run records: offsets[0..n) into buf when offsets is not NULL, else every record of "
@@ -490,6 +493,7 @@ FEED_STATUSES = Enum("What k_feed returns besides the K_RUN_* statuses", _seq(
     ("K_FEED_STREAM", "a corrupt timestamp: k_feed_message, error offset in k_feed_info"),
     ("K_FEED_BAD", "a record the feed cannot read (never for input the decoder accepts)"),
     ("K_FEED_MORE", "k_feed_release used its budget: more of the round is due"),
+    ("K_FEED_DECLINED", "a compiled walker (kwalk) leaves the record to the generic walker"),
 ))
 
 SLOT_KINDS = Enum("How a slot of a bound probe is filled (k_feed_slot)", _seq(

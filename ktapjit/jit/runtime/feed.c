@@ -679,8 +679,30 @@ static int64_t side_band(kfeed *f, const kf_rec *r, uint32_t type, uint64_t body
     return K_RUN_OK;
 }
 
+void k_feed_walker(kfeed *f, kwalk walk) { f->walk = walk; }
+
+/* What the compiled walker is told of the timers: the first due time, at
+ * most INT64_MAX (a timer past it never fires). */
+static int64_t walk_due(kfeed *f)
+{
+    if (!f->ntimers)
+        return INT64_MAX;
+    __int128 due = next_timer(f)->due;
+    return due > INT64_MAX ? INT64_MAX : due < INT64_MIN ? INT64_MIN : (int64_t)due;
+}
+
 int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
 {
+    if (f->walk) {
+        int64_t io[2];
+        int64_t status = f->walk(s, r->p, r->size, walk_due(f), io);
+        if (status != K_FEED_DECLINED) { /* as advance and run_sample keep them */
+            if (io[0] > f->last_time)
+                f->last_time = io[0];
+            f->samples += io[1];
+            return status;
+        }
+    }
     kf_meta m;
     if (!record_meta(f, r, 0, &m))
         return K_FEED_BAD;

@@ -7,7 +7,7 @@
 #define KTAPJIT_KTRT_ABI_H
 
 /* A hash of the ABI: it changes with any call, field, enum or constant. */
-#define KRT_ABI_VERSION 3721024708
+#define KRT_ABI_VERSION 2362288964
 
 #define KA_WIDTH 4 /* words an argstr instruction: op, a, b, c */
 #define KA_STACK 32 /* an argstr program's value stack, in entries */
@@ -86,9 +86,10 @@ enum {
 
 /* What k_feed returns besides the K_RUN_* statuses. */
 enum {
-    K_FEED_STREAM = 16, /* a corrupt timestamp: k_feed_message, error offset in k_feed_info */
-    K_FEED_BAD = 17,    /* a record the feed cannot read (never for input the decoder accepts) */
-    K_FEED_MORE = 18,   /* k_feed_release used its budget: more of the round is due */
+    K_FEED_STREAM = 16,   /* a corrupt timestamp: k_feed_message, error offset in k_feed_info */
+    K_FEED_BAD = 17,      /* a record the feed cannot read (never for input the decoder accepts) */
+    K_FEED_MORE = 18,     /* k_feed_release used its budget: more of the round is due */
+    K_FEED_DECLINED = 19, /* a compiled walker (kwalk) leaves the record to the generic walker */
 };
 
 /* How a slot of a bound probe is filled (k_feed_slot). */
@@ -506,6 +507,10 @@ int k_feed_sites(kfeed *f, int64_t probe, const kval *names, int64_t n);
 
 /* A tick timer, first due at start_ns + period; add in declaration order. [writes] */
 int k_feed_timer(kfeed *f, int64_t period, kcode code);
+
+/* The session's compiled walker (NULL: none); it runs the records it accepts, the generic
+ * walker the rest. [writes] */
+void k_feed_walker(kfeed *f, kwalk walk);
 
 /* Run records: offsets[0..n) into buf when offsets is not NULL, else every record of
  * buf[0..len) in order. base is added to offsets in messages. K_RUN_OK when all ran;
