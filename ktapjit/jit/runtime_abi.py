@@ -550,6 +550,10 @@ ENUMS = (TAGS, ERROR_CODES, RUN_STATUSES, FEED_STATUSES, SLOT_KINDS, MARK_KINDS,
 CONSTANTS = (
     ("KA_WIDTH", 4, "words an argstr instruction: op, a, b, c"),
     ("KA_STACK", 32, "an argstr program's value stack, in entries"),
+    ("KTABLE_ENTRIES_AT", 0, "byte offset of struct ktable's entries: generated code's memo hit"),
+    ("KTABLE_INDEX_AT", 8, "byte offset of struct ktable's index"),
+    ("KTABLE_MEMO_KEY_AT", 48, "byte offset of struct ktable's memo_key"),
+    ("KTABLE_MEMO_SLOT_AT", 64, "byte offset of struct ktable's memo_slot"),
 )
 
 

@@ -7,10 +7,14 @@
 #define KTAPJIT_KTRT_ABI_H
 
 /* A hash of the ABI: it changes with any call, field, enum or constant. */
-#define KRT_ABI_VERSION 2362288964
+#define KRT_ABI_VERSION 2876762937
 
 #define KA_WIDTH 4 /* words an argstr instruction: op, a, b, c */
 #define KA_STACK 32 /* an argstr program's value stack, in entries */
+#define KTABLE_ENTRIES_AT 0 /* byte offset of struct ktable's entries: generated code's memo hit */
+#define KTABLE_INDEX_AT 8 /* byte offset of struct ktable's index */
+#define KTABLE_MEMO_KEY_AT 48 /* byte offset of struct ktable's memo_key */
+#define KTABLE_MEMO_SLOT_AT 64 /* byte offset of struct ktable's memo_slot */
 
 /* Value tags: kval.tag. */
 enum {
