@@ -691,18 +691,10 @@ static int64_t walk_due(kfeed *f)
     return due > INT64_MAX ? INT64_MAX : due < INT64_MIN ? INT64_MIN : (int64_t)due;
 }
 
-int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
+/* The generic walker. Not inlined into run_record: its register saves
+ * would then be paid by every record the compiled walker runs. */
+static __attribute__((noinline)) int64_t walk_record(kstate *s, kfeed *f, const kf_rec *r)
 {
-    if (f->walk) {
-        int64_t io[2];
-        int64_t status = f->walk(s, r->p, r->size, walk_due(f), io);
-        if (status != K_FEED_DECLINED) { /* as advance and run_sample keep them */
-            if (io[0] > f->last_time)
-                f->last_time = io[0];
-            f->samples += io[1];
-            return status;
-        }
-    }
     kf_meta m;
     if (!record_meta(f, r, 0, &m))
         return K_FEED_BAD;
@@ -715,6 +707,21 @@ int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
     if (m.type == PERF_RECORD_SAMPLE)
         return run_sample(s, f, &m, r, real ? (int64_t)m.time : f->last_time);
     return side_band(f, r, m.type, m.body_end);
+}
+
+int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
+{
+    if (f->walk) {
+        int64_t io[2];
+        int64_t status = f->walk(s, r->p, r->size, walk_due(f), io);
+        if (status != K_FEED_DECLINED) { /* as advance and run_sample keep them */
+            if (io[0] > f->last_time)
+                f->last_time = io[0];
+            f->samples += io[1];
+            return status;
+        }
+    }
+    return walk_record(s, f, r);
 }
 
 int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, const uint64_t *offsets,
