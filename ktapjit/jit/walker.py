@@ -362,7 +362,10 @@ class Walker:
 def attach_walker(feed, plan: FeedPlan, program, rt) -> Optional[Walker]:
     """Compile (or find in the cache) the walker of the session `plan`
     describes and give it to `feed`; None when no sample id of the session
-    would take it (the generic walker then runs every record)."""
+    would take it, or the code is a bundle's (the generic walker then runs
+    every record)."""
+    if not isinstance(program.code, codegen.LoadedCode):
+        return None  # a bundle's code: it runs without LLVM, so with the generic walker
     spec = walker_spec(plan, program)
     if spec is None:
         return None
