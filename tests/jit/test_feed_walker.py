@@ -29,7 +29,8 @@ CASES = {
     "signed fields": ("trace sched:sched_switch { print(args.prev_prio - 200, args.next_prio) }", ALL),
     "a data_loc field's span is checked": ("trace sched:sched_process_exec { print(args.pid, arg9) }", ALL),
     "tick timers fall between samples": ("var n = 0\ntick-1ms { printf(\"t %d %d\\n\", gettimeofday_ns(), n) }\n"
-                                         "trace raw_syscalls:sys_enter, sched:* { n += 1 }\ntrace_end { print(n) }", SOME),
+                                         "trace raw_syscalls:sys_enter, sched:* { n += 1 }\n"
+                                         "trace_end { print(n) }", SOME),
     "exit mid-stream": ("var n = 0\ntrace raw_syscalls:sys_enter { n += 1; if (n == 500) { exit() } }\n"
                         "trace sched:sched_switch { print(n) }\ntrace_end { print(\"end\", n) }", ALL),
     "error mid-stream": ("var n = 0\ntrace raw_syscalls:sys_enter { n += 1; if (n == 700) { print(1 + \"x\") } }\n"
@@ -81,3 +82,14 @@ def test_sample_layouts_are_read_as_the_runtime_reads_them(sample_type, expected
     layout = sample_layout(sample_type)
     assert (layout.id, layout.tid, layout.time, layout.cpu, layout.head_end, layout.callchain,
             layout.raw) == expected
+
+
+def test_the_same_script_and_layout_load_the_walker_from_the_cache(feeds, streams, tmp_path,  # noqa: F811
+                                                                    monkeypatch):
+    monkeypatch.setenv("KTAPJIT_CACHE_DIR", str(tmp_path / "cache"))
+    script = "var n = {}\ntrace raw_syscalls:sys_enter { n[args.id] += 1 }\ntrace_end { print(len(n)) }"
+    first = agree(feeds, streams["plain"], script)
+    assert feeds[0].walker is not None and not feeds[0].walker.cache_hit
+    assert agree(feeds, streams["plain"], script) == first
+    assert feeds[0].walker.cache_hit and feeds[0].walker.samples == feeds[0].samples
+    assert list((tmp_path / "cache" / "jit").glob("walk-*.kimg"))
