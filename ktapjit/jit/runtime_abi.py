@@ -268,6 +268,9 @@ _CALLS = (
     _call("void k_feed_walker(kfeed *f, kwalk walk)", "writes",
           "The session's compiled walker (NULL: none); it runs the records it accepts, the "
           "generic walker the rest."),
+    _call("int k_feed_comm(kfeed *f, int64_t tid, kval *out)", "reads writes",
+          "For a compiled walker: *out = execname of task tid as the generic walker finds it "
+          "(COMM/FORK names, else \":tid\"); 0, or -1 when out of memory."),
     _call("int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, "
           "const uint64_t *offsets, uint64_t n, uint64_t base)", "reenters fails",
           "Run records: offsets[0..n) into buf when offsets is not NULL, else every record of "

@@ -6,8 +6,8 @@ When a session binds, its FeedPlan fixes what runtime/feed.c otherwise
 reads from tables for every record: where each sample layout keeps its id,
 time, task and RAW data, which sample ids run which probes, and how each
 event slot of each probe is filled. For the ids whose probes need only the
-simple slot kinds (task values, constants, integer fields, nil) and no
-kernel filter, the walker reads the record at constant offsets, picks the
+simple slot kinds (task values and execname, constants, integer fields,
+nil) and no kernel filter, the walker reads the record at constant offsets, picks the
 route with a switch on the id, checks the record as decode.py and
 schema.py would, fills the slots and enters each probe's code by its
 symbol. Anything else it declines before changing anything (another record
@@ -32,7 +32,7 @@ from typing import Optional
 
 from ktapjit.jit import codegen, runtime_abi
 from ktapjit.jit.feed import (
-    KF_CONST, KF_CPU, KF_FIELD_NIL, KF_INT_FIELD, KF_NIL, KF_PID, KF_TID, Unsupported, slot_sources,
+    KF_CONST, KF_CPU, KF_EXECNAME, KF_FIELD_NIL, KF_INT_FIELD, KF_NIL, KF_PID, KF_TID, Unsupported, slot_sources,
 )
 from ktapjit.run_api import ConstValue, FeedPlan, FeedProbe, FieldValue, NilValue, TaskValue
 
@@ -45,7 +45,7 @@ _KT_NIL, _KT_INT, _KT_STR = _TAGS["KT_NIL"], _TAGS["KT_INT"], _TAGS["KT_STR"]
 _DECLINED = {m.name: m.value for m in runtime_abi.FEED_STATUSES.members}["K_FEED_DECLINED"]
 _STATE = runtime_abi.state_offsets()
 _PERF_RECORD_SAMPLE = 9
-_TASK_KINDS = {"pid": KF_PID, "tid": KF_TID, "cpu": KF_CPU, "uid": KF_NIL}
+_TASK_KINDS = {"pid": KF_PID, "tid": KF_TID, "cpu": KF_CPU, "execname": KF_EXECNAME, "uid": KF_NIL}
 _FIELD_KINDS = (KF_INT_FIELD, KF_FIELD_NIL)  # the kinds that need the record's fields decoded
 
 
@@ -96,6 +96,10 @@ class Probe:
     def needs_fields(self) -> bool:
         return any(s.kind in _FIELD_KINDS for s in self.slots)
 
+    @property
+    def needs_comm(self) -> bool:
+        return any(s.kind == KF_EXECNAME for s in self.slots)
+
 
 @dataclass(frozen=True)
 class Route:
@@ -122,7 +126,7 @@ def walker_spec(plan: FeedPlan, program) -> Optional[WalkerSpec]:
         id_at = layouts[0].id
         if id_at < 0:  # every sample is read with layout 0 and runs the id-less group
             group = groups[plan.idless_group] if plan.idless_group >= 0 else None
-            routes = [Route(None, layouts[0], group)] if group else []
+            routes = [Route(None, layouts[0], group)] if _compiles(group, layouts[0]) else []
             return WalkerSpec(-1, tuple(routes), tuple(consts)) if routes else None
     else:
         id_at = 8 + 8 * plan.id_pos
@@ -132,9 +136,18 @@ def walker_spec(plan: FeedPlan, program) -> Optional[WalkerSpec]:
     routes = []
     for sample_id, (layout, group) in by_id.items():
         probes = groups[group] if group >= 0 else None
-        if probes and layouts[layout].time >= 0:  # untimed samples run at the feed's clock: generic
+        if _compiles(probes, layouts[layout]):
             routes.append(Route(sample_id, layouts[layout], probes))
     return WalkerSpec(id_at, tuple(routes), tuple(consts)) if routes else None
+
+
+def _compiles(probes: Optional[tuple], layout: Layout) -> bool:
+    """Whether the walker runs these probes' samples of this layout: it
+    needs their time (untimed samples run at the feed's clock) and, for
+    execname, their task."""
+    if not probes or layout.time < 0:
+        return False
+    return layout.tid >= 0 or not any(p.needs_comm for p in probes)
 
 
 def _group(probes: tuple[FeedProbe, ...], program, consts: list[bytes]) -> Optional[tuple[Probe, ...]]:
@@ -163,7 +176,7 @@ def _slot(slot: int, source, consts: list[bytes]) -> Optional[Slot]:
     """How feed.py's _slot_spec fills the slot, for the kinds compiled here."""
     if isinstance(source, TaskValue):
         kind = _TASK_KINDS.get(source.name)
-        return None if kind is None else Slot(slot, kind)  # execname: the task-name map
+        return None if kind is None else Slot(slot, kind)
     if isinstance(source, ConstValue):
         if source.value not in consts:
             consts.append(source.value)
@@ -224,6 +237,7 @@ class _Emitter:
 def walker_ir(spec: WalkerSpec) -> str:
     e = _Emitter()
     e.label("entry")
+    e.emit("%comm = alloca [2 x i64]")
     kind = e.load("%rec", 0, 32)
     e.check(e.value(f"icmp eq i64 {kind}, {_PERF_RECORD_SAMPLE}"), "sample")
     if spec.id_at < 0:
@@ -241,10 +255,11 @@ def walker_ir(spec: WalkerSpec) -> str:
     entries = sorted({p.symbol for r in spec.routes for p in r.probes})
     head = [f'declare i64 @"{name}"(i8*, i8*, i8*, i64, i64, i8*)' for name in entries]
     head.append("declare i64 @k_enter(i8*, i8*)")
+    head.append("declare i32 @k_feed_comm(i8*, i64, i64*)")
     head.append(f"@{COUNT_SYMBOL} = global i64 0")
     head.append(f"@{CONSTS_SYMBOL} = global [{max(1, len(spec.consts))} x i64] zeroinitializer")
     body = "\n".join(e.lines)
-    return ("\n".join(head) + f"\n\ndefine i64 @{WALK_SYMBOL}(i8* %s, i8* %rec, i64 %size, i64 %due, "
+    return ("\n".join(head) + f"\n\ndefine i64 @{WALK_SYMBOL}(i8* %s, i8* %f, i8* %rec, i64 %size, i64 %due, "
             f"i64* %io) nounwind {{\n{body}\n}}\n")
 
 
@@ -276,6 +291,8 @@ def _route(e: _Emitter, route: Route, tag: str, spec: WalkerSpec) -> None:
     for j, probe in enumerate(route.probes):
         if probe.needs_fields:
             _record_valid(e, probe, raw, n, f"{tag}_p{j}")
+    if any(p.needs_comm for p in route.probes):
+        _comm(e, layout, tag)
     walked = e.value(f"load i64, i64* @{COUNT_SYMBOL}")
     e.emit(f"store i64 {e.value(f'add i64 {walked}, 1')}, i64* @{COUNT_SYMBOL}")
     io1 = e.value("getelementptr inbounds i64, i64* %io, i64 1")
@@ -317,6 +334,14 @@ def _record_valid(e: _Emitter, probe: Probe, raw: str, n: str, tag: str) -> None
         e.check(e.value(f"icmp sle i64 {end}, {n}"), f"{tag}_dyn{k}")
 
 
+def _comm(e: _Emitter, layout: Layout, tag: str) -> None:
+    """execname into %comm (feed.c comm_of); a failure is the generic walker's to report."""
+    tid = e.load("%rec", layout.tid, 32)
+    words = e.value("getelementptr inbounds [2 x i64], [2 x i64]* %comm, i64 0, i64 0")
+    rc = e.value(f"call i32 @k_feed_comm(i8* %f, i64 {tid}, i64* {words})")
+    e.check(e.value(f"icmp eq i32 {rc}, 0"), f"{tag}_comm")
+
+
 def _task(e: _Emitter, layout: Layout) -> dict:
     task = {}
     if layout.tid >= 0:
@@ -331,6 +356,10 @@ def _slot_value(e: _Emitter, slot: Slot, task: dict, raw: str, spec: WalkerSpec)
     """(tag, payload) of a slot, as feed.c fill_slots makes it."""
     if slot.kind in (KF_PID, KF_TID, KF_CPU):
         return (_KT_INT, task[slot.kind]) if slot.kind in task else (_KT_NIL, "0")
+    if slot.kind == KF_EXECNAME:
+        tag = e.value("load i64, i64* " + e.value("getelementptr inbounds [2 x i64], [2 x i64]* %comm, i64 0, i64 0"))
+        payload = e.value("load i64, i64* " + e.value("getelementptr inbounds [2 x i64], [2 x i64]* %comm, i64 0, i64 1"))
+        return tag, payload
     if slot.kind == KF_CONST:
         count = max(1, len(spec.consts))
         ptr = e.value(f"getelementptr inbounds [{count} x i64], [{count} x i64]* @{CONSTS_SYMBOL}, "

@@ -35,8 +35,10 @@ CASES = {
                         "trace sched:sched_switch { print(n) }\ntrace_end { print(\"end\", n) }", ALL),
     "error mid-stream": ("var n = 0\ntrace raw_syscalls:sys_enter { n += 1; if (n == 700) { print(1 + \"x\") } }\n"
                          "trace_end { print(\"end\", n) }", ALL),
-    "execname stays generic": ("var n = {}\ntrace raw_syscalls:sys_enter { n[execname] += 1 }\n"
-                               "trace_end { print_hist(n) }", NONE),
+    "count by execname": ("var n = {}\ntrace raw_syscalls:sys_enter { n[execname] += 1 }\n"
+                          "trace_end { print_hist(n) }", ALL),
+    "execname, pid and a field": ("trace sched:sched_switch { print(execname, pid, args.next_pid, execname) }",
+                                  ALL),
     "filters stay generic": ("trace sched:sched_switch /prev_pid > 1100/ { print(args.prev_pid) }", NONE),
     "string fields stay generic": ("trace sched:sched_switch { print(args.prev_comm) }", NONE),
     "one probe of two is compiled": ("trace sched:sched_switch { print(args.prev_comm) }\n"
@@ -93,3 +95,20 @@ def test_the_same_script_and_layout_load_the_walker_from_the_cache(feeds, stream
     assert agree(feeds, streams["plain"], script) == first
     assert feeds[0].walker.cache_hit and feeds[0].walker.samples == feeds[0].samples
     assert list((tmp_path / "cache" / "jit").glob("walk-*.kimg"))
+
+
+@pytest.mark.parametrize("tid, name", [(0, b"swapper"), (42, b":42"), (4294967295, b":4294967295")])
+def test_k_feed_comm_names_a_task_as_the_generic_walker_does(tid, name):
+    """Before any COMM record: perf's name of the idle task, else ":tid"."""
+    import ctypes
+
+    from ktapjit.jit import rtlib
+
+    rt = rtlib.load()
+    feed = rt.k_feed_new(0)
+    try:
+        out = rtlib.KVal()
+        assert rt.k_feed_comm(feed, tid, ctypes.byref(out)) == 0
+        assert out.tag == rtlib.STRING and rt.string_bytes(out) == name
+    finally:
+        rt.k_feed_free(feed)

@@ -590,6 +590,15 @@ static kval comm_of(kfeed *f, const kf_task *t)
     return str_val((const uint8_t *)name, (uint64_t)len, 0);
 }
 
+int k_feed_comm(kfeed *f, int64_t tid, kval *out)
+{
+    kf_task t = {0};
+    t.has_tid = 1;
+    t.tid = (uint32_t)tid;
+    *out = comm_of(f, &t);
+    return out->tag < 0 ? -1 : 0;
+}
+
 /* The task name a kernel filter's `comm` sees (dispatch._kernel_comm): perf
  * calls the idle task "swapper", the kernel names each CPU's "swapper/N". */
 static const kstr *filter_comm(const kf_task *t)
@@ -713,7 +722,7 @@ int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
 {
     if (f->walk) {
         int64_t io[2];
-        int64_t status = f->walk(s, r->p, r->size, walk_due(f), io);
+        int64_t status = f->walk(s, f, r->p, r->size, walk_due(f), io);
         if (status != K_FEED_DECLINED) { /* as advance and run_sample keep them */
             if (io[0] > f->last_time)
                 f->last_time = io[0];

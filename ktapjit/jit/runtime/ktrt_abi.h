@@ -7,7 +7,7 @@
 #define KTAPJIT_KTRT_ABI_H
 
 /* A hash of the ABI: it changes with any call, field, enum or constant. */
-#define KRT_ABI_VERSION 2876762937
+#define KRT_ABI_VERSION 2302042372
 
 #define KA_WIDTH 4 /* words an argstr instruction: op, a, b, c */
 #define KA_STACK 32 /* an argstr program's value stack, in entries */
@@ -515,6 +515,10 @@ int k_feed_timer(kfeed *f, int64_t period, kcode code);
 /* The session's compiled walker (NULL: none); it runs the records it accepts, the generic
  * walker the rest. [writes] */
 void k_feed_walker(kfeed *f, kwalk walk);
+
+/* For a compiled walker: *out = execname of task tid as the generic walker finds it (COMM/FORK
+ * names, else ":tid"); 0, or -1 when out of memory. [reads writes] */
+int k_feed_comm(kfeed *f, int64_t tid, kval *out);
 
 /* Run records: offsets[0..n) into buf when offsets is not NULL, else every record of
  * buf[0..len) in order. base is added to offsets in messages. K_RUN_OK when all ran;
