@@ -19,6 +19,8 @@ from llvmlite import ir
 from ktapjit.jit import runtime_abi
 from ktapjit.jit.runtime_abi import CODE_CALLS, STATE_FIELDS as _FIELDS
 
+CONSTANTS = {name: value for name, value, _doc in runtime_abi.CONSTANTS}  # KTABLE_*_AT: struct ktable
+
 I1 = ir.IntType(1)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)

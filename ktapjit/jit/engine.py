@@ -120,6 +120,10 @@ class JitRun(RunLifecycle):
         from ktapjit.jit.feed import build_feed  # 30-45 ms of imports a script without probes never needs
 
         self.feed = build_feed(self.module, self.program, plan, self.rt)
+        if self.feed is not None:
+            from ktapjit.jit.walker import attach_walker
+
+            attach_walker(self.feed, plan, self.program, self.rt)
         return self.feed
 
     def feed_chunk(self, data: bytes, offsets=None, base: int = 0) -> bool:

@@ -68,6 +68,7 @@ class NativeFeed:
         self.runs = 0  # k_feed calls: proof that the session took the native path
         self.ordered = False  # the records' order came from k_feed_order, not the Python decoder
         self.more = False  # the last release() used its budget: more of its round is due
+        self.walker = None  # the session's compiled walker (jit/walker.py), when it has one
 
     def close(self) -> None:
         if self.ptr:
@@ -272,9 +273,25 @@ def _add_probe(rt, ptr: int, group: int, probe: FeedProbe, program) -> None:
         _check_ok(rt.k_feed_dyn(ptr, index, f.offset, f.size, int(f.relative), f.name.encode()))
     if probe.filter is not None:
         _add_filter(rt, ptr, index, probe.filter)
+    sources = slot_sources(probe, program)
+    for _slot, source in sources:
+        if isinstance(source, ArgstrValue):
+            _add_argstr(rt, ptr, index, source)
+            break
+    for _slot, source in sources:
+        if isinstance(source, SiteName):
+            _add_sites(rt, ptr, index, source)
+            break
+    for slot, source in sources:
+        _check_ok(rt.k_feed_slot(ptr, index, slot, *_slot_spec(rt, source)))
+
+
+def slot_sources(probe: FeedProbe, program) -> list[tuple[int, object]]:
+    """(event slot, where its value comes from) for every slot the probe's
+    entry reads."""
     values, fields = dict(probe.values), dict(probe.fields)
     sources = []
-    for slot in program.entry_slots(role):
+    for slot in program.entry_slots(f"{probe.entry}{probe.index}"):
         kind, name = program.lowered.event_slots[slot]
         if kind == "value":
             if name not in values:
@@ -286,16 +303,7 @@ def _add_probe(rt, ptr: int, group: int, probe: FeedProbe, program) -> None:
             raise Unsupported("memory read at event time")  # companions are paired in Python
         else:
             raise Unsupported("stacks")  # symbolizing needs the Python Stacks
-    for _slot, source in sources:
-        if isinstance(source, ArgstrValue):
-            _add_argstr(rt, ptr, index, source)
-            break
-    for _slot, source in sources:
-        if isinstance(source, SiteName):
-            _add_sites(rt, ptr, index, source)
-            break
-    for slot, source in sources:
-        _check_ok(rt.k_feed_slot(ptr, index, slot, *_slot_spec(rt, source)))
+    return sources
 
 
 def _add_filter(rt, ptr: int, probe: int, program: FilterProgram) -> None:

@@ -619,13 +619,58 @@ def _table_get(fl, v):
 def _table_set(fl, v):
     site = fl.ml.site(v.span)
     table = _table_ptr(fl, v.args[0], site)
-    rc = fl.call("k_table_set", table, *fl.arg(v.args[1]), *fl.arg(v.args[2]))
+    key, value = fl.arg(v.args[1]), fl.arg(v.args[2])
     b = fl.b
+    done = _memo_set(fl, table, key, value)
+    rc = fl.call("k_table_set", table, *key, *value)
     with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
         fl.call("k_fail_table", fl.state, table, rc)
         b.store(site, fl.state_field("site"))
         b.ret(_c(abi.RUN_ERROR))
+    if done is not None:
+        b.branch(done)
+        b.position_at_end(done)
     return None
+
+
+def _memo_set(fl, table, key, value) -> Optional[ir.Block]:
+    """`t[k] = v` where k_table_set would only overwrite a value: k is the
+    key the table's last lookup found (its memo: `t[k] += v` looks k up
+    just before), and neither k nor v is nil, a table or a function (no
+    delete, no escape). Stores v in place and jumps to the block returned;
+    otherwise falls through to the call. None when v's tag rules it out."""
+    plain = [_plain_tag(fl, tag) for tag in (key[0], value[0])]
+    if any(isinstance(p, ir.Constant) and not p.constant for p in plain):
+        return None
+    b, fn = fl.b, fl.fn
+    check, hit, call, done = (fn.append_basic_block(n) for n in ("memo", "memo_hit", "set", "set_done"))
+    b.cbranch(b.and_(*plain), check, call)
+    b.position_at_end(check)
+    memo_slot = b.load(_table_word(fl, table, abi.CONSTANTS["KTABLE_MEMO_SLOT_AT"], I64))
+    memo_tag = b.load(_table_word(fl, table, abi.CONSTANTS["KTABLE_MEMO_KEY_AT"], I64))
+    memo_payload = b.load(_table_word(fl, table, abi.CONSTANTS["KTABLE_MEMO_KEY_AT"] + 8, I64))
+    same = b.and_(b.icmp_signed("==", memo_payload, key[1]), b.icmp_signed("==", memo_tag, key[0]))
+    b.cbranch(b.and_(b.icmp_signed(">=", memo_slot, _c(0)), same), hit, call)
+    b.position_at_end(hit)
+    index = b.load(_table_word(fl, table, abi.CONSTANTS["KTABLE_INDEX_AT"], I32.as_pointer()))
+    entry = b.sext(b.load(b.gep(index, [memo_slot], inbounds=True)), I64)
+    entries = b.load(_table_word(fl, table, abi.CONSTANTS["KTABLE_ENTRIES_AT"], abi.I8P))
+    at = b.gep(entries, [b.add(b.mul(entry, _c(32)), _c(16))], inbounds=True)  # kentry: key, value
+    fl.store_kval(value, b.bitcast(at, abi.KVALP))
+    b.branch(done)
+    b.position_at_end(call)
+    return done
+
+
+def _plain_tag(fl, tag: ir.Value) -> ir.Value:
+    """bool, int or string: what k_table_set neither deletes nor escapes."""
+    if isinstance(tag, ir.Constant):
+        return ir.Constant(I1, int(abi.BOOLEAN <= tag.constant <= abi.STRING))
+    return fl.b.icmp_unsigned("<=", fl.b.sub(tag, _c(abi.BOOLEAN)), _c(abi.STRING - abi.BOOLEAN))
+
+
+def _table_word(fl, table, offset: int, ty) -> ir.Value:
+    return fl.b.bitcast(fl.b.gep(table, [_c(offset)], inbounds=True), ty.as_pointer())
 
 
 @lowers(Op.OrZero)

@@ -95,7 +95,7 @@ _CTYPES = {
     "const kmark **": ctypes.POINTER(_P),
     "const int64_t *": _P, "const uint64_t *": _P, "const uint8_t *": _P,
     "uint64_t[]": _P, "int64_t[7]": _P,
-    "kstate *": _P, "ktable *": _P, "kfeed *": _P, "kfunc *": _P, "kcode": _P, "kstr *": _P,
+    "kstate *": _P, "ktable *": _P, "kfeed *": _P, "kfunc *": _P, "kcode": _P, "kwalk": _P, "kstr *": _P,
     "kcell *": _P, "ksnapshot *": _P,
 }
 

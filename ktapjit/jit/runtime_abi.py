@@ -265,6 +265,12 @@ _CALLS = (
           "copied. KF_SITE_NAME slots read it. 0, K_E_NOMEM, or -1."),
     _call("int k_feed_timer(kfeed *f, int64_t period, kcode code)", "writes",
           "A tick timer, first due at start_ns + period; add in declaration order."),
+    _call("void k_feed_walker(kfeed *f, kwalk walk)", "writes",
+          "The session's compiled walker (NULL: none); it runs the records it accepts, the "
+          "generic walker the rest."),
+    _call("int k_feed_comm(kfeed *f, int64_t tid, kval *out)", "reads writes",
+          "For a compiled walker: *out = execname of task tid as the generic walker finds it "
+          "(COMM/FORK names, else \":tid\"); 0, or -1 when out of memory."),
     _call("int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, "
           "const uint64_t *offsets, uint64_t n, uint64_t base)", "reenters fails",
           "Run records: offsets[0..n) into buf when offsets is not NULL, else every record of "
@@ -490,6 +496,7 @@ FEED_STATUSES = Enum("What k_feed returns besides the K_RUN_* statuses", _seq(
     ("K_FEED_STREAM", "a corrupt timestamp: k_feed_message, error offset in k_feed_info"),
     ("K_FEED_BAD", "a record the feed cannot read (never for input the decoder accepts)"),
     ("K_FEED_MORE", "k_feed_release used its budget: more of the round is due"),
+    ("K_FEED_DECLINED", "a compiled walker (kwalk) leaves the record to the generic walker"),
 ))
 
 SLOT_KINDS = Enum("How a slot of a bound probe is filled (k_feed_slot)", _seq(
@@ -546,6 +553,10 @@ ENUMS = (TAGS, ERROR_CODES, RUN_STATUSES, FEED_STATUSES, SLOT_KINDS, MARK_KINDS,
 CONSTANTS = (
     ("KA_WIDTH", 4, "words an argstr instruction: op, a, b, c"),
     ("KA_STACK", 32, "an argstr program's value stack, in entries"),
+    ("KTABLE_ENTRIES_AT", 0, "byte offset of struct ktable's entries: generated code's memo hit"),
+    ("KTABLE_INDEX_AT", 8, "byte offset of struct ktable's index"),
+    ("KTABLE_MEMO_KEY_AT", 48, "byte offset of struct ktable's memo_key"),
+    ("KTABLE_MEMO_SLOT_AT", 64, "byte offset of struct ktable's memo_slot"),
 )
 
 

@@ -315,7 +315,7 @@ def test_opcodes_match_the_abi_table():
     names = [m.name for m in runtime_abi.ARGSTR_OPS.members]
     expected = ["KA_" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", info.name).upper() for info in OPS]
     assert names == expected
-    assert dict((name, value) for name, value, _ in runtime_abi.CONSTANTS) == {
+    assert dict((name, value) for name, value, _ in runtime_abi.CONSTANTS if name.startswith("KA_")) == {
         "KA_WIDTH": WIDTH, "KA_STACK": MAX_STACK}
 
 

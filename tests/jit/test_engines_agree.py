@@ -58,6 +58,20 @@ CASES = [
     ("exit inside a call", "function f() { print(1) exit() print(2) } f() print(3)", (), b"1\n"),
     ("printf errors print nothing", 'printf("%d %d\\n", 1)', (), b""),
     ("string limit", 'var s = "x" while (true) { s = s .. s }', ("--max-string", "100"), b""),
+    # t[k] = v right after a lookup of k overwrites in place (lower.py _memo_set); the rest calls the runtime
+    ("memo: updates in place", "var t = {} var i = 0 while (i < 100) { t[i % 7] += i i += 1 }\n"
+     'for (k, v in pairs(t)) { printf("%d=%d ", k, v) } print()', (), b"0=735 1=750 2=665 3=679 4=693 5=707 6=721 \n"),
+    ("memo: nil after a lookup deletes", 'var t = {a = 1, b = 2} var x = t["a"] t["a"] = nil print(len(t), t["a"])\n'
+     't["a"] = x + 4 for (k, v in pairs(t)) { printf("%s=%d ", k, v) } print()', (), b"1\tnil\nb=2 a=5 \n"),
+    ("memo: a table stored after a lookup escapes", "var t = {} function f() { var x = t[1] t[1] = 0 "
+     "var y = t[1] t[1] = {7} } f() f() trace_end { print(t[1][1]) }", (), b"7\n"),
+    ("memo: bool, string and table keys", 'var k = {} var t = {} t[true] = 1 t[true] += 1 t["s"] = 1 t["s"] += 2\n'
+     "t[k] = 1 t[k] += 1 print(t[true], t[\"s\"], t[k], len(t))", (), b"2\t3\t2\t3\n"),
+    ("memo: survives inserts, not a rebuild", "var t = {} t[1] = 1 var x = t[1] var i = 2\n"
+     "while (i < 100) { t[i] = i i += 1 } t[1] = x + 4 var y = t[50] t[50] = nil t[50] = y print(t[1], t[50], len(t))",
+     (), b"5\t50\t99\n"),
+    ("memo: overflow still fails", "var t = {} var i = 0 while (true) { t[i] = t[i - 1] i += 1 }", ("--max-table", "5"),
+     b""),
 ]
 
 

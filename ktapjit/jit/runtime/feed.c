@@ -590,6 +590,15 @@ static kval comm_of(kfeed *f, const kf_task *t)
     return str_val((const uint8_t *)name, (uint64_t)len, 0);
 }
 
+int k_feed_comm(kfeed *f, int64_t tid, kval *out)
+{
+    kf_task t = {0};
+    t.has_tid = 1;
+    t.tid = (uint32_t)tid;
+    *out = comm_of(f, &t);
+    return out->tag < 0 ? -1 : 0;
+}
+
 /* The task name a kernel filter's `comm` sees (dispatch._kernel_comm): perf
  * calls the idle task "swapper", the kernel names each CPU's "swapper/N". */
 static const kstr *filter_comm(const kf_task *t)
@@ -679,7 +688,21 @@ static int64_t side_band(kfeed *f, const kf_rec *r, uint32_t type, uint64_t body
     return K_RUN_OK;
 }
 
-int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
+void k_feed_walker(kfeed *f, kwalk walk) { f->walk = walk; }
+
+/* What the compiled walker is told of the timers: the first due time, at
+ * most INT64_MAX (a timer past it never fires). */
+static int64_t walk_due(kfeed *f)
+{
+    if (!f->ntimers)
+        return INT64_MAX;
+    __int128 due = next_timer(f)->due;
+    return due > INT64_MAX ? INT64_MAX : due < INT64_MIN ? INT64_MIN : (int64_t)due;
+}
+
+/* The generic walker. Not inlined into run_record: its register saves
+ * would then be paid by every record the compiled walker runs. */
+static __attribute__((noinline)) int64_t walk_record(kstate *s, kfeed *f, const kf_rec *r)
 {
     kf_meta m;
     if (!record_meta(f, r, 0, &m))
@@ -693,6 +716,21 @@ int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
     if (m.type == PERF_RECORD_SAMPLE)
         return run_sample(s, f, &m, r, real ? (int64_t)m.time : f->last_time);
     return side_band(f, r, m.type, m.body_end);
+}
+
+int64_t run_record(kstate *s, kfeed *f, const kf_rec *r)
+{
+    if (f->walk) {
+        int64_t io[2];
+        int64_t status = f->walk(s, f, r->p, r->size, walk_due(f), io);
+        if (status != K_FEED_DECLINED) { /* as advance and run_sample keep them */
+            if (io[0] > f->last_time)
+                f->last_time = io[0];
+            f->samples += io[1];
+            return status;
+        }
+    }
+    return walk_record(s, f, r);
 }
 
 int64_t k_feed(kstate *s, kfeed *f, const uint8_t *buf, uint64_t len, const uint64_t *offsets,

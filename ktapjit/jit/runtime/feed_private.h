@@ -108,6 +108,7 @@ struct kfeed {
     int64_t last_comm;     /* (kstr *), 0: empty */
     unsigned __int128 lost; /* Python's count is unbounded: damaged LOST records can be huge */
     int64_t last_time, consumed, stopped_at, error_offset, samples;
+    kwalk walk;           /* the session's compiled walker (k_feed_walker), or NULL */
     struct kf_live *live; /* the live merger (k_feed_push), made on first use */
     int keeping;          /* k_feed_keep: copy each record the live merger runs into kept */
     int kept_failed;      /* a copy could not grow kept */

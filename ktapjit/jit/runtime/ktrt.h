@@ -155,6 +155,16 @@ struct kfunc {
  * and counts lost records. Semantics: ktapjit/tracing/dispatch.py. */
 typedef struct kfeed kfeed;
 
+/* A record walker compiled per session (ktapjit/jit/walker.py, set with
+ * k_feed_walker): runs the record rec[0..size) when it is a sample of a
+ * shape it was compiled for and no timer is due by its time (due: the first
+ * timer's due time, INT64_MAX when none); then io[0] is the sample's time
+ * and io[1] 1 when it counts as a sample, and it returns a K_RUN_* status.
+ * Otherwise it returns K_FEED_DECLINED having changed nothing the script
+ * can see, and the generic walker runs the record. It reads the feed only
+ * through k_feed_comm. */
+typedef int64_t (*kwalk)(kstate *s, kfeed *f, const uint8_t *rec, uint64_t size, int64_t due, int64_t *io);
+
 /* The calls, the public state fields and the enums. */
 #include "ktrt_abi.h"
 

@@ -7,10 +7,14 @@
 #define KTAPJIT_KTRT_ABI_H
 
 /* A hash of the ABI: it changes with any call, field, enum or constant. */
-#define KRT_ABI_VERSION 3721024708
+#define KRT_ABI_VERSION 2302042372
 
 #define KA_WIDTH 4 /* words an argstr instruction: op, a, b, c */
 #define KA_STACK 32 /* an argstr program's value stack, in entries */
+#define KTABLE_ENTRIES_AT 0 /* byte offset of struct ktable's entries: generated code's memo hit */
+#define KTABLE_INDEX_AT 8 /* byte offset of struct ktable's index */
+#define KTABLE_MEMO_KEY_AT 48 /* byte offset of struct ktable's memo_key */
+#define KTABLE_MEMO_SLOT_AT 64 /* byte offset of struct ktable's memo_slot */
 
 /* Value tags: kval.tag. */
 enum {
@@ -86,9 +90,10 @@ enum {
 
 /* What k_feed returns besides the K_RUN_* statuses. */
 enum {
-    K_FEED_STREAM = 16, /* a corrupt timestamp: k_feed_message, error offset in k_feed_info */
-    K_FEED_BAD = 17,    /* a record the feed cannot read (never for input the decoder accepts) */
-    K_FEED_MORE = 18,   /* k_feed_release used its budget: more of the round is due */
+    K_FEED_STREAM = 16,   /* a corrupt timestamp: k_feed_message, error offset in k_feed_info */
+    K_FEED_BAD = 17,      /* a record the feed cannot read (never for input the decoder accepts) */
+    K_FEED_MORE = 18,     /* k_feed_release used its budget: more of the round is due */
+    K_FEED_DECLINED = 19, /* a compiled walker (kwalk) leaves the record to the generic walker */
 };
 
 /* How a slot of a bound probe is filled (k_feed_slot). */
@@ -506,6 +511,14 @@ int k_feed_sites(kfeed *f, int64_t probe, const kval *names, int64_t n);
 
 /* A tick timer, first due at start_ns + period; add in declaration order. [writes] */
 int k_feed_timer(kfeed *f, int64_t period, kcode code);
+
+/* The session's compiled walker (NULL: none); it runs the records it accepts, the generic
+ * walker the rest. [writes] */
+void k_feed_walker(kfeed *f, kwalk walk);
+
+/* For a compiled walker: *out = execname of task tid as the generic walker finds it (COMM/FORK
+ * names, else ":tid"); 0, or -1 when out of memory. [reads writes] */
+int k_feed_comm(kfeed *f, int64_t tid, kval *out);
 
 /* Run records: offsets[0..n) into buf when offsets is not NULL, else every record of
  * buf[0..len) in order. base is added to offsets in messages. K_RUN_OK when all ran;

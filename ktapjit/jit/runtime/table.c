@@ -1,8 +1,16 @@
 /* Insertion-ordered open-addressing tables (layout documented in ktrt.h). */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ktrt_private.h"
+
+/* Generated code reads a table's memo (ktapjit/jit/lower.py _table_set). */
+_Static_assert(offsetof(ktable, entries) == KTABLE_ENTRIES_AT, "ktable layout");
+_Static_assert(offsetof(ktable, index) == KTABLE_INDEX_AT, "ktable layout");
+_Static_assert(offsetof(ktable, memo_key) == KTABLE_MEMO_KEY_AT, "ktable layout");
+_Static_assert(offsetof(ktable, memo_slot) == KTABLE_MEMO_SLOT_AT, "ktable layout");
+_Static_assert(sizeof(kentry) == 32, "ktable layout");
 
 #define MIN_CAP 8u
 #define MAX_CAP (1u << 30) /* entry numbers must fit int32 */
