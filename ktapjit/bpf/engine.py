@@ -24,6 +24,7 @@ kernel updates, runs wholly in user space, and `-v` says why.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -96,7 +97,7 @@ class BpfRun(InterpRun):
         module, limits, say = self.module, self.config.limits, self._verbose
         if not self.tracing:
             return
-        analysis = analyse_module(module, limits, _field_shapes(module, events))
+        analysis = analyse_module(module, limits, _field_shapes(module, events), recorded=events.recording)
         attachments, refusal = _kernel_events(module, analysis, events)
         if refusal:
             say(f"bpf: every probe runs in user space: {refusal}")
@@ -314,7 +315,10 @@ def _kernel_events(module: Module, analysis, events: LiveEvents):
                 continue
             if not opened.tracepoint:
                 return [], f"{member.eventdef or member.event}: only tracepoints and profile-N run in the kernel yet"
-            built.append((tracepoint_event(member.probe, member.fmt, events.pid), opened.fds))
+            # A system-wide trace leaves ktapjit out: perf's filter (tracing/live.py,
+            # _exclude_ktapjit) would, but perf applies it after the program ran.
+            skip = os.getpid() if events.pid is None else None
+            built.append((tracepoint_event(member.probe, member.fmt, events.pid, skip), opened.fds))
     return built, None
 
 

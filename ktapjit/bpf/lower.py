@@ -58,7 +58,8 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
     A tracepoint writes its perf sample only when its program returns
     non-zero: `keep_samples` makes every program that ran the body do so,
     for a run that also records the stream (--record, --engine compare).
-    A hit of another process than KernelEvent.pid never writes one."""
+    A hit of another process than KernelEvent.pid, or of KernelEvent.skip_pid,
+    never writes one."""
     kernel = {id(p.target) for p in analysis.placements if p.where == KERNEL}
     state = _PlanState(module, analysis, limits, int(keep_samples))
     for _round in range(8):  # string slots and refusals settle in a few rounds
@@ -263,10 +264,13 @@ class _ProgramLowering:
         self.use_map(SEQ_MAP)
         self.use_map(FAULT_MAP)
         fn.lines.append(";scratch")  # the scratch lookup goes here, if a `..` needs it
-        if self.event.pid is not None:
+        if self.event.pid is not None or self.event.skip_pid is not None:
             pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
             tgid = fn.op(f"lshr i64 {pid_tgid}, 32")
-            self.skip_unless(fn.op(f"icmp eq i64 {tgid}, {self.event.pid}"))
+            if self.event.pid is not None:
+                self.skip_unless(fn.op(f"icmp eq i64 {tgid}, {self.event.pid}"))
+            else:
+                self.skip_unless(fn.op(f"icmp ne i64 {tgid}, {self.event.skip_pid}"))
         if getattr(probe, "filter", None) is not None:
             self.skip_unless(filter_test(fn, probe.filter, probe.filter_span, self.event.fields))
         self.inline(probe.func, [])
@@ -841,7 +845,9 @@ class _ProgramLowering:
             return NIL
         fn = self.fn
         if not where.readable:
-            raise NotLowered(f"args.{name} (an array or dynamic field)", v.span or self.where(v))
+            what = "a common field, not in a program's context" if name.startswith("common_") else \
+                "an array or dynamic field"
+            raise NotLowered(f"args.{name} ({what})", v.span or self.where(v))
         if where.string:
             buf = fn.alloca(pad8(where.size))
             fn.helper_void(PROBE_READ_KERNEL, f"ptr {buf}, i64 {where.size}, ptr {fn.gep('%ctx', where.offset)}")
