@@ -24,11 +24,15 @@ from ktapjit.diag import counted
 class TimedRun:
     """A Run (run_api.Run) whose event steps are timed and counted. A run
     that feeds natively (the JIT) keeps its feed: its chunks are timed, and
-    its events are the samples the feed ran probes for."""
+    its events are the samples the feed ran probes for. A run with probes
+    in the kernel (the BPF engine's `kernel_probes` and `kernel_timers`)
+    sees their samples only because the stream is recorded: those ran in
+    the kernel, where they are not timed, and are counted apart."""
 
     def __init__(self, run):
         self.run = run
         self.steps = 0
+        self.kernel_steps = 0
         self.event_s = 0.0
         self.feed = None
 
@@ -84,9 +88,15 @@ class TimedRun:
         return self.run.start()
 
     def run_probe(self, index, event) -> bool:
+        if index in getattr(self.run, "kernel_probes", ()):
+            self.kernel_steps += 1
+            return self.run.run_probe(index, event)
         return self._timed(self.run.run_probe, index, event)
 
     def run_profile(self, index, event) -> bool:
+        if index in getattr(self.run, "kernel_timers", ()):
+            self.kernel_steps += 1
+            return self.run.run_profile(index, event)
         return self._timed(self.run.run_profile, index, event)
 
     def run_timer(self, index, time_ns) -> bool:
@@ -110,7 +120,12 @@ class Trial:
 
     @property
     def events(self) -> int:
+        """The events this trial ran in user space, and timed."""
         return sum(t.events for t in self.timed)
+
+    @property
+    def kernel_events(self) -> int:
+        return sum(t.kernel_steps for t in self.timed)
 
     @property
     def ns_per_event(self) -> float:
@@ -154,9 +169,11 @@ def verdict(reference: Trial, candidate: Trial) -> tuple[bool, list[str]]:
 
 
 def _timing(reference: Trial, candidate: Trial) -> str:
-    n, m = reference.events, candidate.events
-    if not (n or m):
+    n, m, k = reference.events, candidate.events, candidate.kernel_events
+    if not (n or m or k):
         return "compare: no events; nothing to time per event"
+    if k:
+        return _timing_with_kernel(reference, candidate)
     a, b = reference.ns_per_event, candidate.ns_per_event
     ratio = f" ({a / b:.1f}x)" if a > 0 and b > 0 else ""
     if n == m:
@@ -165,6 +182,19 @@ def _timing(reference: Trial, candidate: Trial) -> str:
         counts = f"{reference.engine} {counted(n, 'event')}, {candidate.engine} {counted(m, 'event')}"
     return (f"compare: {counts}; {reference.engine} {a:,.0f} ns/event, "
             f"{candidate.engine} {b:,.0f} ns/event{ratio}")
+
+
+def _timing_with_kernel(reference: Trial, candidate: Trial) -> str:
+    """The candidate ran some events in the kernel, untimed: no ratio, and
+    its time per event is that of the events it ran in user space."""
+    n, m, k = reference.events, candidate.events, candidate.kernel_events
+    if n == m + k:
+        counts = counted(n, "event")
+    else:
+        counts = f"{reference.engine} {counted(n, 'event')}, {candidate.engine} {counted(m + k, 'event')}"
+    user = f"{candidate.ns_per_event:,.0f} ns/event over {m:,} in user space, " if m else ""
+    return (f"compare: {counts}; {reference.engine} {reference.ns_per_event:,.0f} ns/event, "
+            f"{candidate.engine} {user}{k:,} in the kernel (not timed)")
 
 
 def _show(line: bytes) -> str:
