@@ -58,6 +58,9 @@ class TimedRun:
     def poll_kernel(self) -> bool:
         return self.run.poll_kernel()
 
+    def gate_kernel(self, on: bool) -> None:
+        self.run.gate_kernel(on)
+
     def holds_kernel_code(self) -> bool:
         return self.run.holds_kernel_code()
 

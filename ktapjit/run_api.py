@@ -345,14 +345,22 @@ class Run(Protocol):
         """Between a live session's rounds: False once code in the kernel
         failed (the error is then in `errors` and tracing stops)."""
 
+    def gate_kernel(self, on: bool) -> None:
+        """The session enabled its perf events (on), or disabled them (off):
+        what attach_kernel put in the kernel runs on events exactly while
+        the gate is on, so that it sees the events perf samples. Safe from
+        a signal handler; a no-op without kernel code."""
+
     def holds_kernel_code(self) -> bool:
-        """Whether attach_kernel put code in the kernel. Such code runs until
-        its perf events are closed, not merely disabled, so the session then
-        closes them before detach_kernel, and before trace_end."""
+        """Whether code attach_kernel put in the kernel may still run on
+        events: it runs until its perf events are closed unless its gate is
+        off, so the session then closes them before detach_kernel, and
+        before trace_end."""
 
     def detach_kernel(self) -> None:
-        """The session's perf events are closed: take back what ran in the
-        kernel (tables, errors) and close it. Idempotent."""
+        """The session's perf events are closed (or disabled, and the gate
+        off): take back what ran in the kernel (tables, errors) and close
+        it. Idempotent."""
 
     # Only a run whose native_feed gave a feed is asked for these two.
 

@@ -16,7 +16,10 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +155,48 @@ def test_replay_is_refused_in_one_line(tmp_path):
                                "-e", "trace syscalls:* {}")
     assert (status, out, err) == (2, "", "ktapjit: the BPF engine needs live events: "
                                          "--engine compare --bpf cannot run --replay\n")
+
+
+# `pace`: 50 getpgid calls a millisecond, forever: a steady load the
+# user-space half (which skips the kept samples of kernel probes) keeps up
+# with, so that a stop cuts no backlog out of the recording. getpgid, not
+# getppid: the other live tests' BPF programs on getppid drop samples of
+# every perf event there (docs/bpf.md, "Other tracers").
+PACE_C = r"""
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) { for (;;) { for (int i = 0; i < 50; i++) syscall(SYS_getpgid, 0); usleep(1000); } }
+"""
+
+
+@pytest.fixture(scope="module")
+def pace(tmp_path_factory) -> Path:
+    return build_c(tmp_path_factory, "pace", PACE_C, "-O2", purpose="the load")
+
+
+def test_a_system_wide_count_under_load_is_the_replays(pace, clean_tracing_state):  # noqa: F811
+    """Programs run from their attach to the close of their perf events,
+    enabled or not; the gate makes them count exactly while perf samples.
+    Without it, a busy tracepoint's hits after the disable (trace_end, the
+    close) were counted in the kernel and missing from the recording. As a
+    user stops it: Ctrl-C."""
+    load = subprocess.Popen([str(pace)])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen([sys.executable, "-m", "ktapjit", "run", "--engine", "compare", "--bpf", "-e",
+                            "var n = 0\ntrace syscalls:sys_enter_getpgid { n += 1 }\ntrace_end { print(n) }"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert run.stderr.readline().decode() == status_line(1) + "\n"
+        time.sleep(0.5)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        load.kill()
+        load.wait()
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    out, lines = out.decode(), err.decode().splitlines()
+    assert (run.returncode, lines[0]) == (0, f"compare: identical output ({len(out)} bytes, "
+                                             "0 stderr lines, status 0)"), err
+    assert int(out) > 1000 and lines[1].endswith(" in the kernel (not timed)"), err
