@@ -614,8 +614,9 @@ def _cmd_dry_run(ns, module, source: bytes, out: BinaryIO, err: BinaryIO) -> int
                 _say(err, f"ktapjit: warning: {warning}")
         else:
             dry = _bound_session(lambda: live_dry_run(module, ns.engine, ns.pid or -1, ns.command_argv), source)
-        if ns.engine == "bpf":
-            _place_dry_run(dry, module, _limits(ns))
+        if ns.engine == "bpf" or (ns.engine == "compare" and ns.compared == "bpf"):
+            _place_dry_run(dry, module, _limits(ns), recorded=ns.engine == "compare" or ns.record is not None)
+            dry.engine = "bpf" if ns.engine == "bpf" else "compare --bpf"
         if ns.format == "json":
             import json
 
@@ -629,11 +630,12 @@ def _cmd_dry_run(ns, module, source: bytes, out: BinaryIO, err: BinaryIO) -> int
     return EXIT_OK
 
 
-def _place_dry_run(dry, module, limits: Limits) -> None:
-    """--engine bpf: where each probe and timer runs, as `ktapjit plan` says."""
+def _place_dry_run(dry, module, limits: Limits, recorded: bool = False) -> None:
+    """--engine bpf: where each probe and timer runs, as `ktapjit plan` says
+    (`recorded`: for a run that records its stream)."""
     from ktapjit.bpf.placement import place_module
 
-    placed = {id(p.target): p for p in place_module(module, limits)}
+    placed = {id(p.target): p for p in place_module(module, limits, recorded=recorded)}
     for planned in (*dry.probes, *dry.timers):
         placement = placed[id(planned.info)]
         planned.where = placement.where
