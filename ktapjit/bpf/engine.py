@@ -8,8 +8,11 @@ session calls `attach_kernel`: the kernel-placed probes are analysed with
 the bound events' field shapes, lowered, loaded with the ``ktapjit_src``
 map bound to every program (``ktapjit ps``), their maps filled from what
 the top level left in the globals, and attached. Their samples then never
-reach the ring (unless the run records it). When the perf events are closed
-the session calls `detach_kernel`: the maps are read back into the
+reach the ring (unless the run records it). The session turns the
+programs' gate on right after enabling the perf events and off right
+before disabling them (`gate_kernel`), so they run exactly while perf
+samples. Once the gate is off (or else the perf events are closed) the
+session calls `detach_kernel`: the maps are read back into the
 interpreter's globals, a fault in kernel code becomes the run's error, and
 every BPF object is closed; trace_end then runs over the same tables.
 Between rounds the session asks `poll_kernel`: a fault in kernel code stops
@@ -196,8 +199,9 @@ class BpfRun(InterpRun):
 
     def detach_kernel(self) -> None:
         """After the perf events are closed, or disabled with the gate off:
-        the maps back into the globals, a kernel fault into the errors, every BPF object closed.
-        Idempotent; nothing to do when nothing was attached."""
+        the maps back into the globals, a kernel fault into the errors,
+        every BPF object closed. Idempotent; nothing to do when nothing was
+        attached."""
         if self._bpf is None:
             return
         self._gate = None  # first: a signal handler's gate_kernel must not write a closed map
