@@ -22,9 +22,11 @@ the reference the native path is tested against.
 
 A run that puts probes in the kernel (the BPF engine) takes one more
 step: a live session calls `Run.attach_kernel(LiveEvents)` once its perf
-events are open and before it enables them, `Run.poll_kernel()` between
-rounds, and `Run.detach_kernel()` once they are closed, on every path
-(before trace_end). Other engines do nothing
+events are open and before it enables them, `Run.gate_kernel(True)` right
+after enabling them and `gate_kernel(False)` right before disabling them,
+`Run.poll_kernel()` between rounds, and `Run.detach_kernel()` once the
+gate is off or else the events are closed, on every path (before
+trace_end). Other engines do nothing
 there (run_lifecycle.py).
 """
 
