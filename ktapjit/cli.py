@@ -72,6 +72,24 @@ class _VersionAction(argparse.Action):
         raise _ParserExit(0, f"ktapjit {__version__}\n")
 
 
+COMPARED = ("jit", "bpf")  # the engines --engine compare checks against the interpreter
+
+
+class _EngineAction(argparse.Action):
+    """--engine, --jit, --bpf: the last engine named wins, except that
+    `compare` takes the engine named beside it, in either order, as the one
+    it checks (`--engine compare --bpf`; ns.compared, by default jit)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        chosen = values if isinstance(values, str) else self.const
+        if chosen == "compare" and namespace.engine in COMPARED:
+            namespace.compared = namespace.engine  # the default engine is jit: a plain compare checks it
+        elif namespace.engine == "compare" and chosen in COMPARED:
+            namespace.compared = chosen
+            return
+        namespace.engine = chosen
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text, 10)
@@ -106,11 +124,15 @@ def _build_parser(only: Optional[str] = None) -> _Parser:
 
 def _add_run(commands) -> None:
     run = commands.add_parser("run", help="run a script", description="Run a ktap script.")
-    run.add_argument("--engine", choices=ENGINES, default="jit",
+    run.add_argument("--engine", choices=ENGINES, default="jit", action=_EngineAction,
                      help="jit (the default): native code; interp: the reference interpreter; "
-                          "bpf: probes in the kernel where they may run there (live only); compare: jit and interp, checked")
-    run.add_argument("--jit", dest="engine", action="store_const", const="jit", help="same as --engine jit")
-    run.add_argument("--bpf", dest="engine", action="store_const", const="bpf", help="same as --engine bpf")
+                          "bpf: probes in the kernel where they may run there (live only); compare: jit "
+                          "(with --bpf: bpf) and interp over one stream, checked")
+    run.add_argument("--jit", dest="engine", nargs=0, action=_EngineAction, const="jit",
+                     help="same as --engine jit")
+    run.add_argument("--bpf", dest="engine", nargs=0, action=_EngineAction, const="bpf",
+                     help="same as --engine bpf; with --engine compare, compare bpf with interp")
+    run.set_defaults(compared="jit")
     _add_limit_options(run)
     run.add_argument("--replay", metavar="PERF_DATA", help="run over a recording (perf.data) instead of live")
     run.add_argument("--record", metavar="PERF_DATA", help="also record the live stream to a perf.data file")
@@ -607,8 +629,9 @@ def _cmd_dry_run(ns, module, source: bytes, out: BinaryIO, err: BinaryIO) -> int
                 _say(err, f"ktapjit: warning: {warning}")
         else:
             dry = _bound_session(lambda: live_dry_run(module, ns.engine, ns.pid or -1, ns.command_argv), source)
-        if ns.engine == "bpf":
-            _place_dry_run(dry, module, _limits(ns))
+        if ns.engine == "bpf" or (ns.engine == "compare" and ns.compared == "bpf"):
+            _place_dry_run(dry, module, _limits(ns), recorded=ns.engine == "compare" or ns.record is not None)
+            dry.engine = "bpf" if ns.engine == "bpf" else "compare --bpf"
         if ns.format == "json":
             import json
 
@@ -622,11 +645,12 @@ def _cmd_dry_run(ns, module, source: bytes, out: BinaryIO, err: BinaryIO) -> int
     return EXIT_OK
 
 
-def _place_dry_run(dry, module, limits: Limits) -> None:
-    """--engine bpf: where each probe and timer runs, as `ktapjit plan` says."""
+def _place_dry_run(dry, module, limits: Limits, recorded: bool = False) -> None:
+    """--engine bpf: where each probe and timer runs, as `ktapjit plan` says
+    (`recorded`: for a run that records its stream)."""
     from ktapjit.bpf.placement import place_module
 
-    placed = {id(p.target): p for p in place_module(module, limits)}
+    placed = {id(p.target): p for p in place_module(module, limits, recorded=recorded)}
     for planned in (*dry.probes, *dry.timers):
         placement = placed[id(planned.info)]
         planned.where = placement.where
@@ -727,27 +751,31 @@ def _run_engine(engine: str, ns, module, path: str, open_session, sink: BinaryIO
 
 
 def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: BinaryIO) -> int:
-    """Both engines over one stream; the JIT's output is the output. A live
-    stream is recorded while the JIT runs on it, and the recording replayed
-    through the interpreter.
+    """The compared engine (ns.compared: the JIT, or with --bpf the BPF
+    engine) and the interpreter over one stream; the compared engine's
+    output is the output. A live stream is recorded while the compared
+    engine runs on it, and the recording replayed through the interpreter.
+    The BPF engine's programs keep every sample while the stream is
+    recorded, so the recording holds the events they ran on too.
 
     What is compared is what the script made: stdout, its errors, its exit
     status. The session's own lines (the status line, events lost) describe
     the stream, not the script; a replay has no status line and may count
-    loss otherwise, so they are not compared: the JIT's trial, the one that
-    traces live, shows them to the user as they happen, once."""
+    loss otherwise, so they are not compared: the compared engine's trial,
+    the one that traces live, shows them to the user as they happen, once."""
     import tempfile
 
     from ktapjit.compare import TimedRun, Trial, verdict
 
     live = ns.replay is None and bool(module.probes or module.timers)
+    compared = ns.compared
     # Without events, each trial would take its own start: both take this one.
     start_ns = monotonic_ns()
     with tempfile.TemporaryDirectory(prefix="ktapjit-compare-") as scratch:
         if live and ns.record is None:
             ns.record = os.path.join(scratch, "stream.data")
         trials = []
-        for engine in ("jit", "interp"):
+        for engine in (compared, "interp"):
             trial = Trial(engine)
 
             def wrap(run, trial=trial):
@@ -758,25 +786,26 @@ def _cmd_compare(ns, module, path: str, source: bytes, out: BinaryIO, err: Binar
             if engine == "interp" and live:
                 ns.replay, ns.record, ns.pid, ns.command_argv = ns.record, None, None, []
             trial_out, trial_err = io.BytesIO(), io.BytesIO()
-            notices = err if engine == "jit" else io.BytesIO()  # the replay's are dropped
-            trial.status = _run_engine(engine, ns, module, path,
+            notices = err if engine == compared else io.BytesIO()  # the replay's are dropped
+            runner = _bpf_engine(ns, source, err) if engine == "bpf" else engine
+            trial.status = _run_engine(runner, ns, module, path,
                                        lambda: _open_session(ns, module, source, notices,
                                                              _replay_progress(ns, err)),
                                        _trial_output(ns, trial_out), trial_err, wrap, notices, start_ns)
             trial.stdout, trial.stderr = trial_out.getvalue(), trial_err.getvalue()
             trials.append(trial)
-    jit, interp = trials
+    candidate, interp = trials
     sink = _open_output(ns, out)
     try:
-        sink.write(jit.stdout)
+        sink.write(candidate.stdout)
     finally:
         if sink is not out:
             sink.close()
-    err.write(jit.stderr)
-    same, lines = verdict(interp, jit)
+    err.write(candidate.stderr)
+    same, lines = verdict(interp, candidate)
     for line in lines:
         _say(err, line)
-    return jit.status if same else EXIT_MISMATCH
+    return candidate.status if same else EXIT_MISMATCH
 
 
 def _trial_output(ns, stream: BinaryIO):
@@ -810,6 +839,8 @@ def _check_mode_options(ns) -> None:
         raise UsageError("-v (rates on stderr) and -q (nothing on stderr) contradict each other: give one")
     if ns.engine == "bpf" and ns.replay is not None:
         raise UsageError("the BPF engine needs live events: --engine bpf cannot run --replay")
+    if ns.engine == "compare" and ns.compared == "bpf" and ns.replay is not None:
+        raise UsageError("the BPF engine needs live events: --engine compare --bpf cannot run --replay")
     if ns.engine == "bpf" and ns.metrics is not None:
         raise UsageError("--metrics needs --engine interp or jit: the BPF engine's tables are in the kernel while it traces")
     if ns.verbose and ns.replay is not None:

@@ -29,11 +29,17 @@ class TimedRun:
     them (count_sample), a native feed (the JIT) as it reads them (its
     `samples`). A `tick-N` run is no event: the clock's, not the stream's;
     its time is in the total, as it is inside a native feed's chunks. A run
-    that feeds natively keeps its feed: its chunks are timed."""
+    that feeds natively keeps its feed: its chunks are timed. A run with
+    probes in the kernel (the BPF engine's `kernel_probes` and
+    `kernel_timers`) sees their samples only because the stream is
+    recorded: those ran in the kernel, where they are not timed, and are
+    counted apart (a sample with a probe in the kernel is a kernel event)."""
 
     def __init__(self, run):
         self.run = run
         self.samples = 0  # counted by the per-event path
+        self.kernel_steps = 0  # of those, samples a kernel probe ran on
+        self._sample_in_kernel = False
         self.event_s = 0.0
         self.feed = None
 
@@ -51,16 +57,21 @@ class TimedRun:
 
     @property
     def events(self) -> int:
-        return self.samples + (self.feed.samples if self.feed is not None else 0)
+        """The events run in user space, and timed."""
+        return self.samples - self.kernel_steps + (self.feed.samples if self.feed is not None else 0)
 
     def count_sample(self) -> None:
         self.samples += 1
+        self._sample_in_kernel = False
 
     def attach_kernel(self, events) -> None:
         self.run.attach_kernel(events)
 
     def poll_kernel(self) -> bool:
         return self.run.poll_kernel()
+
+    def gate_kernel(self, on: bool) -> None:
+        self.run.gate_kernel(on)
 
     def holds_kernel_code(self) -> bool:
         return self.run.holds_kernel_code()
@@ -92,10 +103,21 @@ class TimedRun:
         return self.run.start()
 
     def run_probe(self, index, event) -> bool:
+        if index in getattr(self.run, "kernel_probes", ()):
+            self._in_kernel()
+            return self.run.run_probe(index, event)
         return self._timed(self.run.run_probe, index, event)
 
     def run_profile(self, index, event) -> bool:
+        if index in getattr(self.run, "kernel_timers", ()):
+            self._in_kernel()
+            return self.run.run_profile(index, event)
         return self._timed(self.run.run_profile, index, event)
+
+    def _in_kernel(self) -> None:
+        if not self._sample_in_kernel:
+            self._sample_in_kernel = True
+            self.kernel_steps += 1
 
     def run_timer(self, index, time_ns) -> bool:
         return self._timed(self.run.run_timer, index, time_ns)
@@ -117,7 +139,12 @@ class Trial:
 
     @property
     def events(self) -> int:
+        """The events this trial ran in user space, and timed."""
         return sum(t.events for t in self.timed)
+
+    @property
+    def kernel_events(self) -> int:
+        return sum(t.kernel_steps for t in self.timed)
 
     @property
     def ns_per_event(self) -> float:
@@ -161,9 +188,11 @@ def verdict(reference: Trial, candidate: Trial) -> tuple[bool, list[str]]:
 
 
 def _timing(reference: Trial, candidate: Trial) -> str:
-    n, m = reference.events, candidate.events
-    if not (n or m):
+    n, m, k = reference.events, candidate.events, candidate.kernel_events
+    if not (n or m or k):
         return "compare: no events; nothing to time per event"
+    if k:
+        return _timing_with_kernel(reference, candidate)
     a, b = reference.ns_per_event, candidate.ns_per_event
     ratio = f" ({a / b:.1f}x)" if a > 0 and b > 0 else ""
     if n == m:
@@ -172,6 +201,19 @@ def _timing(reference: Trial, candidate: Trial) -> str:
         counts = f"{reference.engine} {counted(n, 'event')}, {candidate.engine} {counted(m, 'event')}"
     return (f"compare: {counts}; {reference.engine} {a:,.0f} ns/event, "
             f"{candidate.engine} {b:,.0f} ns/event{ratio}")
+
+
+def _timing_with_kernel(reference: Trial, candidate: Trial) -> str:
+    """The candidate ran some events in the kernel, untimed: no ratio, and
+    its time per event is that of the events it ran in user space."""
+    n, m, k = reference.events, candidate.events, candidate.kernel_events
+    if n == m + k:
+        counts = counted(n, "event")
+    else:
+        counts = f"{reference.engine} {counted(n, 'event')}, {candidate.engine} {counted(m + k, 'event')}"
+    user = f"{candidate.ns_per_event:,.0f} ns/event over {m:,} in user space, " if m else ""
+    return (f"compare: {counts}; {reference.engine} {reference.ns_per_event:,.0f} ns/event, "
+            f"{candidate.engine} {user}{k:,} in the kernel (not timed)")
 
 
 def _show(line: bytes) -> str:

@@ -22,9 +22,11 @@ the reference the native path is tested against.
 
 A run that puts probes in the kernel (the BPF engine) takes one more
 step: a live session calls `Run.attach_kernel(LiveEvents)` once its perf
-events are open and before it enables them, `Run.poll_kernel()` between
-rounds, and `Run.detach_kernel()` once they are closed, on every path
-(before trace_end). Other engines do nothing
+events are open and before it enables them, `Run.gate_kernel(True)` right
+after enabling them and `gate_kernel(False)` right before disabling them,
+`Run.poll_kernel()` between rounds, and `Run.detach_kernel()` once the
+gate is off or else the events are closed, on every path (before
+trace_end). Other engines do nothing
 there (run_lifecycle.py).
 """
 
@@ -405,14 +407,22 @@ class Run(Protocol):
         """Between a live session's rounds: False once code in the kernel
         failed (the error is then in `errors` and tracing stops)."""
 
+    def gate_kernel(self, on: bool) -> None:
+        """The session enabled its perf events (on), or disabled them (off):
+        what attach_kernel put in the kernel runs on events exactly while
+        the gate is on, so that it sees the events perf samples. Safe from
+        a signal handler; a no-op without kernel code."""
+
     def holds_kernel_code(self) -> bool:
-        """Whether attach_kernel put code in the kernel. Such code runs until
-        its perf events are closed, not merely disabled, so the session then
-        closes them before detach_kernel, and before trace_end."""
+        """Whether code attach_kernel put in the kernel may still run on
+        events: it runs until its perf events are closed unless its gate is
+        off, so the session then closes them before detach_kernel, and
+        before trace_end."""
 
     def detach_kernel(self) -> None:
-        """The session's perf events are closed: take back what ran in the
-        kernel (tables, errors) and close it. Idempotent."""
+        """The session's perf events are closed (or disabled, and the gate
+        off): take back what ran in the kernel (tables, errors) and close
+        it. Idempotent."""
 
     # Only a run whose native_feed gave a feed is asked for these two.
 

@@ -97,6 +97,9 @@ class RunLifecycle:
     def poll_kernel(self) -> bool:
         return True
 
+    def gate_kernel(self, on: bool) -> None:
+        pass
+
     def holds_kernel_code(self) -> bool:
         return False
 

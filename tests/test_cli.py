@@ -63,6 +63,25 @@ def test_command_line(argv, status, stdout, stderr):
     assert "Traceback" not in got_err
 
 
+@pytest.mark.parametrize("argv, engine, compared", [
+    ([], "jit", "jit"),
+    (["--bpf"], "bpf", "jit"),
+    (["--engine", "compare"], "compare", "jit"),
+    (["--engine", "compare", "--bpf"], "compare", "bpf"),
+    (["--bpf", "--engine", "compare"], "compare", "bpf"),
+    (["--engine", "compare", "--jit"], "compare", "jit"),
+    (["--engine", "compare", "--engine", "interp"], "interp", "jit"),
+    (["--engine", "interp", "--jit"], "jit", "jit"),
+])
+def test_compare_takes_the_engine_named_beside_it(argv, engine, compared):
+    """--engine compare checks the JIT, or with --bpf (before or after it)
+    the BPF engine, against the interpreter; otherwise the last engine named wins."""
+    from ktapjit.cli import _build_parser
+
+    ns = _build_parser("run").parse_args(["run", *argv, "-e", "print(1)"])
+    assert (ns.engine, ns.compared) == (engine, compared)
+
+
 def test_output_file(tmp_path):
     target = tmp_path / "out.txt"
     status, out, _ = cli("run", "-o", str(target), "-e", 'printf("%d\\n", 42)')

@@ -119,6 +119,47 @@ def test_both_engines_count_the_same_events(script, counted):
         assert timing.startswith(f"compare: {counted}; interp "), timing
 
 
+def kernel_trial(engine: str, events: int, seconds: float, in_kernel: int) -> Trial:
+    """A BPF trial: `events` timed in user space, `in_kernel` run by its programs."""
+    trial = timed_trial(engine, events, seconds)
+    trial.timed[0].kernel_steps = in_kernel
+    trial.timed[0].samples += in_kernel  # the kernel's events are samples of the stream too
+    return trial
+
+
+@pytest.mark.parametrize("n,m,k,line", [
+    (3, 0, 3, "compare: 3 events; interp 4,000 ns/event, bpf 3 in the kernel (not timed)"),
+    (3, 1, 2, "compare: 3 events; interp 4,000 ns/event, bpf 2,000 ns/event over 1 in user space, "
+              "2 in the kernel (not timed)"),
+    (4, 0, 3, "compare: interp 4 events, bpf 3 events; interp 3,000 ns/event, bpf 3 in the kernel (not timed)"),
+])
+def test_timing_line_of_a_run_with_events_in_the_kernel(n, m, k, line):
+    """The BPF engine's kernel events are not timed: no ratio, and its
+    ns/event is that of the events it ran in user space."""
+    same, lines = verdict(timed_trial("interp", n, 12e-6), kernel_trial("bpf", m, 2e-6 * m, k))
+    assert same and lines[-1] == line
+
+
+class KernelRun:
+    """A run whose probe 0 is in the kernel (as BpfRun after attach_kernel)."""
+
+    kernel_probes = frozenset({0})
+    kernel_timers = frozenset()
+
+    def run_probe(self, index, event) -> bool:
+        return True
+
+
+def test_timed_run_counts_kernel_probes_apart():
+    """A sample is a kernel event once, however many kernel probes it runs."""
+    run = TimedRun(KernelRun())
+    for probes in ((0,), (0, 0), (1,)):
+        run.count_sample()
+        for index in probes:
+            run.run_probe(index, None)
+    assert (run.events, run.kernel_steps) == (1, 2)
+
+
 COUNT = "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }"
 
 

@@ -356,9 +356,12 @@ def _live_skip_reason():
 
 @pytest.mark.live
 @pytest.mark.skipif(_live_skip_reason() is not None, reason=str(_live_skip_reason()))
-def test_syscount_by_process_live_over_bin_true():
+@pytest.mark.parametrize("engine", [[], ["--bpf"]], ids=["jit", "bpf"])
+def test_syscount_by_process_live_over_bin_true(engine):
+    """The other engines' live runs of every example: tests/bpf/test_compare_live.py."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ktapjit", "run", "-q", str(EXAMPLES_DIR / "syscount_by_process.kp"), "--", "/bin/true"],
+        [sys.executable, "-m", "ktapjit", "run", "-q", *engine, str(EXAMPLES_DIR / "syscount_by_process.kp"),
+         "--", "/bin/true"],
         capture_output=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr.decode("latin-1")
     assert proc.stderr == b""

@@ -118,16 +118,24 @@ def script_for(name: str, demo: Path, tmp_path: Path) -> Path:
 ENGINE = {"name": "interp"}
 
 
-@pytest.fixture(autouse=True, params=["interp", "jit"])
+@pytest.fixture(autouse=True, params=["interp", "jit", "bpf"])
 def engine(request):
-    """Every probe example, under each engine."""
+    """Every probe example, under each engine (bpf: where BPF runs here)."""
+    if request.param == "bpf":
+        from tests.tracing.conftest import bpf_skip_reason
+
+        reason = bpf_skip_reason()
+        if reason is not None:
+            pytest.skip(reason)
     ENGINE["name"] = request.param
     yield request.param
     ENGINE["name"] = "interp"
 
 
 def run(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "ktapjit", "run", "-q", "--engine", ENGINE["name"], *args],
+    """The BPF engine traces live only: a --replay of what it recorded runs on the interpreter."""
+    engine = "interp" if ENGINE["name"] == "bpf" and "--replay" in args else ENGINE["name"]
+    proc = subprocess.run([sys.executable, "-m", "ktapjit", "run", "-q", "--engine", engine, *args],
                           capture_output=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr.decode("latin-1")
     assert proc.stderr == b""

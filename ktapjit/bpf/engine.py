@@ -8,8 +8,11 @@ session calls `attach_kernel`: the kernel-placed probes are analysed with
 the bound events' field shapes, lowered, loaded with the ``ktapjit_src``
 map bound to every program (``ktapjit ps``), their maps filled from what
 the top level left in the globals, and attached. Their samples then never
-reach the ring (unless the run records it). When the perf events are closed
-the session calls `detach_kernel`: the maps are read back into the
+reach the ring (unless the run records it). The session turns the
+programs' gate on right after enabling the perf events and off right
+before disabling them (`gate_kernel`), so they run exactly while perf
+samples. Once the gate is off (or else the perf events are closed) the
+session calls `detach_kernel`: the maps are read back into the
 interpreter's globals, a fault in kernel code becomes the run's error, and
 every BPF object is closed; trace_end then runs over the same tables.
 Between rounds the session asks `poll_kernel`: a fault in kernel code stops
@@ -28,7 +31,8 @@ a cell the kernel updates, runs wholly in user space, and `-v` says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from ktapjit.bpf.errors import BpfError, VerifierError
@@ -57,6 +61,9 @@ class BpfEngine:
         return BpfRun(module, config, out, self)
 
 
+_GATE_KEY = (0).to_bytes(4, "little")
+
+
 @dataclass
 class _Cell:
     """A script global held in a map: its spec, its map, and what the top
@@ -77,6 +84,8 @@ class BpfRun(InterpRun):
         self._loaded = None
         self._faults = None  # the FaultRing of the loaded programs
         self._cells: list[_Cell] = []
+        self._gate = None  # the GATE_MAP of the loaded programs
+        self._gate_on = False
 
     # -- the per-event surface: kernel-placed probes ran in the kernel already
 
@@ -100,7 +109,7 @@ class BpfRun(InterpRun):
         module, limits, say = self.module, self.config.limits, self._verbose
         if not self.tracing:
             return
-        analysis = analyse_module(module, limits, _field_shapes(module, events))
+        analysis = analyse_module(module, limits, _field_shapes(module, events), recorded=events.recording)
         attachments, refusal = _kernel_events(module, analysis, events)
         if refusal:
             say(f"bpf: every probe runs in user space: {refusal}")
@@ -128,7 +137,7 @@ class BpfRun(InterpRun):
     def _load(self, plan, fds_of: dict) -> None:
         from ktapjit.bpf.attach import attach_all
         from ktapjit.bpf.fault_ring import FaultRing
-        from ktapjit.bpf.lower import FAULT_MAP
+        from ktapjit.bpf.lower import FAULT_MAP, GATE_MAP
         from ktapjit.bpf.kernel_load import load_plan
         from ktapjit.bpf.objects import BpfSession
         from ktapjit.bpf.source_map import create_source_map
@@ -147,6 +156,7 @@ class BpfRun(InterpRun):
                 prefill(spec, target, base)
                 self._cells.append(_Cell(spec, target, base))
             self._faults = FaultRing(self._loaded.maps[FAULT_MAP])
+            self._gate = self._loaded.maps[GATE_MAP]
             for program in plan.programs:
                 attach_all(list(fds_of[id(program.event)]), self._loaded.programs[program.name])
         except BaseException:
@@ -177,15 +187,28 @@ class BpfRun(InterpRun):
             self._read_faults()
         return self.tracing
 
+    def gate_kernel(self, on: bool) -> None:
+        """The programs run on events only while the session's perf events
+        are enabled: from the attach to the close they would see more
+        events than perf samples (docs/bpf.md, "The gate")."""
+        if self._gate is None or on == self._gate_on:
+            return
+        self._gate.update(_GATE_KEY, (1 if on else 0).to_bytes(8, "little"))
+        self._gate_on = on
+
     def holds_kernel_code(self) -> bool:
-        return self._loaded is not None
+        """Only while the gate is on: with it off the maps are final, and
+        trace_end need not wait for the kernel to release the perf events."""
+        return self._loaded is not None and self._gate_on
 
     def detach_kernel(self) -> None:
-        """After the perf events are closed: the maps back into the
-        globals, a kernel fault into the errors, every BPF object closed.
-        Idempotent; nothing to do when nothing was attached."""
+        """After the perf events are closed, or disabled with the gate off:
+        the maps back into the globals, a kernel fault into the errors,
+        every BPF object closed. Idempotent; nothing to do when nothing was
+        attached."""
         if self._bpf is None:
             return
+        self._gate = None  # first: a signal handler's gate_kernel must not write a closed map
         try:
             if self._faults is not None:
                 self._read_faults()
@@ -306,8 +329,13 @@ def _kernel_events(module: Module, analysis, events: LiveEvents):
     from ktapjit.bpf.kernel_plan import KernelEvent, tracepoint_event
 
     kernel = {id(p.target) for p in analysis.placements if p.where == KERNEL}
+    # A system-wide trace leaves ktapjit out: perf's filter (tracing/live.py,
+    # _exclude_ktapjit) would, but perf applies it after the program ran.
+    skip = os.getpid() if events.pid is None else None
     built = []
     for opened in events.opened:
+        if not opened.fds:
+            continue  # refused by the kernel (a glob skips it): nothing runs on it
         for member in opened.members:
             if member.is_profile:
                 if id(module.timers[member.timer]) in kernel:
@@ -317,12 +345,15 @@ def _kernel_events(module: Module, analysis, events: LiveEvents):
             if id(module.probes[member.probe]) not in kernel:
                 continue
             if opened.tracepoint:
-                built.append((tracepoint_event(member.probe, member.fmt, events.pid), opened.fds))
+                if member.system == "ftrace":
+                    # ftrace's own events (ftrace:print, ...) are no tracepoints: perf refuses them a program.
+                    return [], f"{member.system}:{member.event} is one of ftrace's own events, which take no BPF program"
+                built.append((tracepoint_event(member.probe, member.fmt, events.pid, skip), opened.fds))
                 continue
             event, why = _uprobe_event(member, events.pid)
             if why:
                 return [], f"{member.eventdef or member.event}: {why}"
-            built.append((event, opened.fds))
+            built.append((replace(event, skip_pid=skip), opened.fds))
     return built, None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from ktapjit.bpf.kernel_plan import CtxField, NotLowered
-from ktapjit.bpf.llvm_text import GET_SMP_PROCESSOR_ID, FunctionText
+from ktapjit.bpf.llvm_text import GET_CURRENT_PID_TGID, GET_SMP_PROCESSOR_ID, FunctionText
 from ktapjit.diag import Span
 from ktapjit.kernel_filter.language import FilterAnd, FilterNot, FilterOr, FilterPredicate, parse_filter
 
@@ -41,6 +41,11 @@ def _predicate(fn: FunctionText, pred: FilterPredicate, span, fields) -> str:
     if where is None and pred.field in GENERIC_CPU:
         cpu = fn.op(f"trunc i64 {fn.helper(GET_SMP_PROCESSOR_ID, 'i64', '')} to i32")
         return _compare(fn, pred.op, cpu, 32, True, pred.value)
+    if pred.field == "common_pid" and where is not None and not where.readable:
+        # Not in the program's context (kernel_plan.TRACEPOINT_CTX_START); the
+        # record's common_pid is the current task's pid, the helper's low half.
+        tid = fn.op(f"trunc i64 {fn.helper(GET_CURRENT_PID_TGID, 'i64', '')} to i32")
+        return _compare(fn, pred.op, tid, 32, where.signed, pred.value)
     if where is None or where.string or not where.in_context or where.size not in (1, 2, 4, 8):
         raise NotLowered(f"a /FILTER/ on field {pred.field}", span)
     bits = where.size * 8

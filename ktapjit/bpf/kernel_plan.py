@@ -50,8 +50,17 @@ class CtxField:
         return self.readable and not self.func_ip and self.constant is None and self.deref is None
 
 
+# The kernel writes the pt_regs pointer over the first 8 bytes of the record a
+# tracepoint program sees, and the verifier refuses reads there: the common
+# fields (common_type, common_flags, common_preempt_count, common_pid) are not
+# in the program's context.
+TRACEPOINT_CTX_START = 8
+
+
 def ctx_field(f: Field) -> CtxField:
     """Where a tracepoint field lives in the raw record the program sees."""
+    if f.offset < TRACEPOINT_CTX_START:
+        return CtxField(f.offset, f.size, f.signed, readable=False)
     if f.is_string and not f.dynamic and f.array_len:
         return CtxField(f.offset, f.size, string=True)
     if f.is_array or f.dynamic or f.size not in (1, 2, 4, 8):
@@ -72,11 +81,13 @@ class KernelEvent:
     type follows it, attach.prog_type_for). `fields` maps `args.NAME` to
     where it lives; `arg_names` are the fields arg0, arg1, ... read, in
     order. `pid` set: only that process's hits run the body (a uprobe or
-    tracepoint program sees every task, attach.py). `sites`: a site event's
-    (events.probes.probe_sites) probes by site index, each as the offset of
-    its address within a page and its probename: the kernel program finds
-    the site it runs for from bpf_get_func_ip() (a virtual address, which
-    keeps the file offset's place in its page whatever the load address)."""
+    tracepoint program sees every task, attach.py). `skip_pid` set: that
+    process's hits never run it (a system-wide trace leaves ktapjit out).
+    `sites`: a site event's (events.probes.probe_sites) probes by site
+    index, each as the offset of its address within a page and its
+    probename: the kernel program finds the site it runs for from
+    bpf_get_func_ip() (a virtual address, which keeps the file offset's
+    place in its page whatever the load address)."""
 
     probe: int  # index into Module.probes (Module.timers for a profile-N timer)
     event: str  # the event's name, e.g. "sys_enter_getppid"
@@ -87,17 +98,19 @@ class KernelEvent:
     pid: Optional[int] = None
     timer: bool = False  # a profile-N timer's cpu-clock event: `probe` indexes Module.timers
     sites: tuple[tuple[int, bytes], ...] = ()  # (address % PAGE_SIZE, probename) by site index
+    skip_pid: Optional[int] = None
 
     def target(self, module: Module) -> Union[ProbeInfo, TimerInfo]:
         return module.timers[self.probe] if self.timer else module.probes[self.probe]
 
 
-def tracepoint_event(probe: int, fmt: EventFormat, pid: Optional[int] = None) -> KernelEvent:
+def tracepoint_event(probe: int, fmt: EventFormat, pid: Optional[int] = None,
+                     skip_pid: Optional[int] = None) -> KernelEvent:
     """A tracepoint's KernelEvent: every field of its format (common ones
     too), argN the non-common fields in order, probename the event's name."""
     fields = {f.name: ctx_field(f) for f in fmt.all_fields}
     return KernelEvent(probe, fmt.name, "tracepoint", fmt.name.encode(), fields,
-                       tuple(f.name for f in fmt.args()), pid)
+                       tuple(f.name for f in fmt.args()), pid, skip_pid=skip_pid)
 
 
 # ------------------------------------------------------------ the output

@@ -40,6 +40,7 @@ SEQ_MAP = "ktj_seq"  # per-CPU u64: the sequence part of first-insert stamps
 SCRATCH_MAP = "ktj_scratch"  # per-CPU: the strings `..` builds (off the 512-byte stack)
 ZERO_MAP = "ktj_zero"  # one zeroed value as large as any map's: what an insert copies
 FAULT_MAP = "ktj_faults"  # ring buffer of (site u32, kind u32, detail i64)
+GATE_MAP = "ktj_gate"  # one u64, non-zero while the session's perf events are enabled (Run.gate_kernel)
 FAULT_RING_BYTES = 64 * 1024
 FAULT_RECORD = 16
 E2BIG = 7  # an insert into a full map (max_entries = --max-table)
@@ -59,7 +60,8 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
     A tracepoint writes its perf sample only when its program returns
     non-zero: `keep_samples` makes every program that ran the body do so,
     for a run that also records the stream (--record, --engine compare).
-    A hit of another process than KernelEvent.pid never writes one."""
+    A hit of another process than KernelEvent.pid, or of KernelEvent.skip_pid,
+    never writes one."""
     kernel = {id(p.target) for p in analysis.placements if p.where == KERNEL}
     state = _PlanState(module, analysis, limits, int(keep_samples))
     for _round in range(8):  # string slots and refusals settle in a few rounds
@@ -87,6 +89,7 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
     largest = max([m.value.size for m in maps] + [8])
     scratch = max([p.scratch_size for p in programs] + [0])
     aux = [AuxMap(SEQ_MAP, sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1),
+           AuxMap(GATE_MAP, sc.BPF_MAP_TYPE_ARRAY, 4, 8, 1),
            AuxMap(ZERO_MAP, sc.BPF_MAP_TYPE_ARRAY, 4, largest, 1, sc.BPF_F_RDONLY_PROG),
            AuxMap(FAULT_MAP, sc.BPF_MAP_TYPE_RINGBUF, 0, 0, FAULT_RING_BYTES)] if programs else []
     if scratch:
@@ -257,22 +260,38 @@ class _ProgramLowering:
     # -- driving
 
     def lower(self) -> "_ProgramLowering":
-        """The program: skip other processes' hits and filtered-out events
-        (no sample: the interpreter never sees them), then the body."""
+        """The program: skip hits while the gate is off, other processes'
+        hits and filtered-out events (no sample: the interpreter never sees
+        them), then the body."""
         probe = self.target
         fn = self.fn
         self.use_map(SEQ_MAP)
         self.use_map(FAULT_MAP)
         fn.lines.append(";scratch")  # the scratch lookup goes here, if a `..` needs it
-        if self.event.pid is not None:
+        self.skip_unless_gate_on()
+        if self.event.pid is not None or self.event.skip_pid is not None:
             pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
             tgid = fn.op(f"lshr i64 {pid_tgid}, 32")
-            self.skip_unless(fn.op(f"icmp eq i64 {tgid}, {self.event.pid}"))
+            if self.event.pid is not None:
+                self.skip_unless(fn.op(f"icmp eq i64 {tgid}, {self.event.pid}"))
+            else:
+                self.skip_unless(fn.op(f"icmp ne i64 {tgid}, {self.event.skip_pid}"))
         if getattr(probe, "filter", None) is not None:
             self.skip_unless(filter_test(fn, probe.filter, probe.filter_span, self.event.fields))
         self.inline(probe.func, [])
         self.fill_scratch()
         return self
+
+    def skip_unless_gate_on(self) -> None:
+        """A program runs from its attach to the close of its perf event,
+        enabled or not; the gate (GATE_MAP) makes it run only while perf
+        samples, so that it sees the events the stream holds."""
+        fn = self.fn
+        zero = self.buffer(("zero",), 8)
+        fn.store("i32", "0", zero)
+        gate = self.lookup(self.use_map(GATE_MAP), zero)
+        self.skip_unless(fn.op(f"icmp ne ptr {gate}, null"))
+        self.skip_unless(fn.op(f"icmp ne i64 {fn.load('i64', gate)}, 0"))
 
     def skip_unless(self, passes: str) -> None:
         fn = self.fn
@@ -844,7 +863,9 @@ class _ProgramLowering:
             return NIL
         fn = self.fn
         if not where.readable:
-            raise NotLowered(f"args.{name} (an array or dynamic field)", v.span or self.where(v))
+            what = "a common field, not in a program's context" if name.startswith("common_") else \
+                "an array or dynamic field"
+            raise NotLowered(f"args.{name} ({what})", v.span or self.where(v))
         if where.func_ip:
             return int_value(fn.helper(GET_FUNC_IP, "i64", "ptr %ctx"))
         if where.constant is not None:

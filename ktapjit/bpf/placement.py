@@ -105,9 +105,9 @@ FieldShapes = Callable[[ProbeInfo], Mapping[str, FieldShape]]
 
 
 def place_module(module: Module, limits: Limits = Limits(),
-                 field_shapes: Optional[FieldShapes] = None) -> list[Placement]:
+                 field_shapes: Optional[FieldShapes] = None, recorded: bool = False) -> list[Placement]:
     """One Placement per probe and timer of the module, in source order."""
-    return analyse_module(module, limits, field_shapes).placements
+    return analyse_module(module, limits, field_shapes, recorded).placements
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,11 @@ class Analysis:
 
 
 def analyse_module(module: Module, limits: Limits = Limits(),
-                   field_shapes: Optional[FieldShapes] = None) -> Analysis:
-    analysis = _Analysis(module, limits, field_shapes)
+                   field_shapes: Optional[FieldShapes] = None, recorded: bool = False) -> Analysis:
+    """`recorded`: the run records its stream (--record, --engine compare),
+    whose replay must print what the run printed; what a replay cannot
+    give again then stays in user space."""
+    analysis = _Analysis(module, limits, field_shapes, recorded)
     placements = analysis.run()
     bounds = {cell: v.strlen for cell, v in analysis.values_in.items() if "string" in v.kinds}
     return Analysis(placements, analysis.cell_uses, frozenset(analysis.table_globals),
@@ -229,10 +232,11 @@ class _Body:
 
 
 class _Analysis:
-    def __init__(self, module: Module, limits: Limits, field_shapes: Optional[FieldShapes]):
+    def __init__(self, module: Module, limits: Limits, field_shapes: Optional[FieldShapes], recorded: bool = False):
         self.module = module
         self.limits = limits
         self.field_shapes = field_shapes
+        self.recorded = recorded
         self.users: dict[Func, dict[Value, list]] = {}
         self._classify_globals()
         self.values_in: dict[str, _Abs] = dict(self.preset)
@@ -463,6 +467,11 @@ class _Analysis:
         if flags & EVENT:
             return self.event_value(v, why)
         if op is Op.Time:
+            if self.recorded:
+                # The kernel reads the clock before perf stamps the sample (docs/bpf.md,
+                # "The stamp and the clock"): a replay, on the sample's time, would differ.
+                why(f"gettimeofday_{v.aux}() while the stream is recorded (a replay reads the "
+                    f"sample's time, not the kernel's clock)", self.where(v))
             return _kind("int", key=("time", v.aux))
         if op is Op.Arch:
             return _kind("string", strlen=ARCH_MAX, key=("arch",))

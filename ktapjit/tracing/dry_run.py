@@ -271,10 +271,11 @@ def _duration(ns: int) -> str:
 
 
 def _where_text(engine: str, where: str, reasons: tuple[str, ...]) -> list[str]:
-    if engine == "bpf":
+    if engine in ("bpf", "compare --bpf"):
+        then = ", then interp on the recording" if engine != "bpf" else ""
         if where == "kernel":
-            return ["runs: in the kernel (eBPF)"]
-        return ["runs: in user space (--engine bpf cannot run it in the kernel):",
+            return [f"runs: in the kernel (eBPF){then}"]
+        return [f"runs: in user space{then} (--engine bpf cannot run it in the kernel):",
                 *(f"    {reason}" for reason in reasons)]
     if engine == "compare":
         return ["runs: in user space (jit live, then interp on the recording)"]

@@ -214,10 +214,11 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _halter(session: PerfSession) -> Callable[[], None]:
-    """Disables the events from a signal handler; a failure there is left
-    for the loop's own disable() to report."""
+def _halter(session: PerfSession, gate: Callable[[bool], None] = lambda on: None) -> Callable[[], None]:
+    """Disables the events (and closes the kernel code's gate) from a signal
+    handler; a failure there is left for the loop's own disable() to report."""
     def halt() -> None:
+        gate(False)
         try:
             session.disable()
         except abi.PerfError:
@@ -512,8 +513,10 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                             plan.attach(ids, b)
                     if companion_ev is not None:
                         loaded = _load_companions(session, events, companion_ev, plan, options)
+                    gate = lambda on: None  # noqa: E731
                     if driver.run is not None:  # before the events are enabled: no hit is missed
                         driver.run.attach_kernel(_live_events(session, events, groups, pid, options))
+                        gate = driver.run.gate_kernel
                     attrs = session.attr_table()
                     rounds = driver.open_rounds(plan, attrs, start_ns)
                     head = _comm_records(session, start_ns, [pid] if pid != -1 else None, stacks)
@@ -523,10 +526,13 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                     rounds.head(head)
                     try:
                         reader.read_from(session)
-                        stop.halt = _halter(session)
+                        stop.halt = _halter(session, gate)
                         # Enabled before the status line: a user (or a test) starts the
                         # workload on seeing it, and its first events must be traced.
                         session.enable()
+                        # Kernel code runs inside perf's window: a program whose gate is off
+                        # drops its sample, so the stream holds exactly the events it ran on.
+                        gate(True)
                         counted_events = [(ev, g) for ev, g in zip(events, groups) if ev is not companion_ev]
                         opened = _points([ev for ev, _g in counted_events], [g for _ev, g in counted_events],
                                          session.refused)
@@ -535,8 +541,9 @@ def run_live(driver: LiveDriver, bound: list[BoundEvent], plan: StreamPlan, opti
                             child.release()
                         rates = _rate_report(options.rates, reader, session, driver)
                         unprocessed = _loop(session, reader, rounds, writer, child, stop, rates,
-                                            options.between_rounds)
+                                            options.between_rounds, gate)
                     finally:
+                        gate(False)  # exit(), an error: kernel code stops where the trace did
                         reader.stop()  # before the rings are unmapped
                         stop.halt = None  # and the fds closed
                     lost = session.lost()
@@ -755,11 +762,13 @@ _SWITCH_INTERVAL = 0.001  # seconds; see _loop
 
 
 def _loop(session: PerfSession, reader: _Reader, rounds: LiveRounds, writer, child, stop: _StopFlag,
-          rates=None, between_rounds: Callable[[], None] = lambda: None) -> int:
+          rates=None, between_rounds: Callable[[], None] = lambda: None,
+          gate: Callable[[bool], None] = lambda on: None) -> int:
     """Run the drained rounds until the trace ends; the number of samples
     read but not run, because a stop's deadline passed first. A RateReport
     (`rates`, -v) gets a tick between rounds, and between the records or
-    native steps of one."""
+    native steps of one. `gate(False)` comes before each disable: kernel
+    code (Run.gate_kernel) stops with the samples."""
     go_on = lambda: not stop.overdue()  # noqa: E731
     if rates is not None:  # -v: on time also when one round runs for seconds (a slow probe)
         go_on = lambda: rates.tick() or not stop.overdue()  # noqa: E731
@@ -780,6 +789,7 @@ def _loop(session: PerfSession, reader: _Reader, rounds: LiveRounds, writer, chi
             while not stop.overdue():
                 done = stop.stopped or (child is not None and child.exited())
                 if done:
+                    gate(False)
                     session.disable()
                     reader.stop()  # no more polling: the last drain is ours
                     chunks = reader.next_pass(0) or reader.drain()
@@ -806,6 +816,7 @@ def _loop(session: PerfSession, reader: _Reader, rounds: LiveRounds, writer, chi
                         return 0
                 between_rounds()  # the engine is between steps: its tables may be read
             # A stop's deadline cut the backlog (else this counts nothing).
+            gate(False)
             session.disable()
             reader.stop()
             return rounds.abandon() + _count_samples(_leftover_passes(reader))

@@ -14,7 +14,7 @@ from ktapjit.bpf.attach import attach_all
 from ktapjit.bpf.fault_ring import FaultRing
 from ktapjit.bpf.kernel_load import LoadedPlan, load_plan
 from ktapjit.bpf.kernel_plan import KernelEvent, KernelPlan, tracepoint_event
-from ktapjit.bpf.lower import FAULT_MAP, lower_module
+from ktapjit.bpf.lower import FAULT_MAP, GATE_MAP, lower_module
 from ktapjit.bpf.objects import BpfSession
 from ktapjit.bpf.placement import KERNEL, analyse_module
 from ktapjit.bpf.tables import prefill, read_back, read_stamped
@@ -43,6 +43,12 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
+
+
+def gate_on(loaded) -> None:
+    """Programs run only while their gate is on: the engine turns it on
+    when the session enables its perf events (BpfRun.gate_kernel)."""
+    loaded.maps[GATE_MAP].update((0).to_bytes(4, "little"), (1).to_bytes(8, "little"))
 
 
 def module_of(source: str, path: str = "t.kp"):
@@ -96,6 +102,7 @@ def run_live(source: str, workload: list[str], base: dict, limits: Limits = Limi
         perf_events = [tracepoint(*_split(e)) for e in _eventdefs(source)]
         with BpfSession() as bpf, PerfSession(perf_events, pages=256 if clockid else 1, track_tasks=False, clockid=clockid) as perf:
             loaded = load_plan(bpf, plan)
+            gate_on(loaded)
             for spec in plan.maps:
                 prefill(spec, loaded.maps[spec.name], base.get(spec.cell, []))
             for program in plan.programs:

@@ -94,6 +94,13 @@ SAME_AS_INTERP = [
      "trace_end { for (k, v in pairs(t)) { printf(\"%s %d\\n\", k, v) } }",
      f"a key longer than any string the kernel programs build 1\nsys_enter_getppid {P}\n",
      ["syscalls:sys_enter_getppid: kernel"]),
+    # The common fields are not in a tracepoint program's context: the verifier refused.
+    ("a filter on common_pid", "var n = 0\ntrace syscalls:sys_enter_getppid /common_pid != 1/ { n += 1 }\n"
+     "trace_end { print(n) }", f"{P}\n", ["syscalls:sys_enter_getppid: kernel"]),
+    ("args.common_pid stays in user space",
+     "var t = {}\ntrace syscalls:sys_enter_getppid { t[args.common_pid] += 1 }\ntrace_end { print(len(t)) }",
+     "1\n", ["syscalls:sys_enter_getppid: user: -e:2:38: args.common_pid (a common field, not in a program's "
+             "context) (not lowered yet)"]),
     ("a top-level base the kernel adds to",
      "var n = 0\nn = 7\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }",
      f"{P + 7}\n",

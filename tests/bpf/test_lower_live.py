@@ -14,7 +14,7 @@ import time
 
 import pytest
 from tests.bpf.conftest import needs_bpf, open_fds
-from tests.bpf.lowered import CALLS_C, module_of, plan_for, run_live
+from tests.bpf.lowered import CALLS_C, gate_on, module_of, plan_for, run_live
 from tests.cbuild import build_c
 
 from ktapjit.bpf.attach import attach_all
@@ -266,6 +266,7 @@ def test_a_uprobe_program_sums_a_register_argument_exactly(beats_workload):
         perf_event = uprobe_pmu_event(str(beats_workload), target.offset, is_return=False)
         with BpfSession() as bpf, PerfSession([perf_event], pages=1, track_tasks=False) as perf:
             loaded = load_plan(bpf, plan)
+            gate_on(loaded)
             for spec in plan.maps:
                 prefill(spec, loaded.maps[spec.name], [(None, 0)])
             [program] = plan.programs
@@ -309,6 +310,7 @@ def test_the_kernel_tables_equal_the_interpreters_on_the_same_events(calls, tmp_
         perf_events = [tracepoint("syscalls", e.event) for e in events]
         with BpfSession() as bpf, PerfSession(perf_events, pages=1, track_tasks=False) as perf:
             loaded = load_plan(bpf, plan)
+            gate_on(loaded)
             for program, perf_event in zip(plan.programs, perf_events):
                 attach_all([op.fd for op in perf.opened if op.event is perf_event], loaded.programs[program.name])
             interp = subprocess.Popen([ktapjit, "run", "--engine", "interp", "--record", "rec.data", "-p",

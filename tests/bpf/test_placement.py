@@ -295,6 +295,25 @@ def test_event_formats_decide_a_fields_size(shape, expected):
     assert plan("var t = {}\ntrace a:b { t[args.filename] += 1 }", shapes={"filename": shape}) == expected
 
 
+@pytest.mark.parametrize("script, expected", [
+    ("var t = {}\ntrace a:b { t[tid] = gettimeofday_ns() }",
+     "a:b user\n  2:14 gettimeofday_ns() while the stream is recorded (a replay reads the sample's time, "
+     "not the kernel's clock)"),
+    ("var n = 0\ntrace a:b { n += 1 }", "a:b kernel"),
+])
+def test_a_recorded_run_keeps_clock_readings_in_user_space(script, expected):
+    """The kernel reads the clock before perf stamps the sample, which is the
+    time a replay of the recording reads: under --record or --engine compare
+    the replay must print what the run printed. Unrecorded, it runs in the kernel."""
+    module = compile_text(script)
+    lines = []
+    for placement in place_module(module, Limits(), recorded=True):
+        lines.append(f"{placement.spec} {placement.where}")
+        lines += [f"  {r.span.line}:{r.span.col} {r.construct}" for r in placement.reasons]
+    assert "\n".join(lines) == expected
+    assert plan(script) == "a:b kernel"
+
+
 def test_an_events_array_field_is_read_in_the_kernel_but_not_written():
     shapes = {"args": FieldShape("array")}
     assert plan("var n = 0\ntrace a:b { n += args.args[0] }", shapes=shapes) == "a:b kernel"

@@ -10,6 +10,7 @@ syscall numbers of getppid and getpid (for filters on raw_syscalls' ``id``).
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
@@ -148,6 +149,18 @@ def perf_fds() -> list[int]:
     return found
 
 
+def bpf_fds() -> list[int]:
+    """BPF programs and maps (and their links) this process holds."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("anon_inode:bpf"):
+                found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+
 def children() -> list[int]:
     """Processes (zombies included) whose parent is this test process."""
     me = os.getpid()
@@ -171,9 +184,9 @@ def set_event() -> str:
 
 @pytest.fixture
 def clean_tracing_state():
-    """After the test, even a failed one: no enabled ftrace events, no perf fd
-    or perf mapping left in this process, no child process, default signal
-    handlers. Whatever is found is cleaned up first, then reported as an error."""
+    """After the test, even a failed one: no enabled ftrace events, no perf fd,
+    BPF program or map, or perf mapping left in this process, no child
+    process, default signal handlers. Whatever is found is cleaned up first, then reported as an error."""
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     yield
     problems = []
@@ -186,6 +199,11 @@ def clean_tracing_state():
         for fd in fds:
             os.close(fd)
         problems.append(f"{len(fds)} perf_event fds left open in the test process")
+    bpf = bpf_fds()
+    if bpf:
+        for fd in bpf:
+            os.close(fd)
+        problems.append(f"{len(bpf)} BPF program or map fds left open in the test process")
     if "perf_event" in Path("/proc/self/maps").read_text():
         problems.append("a perf ring is still mapped in the test process")
     kids = children()
@@ -205,12 +223,27 @@ def clean_tracing_state():
         pytest.fail("tracing state not clean after the test: " + "; ".join(problems))
 
 
-@pytest.fixture(autouse=True, params=["interp", "jit"])
+@pytest.fixture(autouse=True, params=["interp", "jit", "bpf"])
 def engine(request):
-    """Every event test, under each engine."""
+    """Every event test, under each engine. The BPF engine traces live only:
+    a test it cannot apply to says why with `@pytest.mark.not_bpf(reason)`."""
+    if request.param == "bpf":
+        refused = request.node.get_closest_marker("not_bpf")
+        if refused is not None:
+            pytest.skip(f"not under --engine bpf: {refused.args[0]}")
+        reason = bpf_skip_reason()
+        if reason is not None:
+            pytest.skip(reason)
     runcli.ENGINE = request.param
     yield request.param
     runcli.ENGINE = "interp"
+
+
+@functools.lru_cache(maxsize=None)
+def bpf_skip_reason() -> Optional[str]:
+    from tests.bpf.conftest import bpf_skip_reason as reason
+
+    return reason()
 
 
 class Procs:
@@ -224,7 +257,7 @@ class Procs:
         return self.popen(argv, stdin=subprocess.PIPE)
 
     def ktapjit(self, *args: str) -> "LiveKtapjit":
-        proc = self.popen([sys.executable, "-m", "ktapjit", "run", *runcli.engine_args(), *args], cwd=REPO,
+        proc = self.popen([sys.executable, "-m", "ktapjit", "run", *runcli.engine_args(args), *args], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return LiveKtapjit(proc)
 

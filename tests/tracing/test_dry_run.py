@@ -233,6 +233,23 @@ def test_bpf_engine_says_where_each_probe_runs():
             "  runs: in user space (--engine bpf cannot run it in the kernel):\n" + reasons) in text
 
 
+@pytest.mark.parametrize("flags", [["--engine", "compare", "--bpf"], ["--bpf", "--record", "x.data"]],
+                         ids=["compare-bpf", "bpf-record"])
+def test_a_recorded_bpf_run_says_where_each_probe_runs(flags, tmp_path):
+    """A run that records its stream keeps clock readings in user space
+    (docs/bpf.md, "Comparing with the interpreter"); compare says the
+    interpreter replays the recording next."""
+    flags = [str(tmp_path / f) if f.endswith(".data") else f for f in flags]
+    then = ", then interp on the recording" if "compare" in flags else ""
+    text = dry(*flags, "-e", "var n = 0\nvar t = {}\ntrace syscalls:sys_enter_getppid { n += 1 }\n"
+                             "trace syscalls:sys_enter_getpid { t[tid] = gettimeofday_ns() }")
+    assert f"engine: {'compare --bpf' if then else 'bpf'}\n" in text
+    assert f"trace syscalls:sys_enter_getppid\n  runs: in the kernel (eBPF){then}\n" in text
+    assert (f"trace syscalls:sys_enter_getpid\n  runs: in user space{then} (--engine bpf cannot run it in the "
+            "kernel):\n      -e:4:36: gettimeofday_ns() while the stream is recorded (a replay reads the sample's "
+            "time, not the kernel's clock)\n") in text
+
+
 # --- errors: the run's own ----------------------------------------------------------------------
 
 ERRORS = [

@@ -28,7 +28,9 @@ _REASON = live_skip_reason()
 if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
-pytestmark = [pytest.mark.live, pytest.mark.usefixtures("clean_tracing_state")]
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("clean_tracing_state"),
+              pytest.mark.not_bpf("--metrics needs --engine interp or jit: one usage error under bpf "
+                                  "(tests/test_cli.py)")]
 
 
 SCRIPT = """var calls = {}

@@ -113,6 +113,7 @@ def test_stack_depth_and_skip_keep_frames_like_ktap(depth, skip, kept):
     assert list(StackRequest("kernel", depth, skip).frames(FRAMES)) == kept.split()
 
 
+@pytest.mark.not_bpf("replays a recording: the BPF engine traces live only")
 def test_replay_without_profile_samples_is_a_binding_error():
     data = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "sched.data"
     status, out, err = ktapjit("--replay", str(data), script="profile-1ms { print(pid) }")

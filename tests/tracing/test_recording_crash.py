@@ -177,6 +177,7 @@ class PerfControl:
 
 
 @needs_perf
+@pytest.mark.not_bpf("replays a recording: the BPF engine traces live only")
 def test_a_killed_perf_record_replays_with_one_warning(workload, procs, tmp_path):
     """perf writes its tracing data at the end, so the formats come from this
     machine's tracefs (the recording was made here); every sample written
@@ -243,6 +244,7 @@ def check_kept(data: Path, kept_to: int, replay_err: str) -> None:
             assert unfinished_warning(data).fullmatch(replay_err).groups() == (str(kept_to), None)
 
 
+@pytest.mark.not_bpf("replays a recording: the BPF engine traces live only")
 def test_a_full_disk_ends_ktapjit_record_with_a_replayable_file(workload, small_disk):
     n = 200_000  # about 14 MB of samples
     data = small_disk / "full.data"
@@ -258,6 +260,8 @@ def test_a_full_disk_ends_ktapjit_record_with_a_replayable_file(workload, small_
     check_kept(data, int(kept_to), replay_err)
 
 
+@pytest.mark.not_bpf("the kernel counts each event before user space reads its sample: its count "
+                     "cannot stop at the last round the file keeps")
 def test_a_full_disk_ends_run_record_as_its_replay_ends(workload, small_disk):
     """The engine ran exactly the rounds the file keeps: trace_end prints the
     same count live and replayed, and the run says why it stopped."""

@@ -14,6 +14,8 @@ import pytest
 from tests.tracing.runcli import ktapjit
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+pytestmark = pytest.mark.not_bpf("replays a recording: the BPF engine traces live only")
+
 needs_perf = pytest.mark.skipif(shutil.which("perf") is None, reason="perf (Debian linux-perf) is not installed")
 
 

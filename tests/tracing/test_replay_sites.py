@@ -13,6 +13,8 @@ from ktapjit.events.errors import EventsError
 from ktapjit.frontend.eventdef import parse_eventdef
 from ktapjit.tracing.replay_dynamic import RecordedDynamicEvents
 
+pytestmark = pytest.mark.not_bpf("replays a recording: the BPF engine traces live only")
+
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 LIBM = "/usr/lib/x86_64-linux-gnu/libm.so.6"
 TABLES = {

@@ -77,6 +77,7 @@ profile-1ms { print(stack()) }
     assert [uses_stacks(p.func) for p in module.probes] == [True, True, False]
 
 
+@pytest.mark.not_bpf("replays a recording: the BPF engine traces live only")
 def test_replay_of_events_without_callchains_gives_nil():
     from pathlib import Path
     data = Path(__file__).resolve().parents[1] / "data" / "sched.data"

@@ -73,15 +73,16 @@ def _stop_timed(live, *signals: int, gap: float = 0.0):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_stop_under_load_runs_trace_end_soon_and_counts_the_rest(load, procs, tmp_path, sig):
+def test_stop_under_load_runs_trace_end_soon_and_counts_the_rest(load, procs, tmp_path, sig, engine):
     data = tmp_path / "stopped.data"
     live = procs.ktapjit("--record", str(data), "-e", HEAVY)
     assert live.wait_tracing() == status_line(1)
-    time.sleep(3)  # a backlog builds up
+    time.sleep(3)  # a backlog builds up (in user space: under bpf the kernel runs HEAVY's loop)
     took, status, out, err = _stop_timed(live, sig)
     assert status == 0 and int(END.match(out).group(1)) > 0, (out, err)
     assert took < GENEROUS, f"{took:.1f}s from the signal to the exit"
-    assert int(UNPROCESSED.search(err).group(1)) > 0, err
+    if engine != "bpf":
+        assert int(UNPROCESSED.search(err).group(1)) > 0, err
     assert "Traceback" not in err
     # The recording holds every pass the engine took up, the part a stop cut
     # off included: it has at least the events the live run ran. (Counted by
@@ -90,6 +91,11 @@ def test_stop_under_load_runs_trace_end_soon_and_counts_the_rest(load, procs, tm
     _unload(load)
     status, replayed, err = ktapjit("--engine", "jit", "--replay", str(data), script=COUNT)
     assert (status, err) == (0, "")
+    if engine == "bpf":
+        # The kernel ran HEAVY on every event inside the gate; the recording
+        # holds the samples the user-space half kept up with, which a stop
+        # may cut (docs/bpf.md, "The gate"): no relation to assert here.
+        return
     assert int(END.match(replayed).group(1)) >= int(END.match(out).group(1)) // HEAVY_WORK
 
 

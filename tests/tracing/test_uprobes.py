@@ -119,7 +119,7 @@ def ktapjit(*args: str, script: str, command: tuple = ()) -> tuple[int, str, str
     here). Returns status, script output, stderr, and the command's output
     lines (its stdout is a file for the duration)."""
     out, err = io.BytesIO(), io.BytesIO()
-    argv = ["run", *runcli.engine_args(), *args, "-e", script] + (["--", *command] if command else [])
+    argv = ["run", *runcli.engine_args(args), *args, "-e", script] + (["--", *command] if command else [])
     with tempfile.TemporaryFile() as child_out:
         sys.stdout.flush()
         saved = os.dup(1)

@@ -36,6 +36,8 @@ def number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
+@pytest.mark.not_bpf("-v counts the samples user space reads, and a kernel probe's are never read; "
+                     "under bpf -v first says where each probe runs (tests/bpf/test_engine_live.py)")
 def test_rates_lines_and_a_summary_that_match_the_scripts_count(burst):
     first, second = 20000, 30000
     status, out, err = ktapjit("-v", "--", burst, str(first), "3000", str(second), script=COUNT)
@@ -62,6 +64,8 @@ def test_without_v_no_rates_line(burst):
     assert (status, out, err) == (0, "2000\n", status_line(1) + "\n")
 
 
+@pytest.mark.not_bpf("-v counts the samples user space reads, and a kernel probe's are never read; "
+                     "under bpf -v first says where each probe runs (tests/bpf/test_engine_live.py)")
 def test_exit_ends_the_lines_with_the_summary(burst):
     script = "var n = 0\ntrace syscalls:sys_enter_getppid { n += 1\n if (n == 500) { exit() } }\n" \
              "trace_end { print(n) }"
@@ -74,6 +78,8 @@ def test_exit_ends_the_lines_with_the_summary(burst):
     assert summary and number(summary.group(1)) >= 500 and summary.group(4) == "0", err
 
 
+@pytest.mark.not_bpf("-v counts the samples user space reads, and a kernel probe's are never read; "
+                     "under bpf -v first says where each probe runs (tests/bpf/test_engine_live.py)")
 def test_ctrl_c_ends_the_lines_with_the_summary(procs, burst):
     # The command sleeps 10 s after its burst: Ctrl-C ends the trace (and stops it).
     live = procs.ktapjit("-v", "-e", COUNT, "--", burst, "1000", "10000", "0")
@@ -88,6 +94,8 @@ def test_ctrl_c_ends_the_lines_with_the_summary(procs, burst):
     assert SUMMARY.match(lines[2]) and number(SUMMARY.match(lines[2]).group(1)) == 1000, err
 
 
+@pytest.mark.not_bpf("-v counts the samples user space reads, and a kernel probe's are never read; "
+                     "under bpf -v first says where each probe runs (tests/bpf/test_engine_live.py)")
 @pytest.mark.slow
 def test_a_stop_under_load_sums_up_what_ran_and_what_did_not(procs, burst):
     """A probe far slower than the syscall: a backlog builds, Ctrl-C cuts it.
