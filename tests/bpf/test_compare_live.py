@@ -93,10 +93,13 @@ EXAMPLES = [
     ("syslat", 2, False),  # the slowest call so far: order-dependent
     ("filtered", 2, False),  # it prints
     ("sysdist", 2, False),  # gettimeofday_ns() in a recorded run (docs/bpf.md)
-    ("malloc_sizes", 1, False),  # uprobes stay in user space for now
-    ("funclat", 2, False),
-    ("usdt", 1, False),
+    ("malloc_sizes", 1, True),  # a uprobe on libc's malloc
+    ("funclat", 2, False),  # gettimeofday_ns() in a recorded run
+    ("usdt", 1, False),  # `last_n = ...`: the last writer wins
     ("flamegraph", 1, False),  # stack(): in user space
+    ("opensnoop", 1, False),  # they print; user_string() comes from companion records
+    ("execsnoop", 1, False),
+    ("offcputime", 1, False),  # in_iowait(): a companion record too
 ]
 
 
