@@ -123,15 +123,16 @@ class BpfRun(InterpRun):
         if not plan.programs:
             return
         fds_of = {id(event): (fds, tracepoint) for event, fds, tracepoint in attachments}
-        self._load(plan, fds_of)
+        self._load(plan, fds_of, events.pid)
         self.kernel_probes, self.kernel_timers = frozenset(lowered), frozenset(timers)
 
-    def _load(self, plan, fds_of: dict) -> None:
+    def _load(self, plan, fds_of: dict, pid: Optional[int]) -> None:
         from ktapjit.bpf.attach import attach_all, attach_carried
         from ktapjit.bpf.fault_ring import FaultRing
         from ktapjit.bpf.lower import FAULT_MAP
         from ktapjit.bpf.kernel_load import load_plan
         from ktapjit.bpf.objects import BpfSession
+        from ktapjit.bpf.scope import SCOPE_MAP, keep_scope
         from ktapjit.bpf.source_map import create_source_map
         from ktapjit.bpf.tables import prefill
 
@@ -148,6 +149,8 @@ class BpfRun(InterpRun):
                 prefill(spec, target, base)
                 self._cells.append(_Cell(spec, target, base))
             self._faults = FaultRing(self._loaded.maps[FAULT_MAP])
+            if SCOPE_MAP in self._loaded.maps:  # -p/--: kept from before the session's events are enabled
+                self._carriers += keep_scope(self._bpf, self._loaded.maps[SCOPE_MAP], pid, bind=(source_map,))
             for program in plan.programs:
                 fds, tracepoint = fds_of[id(program.event)]
                 loaded = self._loaded.programs[program.name]

@@ -31,6 +31,7 @@ from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_F
 from ktapjit.bpf.lower_ops import HANDLERS, op_text
 from ktapjit.bpf.lowered_value import NIL, FuncRef, Lowered, int_value
 from ktapjit.bpf.placement import KERNEL, KERNEL_STRING_MAX, Analysis, Reason
+from ktapjit.bpf.scope import SCOPE_ENTRIES, SCOPE_MAP
 from ktapjit.diag import Span
 from ktapjit.ir.func import Block, Func, Module, Value
 from ktapjit.ir.ops import Op
@@ -59,7 +60,8 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
     A tracepoint writes its perf sample only when its program returns
     non-zero: `keep_samples` makes every program that ran the body do so,
     for a run that also records the stream (--record, --engine compare).
-    A hit of another process than KernelEvent.pid never writes one."""
+    A hit outside the traced process tree (KernelEvent.pid set: the scope
+    map, scope.py) never writes one."""
     kernel = {id(p.target) for p in analysis.placements if p.where == KERNEL}
     state = _PlanState(module, analysis, limits, int(keep_samples))
     for _round in range(8):  # string slots and refusals settle in a few rounds
@@ -91,6 +93,8 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
            AuxMap(FAULT_MAP, sc.BPF_MAP_TYPE_RINGBUF, 0, 0, FAULT_RING_BYTES)] if programs else []
     if scratch:
         aux.append(AuxMap(SCRATCH_MAP, sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, scratch, 1))
+    if any(SCOPE_MAP in p.maps_used for p in programs):
+        aux.append(AuxMap(SCOPE_MAP, sc.BPF_MAP_TYPE_HASH, 4, 4, SCOPE_ENTRIES))
     return KernelPlan(texts, maps, aux, dict(state.sites), dict(state.not_lowered))
 
 
@@ -264,10 +268,12 @@ class _ProgramLowering:
         self.use_map(SEQ_MAP)
         self.use_map(FAULT_MAP)
         fn.lines.append(";scratch")  # the scratch lookup goes here, if a `..` needs it
-        if self.event.pid is not None:
+        if self.event.pid is not None:  # the traced process tree (scope.py keeps the map)
             pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
-            tgid = fn.op(f"lshr i64 {pid_tgid}, 32")
-            self.skip_unless(fn.op(f"icmp eq i64 {tgid}, {self.event.pid}"))
+            key = self.buffer(("scope",), 4)
+            fn.store("i32", fn.op(f"trunc i64 {fn.op(f'lshr i64 {pid_tgid}, 32')} to i32"), key)
+            found = self.lookup(self.use_map(SCOPE_MAP), key)
+            self.skip_unless(fn.op(f"icmp ne ptr {found}, null"))
         if getattr(probe, "filter", None) is not None:
             self.skip_unless(filter_test(fn, probe.filter, probe.filter_span, self.event.fields))
         self.inline(probe.func, [])
