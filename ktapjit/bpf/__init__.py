@@ -27,7 +27,9 @@ Errors are ``BpfError``: ``str()`` is one line a user can act on.
 
 - The engine (engine.py, ``--engine bpf``): an interpreter run for the
   user-space half, the kernel-placed probes lowered, loaded and attached to
-  the live session's perf events (docs/bpf.md, "Running").
+  the live session's perf events (docs/bpf.md, "Running"); under -p and
+  -- CMD the scope map and its two keeper programs (scope.py) tell the
+  kernel probes which tasks are the traced process tree.
 
 May import: ktapjit.diag, ktapjit.ir, ktapjit.semantics, ktapjit.events
 (the perf_event ABI: ioctls on the perf fds programs attach to; event

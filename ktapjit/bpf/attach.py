@@ -17,11 +17,19 @@ through each, the program would run once per CPU for one call. So it is
 attached once, through the first fd, and a pid filter must be in the
 program (the perf event's pid does not filter it). A cpu-clock program belongs to its one perf event, so
 it is attached to each CPU's. ``attach_all`` does the right one.
+
+A tracepoint or uprobe program is attached through a carrier event of its
+own (``attach_carried``), never through a session's events: a per-task
+session's events are inherited by the traced command's children, and when
+an inherited event is freed (the child exits) the kernel takes the program
+off the tracepoint, which then runs it no more.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 
 from ktapjit.bpf import syscall as sc
 from ktapjit.bpf.errors import PERMISSION, BpfError
@@ -68,6 +76,37 @@ def attach_all(perf_fds: list[int], program: Program) -> None:
             perf_abi.perf_ioctl(fd, perf_abi.PERF_EVENT_IOC_ENABLE, 0, "PERF_EVENT_IOC_ENABLE")
         except perf_abi.PerfError as exc:
             raise BpfError(_refusal(program, exc.errno), exc.errno) from None
+
+
+def open_carrier(tracepoint: int) -> int:
+    """A perf event on trace event `tracepoint` (its tracefs id) that stays
+    disabled, for every task, on one CPU, and is not inherited: a program
+    attached through it stays on the trace event's program list, running on
+    every hit on every CPU, until the fd is closed. A disabled event writes
+    no sample. Raises perf_abi.PerfError."""
+    from ktapjit.events.records.perf_ring import online_cpus
+
+    attr = perf_abi.perf_event_attr(type=perf_abi.PERF_TYPE_TRACEPOINT, config=tracepoint, sample_period=1,
+                                    disabled=1)
+    attr.size = ctypes.sizeof(attr)
+    return perf_abi.perf_event_open(attr, -1, online_cpus()[0], -1, perf_abi.PERF_FLAG_FD_CLOEXEC)
+
+
+def attach_carried(tracepoint: int, program: Program, what: str) -> int:
+    """Attach a tracepoint or uprobe `program` to trace event `tracepoint`
+    through a carrier event of its own; the carrier's fd (close it to
+    detach). `what` names the event in an error. Raises BpfError."""
+    try:
+        fd = open_carrier(tracepoint)
+    except perf_abi.PerfError as exc:
+        raise BpfError(f"cannot open {what} to attach BPF program '{program.name}': "
+                       f"{perf_abi.refusal_reason(exc.errno)}", exc.errno) from None
+    try:
+        attach(fd, program, enable=False)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _refusal(program: Program, err: int | None) -> str:

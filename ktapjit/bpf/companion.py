@@ -19,14 +19,12 @@ import ctypes
 import os
 
 from ktapjit.bpf import syscall as sc
-from ktapjit.bpf.errors import BpfError
-from ktapjit.bpf.attach import attach
+from ktapjit.bpf.attach import attach_carried
 from ktapjit.bpf.btf import member_bit_offset
 from ktapjit.bpf.build import compile_ir
 from ktapjit.bpf.loader import load_object
 from ktapjit.bpf.objects import BpfSession, possible_cpus
 from ktapjit.events.records import companion as record
-from ktapjit.events.records import perf_abi
 
 _MAP_LOOKUP_ELEM = 1
 _PERF_EVENT_OUTPUT = 25
@@ -158,24 +156,6 @@ class CompanionPrograms:
             self.bpf.close()
 
 
-def _carrier(tracepoint: int) -> int:
-    """A perf event on the tracepoint that stays disabled, for every task,
-    to attach a program through. Not the session's own events: a traced
-    command's children inherit those, and when an inherited event is freed
-    (the child exits) the kernel takes the program off the tracepoint. A
-    disabled event writes no sample; the program still runs on every hit."""
-    attr = perf_abi.perf_event_attr(type=perf_abi.PERF_TYPE_TRACEPOINT, config=tracepoint, sample_period=1,
-                                    disabled=1)
-    attr.size = ctypes.sizeof(attr)
-    return perf_abi.perf_event_open(attr, -1, _first_online_cpu(), -1, perf_abi.PERF_FLAG_FD_CLOEXEC)
-
-
-def _first_online_cpu() -> int:
-    from ktapjit.events.records.perf_ring import online_cpus
-
-    return online_cpus()[0]
-
-
 def attach_companions(plans, output_fds: dict[int, int]) -> CompanionPrograms:
     """Load one companion program per plan and attach it to its tracepoint
     through a carrier event; `output_fds`: the session's bpf-output event's
@@ -193,13 +173,8 @@ def attach_companions(plans, output_fds: dict[int, int]) -> CompanionPrograms:
         programs = load_object(session, compile_ir(module_text(plans)), {OUTPUT_MAP: out, SCRATCH_MAP: scratch},
                                sc.BPF_PROG_TYPE_TRACEPOINT)
         for i, plan in enumerate(plans):
-            try:
-                fd = _carrier(plan.tracepoint)
-            except perf_abi.PerfError as exc:
-                raise BpfError(f"cannot open {plan.system}:{plan.event} for its companion program: "
-                               f"{perf_abi.refusal_reason(exc.errno)}") from None
-            loaded.carriers.append(fd)
-            attach(fd, programs[f"ktc{i}"], enable=False)
+            loaded.carriers.append(attach_carried(plan.tracepoint, programs[f"ktc{i}"],
+                                                  f"{plan.system}:{plan.event}"))
     except BaseException:
         loaded.close()
         raise

@@ -83,6 +83,7 @@ class BpfRun(InterpRun):
         self._bpf = None  # the BpfSession owning every map and program
         self._loaded = None
         self._faults = None  # the FaultRing of the loaded programs
+        self._carriers: list[int] = []  # the perf fds the tracepoint and uprobe programs hang on
         self._cells: list[_Cell] = []
         self._gate = None  # the GATE_MAP of the loaded programs
         self._gate_on = False
@@ -114,7 +115,7 @@ class BpfRun(InterpRun):
         if refusal:
             say(f"bpf: every probe runs in user space: {refusal}")
             return
-        kernel_events = [event for event, _fds in attachments]
+        kernel_events = [event for event, _fds, _tracepoint in attachments]
         plan = lower_module(module, analysis, limits, kernel_events, keep_samples=events.recording)
         if not events.recording and _shares_an_event(module, events, plan):
             # A program that returns 0 drops the sample for every perf event on its
@@ -130,16 +131,17 @@ class BpfRun(InterpRun):
             say(_where(module, placement, plan, lowered, timers))
         if not plan.programs:
             return
-        fds_of = {id(event): fds for event, fds in attachments}
-        self._load(plan, fds_of)
+        fds_of = {id(event): (fds, tracepoint) for event, fds, tracepoint in attachments}
+        self._load(plan, fds_of, events.pid)
         self.kernel_probes, self.kernel_timers = frozenset(lowered), frozenset(timers)
 
-    def _load(self, plan, fds_of: dict) -> None:
-        from ktapjit.bpf.attach import attach_all
+    def _load(self, plan, fds_of: dict, pid: Optional[int]) -> None:
+        from ktapjit.bpf.attach import attach_all, attach_carried
         from ktapjit.bpf.fault_ring import FaultRing
         from ktapjit.bpf.lower import FAULT_MAP, GATE_MAP
         from ktapjit.bpf.kernel_load import load_plan
         from ktapjit.bpf.objects import BpfSession
+        from ktapjit.bpf.scope import SCOPE_MAP, keep_scope
         from ktapjit.bpf.source_map import create_source_map
         from ktapjit.bpf.tables import prefill
 
@@ -157,8 +159,16 @@ class BpfRun(InterpRun):
                 self._cells.append(_Cell(spec, target, base))
             self._faults = FaultRing(self._loaded.maps[FAULT_MAP])
             self._gate = self._loaded.maps[GATE_MAP]
+            if SCOPE_MAP in self._loaded.maps:  # -p/--: kept from before the session's events are enabled
+                self._carriers += keep_scope(self._bpf, self._loaded.maps[SCOPE_MAP], pid, bind=(source_map,))
             for program in plan.programs:
-                attach_all(list(fds_of[id(program.event)]), self._loaded.programs[program.name])
+                fds, tracepoint = fds_of[id(program.event)]
+                loaded = self._loaded.programs[program.name]
+                if tracepoint is None:  # a cpu-clock program belongs to each CPU's event
+                    attach_all(list(fds), loaded)
+                else:
+                    what = program.event.probename.decode(errors="replace")
+                    self._carriers.append(attach_carried(tracepoint, loaded, what))
         except BaseException:
             self.detach_kernel()
             raise
@@ -210,6 +220,7 @@ class BpfRun(InterpRun):
             return
         self._gate = None  # first: a signal handler's gate_kernel must not write a closed map
         try:
+            _close_all(self._carriers)  # the programs stop: the maps hold their last updates
             if self._faults is not None:
                 self._read_faults()
             if self._loaded is not None:
@@ -258,6 +269,13 @@ class BpfRun(InterpRun):
     def _verbose(self, text: str) -> None:
         if self.engine.verbose:
             self.engine.say(text)
+
+
+def _close_all(fds: list[int]) -> None:
+    import os
+
+    while fds:
+        os.close(fds.pop())
 
 
 def _merge(spec, base: list, kernel: list, user: list) -> list:
@@ -324,8 +342,9 @@ def _wider(a: Optional[FieldShape], b: FieldShape) -> FieldShape:
 
 
 def _kernel_events(module: Module, analysis, events: LiveEvents):
-    """(KernelEvent, perf fds) for each opened event of a kernel-placed
-    probe or timer, or a reason why they cannot all run in the kernel."""
+    """(KernelEvent, perf fds, trace event id) for each opened event of a
+    kernel-placed probe or timer (the id None for a timer's cpu-clock), or a
+    reason why they cannot all run in the kernel."""
     from ktapjit.bpf.kernel_plan import KernelEvent, tracepoint_event
 
     kernel = {id(p.target) for p in analysis.placements if p.where == KERNEL}
@@ -340,7 +359,7 @@ def _kernel_events(module: Module, analysis, events: LiveEvents):
             if member.is_profile:
                 if id(module.timers[member.timer]) in kernel:
                     event = KernelEvent(member.timer, "profile", "profile", member.probename, timer=True)
-                    built.append((event, opened.fds))
+                    built.append((event, opened.fds, None))
                 continue
             if id(module.probes[member.probe]) not in kernel:
                 continue
@@ -348,12 +367,12 @@ def _kernel_events(module: Module, analysis, events: LiveEvents):
                 if member.system == "ftrace":
                     # ftrace's own events (ftrace:print, ...) are no tracepoints: perf refuses them a program.
                     return [], f"{member.system}:{member.event} is one of ftrace's own events, which take no BPF program"
-                built.append((tracepoint_event(member.probe, member.fmt, events.pid, skip), opened.fds))
+                built.append((tracepoint_event(member.probe, member.fmt, events.pid, skip), opened.fds, member.fmt.id))
                 continue
             event, why = _uprobe_event(member, events.pid)
             if why:
                 return [], f"{member.eventdef or member.event}: {why}"
-            built.append((replace(event, skip_pid=skip), opened.fds))
+            built.append((replace(event, skip_pid=skip), opened.fds, member.fmt.id))
     return built, None
 
 

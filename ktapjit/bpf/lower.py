@@ -31,6 +31,7 @@ from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_F
 from ktapjit.bpf.lower_ops import HANDLERS, op_text
 from ktapjit.bpf.lowered_value import NIL, FuncRef, Lowered, int_value
 from ktapjit.bpf.placement import KERNEL, KERNEL_STRING_MAX, Analysis, Reason
+from ktapjit.bpf.scope import SCOPE_ENTRIES, SCOPE_MAP
 from ktapjit.diag import Span
 from ktapjit.ir.func import Block, Func, Module, Value
 from ktapjit.ir.ops import Op
@@ -60,8 +61,8 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
     A tracepoint writes its perf sample only when its program returns
     non-zero: `keep_samples` makes every program that ran the body do so,
     for a run that also records the stream (--record, --engine compare).
-    A hit of another process than KernelEvent.pid, or of KernelEvent.skip_pid,
-    never writes one."""
+    A hit outside the traced process tree (KernelEvent.pid set: the scope
+    map, scope.py), or of KernelEvent.skip_pid, never writes one."""
     kernel = {id(p.target) for p in analysis.placements if p.where == KERNEL}
     state = _PlanState(module, analysis, limits, int(keep_samples))
     for _round in range(8):  # string slots and refusals settle in a few rounds
@@ -94,6 +95,8 @@ def lower_module(module: Module, analysis: Analysis, limits: Limits,
            AuxMap(FAULT_MAP, sc.BPF_MAP_TYPE_RINGBUF, 0, 0, FAULT_RING_BYTES)] if programs else []
     if scratch:
         aux.append(AuxMap(SCRATCH_MAP, sc.BPF_MAP_TYPE_PERCPU_ARRAY, 4, scratch, 1))
+    if any(SCOPE_MAP in p.maps_used for p in programs):
+        aux.append(AuxMap(SCOPE_MAP, sc.BPF_MAP_TYPE_HASH, 4, 4, SCOPE_ENTRIES))
     return KernelPlan(texts, maps, aux, dict(state.sites), dict(state.not_lowered))
 
 
@@ -269,13 +272,15 @@ class _ProgramLowering:
         self.use_map(FAULT_MAP)
         fn.lines.append(";scratch")  # the scratch lookup goes here, if a `..` needs it
         self.skip_unless_gate_on()
-        if self.event.pid is not None or self.event.skip_pid is not None:
+        if self.event.pid is not None:  # the traced process tree (scope.py keeps the map)
             pid_tgid = fn.helper(GET_CURRENT_PID_TGID, "i64", "")
-            tgid = fn.op(f"lshr i64 {pid_tgid}, 32")
-            if self.event.pid is not None:
-                self.skip_unless(fn.op(f"icmp eq i64 {tgid}, {self.event.pid}"))
-            else:
-                self.skip_unless(fn.op(f"icmp ne i64 {tgid}, {self.event.skip_pid}"))
+            key = self.buffer(("scope",), 4)
+            fn.store("i32", fn.op(f"trunc i64 {fn.op(f'lshr i64 {pid_tgid}, 32')} to i32"), key)
+            found = self.lookup(self.use_map(SCOPE_MAP), key)
+            self.skip_unless(fn.op(f"icmp ne ptr {found}, null"))
+        elif self.event.skip_pid is not None:
+            tgid = fn.op(f"lshr i64 {fn.helper(GET_CURRENT_PID_TGID, 'i64', '')}, 32")
+            self.skip_unless(fn.op(f"icmp ne i64 {tgid}, {self.event.skip_pid}"))
         if getattr(probe, "filter", None) is not None:
             self.skip_unless(filter_test(fn, probe.filter, probe.filter_span, self.event.fields))
         self.inline(probe.func, [])

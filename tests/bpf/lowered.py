@@ -13,6 +13,7 @@ from typing import Optional
 from ktapjit.bpf.attach import attach_all
 from ktapjit.bpf.fault_ring import FaultRing
 from ktapjit.bpf.kernel_load import LoadedPlan, load_plan
+from ktapjit.bpf.scope import SCOPE_MAP, seed
 from ktapjit.bpf.kernel_plan import KernelEvent, KernelPlan, tracepoint_event
 from ktapjit.bpf.lower import FAULT_MAP, GATE_MAP, lower_module
 from ktapjit.bpf.objects import BpfSession
@@ -103,6 +104,8 @@ def run_live(source: str, workload: list[str], base: dict, limits: Limits = Limi
         with BpfSession() as bpf, PerfSession(perf_events, pages=256 if clockid else 1, track_tasks=False, clockid=clockid) as perf:
             loaded = load_plan(bpf, plan)
             gate_on(loaded)
+            if SCOPE_MAP in loaded.maps:  # the workloads fork nothing: no program need keep it
+                seed(loaded.maps[SCOPE_MAP], works[0].pid)
             for spec in plan.maps:
                 prefill(spec, loaded.maps[spec.name], base.get(spec.cell, []))
             for program in plan.programs:

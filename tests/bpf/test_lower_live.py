@@ -25,6 +25,7 @@ from ktapjit.bpf.lower import lower_module
 from ktapjit.bpf.objects import BpfSession
 from ktapjit.bpf.placement import analyse_module
 from ktapjit.bpf.probe_regs import register_field, uprobe_event
+from ktapjit.bpf.scope import SCOPE_MAP, seed
 from ktapjit.bpf.tables import prefill, read_back
 from ktapjit.events.probes.dynamic_probes import uprobe_pmu_event
 from ktapjit.events.probes.elf import symbol_file_offset
@@ -267,6 +268,7 @@ def test_a_uprobe_program_sums_a_register_argument_exactly(beats_workload):
         with BpfSession() as bpf, PerfSession([perf_event], pages=1, track_tasks=False) as perf:
             loaded = load_plan(bpf, plan)
             gate_on(loaded)
+            seed(loaded.maps[SCOPE_MAP], work.pid)
             for spec in plan.maps:
                 prefill(spec, loaded.maps[spec.name], [(None, 0)])
             [program] = plan.programs
@@ -311,6 +313,7 @@ def test_the_kernel_tables_equal_the_interpreters_on_the_same_events(calls, tmp_
         with BpfSession() as bpf, PerfSession(perf_events, pages=1, track_tasks=False) as perf:
             loaded = load_plan(bpf, plan)
             gate_on(loaded)
+            seed(loaded.maps[SCOPE_MAP], work.pid)
             for program, perf_event in zip(plan.programs, perf_events):
                 attach_all([op.fd for op in perf.opened if op.event is perf_event], loaded.programs[program.name])
             interp = subprocess.Popen([ktapjit, "run", "--engine", "interp", "--record", "rec.data", "-p",
