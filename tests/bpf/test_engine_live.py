@@ -105,6 +105,12 @@ SAME_AS_INTERP = [
      "var n = 0\nn = 7\ntrace syscalls:sys_enter_getppid { n += 1 }\ntrace_end { print(n) }",
      f"{P + 7}\n",
      ["syscalls:sys_enter_getppid: kernel"]),
+    # Each program hangs on a perf event of its own: a second one on the same
+    # tracepoint was refused (EEXIST) when both went through the session's fd.
+    ("two probes on one tracepoint",
+     "var a, b = 0, 0\ntrace syscalls:sys_enter_getppid { a += 1 }\n"
+     "trace syscalls:sys_enter_getppid { b += 2 }\ntrace_end { print(a, b) }",
+     f"{P}\t{2 * P}\n", ["syscalls:sys_enter_getppid: kernel"]),
     ("ipof() looks its address up in user space",
      "var t = {}\ntrace syscalls:sys_enter_getppid { t[ipof(\"vfs_read\")] += 1 }\n"
      "trace_end { print(t[ipof(\"vfs_read\")], len(t)) }",
