@@ -282,6 +282,11 @@ def _event_field(lw, inst, v, a):
     return lw.event_field(v.aux, v)
 
 
+@handles(Op.EventMemory)
+def _event_memory(lw, inst, v, a):
+    return lw.memory[v.aux]  # read before the body ran (lower_memory.py)
+
+
 
 @handles(Op.Len)
 def _len(lw, inst, v, a):
@@ -338,7 +343,7 @@ def _concat(lw, inst, v, a):
 NOT_LOWERED_OPS = frozenset({
     Op.FreeCell, Op.CellNew, Op.CellGet, Op.CellSet, Op.StringOf, Op.TableNew, Op.Delete, Op.PairsSnapshot,
     Op.SnapshotLen, Op.SnapshotKey, Op.Closure, Op.Print, Op.Printf, Op.PrintHist, Op.PrintFolded,
-    Op.PrintAgg, Op.NumCpus, Op.Arch, Op.KernelV, Op.KernelSymbol, Op.Stack, Op.EventMemory,
+    Op.PrintAgg, Op.NumCpus, Op.Arch, Op.KernelV, Op.KernelSymbol, Op.Stack,
 })
 
 
