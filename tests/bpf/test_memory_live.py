@@ -11,6 +11,7 @@ one longer than the bound; it makes no child process."""
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from tests.bpf.conftest import needs_bpf
@@ -89,3 +90,29 @@ def test_at_the_default_max_string_the_probe_stays_in_user_space(opens, nothing_
             "bytes, above the kernel's 128") in err.splitlines()
     assert (status, out) == ktapjit("--engine", "interp", *command)[:2]
     assert f"{'/nonexistent/long-' + 'x' * 182} {N}\n" in out
+
+
+def test_compare_bpf_replays_the_companions_of_a_kernel_probe(opens, nothing_left):  # noqa: F811
+    """The kernel counts by the paths its program read; the recording still
+    holds the companion records, and the interpreter's replay of it counts
+    the same paths."""
+    status, out, err = ktapjit("--engine", "compare", "--bpf", "--max-string", "100", "-e", COUNT_PATHS,
+                               "--", str(opens), str(N))
+    lines = err.splitlines()
+    assert status == 0, err
+    assert f"{LONG} {N}\n" in out and f"<nil> {2 * N}\n" in out
+    assert lines[1] == f"compare: identical output ({len(out)} bytes, 0 stderr lines, status 0)", err
+    assert lines[2].startswith("compare: ") and "in the kernel (not timed)" in lines[2], err
+
+
+def test_compare_bpf_on_in_iowait_in_the_kernel(opens, nothing_left):  # noqa: F811
+    """A task entering openat is running, not waiting for I/O: 0, read
+    through task_struct's BTF offset in both the program and the companion."""
+    script = ("var t = {}\ntrace syscalls:sys_enter_openat { t[in_iowait()] += 1 }\n"
+              "trace_end { for (k, v in pairs(t)) { printf(\"%s %d\\n\", k, v) } }")
+    status, out, err = ktapjit("--engine", "compare", "--bpf", "-e", script, "--", str(opens), str(N))
+    lines = err.splitlines()
+    assert status == 0, err
+    assert lines[1] == f"compare: identical output ({len(out)} bytes, 0 stderr lines, status 0)", err
+    assert "in the kernel (not timed)" in lines[2], err
+    assert re.fullmatch(r"0 \d+\n", out) and int(out.split()[1]) >= 4 * N, out
