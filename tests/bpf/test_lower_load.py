@@ -137,6 +137,21 @@ def test_memory_reads_lower_and_load(script, max_string):
         load_plan(session, plan)
 
 
+@pytest.mark.parametrize("max_string, reasons", [
+    (128, []),
+    (4096, ["t.kp:2:40: comparing two strings of up to 4096 bytes (not lowered yet)"]),
+])
+def test_two_memory_reads_compare_up_to_the_kernels_string_size(max_string, reasons):
+    script = "var n = 0\ntrace a:b { if (user_string(args.path) == kernel_string(args.path32)) { n += 1 } }"
+    module = compile_script(script.encode(), "t.kp", verify=True).module
+    limits = Limits(max_string=max_string)
+    event = KernelEvent(0, "b", "tracepoint", b"b", POINTER_FIELDS, ())
+    plan = lower_module(module, analyse_module(module, limits), limits, [event])
+    assert [r.render() for r in plan.not_lowered.values()] == reasons
+    with BpfSession() as session:
+        load_plan(session, plan)
+
+
 def test_a_memory_read_in_a_uprobe_is_not_lowered_yet():
     module = compile_script(b'var n = 0\ntrace probe:/bin/true:main { if (user_string(arg1) == "x") { n += 1 } }',
                             "t.kp").module
