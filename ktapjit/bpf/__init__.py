@@ -24,6 +24,8 @@ Errors are ``BpfError``: ``str()`` is one line a user can act on.
   programs that read `user_string`/`kernel_string`/`in_iowait()` when a
   tracepoint fires and write them as bpf-output samples; the command line
   hands them to the live session (tracing/companion.py says what to read).
+  A kernel-placed tracepoint probe makes the same reads in its own program
+  (lower_memory.py), by the same rules.
 
 - The engine (engine.py, ``--engine bpf``): an interpreter run for the
   user-space half, the kernel-placed probes lowered, loaded and attached to

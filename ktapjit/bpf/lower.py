@@ -28,6 +28,7 @@ from ktapjit.bpf.llvm_text import (GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_F
                                    KTIME_GET_NS, MAP_DELETE_ELEM, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM,
                                    PROBE_READ_KERNEL, PROBE_READ_USER,
                                    RINGBUF_OUTPUT, FunctionText, module_text)
+from ktapjit.bpf.lower_memory import read_all
 from ktapjit.bpf.lower_ops import HANDLERS, op_text
 from ktapjit.bpf.lowered_value import NIL, FuncRef, Lowered, int_value
 from ktapjit.bpf.placement import KERNEL, KERNEL_STRING_MAX, Analysis, Reason
@@ -259,6 +260,7 @@ class _ProgramLowering:
         self.scratch_size = 0  # bytes of the per-CPU scratch value this program uses
         self.instances = 0
         self.depth = 0
+        self.memory: dict[str, Lowered] = {}  # EventMemory aux -> its value, read before the body
 
     # -- driving
 
@@ -283,6 +285,7 @@ class _ProgramLowering:
             self.skip_unless(fn.op(f"icmp ne i64 {tgid}, {self.event.skip_pid}"))
         if getattr(probe, "filter", None) is not None:
             self.skip_unless(filter_test(fn, probe.filter, probe.filter_span, self.event.fields))
+        self.memory = read_all(self, _reachable_values(probe.func, self.state.analysis))
         self.inline(probe.func, [])
         self.fill_scratch()
         return self

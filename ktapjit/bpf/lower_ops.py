@@ -18,6 +18,9 @@ from ktapjit.ir.ops import ARITH_SYMBOL, Op
 from ktapjit.semantics.agg import lhist_bounds_error
 from ktapjit.semantics.intmath import TIME_DIVISORS
 
+# The longest strings `==` compares byte for byte (KERNEL_STRING_MAX and its padding).
+COMPARED_STRING_MAX = 136
+
 # ------------------------------------------------------------ op handlers
 
 HANDLERS = {}
@@ -171,6 +174,10 @@ def _equal(lw, inst, v, a):
     fn = lw.fn
     same = fn.op(f"and i1 {fn.op(f'icmp eq i64 {x.tag}, {y.tag}')}, {fn.op(f'icmp eq i64 {x.bits}, {y.bits}')}")
     common = min(x.cap, y.cap)
+    if common > COMPARED_STRING_MAX:
+        # Two memory reads at a large --max-string: the zeroed copies would
+        # be memsets the BPF backend makes calls of, which it cannot emit.
+        raise NotLowered(f"comparing two strings of up to {common} bytes", v.span or lw.where(v))
     if common:
         is_string = fn.op(f"icmp eq i64 {x.tag}, {TAG_STRING}")
         both = fn.op(f"and i1 {same}, {is_string}")
@@ -282,6 +289,11 @@ def _event_field(lw, inst, v, a):
     return lw.event_field(v.aux, v)
 
 
+@handles(Op.EventMemory)
+def _event_memory(lw, inst, v, a):
+    return lw.memory[v.aux]  # read before the body ran (lower_memory.py)
+
+
 
 @handles(Op.Len)
 def _len(lw, inst, v, a):
@@ -338,7 +350,7 @@ def _concat(lw, inst, v, a):
 NOT_LOWERED_OPS = frozenset({
     Op.FreeCell, Op.CellNew, Op.CellGet, Op.CellSet, Op.StringOf, Op.TableNew, Op.Delete, Op.PairsSnapshot,
     Op.SnapshotLen, Op.SnapshotKey, Op.Closure, Op.Print, Op.Printf, Op.PrintHist, Op.PrintFolded,
-    Op.PrintAgg, Op.NumCpus, Op.Arch, Op.KernelV, Op.KernelSymbol, Op.Stack, Op.EventMemory,
+    Op.PrintAgg, Op.NumCpus, Op.Arch, Op.KernelV, Op.KernelSymbol, Op.Stack,
 })
 
 

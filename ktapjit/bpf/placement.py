@@ -492,11 +492,12 @@ class _Analysis:
             why(str(v.aux), self.where(v))  # a StackRequest prints as the call: stack(), ustack(2, 1)
             return _RESULT_KINDS["string"]
         if v.op is Op.EventMemory:
-            read = MemoryRead.parse(name)
-            why(f"{read} (read at event time: its companion record is paired in user space)", self.where(v))
-            if read.kind == "in_iowait":
-                return _kind("int", "nil")
-            return _kind("string", "nil", strlen=MAX_STRING_READ)
+            # The program reads it itself (lower_memory.py), once per event:
+            # every use in one event sees one value.
+            key = ("memory", name)
+            if MemoryRead.parse(name).kind == "in_iowait":
+                return _kind("int", "nil", key=key)
+            return _kind("string", "nil", strlen=min(self.limits.max_string, MAX_STRING_READ), key=key)
         if v.op is Op.EventValue and name in ("pid", "tid", "cpu"):
             return _kind("int", "nil", key=("event", name))
         if name == "uid":

@@ -97,9 +97,9 @@ EXAMPLES = [
     ("funclat", 2, False),  # gettimeofday_ns() in a recorded run
     ("usdt", 1, False),  # `last_n = ...`: the last writer wins
     ("flamegraph", 1, False),  # stack(): in user space
-    ("opensnoop", 1, False),  # they print; user_string() comes from companion records
+    ("opensnoop", 1, False),  # they print
     ("execsnoop", 1, False),
-    ("offcputime", 1, False),  # in_iowait(): a companion record too
+    ("offcputime", 1, False),  # `left[tid] = ...`: the last writer wins
 ]
 
 

@@ -108,3 +108,54 @@ def test_what_is_not_lowered_yet_says_what_and_where():
     assert target is module.probes[0]
     assert reason.render() == "t.kp:2:12: a /FILTER/ on a str value (not lowered yet)"
     assert [p.event.target(module) for p in plan.programs] == [module.probes[1]]
+
+
+# A tracepoint whose record holds a pointer, of 8 and of 4 bytes.
+POINTER_FIELDS = {**TRACEPOINT_FIELDS, "path": CtxField(96, 8), "path32": CtxField(104, 4)}
+
+
+@pytest.mark.parametrize("script, max_string", [
+    ("var t = {}\ntrace a:b { t[user_string(args.path)] += 1 }", 128),
+    ("var t = {}\ntrace a:b { t[kernel_string(args.path32)] += 1 }", 16),
+    ('var n = 0\ntrace a:b { if (user_string(args.path) == "/etc/passwd") { n += 1 } }', 4096),
+    ('var t = {}\ntrace a:b { var p = user_string(args.path)\n if (p != nil && len(p) > 3) { t[p] += 1 } }', 100),
+    ("var t = {}\ntrace a:b { t[in_iowait()] += 1 }", 4096),
+    ("var t = {}\ntrace a:b { t[user_string(args.path) .. kernel_string(args.path32)] += arg1 }", 60),
+    ("var t = {}\ntrace a:b { t[user_string(args.filename)] += 1 }", 64),  # a char[16]: nil
+])
+def test_memory_reads_lower_and_load(script, max_string):
+    """user_string(), kernel_string() and in_iowait() are read by the
+    program itself: the verifier accepts the reads at every bound."""
+    module = compile_script(script.encode(), "t.kp", verify=True).module
+    limits = Limits(max_string=max_string)
+    analysis = analyse_module(module, limits)
+    assert [p.where for p in analysis.placements] == [KERNEL]
+    event = KernelEvent(0, "b", "tracepoint", b"b", POINTER_FIELDS, ("id", "ret", "count", "filename"))
+    plan = lower_module(module, analysis, limits, [event])
+    assert plan.not_lowered == {}
+    with BpfSession() as session:
+        load_plan(session, plan)
+
+
+@pytest.mark.parametrize("max_string, reasons", [
+    (128, []),
+    (4096, ["t.kp:2:40: comparing two strings of up to 4096 bytes (not lowered yet)"]),
+])
+def test_two_memory_reads_compare_up_to_the_kernels_string_size(max_string, reasons):
+    script = "var n = 0\ntrace a:b { if (user_string(args.path) == kernel_string(args.path32)) { n += 1 } }"
+    module = compile_script(script.encode(), "t.kp", verify=True).module
+    limits = Limits(max_string=max_string)
+    event = KernelEvent(0, "b", "tracepoint", b"b", POINTER_FIELDS, ())
+    plan = lower_module(module, analyse_module(module, limits), limits, [event])
+    assert [r.render() for r in plan.not_lowered.values()] == reasons
+    with BpfSession() as session:
+        load_plan(session, plan)
+
+
+def test_a_memory_read_in_a_uprobe_is_not_lowered_yet():
+    module = compile_script(b'var n = 0\ntrace probe:/bin/true:main { if (user_string(arg1) == "x") { n += 1 } }',
+                            "t.kp").module
+    plan = lower_module(module, analyse_module(module), Limits(), events_for(module))
+    [reason] = plan.not_lowered.values()
+    assert reason.render() == ("t.kp:2:45: user_string(arg1) in a uprobe program (the kernel reads it from a "
+                               "tracepoint's record) (not lowered yet)")

@@ -253,6 +253,13 @@ CASES = [
      "ftrace:function user\n  2:7 ftrace:function (a BPF program cannot attach to the function tracer)"),
     ("a filter runs in the kernel", "var n = 0\ntrace a:b /ret < 0/ { n += 1 }", "a:b kernel"),
     ("event time and probename", "var t = {}\ntrace a:b { t[probename] += gettimeofday_us() }", "a:b kernel"),
+    # -- memory read at event time: the program reads it itself
+    ("a string read compared in the kernel",
+     'var n = 0\ntrace a:b { if (user_string(args.filename) == "/etc/passwd") { n += 1 } }', "a:b kernel"),
+    ("in_iowait() counted in the kernel", "var t = {}\ntrace a:b { t[in_iowait()] += 1 }", "a:b kernel"),
+    ("a string read as a key, at the default --max-string",
+     "var t = {}\ntrace a:b { t[kernel_string(arg1)] += 1 }",
+     "a:b user\n  2:14 the key of `t` is a string of up to 4096 bytes, above the kernel's 128"),
 ]
 
 
@@ -282,6 +289,18 @@ def test_calls_deeper_than_max_depth_stay_in_user_space():
     script = "var n = 0\nfunction f() { return 1 }\nfunction g() { return f() }\ntrace a:b { n += g() }"
     assert plan(script, Limits(max_depth=2)) == "a:b kernel"
     assert plan(script, Limits(max_depth=1)) == "a:b user\n  3:24 calls nested deeper than --max-depth 1"
+
+
+@pytest.mark.parametrize("max_string, expected", [
+    (128, "a:b kernel"),
+    (129, "a:b user\n  2:14 the key of `t` is a string of up to 129 bytes, above the kernel's 128"),
+    (1 << 20, "a:b user\n  2:14 the key of `t` is a string of up to 4096 bytes, above the kernel's 128"),
+])
+def test_a_string_read_is_bounded_by_max_string_and_4096(max_string, expected):
+    """user_string() keeps at most min(--max-string, 4096) bytes: a key of
+    it fits the kernel's slots when --max-string does."""
+    script = "var t = {}\ntrace a:b { t[user_string(args.filename)] += 1 }"
+    assert plan(script, Limits(max_string=max_string)) == expected
 
 
 @pytest.mark.parametrize("shape, expected", [
@@ -374,7 +393,6 @@ EXAMPLES = {
     "execsnoop.kp": """
         syscalls:sys_enter_execve user
           15:8 printf() writes output, in event order
-          15:54 user_string(args.filename) (read at event time: its companion record is paired in user space)
     """,
     "filtered.kp": """
         sched:sched_process_exec user
@@ -403,7 +421,6 @@ EXAMPLES = {
         sched:sched_switch user
           24:6 stores a computed value into `left`: the last writer wins
           25:8 stores a computed value into `for_io`: the last writer wins
-          25:35 in_iowait() (read at event time: its companion record is paired in user space)
           26:18 reads `left`, which trace sched:sched_switch writes: the value read depends on the order of events
           31:13 reads `for_io`, which trace sched:sched_switch writes: the value read depends on the order of events
           34:7 `left` is updated in more than one way (=, = nil (delete))
@@ -412,7 +429,6 @@ EXAMPLES = {
     "opensnoop.kp": """
         syscalls:sys_enter_openat user
           18:8 printf() writes output, in event order
-          18:54 user_string(args.filename) (read at event time: its companion record is paired in user space)
     """,
     "schedtime.kp": """
         sched:sched_switch user
