@@ -4,6 +4,7 @@ program of its own behind."""
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Optional
 
@@ -98,3 +99,12 @@ def getppid_workload(tmp_path_factory):
 @pytest.fixture(scope="session")
 def beats_workload(tmp_path_factory):
     return build_c(tmp_path_factory, "beats", BEATS_C, "-O2", purpose="the uprobe workload")
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """`ktapjit run ARGS` in this process: its status, stdout and stderr."""
+    from ktapjit.cli import main
+
+    out, err = io.BytesIO(), io.BytesIO()
+    status = main(["run", *args], stdout=out, stderr=err)
+    return status, out.getvalue().decode(), err.getvalue().decode()

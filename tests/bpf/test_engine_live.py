@@ -5,7 +5,6 @@ interpreter's (docs/bpf.md, "Running")."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -14,13 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.bpf.conftest import needs_bpf, open_fds
+from tests.bpf.conftest import needs_bpf, open_fds, run_cli as ktapjit
 from tests.bpf.lowered import CALLS_C
 from tests.cbuild import build_c
 from tests.tracing.conftest import clean_tracing_state, status_line  # noqa: F401 (a fixture)
 
 from ktapjit.bpf.loaded import loaded_sessions
-from ktapjit.cli import main
 
 pytestmark = needs_bpf
 
@@ -32,12 +30,6 @@ GETPPID, GETPID, EXIT_GROUP = 110, 39, 231  # x86-64 syscall numbers
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory):
     return build_c(tmp_path_factory, "calls", CALLS_C, "-O2", purpose="the syscall workload")
-
-
-def ktapjit(*args: str) -> tuple[int, str, str]:
-    out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", *args], stdout=out, stderr=err)
-    return status, out.getvalue().decode(), err.getvalue().decode()
 
 
 def our_programs(pid: int = os.getpid()) -> list:

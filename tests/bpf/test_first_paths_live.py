@@ -7,7 +7,6 @@ load also run under bpf in tests/tracing, through its engine parametrisation.)
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import signal
@@ -17,22 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.bpf.conftest import needs_bpf
+from tests.bpf.conftest import needs_bpf, run_cli as ktapjit
 from tests.tracing.conftest import clean_tracing_state, status_line  # noqa: F401 (a fixture)
 
 from ktapjit.bpf.loaded import loaded_sessions
-from ktapjit.cli import main
 
 pytestmark = [needs_bpf, pytest.mark.live]
 
 ROOT = Path(__file__).resolve().parents[2]
 GENEROUS = 15.0  # seconds, on a loaded 2-CPU VM
-
-
-def ktapjit(*args: str) -> tuple[int, str, str]:
-    out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", *args], stdout=out, stderr=err)
-    return status, out.getvalue().decode(), err.getvalue().decode()
 
 
 def test_a_glob_with_ftraces_own_events_runs_in_user_space_and_says_why(clean_tracing_state):  # noqa: F811

@@ -10,16 +10,14 @@ one longer than the bound; it makes no child process."""
 
 from __future__ import annotations
 
-import io
 import re
 
 import pytest
-from tests.bpf.conftest import needs_bpf
+from tests.bpf.conftest import needs_bpf, run_cli as ktapjit
 from tests.bpf.test_engine_live import nothing_left  # noqa: F401 (a fixture)
 from tests.cbuild import build_c
 from tests.tracing.conftest import clean_tracing_state  # noqa: F401 (a fixture)
 
-from ktapjit.cli import main
 
 pytestmark = needs_bpf
 
@@ -66,12 +64,6 @@ LONG = "/nonexistent/long-" + "x" * (100 - len("/nonexistent/long-"))
 @pytest.fixture(scope="module")
 def opens(tmp_path_factory):
     return build_c(tmp_path_factory, "opens", OPENS_C, "-O2", purpose="the openat workload")
-
-
-def ktapjit(*args: str) -> tuple[int, str, str]:
-    out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", *args], stdout=out, stderr=err)
-    return status, out.getvalue().decode(), err.getvalue().decode()
 
 
 def test_user_string_keys_count_exact_paths_in_the_kernel(opens, nothing_left):  # noqa: F811

@@ -12,16 +12,14 @@ to a page each: a site event of both cannot tell them apart in the kernel.
 
 from __future__ import annotations
 
-import io
 
 import pytest
-from tests.bpf.conftest import needs_bpf
+from tests.bpf.conftest import needs_bpf, run_cli as ktapjit
 from tests.cbuild import build_c
 from tests.events.test_elf import SDT_H
 from tests.tracing.conftest import clean_tracing_state  # noqa: F401 (a fixture)
 
 from ktapjit.bpf.loaded import loaded_sessions
-from ktapjit.cli import main
 
 pytestmark = needs_bpf
 
@@ -63,12 +61,6 @@ def work(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def apart(tmp_path_factory):
     return build_c(tmp_path_factory, "apart", APART_C, "-O2", purpose="the page-aligned workload")
-
-
-def ktapjit(*args: str) -> tuple[int, str, str]:
-    out, err = io.BytesIO(), io.BytesIO()
-    status = main(["run", *args], stdout=out, stderr=err)
-    return status, out.getvalue().decode(), err.getvalue().decode()
 
 
 def our_programs() -> list:
