@@ -184,18 +184,22 @@ def test_a_kernel_fault_is_the_interpreters_error_then_trace_end_runs(calls, not
 
 
 def test_a_kernel_fault_ends_a_system_wide_trace_by_itself(calls):
-    """Nothing else would end it: no command, no Ctrl-C."""
+    """Nothing else would end it: no command, no Ctrl-C. The workload runs
+    once the status line says the trace started (on an idle machine its
+    syscalls are the only ones that overflow the table)."""
     script = "var t = {}\ntrace raw_syscalls:sys_enter { t[args.id] += 1 }\ntrace_end { print(\"end\") }"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.Popen([sys.executable, "-m", "ktapjit", "run", "--bpf", "-q", "--max-table", "2", "-e", script],
+    run = subprocess.Popen([sys.executable, "-m", "ktapjit", "run", "--bpf", "--max-table", "2", "-e", script],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
+        started = run.stderr.readline()
         subprocess.run([str(calls), "10", "10", "nowait"], check=True)
         out, err = run.communicate(timeout=30)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
+    assert started == status_line(1) + "\n"
     assert (run.returncode, out, err) == (1, "end\n", "error: table overflow (2 entries) at -e:2:33\n")
 
 
