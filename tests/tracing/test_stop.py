@@ -125,6 +125,7 @@ def test_recording_cut_by_a_stop_replays_the_live_output_first(load, procs, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.not_bpf("its uprobe runs in the kernel: no user-space backlog builds for a second signal to cut")
 def test_second_signal_ends_at_once_and_removes_the_uprobe(spin, load, procs):
     # A probe slow enough for the JIT to fall behind too, so that the stop's
     # backlog outlasts the gap (the perf events are released only after
